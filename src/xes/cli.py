@@ -1,0 +1,3 @@
+"""The `xes` command."""
+def main() -> int:
+    return 0
