@@ -1,0 +1,269 @@
+"""Real Chromium for tests: launch flags, tone WAVs, tone detection and ICE pair inspection.
+
+Everything here drives the Debian Chromium (`/usr/bin/chromium`) through plain Playwright, so the
+fixtures that use it decide when browsers start and stop. See /work/shared/RECIPES.md sections 0-3
+for why each flag is there.
+
+Typical use::
+
+    with sync_playwright() as playwright:
+        browser = launch_with_tone(playwright, tmp_path, 440)
+        page = browser.new_page()
+        ...
+        heard = detect_tones(page, [660, 990], timeout=30)
+        pairs = selected_pair_types(page)
+
+`detect_tones` and `selected_pair_types` read the page's debug object `window.xes`
+(`remoteStreams()` and `pcs()`, both Maps keyed by peer id), which the XES web client exposes.
+"""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+from playwright.sync_api import Browser, Page, Playwright
+
+__all__ = [
+    "CHROMIUM_PATH",
+    "BASE_ARGS",
+    "chromium_args",
+    "write_tone_wav",
+    "launch_chromium",
+    "launch_with_tone",
+    "detect_tones",
+    "selected_pair_types",
+]
+
+CHROMIUM_PATH = "/usr/bin/chromium"
+
+# Flags every test browser gets. No network beyond loopback: DNS is answered "not found" inside
+# Chromium (127.0.0.1 and localhost excepted, else even IP-literal URLs fail), and the background
+# services that phone home are off.
+BASE_ARGS: tuple[str, ...] = (
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--disable-default-apps",
+    "--disable-dev-shm-usage",
+    "--use-fake-device-for-media-stream",
+    "--autoplay-policy=no-user-gesture-required",
+    # Without it a loopback-only machine offers no host candidate at all (RECIPES §3).
+    "--allow-loopback-in-peer-connection",
+    "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
+)
+
+# Grants the microphone without a prompt. It is also what makes Chromium expose raw host IPs
+# instead of mDNS names, which direct loopback calls need (RECIPES §3).
+FAKE_UI_ARG = "--use-fake-ui-for-media-stream"
+
+
+def chromium_args(
+    *,
+    fake_audio: Path | None = None,
+    auto_grant_media: bool = True,
+    extra: Iterable[str] = (),
+) -> list[str]:
+    """Command-line flags for one test Chromium process.
+
+    Args:
+        fake_audio: WAV file the fake microphone plays (looped) instead of Chromium's beep.
+        auto_grant_media: Grant microphone permission without a prompt. Turn off to test denial.
+        extra: More flags, appended last.
+    """
+    args = list(BASE_ARGS)
+    if auto_grant_media:
+        args.append(FAKE_UI_ARG)
+    if fake_audio is not None:
+        args.append(f"--use-file-for-fake-audio-capture={fake_audio}")
+    args.extend(extra)
+    return args
+
+
+def write_tone_wav(directory: Path, frequency: float, seconds: float = 30.0) -> Path:
+    """Write a 48 kHz mono 16-bit sine WAV with sox and return its path.
+
+    Chromium loops the file, so the length only has to exceed one period of the detector's
+    window; a long file avoids the click at the loop point.
+
+    Raises:
+        RuntimeError: If sox is not installed (a test must fail, never skip, without it).
+    """
+    sox = shutil.which("sox")
+    if sox is None:
+        raise RuntimeError("sox is required to make test tones (apt-get install sox)")
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / f"tone{frequency:g}.wav"
+    subprocess.run(
+        [sox, "-n", "-r", "48000", "-c", "1", "-b", "16", str(path),
+         "synth", f"{seconds:g}", "sine", f"{frequency:g}", "vol", "0.5"],
+        check=True,
+        capture_output=True,
+    )
+    return path
+
+
+def launch_chromium(
+    playwright: Playwright,
+    *,
+    fake_audio: Path | None = None,
+    auto_grant_media: bool = True,
+    extra_args: Sequence[str] = (),
+) -> Browser:
+    """Launch one headless Debian Chromium process with the test flags.
+
+    The fake-microphone file applies to the whole process, so peers that must send different
+    tones need one browser each.
+    """
+    return playwright.chromium.launch(
+        executable_path=CHROMIUM_PATH,
+        headless=True,
+        args=chromium_args(
+            fake_audio=fake_audio, auto_grant_media=auto_grant_media, extra=extra_args
+        ),
+    )
+
+
+def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) -> Browser:
+    """Launch a Chromium whose microphone plays a steady sine at `frequency` Hz."""
+    return launch_chromium(playwright, fake_audio=write_tone_wav(directory, frequency))
+
+
+# Runs in the page. For every remote stream in window.xes.remoteStreams() (new ones are picked up
+# as they appear) an AnalyserNode finds the loudest bin every ~20 ms. A stream "delivers" an
+# expected frequency once the loudest bin sat within `binTolerance` bins of it, `minHits` times,
+# loud enough and well above the spectrum's median. Level thresholds are deliberately loose: the
+# sender keeps echo cancellation, noise suppression and AGC on, which makes a steady tone about
+# 20 dB quieter after a few seconds (RECIPES §2), but its frequency stays put.
+_DETECT_TONES_JS = """
+async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits}) => {
+  const context = new AudioContext();
+  await context.resume();
+  const fftSize = 8192;
+  const binHz = context.sampleRate / fftSize;
+  const lowestBin = Math.floor(100 / binHz);
+  const probes = new Map();
+  const deadline = performance.now() + timeoutMs;
+  const heardAll = () => expected.every(
+    (f) => [...probes.values()].some((p) => p.heard.has(f)));
+  try {
+    while (performance.now() < deadline) {
+      for (const [id, stream] of window.xes.remoteStreams()) {
+        if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
+        const analyser = context.createAnalyser();
+        analyser.fftSize = fftSize;
+        analyser.smoothingTimeConstant = 0;
+        const source = context.createMediaStreamSource(stream);
+        source.connect(analyser);
+        probes.set(id, {source, analyser, bins: new Float32Array(analyser.frequencyBinCount),
+                        hits: new Map(), heard: new Set()});
+      }
+      for (const probe of probes.values()) {
+        probe.analyser.getFloatFrequencyData(probe.bins);
+        let best = -Infinity;
+        let bestBin = -1;
+        const finite = [];
+        for (let i = lowestBin; i < probe.bins.length; i++) {
+          const v = probe.bins[i];
+          if (Number.isFinite(v)) finite.push(v);
+          if (v > best) { best = v; bestBin = i; }
+        }
+        if (bestBin < 0 || !(best > minDb) || finite.length === 0) continue;
+        finite.sort((a, b) => a - b);
+        const median = finite[Math.floor(finite.length / 2)];
+        if (best - median < minProminenceDb) continue;
+        const peakHz = bestBin * binHz;
+        for (const f of expected) {
+          if (Math.abs(peakHz - f) <= binTolerance * binHz) {
+            const hits = (probe.hits.get(f) || 0) + 1;
+            probe.hits.set(f, hits);
+            if (hits >= minHits) probe.heard.add(f);
+          }
+        }
+      }
+      if (heardAll()) break;
+      await new Promise((resolve) => setTimeout(resolve, 20));
+    }
+  } finally {
+    for (const probe of probes.values()) probe.source.disconnect();
+    await context.close();
+  }
+  const result = {};
+  for (const [id, probe] of probes) result[id] = [...probe.heard].sort((a, b) => a - b);
+  return result;
+}
+"""
+
+
+def detect_tones(
+    page: Page,
+    expected_freqs: Iterable[float],
+    timeout: float = 30.0,
+    *,
+    min_db: float = -90.0,
+    min_prominence_db: float = 15.0,
+    min_hits: int = 5,
+) -> dict[str, list[float]]:
+    """Listen to each remote stream in `page` and report which expected tones each one carries.
+
+    Returns as soon as every expected frequency was heard on some stream, or at `timeout`
+    (seconds) with whatever was heard by then; the caller asserts on the result.
+
+    Returns:
+        {remote peer id: sorted expected frequencies heard on that peer's stream}. A peer whose
+        stream exists but carries none of them maps to [].
+    """
+    result: dict[str, list[float]] = page.evaluate(
+        _DETECT_TONES_JS,
+        {
+            "expected": [float(f) for f in expected_freqs],
+            "timeoutMs": timeout * 1000,
+            "binTolerance": 2,
+            "minDb": min_db,
+            "minProminenceDb": min_prominence_db,
+            "minHits": min_hits,
+        },
+    )
+    return result
+
+
+_SELECTED_PAIRS_JS = """
+async () => {
+  const result = {};
+  for (const [id, pc] of window.xes.pcs()) {
+    const stats = await pc.getStats();
+    let pairId = null;
+    stats.forEach((s) => {
+      if (s.type === 'transport' && s.selectedCandidatePairId) pairId = s.selectedCandidatePairId;
+    });
+    const pair = pairId ? stats.get(pairId) : null;
+    if (!pair) { result[id] = null; continue; }
+    const local = stats.get(pair.localCandidateId);
+    const remote = stats.get(pair.remoteCandidateId);
+    result[id] = [local ? local.candidateType : null, remote ? remote.candidateType : null];
+  }
+  return result;
+}
+"""
+
+
+def selected_pair_types(page: Page) -> dict[str, tuple[str, str] | None]:
+    """Candidate types of the selected ICE pair on each of the page's peer connections.
+
+    Returns:
+        {remote peer id: (local candidateType, remote candidateType)}, e.g. ("host", "host")
+        for a direct loopback link or ("relay", "relay") through TURN; None while no pair is
+        selected yet.
+    """
+    raw: dict[str, Any] = page.evaluate(_SELECTED_PAIRS_JS)
+    return {
+        peer_id: (str(types[0]), str(types[1])) if types else None
+        for peer_id, types in raw.items()
+    }
