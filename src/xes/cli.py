@@ -1,3 +1,154 @@
-"""The `xes` command."""
-def main() -> int:
+"""The `xes` command: `serve`, `call`, `match`, `turn-config`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import logging
+import os
+import signal
+import sys
+from pathlib import Path
+
+__all__ = ["main", "build_parser"]
+
+
+def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default=os.environ.get("XES_HOST", "127.0.0.1"),
+                   help="address to listen on (default 127.0.0.1; 0.0.0.0 for every interface)")
+    p.add_argument("--port", type=int, default=int(os.environ.get("XES_PORT", "8000")),
+                   help="port for the page and the WebSocket (default 8000; 0 picks a free one)")
+    p.add_argument("--max-peers", type=int, default=8,
+                   help="largest room, a full mesh (default 8; hosts may lower it, not raise it)")
+    p.add_argument("--match-relax", type=float, default=10.0, metavar="SECONDS",
+                   help="after this wait, a stranger with tags or a language accepts anyone (default 10)")
+    p.add_argument("--stun-url", action="append", default=[], metavar="URL",
+                   help="a STUN server for clients, e.g. stun:turn.example.org:3478 (repeatable)")
+    p.add_argument("--turn-url", action="append", default=[], metavar="URL",
+                   help="a TURN server URL, e.g. turn:turn.example.org:3478?transport=udp (repeatable)")
+    p.add_argument("--turn-secret-file", type=Path, metavar="PATH",
+                   help="file holding coturn's static-auth-secret (or set XES_TURN_SECRET)")
+    p.add_argument("--turn-secret", metavar="SECRET",
+                   help="the secret itself; visible to every user in `ps`, prefer the file or env")
+    p.add_argument("--turn-ttl", type=int, default=3600, metavar="SECONDS",
+                   help="lifetime of TURN credentials (default 3600; clients refresh before expiry)")
+    p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
+                   help="another origin whose pages may connect, e.g. https://xes.example.org")
+    p.add_argument("--rate-per-second", type=float, default=100.0,
+                   help="messages per second a connection may send, sustained (default 100)")
+    p.add_argument("--rate-burst", type=int, default=400,
+                   help="messages a connection may send at once before the rate applies (default 400)")
+    p.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
+                   help="ping a silent connection after this long; drop it if no pong as long again")
+    p.add_argument("--debug", action="store_true",
+                   help="log every message, with SDP, candidates and addresses (off: none of them)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="xes", description="XES: peer-to-peer voice chat. The server signals; audio goes peer to peer.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    serve = commands.add_parser("serve", help="run the signalling server and serve the web client")
+    _add_serve_arguments(serve)
+    for name, help_text, adder in (
+        ("call", "join a room from the terminal (needs xes[peer])", "add_call_arguments"),
+        ("match", "talk to a stranger from the terminal (needs xes[peer])", "add_match_arguments"),
+    ):
+        sub = commands.add_parser(name, help=help_text)
+        try:
+            peer_cli = importlib.import_module("xes.peer.cli")
+        except ImportError:
+            sub.add_argument("rest", nargs=argparse.REMAINDER)
+        else:
+            getattr(peer_cli, adder)(sub)
+    turn = commands.add_parser("turn-config", help="print a hardened coturn configuration for this server")
+    try:
+        from . import turnconfig
+    except ImportError:  # pragma: no cover - shipped with xes
+        pass
+    else:
+        turnconfig.add_arguments(turn)
+    return parser
+
+
+def _read_turn_secret(args: argparse.Namespace) -> bytes | None:
+    if args.turn_secret_file is not None:
+        return Path(args.turn_secret_file).read_text().strip().encode()
+    if os.environ.get("XES_TURN_SECRET"):
+        return os.environ["XES_TURN_SECRET"].encode()
+    if args.turn_secret:
+        logging.getLogger("xes").warning(
+            "--turn-secret is visible to every local user in `ps`; "
+            "prefer --turn-secret-file or XES_TURN_SECRET")
+        return str(args.turn_secret).encode()
+    return None
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from .core.signalling import CoreSettings
+    from .core.turn import IceSettings
+    from .server.config import ServerSettings
+
+    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    # picows logs peer addresses on every connection at INFO: quiet unless the operator debugs.
+    logging.getLogger("picows").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        ice = IceSettings(stun_urls=tuple(args.stun_url), turn_urls=tuple(args.turn_url),
+                          turn_secret=_read_turn_secret(args), ttl_seconds=args.turn_ttl)
+        settings = ServerSettings(
+            host=args.host, port=args.port,
+            core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice),
+            allowed_origins=frozenset(o.rstrip("/") for o in args.allow_origin),
+            rate_per_second=args.rate_per_second, rate_burst=args.rate_burst,
+            heartbeat_seconds=args.heartbeat, debug=args.debug)
+    except (ValueError, OSError) as exc:
+        print(f"xes serve: {exc}", file=sys.stderr)
+        return 2
+    return asyncio.run(_run_server(settings))
+
+
+async def _run_server(settings: object) -> int:
+    from .server.app import XesServer
+    from .server.config import ServerSettings
+
+    assert isinstance(settings, ServerSettings)
+    server = XesServer(settings)
+    try:
+        port = await server.start()
+    except OSError as exc:
+        print(f"xes serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    shown = f"[{shown}]" if ":" in shown else shown
+    print(f"XES is running. Open http://{shown}:{port}/ in your browser.", flush=True)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    await stop.wait()
+    await server.stop()
+    print("XES stopped.", flush=True)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.command == "serve":
+        return _serve(args)
+    if args.command in ("call", "match"):
+        try:
+            peer_cli = importlib.import_module("xes.peer.cli")
+        except ImportError:
+            print("xes: the Python peer needs aiortc: pip install 'xes[peer]'", file=sys.stderr)
+            return 2
+        runner = peer_cli.run_call if args.command == "call" else peer_cli.run_match
+        return int(runner(args))
+    from . import turnconfig
+    return int(turnconfig.run(args))
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

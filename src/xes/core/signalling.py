@@ -1,0 +1,460 @@
+"""The XES signalling state machine: rooms, room rules, matchmaking and relay routing.
+
+Theory of operation
+-------------------
+This module is sans-I/O, in the manner of h11 and websockets' ``protocol.py``. The shell tells it
+facts — a peer connected (:meth:`Signalling.connect`), a peer's message was decoded
+(:meth:`Signalling.handle`), a peer went away (:meth:`Signalling.disconnect`), time passed
+(:meth:`Signalling.tick`) — and it answers with :class:`~xes.core.actions.Action` commands to
+carry out. It never reads a clock, draws a random number or touches a socket: time comes in as
+``now`` (unix seconds), room ids for matches from the ``room_ids`` iterator the shell provides, and
+password hashes ready-made from the shell's worker thread.
+
+Rule 1: validate first, then mutate. Every handler checks everything that can refuse the message
+before it changes any state, so a refused message (a :class:`~xes.errors.SignallingError`)
+changes nothing for anyone.
+
+Rule 2: the relay is hot. :meth:`Signalling.route_signal` is two dictionary lookups and returns the
+recipient's id; the shell splices the frame itself. Nothing else is on that path.
+
+Rule 3: the newcomer offers. A joiner receives the members already present and sends each an
+offer; the members wait. ``polite`` (perfect negotiation) is given per pair: the member already
+present is polite unless it cannot roll back an offer (aiortc), then the newcomer is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Literal
+
+from ..errors import (
+    AlreadyJoined,
+    BadField,
+    Banned,
+    Declined,
+    NotHost,
+    NotJoined,
+    NotQueued,
+    PasswordRequired,
+    PeerNotFound,
+    RoomFull,
+    RoomLocked,
+    TurnUnavailable,
+    WrongPassword,
+)
+from ..protocol import messages as m
+from .access import PasswordHash
+from .actions import Action, Send
+from .matchmaking import Match, MatchQueue, Ticket
+from .turn import IceSettings, ice_servers_for
+
+__all__ = ["CoreSettings", "Signalling", "Client", "Room"]
+
+LeaveReason = Literal["left", "disconnected", "removed", "banned"]
+
+
+@dataclass(frozen=True, slots=True)
+class CoreSettings:
+    """Operator settings the core needs. Limits only echo into ``hello``; the shell enforces them."""
+
+    max_peers: int = 8
+    match_relax_seconds: float = 10.0
+    ice: IceSettings = field(default_factory=IceSettings)
+    limits: m.Limits = field(
+        default_factory=lambda: m.Limits(
+            max_message_bytes=m.MAX_MESSAGE_BYTES, rate_burst=400, rate_per_second=100.0,
+            heartbeat_seconds=10.0,
+        )
+    )
+
+
+@dataclass(slots=True, eq=False)
+class Client:
+    """One connection: a peer id, and where it stands (idle, knocking, in a room, or queued)."""
+
+    id: str
+    name: str = ""
+    key: str | None = None
+    rollback: bool = True
+    room: Room | None = None
+    knocking: Room | None = None
+    queued: m.MatchRequest | None = None   # the request to re-use on `next`, while queued or matched
+    # Peers this connection skipped or blocked: never matched again while it lives. Session-only.
+    avoid: set[str] = field(default_factory=set)
+
+
+@dataclass(slots=True, eq=False)
+class Room:
+    """A room exists while someone is in it or knocking at it. Members are kept oldest first."""
+
+    id: str
+    max_peers: int
+    match: bool = False
+    host: str | None = None
+    members: dict[str, Client] = field(default_factory=dict)
+    lobby: dict[str, Client] = field(default_factory=dict)
+    locked: bool = False
+    lobby_on: bool = False
+    password: PasswordHash | None = None
+    banned_keys: set[str] = field(default_factory=set)
+    banned_peers: set[str] = field(default_factory=set)
+
+    def rules(self) -> m.Rules:
+        return m.Rules(locked=self.locked, lobby=self.lobby_on, password=self.password is not None,
+                       max_peers=self.max_peers)
+
+
+class Signalling:
+    """All signalling state of one server process. See the module docstring."""
+
+    def __init__(self, settings: CoreSettings, room_ids: Iterator[str]) -> None:
+        self.settings = settings
+        self.clients: dict[str, Client] = {}
+        self.rooms: dict[str, Room] = {}
+        self.queue = MatchQueue(relax_after=settings.match_relax_seconds)
+        self._room_ids = room_ids
+        self._hello_limits = settings.limits
+
+    # ------------------------------------------------------------------ facts from the shell
+
+    def connect(self, peer: str) -> list[Action]:
+        """A connection opened; ``peer`` is its fresh random id."""
+        self.clients[peer] = Client(peer)
+        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits)
+        return [Send(peer, m.encode(hello))]
+
+    def disconnect(self, peer: str, now: float) -> list[Action]:
+        """A connection closed or its heartbeat was lost: leave everything it was part of."""
+        client = self.clients.pop(peer, None)
+        if client is None:
+            return []
+        actions: list[Action] = []
+        if client.room is not None:
+            self._leave(client, "disconnected", actions)
+        elif client.knocking is not None:
+            self._withdraw_knock(client, actions)
+        if client.queued is not None:
+            self.queue.cancel(peer)
+        return actions
+
+    def tick(self, now: float) -> list[Action]:
+        """Time passed: pair waiting users whose preferences relaxed."""
+        actions: list[Action] = []
+        for match in self.queue.tick(now):
+            self._start_match(match, now, actions)
+        return actions
+
+    def next_deadline(self) -> float | None:
+        """When :meth:`tick` next has work, or None."""
+        return self.queue.next_deadline()
+
+    def route_signal(self, peer: str, to: str) -> str:
+        """The relay's hot path: check that ``to`` shares ``peer``'s room, and return it.
+
+        Raises:
+            NotJoined: ``peer`` is in no room.
+            PeerNotFound: ``to`` is not another member of that room (same answer whether or not it
+                exists elsewhere, so a client cannot probe other rooms).
+        """
+        room = self.clients[peer].room
+        if room is None:
+            raise NotJoined("join a room before signalling", ref="signal")
+        if to not in room.members or to == peer:
+            raise PeerNotFound(f"no peer {to!r} in your room", ref="signal")
+        return to
+
+    def password_salt(self, room_id: str) -> bytes | None:
+        """The salt of a room's password, so the shell can hash a joiner's guess off the loop."""
+        room = self.rooms.get(room_id)
+        return room.password.salt if room is not None and room.password is not None else None
+
+    def handle(self, peer: str, message: m.ClientMessage, now: float,
+               password: PasswordHash | None = None) -> list[Action]:
+        """A decoded message from ``peer``, other than ``signal`` (see :meth:`route_signal`).
+
+        ``password`` is the shell's hash of the message's password: for ``join``, hashed with the
+        room's salt (:meth:`password_salt`); for ``set-rules``, a new hash with a fresh salt.
+
+        Raises:
+            SignallingError: The message is refused; nothing changed.
+        """
+        client = self.clients[peer]
+        actions: list[Action] = []
+        match message:
+            case m.Join():
+                self._join(client, message, password, now, actions)
+            case m.Leave():
+                self._leave_anything(client, actions)
+            case m.IceRefresh():
+                if not self.settings.ice.stun_urls and not self.settings.ice.has_turn:
+                    raise TurnUnavailable("this server has no STUN or TURN servers", ref="ice-refresh")
+                servers, expires = ice_servers_for(self.settings.ice, peer, now)
+                actions.append(Send(peer, m.encode(m.IceServers(ice_servers=servers,
+                                                               ice_expires_at=expires))))
+            case m.SetRules():
+                self._set_rules(client, message, password, now, actions)
+            case m.Admit():
+                room = self._hosted_room(client, "admit")
+                knocker = room.lobby.get(message.peer)
+                if knocker is None:
+                    raise PeerNotFound(f"no peer {message.peer!r} in your lobby", ref="admit")
+                if len(room.members) >= room.max_peers:
+                    raise RoomFull("the room is full", ref="admit")
+                del room.lobby[knocker.id]
+                knocker.knocking = None
+                self._admit(room, knocker, now, actions)
+            case m.Decline():
+                room = self._hosted_room(client, "decline")
+                knocker = room.lobby.get(message.peer)
+                if knocker is None:
+                    raise PeerNotFound(f"no peer {message.peer!r} in your lobby", ref="decline")
+                self._decline(room, knocker, "the host declined your request to join", actions)
+            case m.Remove() | m.Ban():
+                self._remove(client, message, actions)
+            case m.MatchRequest():
+                self._match(client, message, now, actions)
+            case m.Next():
+                self._next(client, None, now, actions)
+            case m.Block():
+                client.avoid.add(message.peer)
+                self._next(client, message.peer, now, actions)
+            case m.Stop():
+                if client.queued is None:
+                    raise NotQueued("you are not waiting for a match", ref="stop")
+                self._leave_anything(client, actions)
+            case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
+                self.route_signal(peer, message.to)
+        return actions
+
+    # ------------------------------------------------------------------ rooms
+
+    def _join(self, client: Client, msg: m.Join, password: PasswordHash | None, now: float,
+              actions: list[Action]) -> None:
+        if client.room is not None or client.knocking is not None or client.queued is not None:
+            raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
+        room = self.rooms.get(msg.room)
+        if room is not None:
+            if room.match or room.locked:
+                raise RoomLocked("this room is locked", ref="join")
+            if client.id in room.banned_peers or (msg.key is not None and msg.key in room.banned_keys):
+                raise Banned("you were banned from this room", ref="join")
+            if room.password is not None:
+                if msg.password is None:
+                    raise PasswordRequired("this room needs a password", ref="join")
+                if password is None or not room.password.matches(password):
+                    raise WrongPassword("wrong password", ref="join")
+            if len(room.members) >= room.max_peers:
+                raise RoomFull(f"this room is full ({room.max_peers} people)", ref="join")
+        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        if room is None:
+            room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
+        elif room.lobby_on:
+            room.lobby[client.id] = client
+            client.knocking = room
+            actions.append(Send(client.id, m.encode(m.Lobby(room=room.id))))
+            assert room.host is not None
+            actions.append(Send(room.host, self._knock(client)))
+            return
+        self._admit(room, client, now, actions)
+
+    def _admit(self, room: Room, client: Client, now: float, actions: list[Action]) -> None:
+        """Put ``client`` in ``room`` (all checks done) and tell everyone."""
+        if room.host is None:
+            room.host = client.id
+        peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
+        servers, expires = ice_servers_for(self.settings.ice, client.id, now)
+        relay = room.match and self.settings.ice.has_turn
+        joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
+                          ice_servers=servers, ice_expires_at=expires,
+                          ice_transport_policy="relay" if relay else "all", match=room.match)
+        actions.append(Send(client.id, m.encode(joined)))
+        # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
+        notices = {
+            polite: m.encode(m.PeerJoined(peer=m.PeerInfo(id=client.id, name=client.name, polite=polite)))
+            for polite in (True, False)
+        }
+        for other in room.members.values():
+            actions.append(Send(other.id, notices[other.rollback]))
+        room.members[client.id] = client
+        client.room = room
+
+    def _leave_anything(self, client: Client, actions: list[Action]) -> None:
+        """`leave`: out of the room or lobby, answered with `left`; leaving a match room or the
+        queue also ends matchmaking for this connection (answered with `unqueued`)."""
+        room = client.room or client.knocking
+        if client.room is not None:
+            self._leave(client, "left", actions)
+        elif client.knocking is not None:
+            self._withdraw_knock(client, actions)
+        if room is not None:
+            actions.append(Send(client.id, m.encode(m.Left(room=room.id))))
+        if client.queued is not None and (room is None or room.match):
+            self.queue.cancel(client.id)
+            client.queued = None
+            actions.append(Send(client.id, m.encode(m.Unqueued())))
+
+    def _leave(self, client: Client, reason: LeaveReason, actions: list[Action]) -> None:
+        room = client.room
+        assert room is not None
+        del room.members[client.id]
+        client.room = None
+        if not room.members:
+            self._forget(room, actions)
+            return
+        notice = m.encode(m.PeerLeft(peer=client.id, reason=reason))
+        for other in room.members.values():
+            actions.append(Send(other.id, notice))
+        if room.host == client.id:
+            # The role passes to the longest-present member: the first in insertion order.
+            room.host = next(iter(room.members))
+            host_notice = m.encode(m.Host(peer=room.host))
+            for other in room.members.values():
+                actions.append(Send(other.id, host_notice))
+            for knocker in room.lobby.values():
+                actions.append(Send(room.host, self._knock(knocker)))
+
+    def _forget(self, room: Room, actions: list[Action]) -> None:
+        """The last member left: drop the room, its rules and bans; knockers are turned away."""
+        del self.rooms[room.id]
+        for knocker in list(room.lobby.values()):
+            self._decline(room, knocker, "everyone left the room", actions)
+
+    def _knock(self, knocker: Client) -> bytes:
+        return m.encode(m.Knock(peer=m.KnockPeer(id=knocker.id, name=knocker.name)))
+
+    def _withdraw_knock(self, client: Client, actions: list[Action]) -> None:
+        room = client.knocking
+        assert room is not None
+        del room.lobby[client.id]
+        client.knocking = None
+        if room.host is not None:
+            actions.append(Send(room.host, m.encode(m.KnockWithdrawn(peer=client.id))))
+        if not room.members and not room.lobby:
+            self.rooms.pop(room.id, None)
+
+    def _decline(self, room: Room, knocker: Client, why: str, actions: list[Action]) -> None:
+        room.lobby.pop(knocker.id, None)
+        knocker.knocking = None
+        error = m.Error(code=Declined.code, message=why, ref="join")
+        actions.append(Send(knocker.id, m.encode(error)))
+
+    # ------------------------------------------------------------------ host commands
+
+    def _hosted_room(self, client: Client, ref: str) -> Room:
+        room = client.room
+        if room is None:
+            raise NotJoined("join a room first", ref=ref)
+        if room.host != client.id:
+            raise NotHost("only the host can do that", ref=ref)
+        return room
+
+    def _set_rules(self, client: Client, msg: m.SetRules, password: PasswordHash | None, now: float,
+                   actions: list[Action]) -> None:
+        room = self._hosted_room(client, "set-rules")
+        if isinstance(msg.max_peers, int) and msg.max_peers > self.settings.max_peers:
+            raise BadField(f"max_peers may not exceed this server's maximum of "
+                           f"{self.settings.max_peers} (field `max_peers`)", ref="set-rules")
+        if isinstance(msg.password, str) and password is None:  # pragma: no cover - shell bug
+            raise ValueError("the shell must hash a new password before set-rules")
+        if isinstance(msg.locked, bool):
+            room.locked = msg.locked
+        if isinstance(msg.max_peers, int):
+            room.max_peers = msg.max_peers
+        if msg.password is None:
+            room.password = None
+        elif isinstance(msg.password, str):
+            room.password = password
+        if isinstance(msg.lobby, bool):
+            room.lobby_on = msg.lobby
+        notice = m.encode(m.RulesChanged(rules=room.rules()))
+        for member in room.members.values():
+            actions.append(Send(member.id, notice))
+        if not room.lobby_on and room.lobby:
+            # The lobby was turned off: let the waiting in while there is room, oldest first.
+            for knocker in list(room.lobby.values()):
+                if len(room.members) < room.max_peers:
+                    del room.lobby[knocker.id]
+                    knocker.knocking = None
+                    self._admit(room, knocker, now, actions)
+                else:
+                    self._decline(room, knocker, "the room is full", actions)
+
+    def _remove(self, client: Client, msg: m.Remove | m.Ban, actions: list[Action]) -> None:
+        ref = "ban" if isinstance(msg, m.Ban) else "remove"
+        room = self._hosted_room(client, ref)
+        banned = isinstance(msg, m.Ban)
+        if msg.peer == client.id:
+            raise BadField("the host cannot remove itself; send `leave` (field `peer`)", ref=ref)
+        target = room.members.get(msg.peer) or room.lobby.get(msg.peer)
+        if target is None:
+            raise PeerNotFound(f"no peer {msg.peer!r} in your room", ref=ref)
+        if banned:
+            room.banned_peers.add(target.id)
+            if target.key is not None:
+                room.banned_keys.add(target.key)
+        if target.knocking is room:
+            self._decline(room, target, "the host declined your request to join", actions)
+            return
+        self._leave(target, "banned" if banned else "removed", actions)
+        actions.append(Send(target.id, m.encode(m.Removed(room=room.id, banned=banned))))
+
+    # ------------------------------------------------------------------ matchmaking
+
+    def _match(self, client: Client, msg: m.MatchRequest, now: float, actions: list[Action]) -> None:
+        in_match_room = client.room is not None and client.room.match
+        if client.queued is not None and not in_match_room and client.room is None:
+            raise AlreadyJoined("you are already waiting for a match", ref="match")
+        if (client.room is not None and not in_match_room) or client.knocking is not None:
+            raise AlreadyJoined("leave your room before looking for a match", ref="match")
+        if in_match_room:
+            self._leave_match_room(client, actions)
+        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        client.queued = msg
+        self._enqueue(client, now, actions)
+
+    def _next(self, client: Client, blocked: str | None, now: float, actions: list[Action]) -> None:
+        ref = "block" if blocked is not None else "next"
+        if client.queued is None:
+            if blocked is not None:
+                return  # remembered in client.avoid; nothing else to do outside matchmaking
+            raise NotQueued("you are not in a match nor waiting for one", ref=ref)
+        if client.room is None:
+            # Still waiting: nobody to skip. A new block must reach the waiting ticket, so re-queue.
+            if blocked is not None and self.queue.cancel(client.id):
+                self._enqueue(client, now, actions)
+            else:
+                actions.append(Send(client.id, m.encode(m.Queued())))
+            return
+        self._leave_match_room(client, actions)
+        self._enqueue(client, now, actions)
+
+    def _leave_match_room(self, client: Client, actions: list[Action]) -> None:
+        room = client.room
+        assert room is not None
+        client.avoid.update(other for other in room.members if other != client.id)
+        self._leave(client, "left", actions)
+        actions.append(Send(client.id, m.encode(m.Left(room=room.id))))
+
+    def _enqueue(self, client: Client, now: float, actions: list[Action]) -> None:
+        request = client.queued
+        assert request is not None
+        for match in self.queue.tick(now):
+            self._start_match(match, now, actions)
+        ticket = Ticket(
+            peer=client.id,
+            tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
+            language=request.language.lower() if request.language else None,
+            avoid=frozenset(client.avoid),
+            enqueued_at=now,
+        )
+        actions.append(Send(client.id, m.encode(m.Queued())))
+        for match in self.queue.enqueue(ticket):
+            self._start_match(match, now, actions)
+
+    def _start_match(self, match: Match, now: float, actions: list[Action]) -> None:
+        """Two strangers meet in a fresh private room; the one who waited longer is in first."""
+        room_id = next(self._room_ids)
+        room = self.rooms[room_id] = Room(room_id, 2, match=True)
+        for peer in (match.first, match.second):
+            self._admit(room, self.clients[peer], now, actions)

@@ -1,0 +1,312 @@
+"""The wire contract: every message of docs/protocol.md as a frozen msgspec struct.
+
+Client messages are decoded in one pass into a tagged union (the ``type`` field is the tag), with
+field types and limits checked by msgspec itself; a ``signal``'s ``data`` is kept as raw JSON bytes,
+so the server relays it without ever parsing or re-encoding the SDP or ICE inside.
+Server messages are encoded with :func:`encode`, except the hot ``signal`` relay, which is spliced
+from bytes by :func:`encode_signal`.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Final, Literal
+
+import msgspec
+
+from ..errors import BadField, BadJson, TooBig, UnknownType
+
+__all__ = [
+    "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "ID_PATTERN",
+    "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
+    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode", "encode_signal",
+    "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
+    "Host", "RulesChanged", "Lobby", "Knock", "KnockWithdrawn", "Removed", "Queued", "Unqueued",
+    "IceServers", "Error",
+]
+
+PROTOCOL_VERSION: Final = 1
+MAX_MESSAGE_BYTES: Final = 65_536
+ID_PATTERN: Final = r"^[A-Za-z0-9_-]{22}$"
+
+Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+# Names: 1-64 characters, no control characters (they could forge lines in a participant list).
+Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]*$")]
+Language = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]*$")]
+Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
+Key = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_.~+/=-]*$")]
+MaxPeers = Annotated[int, msgspec.Meta(ge=2, le=64)]
+
+
+class _ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
+    """Decoded once and never mutated after ``__post_init__`` (not frozen only so that it may clean)."""
+
+    pass
+
+
+def _clean_name(name: str) -> str:
+    cleaned = name.strip()
+    if not cleaned:
+        raise ValueError("name must not be blank")
+    return cleaned
+
+
+class Join(_ClientMessage, tag="join"):
+    room: Id
+    name: Name
+    password: Password | None = None
+    key: Key | None = None
+    rollback: bool = True
+
+    def __post_init__(self) -> None:
+        # msgspec turns a ValueError raised here into a ValidationError naming the message.
+        self.name = _clean_name(self.name)
+
+
+class Leave(_ClientMessage, tag="leave"):
+    pass
+
+
+class Signal(_ClientMessage, tag="signal"):
+    to: Id
+    data: msgspec.Raw
+
+    def __post_init__(self) -> None:
+        # Opaque, but an object: one byte tells, without parsing the SDP inside.
+        if memoryview(self.data)[:1].tobytes() != b"{":
+            raise ValueError("`data` must be a JSON object")
+
+
+class IceRefresh(_ClientMessage, tag="ice-refresh"):
+    pass
+
+
+# A sentinel distinguishes "password not mentioned" from "password: null" (clear it).
+UNSET: Final = msgspec.UNSET
+
+
+class SetRules(_ClientMessage, tag="set-rules"):
+    locked: bool | msgspec.UnsetType = msgspec.UNSET
+    lobby: bool | msgspec.UnsetType = msgspec.UNSET
+    password: Password | None | msgspec.UnsetType = msgspec.UNSET
+    max_peers: MaxPeers | msgspec.UnsetType = msgspec.UNSET
+
+
+class Admit(_ClientMessage, tag="admit"):
+    peer: Id
+
+
+class Decline(_ClientMessage, tag="decline"):
+    peer: Id
+
+
+class Remove(_ClientMessage, tag="remove"):
+    peer: Id
+
+
+class Ban(_ClientMessage, tag="ban"):
+    peer: Id
+
+
+class MatchRequest(_ClientMessage, tag="match"):
+    name: Name
+    tags: Annotated[list[Tag], msgspec.Meta(max_length=8)] = []
+    language: Language | None = None
+    key: Key | None = None
+    rollback: bool = True
+
+    def __post_init__(self) -> None:
+        self.name = _clean_name(self.name)
+
+
+class Next(_ClientMessage, tag="next"):
+    pass
+
+
+class Block(_ClientMessage, tag="block"):
+    peer: Id
+
+
+class Stop(_ClientMessage, tag="stop"):
+    pass
+
+
+ClientMessage = (
+    Join | Leave | Signal | IceRefresh | SetRules | Admit | Decline | Remove | Ban
+    | MatchRequest | Next | Block | Stop
+)
+
+_decoder: Final = msgspec.json.Decoder(ClientMessage)
+_KNOWN_TYPES: Final = frozenset(
+    t.__struct_config__.tag for t in ClientMessage.__args__
+)
+_PATH = re.compile(r"at `\$\.?([^`]*)`")
+_TYPE_OF = re.compile(rb'"type"\s*:\s*"([a-z-]{1,20})"')
+
+
+def decode(frame: bytes | memoryview) -> ClientMessage:
+    """Parse one client frame.
+
+    Raises:
+        TooBig: The frame is over MAX_MESSAGE_BYTES.
+        BadJson: Not UTF-8 JSON, or not an object.
+        UnknownType: ``type`` missing, not a string, or not a client message type.
+        BadField: A field is missing, mistyped or out of its limits.
+    """
+    if len(frame) > MAX_MESSAGE_BYTES:
+        raise TooBig(f"message is {len(frame)} bytes; the limit is {MAX_MESSAGE_BYTES}")
+    try:
+        return _decoder.decode(frame)  # type: ignore[no-any-return]
+    except msgspec.DecodeError as exc:
+        if isinstance(exc, msgspec.ValidationError):
+            raise _classify(str(exc), frame) from None
+        raise BadJson(f"not valid JSON: {exc}") from None
+
+
+def _classify(detail: str, frame: bytes | memoryview) -> Exception:
+    """Turn msgspec's validation message into the protocol's error code."""
+    match = _PATH.search(detail)
+    path = match.group(1) if match else ""
+    guess = _TYPE_OF.search(bytes(frame[:4096]))
+    ref = guess.group(1).decode() if guess and guess.group(1).decode() in _KNOWN_TYPES else None
+    if detail.startswith("Expected `object`") and not path:
+        return BadJson("a message must be a JSON object")
+    if path == "type" or "missing required field `type`" in detail:
+        return UnknownType("unknown or missing message type; see docs/protocol.md", ref=None)
+    return BadField(detail.split(" - at ")[0] + (f" (field `{path}`)" if path else ""), ref=ref)
+
+
+# ----------------------------------------------------------------------------- server messages
+
+
+class _ServerMessage(msgspec.Struct, tag_field="type"):
+    pass
+
+
+class Limits(msgspec.Struct, frozen=True):
+    max_message_bytes: int
+    rate_burst: int
+    rate_per_second: float
+    heartbeat_seconds: float
+
+
+class Hello(_ServerMessage, tag="hello"):
+    protocol: int
+    peer: str
+    limits: Limits
+
+
+class PeerInfo(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+    polite: bool
+
+
+class Rules(msgspec.Struct, frozen=True):
+    locked: bool
+    lobby: bool
+    password: bool
+    max_peers: int
+
+
+class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One entry of RTCConfiguration.iceServers, with the W3C field names."""
+
+    urls: list[str]
+    username: str | None = None
+    credential: str | None = None
+
+
+class Joined(_ServerMessage, tag="joined"):
+    room: str
+    you: str
+    host: str
+    peers: list[PeerInfo]
+    rules: Rules
+    ice_servers: list[IceServer]
+    ice_expires_at: int | None
+    ice_transport_policy: Literal["all", "relay"]
+    match: bool
+
+
+class PeerJoined(_ServerMessage, tag="peer-joined"):
+    peer: PeerInfo
+
+
+class PeerLeft(_ServerMessage, tag="peer-left"):
+    peer: str
+    reason: Literal["left", "disconnected", "removed", "banned"]
+
+
+class Left(_ServerMessage, tag="left"):
+    room: str
+
+
+class Host(_ServerMessage, tag="host"):
+    peer: str
+
+
+class RulesChanged(_ServerMessage, tag="rules"):
+    rules: Rules
+
+
+class Lobby(_ServerMessage, tag="lobby"):
+    room: str
+
+
+class KnockPeer(msgspec.Struct, frozen=True):
+    id: str
+    name: str
+
+
+class Knock(_ServerMessage, tag="knock"):
+    peer: KnockPeer
+
+
+class KnockWithdrawn(_ServerMessage, tag="knock-withdrawn"):
+    peer: str
+
+
+class Removed(_ServerMessage, tag="removed"):
+    room: str
+    banned: bool
+
+
+class Queued(_ServerMessage, tag="queued"):
+    pass
+
+
+class Unqueued(_ServerMessage, tag="unqueued"):
+    pass
+
+
+class IceServers(_ServerMessage, tag="ice-servers"):
+    ice_servers: list[IceServer]
+    ice_expires_at: int | None
+
+
+class Error(_ServerMessage, tag="error"):
+    code: str
+    message: str
+    ref: str | None = None
+
+
+_encoder: Final = msgspec.json.Encoder()
+
+
+def encode(message: _ServerMessage) -> bytes:
+    """Serialise a server message to the bytes of one text frame."""
+    return _encoder.encode(message)
+
+
+_SIGNAL_HEAD: Final = b'{"type":"signal","from":"'
+_SIGNAL_MID: Final = b'","data":'
+
+
+def encode_signal(sender: str, data: msgspec.Raw) -> bytes:
+    """The relayed ``signal``: the sender stamped by the server, ``data`` byte for byte.
+
+    Peer ids match ID_PATTERN, so they need no JSON escaping; ``data`` is already valid JSON.
+    """
+    return b"".join((_SIGNAL_HEAD, sender.encode(), _SIGNAL_MID, memoryview(data), b"}"))

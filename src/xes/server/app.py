@@ -1,0 +1,356 @@
+"""The network shell around the signalling core: HTTP for the page, WebSocket for signalling.
+
+One picows server answers both on one port: plain GETs (the page, its ES modules, ``/new``) straight
+from the upgrade handler, and WebSocket upgrades at ``/ws``. picows was chosen by measurement (see
+README, "Why picows"): its per-frame callbacks let the relay path stay a few dictionary lookups and
+one write. Everything that decides anything lives in :mod:`xes.core`; this module only moves bytes,
+reads clocks and draws random ids.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import secrets
+import time
+from collections import deque
+from collections.abc import Iterator
+from http import HTTPStatus
+from typing import Final, TypeGuard, cast
+from urllib.parse import urlsplit
+
+from picows import (
+    WSCloseCode,
+    WSFrame,
+    WSListener,
+    WSMsgType,
+    WSTransport,
+    WSUpgradeRequest,
+    WSUpgradeResponse,
+    WSUpgradeResponseWithListener,
+    ws_create_server,
+)
+
+from ..core.access import SALT_BYTES, PasswordHash, hash_password
+from ..core.actions import Action, Close, Send
+from ..core.ratelimit import TokenBucket
+from ..core.signalling import Signalling
+from ..errors import BadJson, SignallingError, TooBig
+from ..protocol import messages as m
+from .config import ServerSettings
+from .static import SECURITY_HEADERS, StaticFile, load_web_client
+
+__all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD"]
+
+log = logging.getLogger("xes.server")
+
+CLOSE_TOO_MANY_ERRORS: Final = 4002
+CLOSE_FLOOD: Final = 4029
+_TEXT: Final = WSMsgType.TEXT
+_ROOM_PATH_PREFIX: Final = b"/r/"
+# Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
+_HASHING_SLOTS: Final = 2
+
+
+def new_id() -> str:
+    """128 random bits as 22 base64url characters: peer and room ids (docs/protocol.md)."""
+    return secrets.token_urlsafe(16)
+
+
+def _random_ids() -> Iterator[str]:
+    while True:
+        yield new_id()
+
+
+class Connection(WSListener):
+    """One signalling WebSocket. Holds only transport-level state; the rest is in the core."""
+
+    def __init__(self, server: XesServer) -> None:
+        self.server = server
+        self.peer = new_id()
+        self.transport: WSTransport | None = None
+        settings = server.settings
+        self.bucket = TokenBucket(settings.rate_per_second, settings.rate_burst, time.monotonic())
+        self.error_streak = 0
+        # While a password hashes off the loop, later frames wait here so order is kept.
+        self.backlog: deque[bytes] | None = None
+        self.fragments: bytearray | None = None
+
+    def on_ws_connected(self, transport: WSTransport) -> None:
+        self.transport = transport
+        self.server.opened(self)
+
+    def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        kind = frame.msg_type
+        if kind is _TEXT and frame.fin:
+            if self.bucket.take(time.monotonic()):
+                self.server.receive(self, frame.get_payload_as_bytes())
+            else:
+                self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+        elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
+            self._reassemble(frame)
+        elif kind is WSMsgType.BINARY:
+            if self.bucket.take(time.monotonic()):
+                self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
+            else:
+                self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+        elif kind is WSMsgType.CLOSE:
+            transport.send_close(WSCloseCode.OK)
+            transport.disconnect()
+
+    def _reassemble(self, frame: WSFrame) -> None:
+        """Fragmented text messages are legal WebSocket; rare in practice, so kept off the fast path."""
+        if frame.msg_type is _TEXT:
+            self.fragments = bytearray()
+        if self.fragments is None:
+            return
+        self.fragments += frame.get_payload_as_memoryview()
+        if len(self.fragments) > m.MAX_MESSAGE_BYTES:
+            self.fragments = None
+            self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
+        elif frame.fin:
+            data, self.fragments = bytes(self.fragments), None
+            if self.bucket.take(time.monotonic()):
+                self.server.receive(self, data)
+            else:
+                self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+
+    def on_ws_disconnected(self, transport: WSTransport) -> None:
+        self.server.closed(self)
+
+
+class XesServer:
+    """The XES server: owns the core, the open connections and the listening socket."""
+
+    def __init__(self, settings: ServerSettings) -> None:
+        self.settings = settings
+        limits = m.Limits(max_message_bytes=m.MAX_MESSAGE_BYTES, rate_burst=settings.rate_burst,
+                          rate_per_second=settings.rate_per_second,
+                          heartbeat_seconds=settings.heartbeat_seconds)
+        # `hello` echoes the limits this shell enforces, so clients never hard-code them.
+        self.core = Signalling(dataclasses.replace(settings.core, limits=limits), _random_ids())
+        self.connections: dict[str, Connection] = {}
+        self.static: dict[str, StaticFile] = load_web_client()
+        self.debug = settings.debug
+        self._server: asyncio.AbstractServer | None = None
+        self._tick_handle: asyncio.TimerHandle | None = None
+        self._tick_at: float | None = None
+        self._hashing = asyncio.Semaphore(_HASHING_SLOTS)
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> int:
+        """Listen; returns the bound port (useful with port 0)."""
+        s = self.settings
+        self._server = await ws_create_server(
+            self._route, s.host, s.port,
+            enable_auto_ping=True,
+            auto_ping_idle_timeout=s.heartbeat_seconds,
+            auto_ping_reply_timeout=s.heartbeat_seconds,
+            max_frame_size=s.hard_frame_limit,
+            # picows's default 16 KiB read buffer per socket would dominate idle memory; it grows.
+            read_buffer_init_size=2048,
+            logger_name="server",
+        )
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def stop(self) -> None:
+        """Close every connection (1001, going away) and stop listening."""
+        if self._server is not None:
+            self._server.close()
+        for connection in list(self.connections.values()):
+            if connection.transport is not None:
+                connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
+                connection.transport.disconnect()
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    # ------------------------------------------------------------------ HTTP and upgrades
+
+    def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        path = request.path.split(b"?", 1)[0]
+        headers = request.headers
+        if request.method != b"GET":
+            return _http(HTTPStatus.METHOD_NOT_ALLOWED, b"Only GET is served here.\n", {"Allow": "GET"})
+        if path == b"/ws":
+            if headers.get("Upgrade", "").lower() != "websocket":
+                return _http(HTTPStatus.UPGRADE_REQUIRED, b"This is the XES WebSocket endpoint.\n")
+            if not self._origin_allowed(headers.get("Origin"), headers.get("Host")):
+                return _http(HTTPStatus.FORBIDDEN, b"Origin not allowed.\n")
+            return Connection(self)
+        if path == b"/" or path.startswith(_ROOM_PATH_PREFIX):
+            return self._file("index.html")
+        if path.startswith(b"/static/"):
+            return self._file(path[len(b"/static/"):].decode("ascii", "replace"))
+        if path == b"/new":
+            response = WSUpgradeResponse.create_redirect_response(
+                HTTPStatus.SEE_OTHER, f"/r/{new_id()}", {"Cache-Control": "no-store"})
+            return WSUpgradeResponseWithListener(response, None)
+        if path == b"/healthz":
+            return _http(HTTPStatus.OK, b"ok\n")
+        if path == b"/favicon.ico" and "favicon.ico" not in self.static:
+            return _http(HTTPStatus.NOT_FOUND, b"")
+        return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+
+    def _file(self, name: str) -> WSUpgradeResponseWithListener:
+        static = self.static.get(name)
+        if static is None:
+            return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+        headers = {"Content-Type": static.content_type, "Cache-Control": "no-cache",
+                   "ETag": static.etag, **SECURITY_HEADERS}
+        return WSUpgradeResponseWithListener(WSUpgradeResponse.create_ok_response(static.body, headers),
+                                             None)
+
+    def _origin_allowed(self, origin: str | None, host: str | None) -> bool:
+        """Browsers always send Origin on a WebSocket; a page of another site must not get in.
+
+        No Origin at all means a program, not a browser (the Python peer): cross-site WebSocket
+        hijacking needs a victim's browser, so such clients pass.
+        """
+        if origin is None:
+            return True
+        if origin in self.settings.allowed_origins:
+            return True
+        parts = urlsplit(origin)
+        return parts.scheme in ("http", "https") and host is not None and parts.netloc == host
+
+    # ------------------------------------------------------------------ WebSocket events
+
+    def opened(self, connection: Connection) -> None:
+        self.connections[connection.peer] = connection
+        self.execute(self.core.connect(connection.peer))
+
+    def closed(self, connection: Connection) -> None:
+        if self.connections.pop(connection.peer, None) is not None:
+            self.execute(self.core.disconnect(connection.peer, time.time()))
+
+    def receive(self, connection: Connection, data: bytes) -> None:
+        """One text message from a client. The ``signal`` branch is the hot path."""
+        if connection.backlog is not None:
+            connection.backlog.append(data)
+            return
+        try:
+            message = m.decode(data)
+            if type(message) is m.Signal:
+                to = self.core.route_signal(connection.peer, message.to)
+                target = self.connections[to].transport
+                assert target is not None
+                target.send(_TEXT, m.encode_signal(connection.peer, message.data))
+                if self.debug:
+                    log.debug("< %s signal -> %s: %s", connection.peer, to, data)
+            elif _needs_password_hash(message):
+                connection.backlog = deque()
+                task = asyncio.get_running_loop().create_task(self._with_password(connection, message))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                return
+            else:
+                if self.debug:
+                    log.debug("< %s %s", connection.peer, data)
+                self.execute(self.core.handle(connection.peer, message, time.time()))
+                if type(message) in _MATCH_MESSAGES:
+                    self._schedule_tick()
+        except SignallingError as exc:
+            self.refuse(connection, exc)
+            return
+        connection.error_streak = 0
+
+    async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
+        try:
+            hashed: PasswordHash | None = None
+            async with self._hashing:
+                if isinstance(message, m.Join):
+                    salt = self.core.password_salt(message.room)
+                    if salt is not None and message.password is not None:
+                        hashed = await asyncio.to_thread(hash_password, message.password, salt)
+                elif isinstance(message.password, str):
+                    salt = secrets.token_bytes(SALT_BYTES)
+                    hashed = await asyncio.to_thread(hash_password, message.password, salt)
+            if connection.peer not in self.connections:
+                return  # it left while we hashed
+            self.execute(self.core.handle(connection.peer, message, time.time(), password=hashed))
+            connection.error_streak = 0
+        except SignallingError as exc:
+            self.refuse(connection, exc)
+        finally:
+            pending, connection.backlog = connection.backlog, None
+            while pending:
+                self.receive(connection, pending.popleft())
+                if connection.backlog is not None:  # another hash started: keep the order
+                    connection.backlog.extend(pending)
+                    break
+
+    def refuse(self, connection: Connection, exc: SignallingError) -> None:
+        """Answer a refused message with a structured error; too many in a row close the socket."""
+        error = m.Error(code=exc.code, message=exc.message, ref=exc.ref)
+        if connection.transport is not None:
+            connection.transport.send(_TEXT, m.encode(error))
+        connection.error_streak += 1
+        if connection.error_streak >= self.settings.error_streak_limit:
+            self.close(connection, CLOSE_TOO_MANY_ERRORS, "too many errors in a row")
+
+    def close(self, connection: Connection, code: int, reason: str) -> None:
+        transport = connection.transport
+        if transport is not None and not transport.is_disconnected:
+            # picows accepts any code on the wire; its enum names only the standard ones.
+            transport.send_close(cast(WSCloseCode, code), reason.encode())
+            transport.disconnect()
+
+    def execute(self, actions: list[Action]) -> None:
+        """Carry out the core's commands, in order."""
+        connections = self.connections
+        for action in actions:
+            if type(action) is Send:
+                connection = connections.get(action.to)
+                if connection is not None and connection.transport is not None:
+                    connection.transport.send(_TEXT, action.payload)
+                    if self.debug:
+                        log.debug("> %s %s", action.to, action.payload)
+            elif type(action) is Close:
+                connection = connections.get(action.peer)
+                if connection is not None:
+                    self.close(connection, action.code, action.reason)
+
+    # ------------------------------------------------------------------ matchmaking timer
+
+    def _schedule_tick(self) -> None:
+        """Wake up when the earliest waiting user's preferences relax (one timer, not one each)."""
+        deadline = self.core.next_deadline()
+        if deadline is None or (self._tick_at is not None and self._tick_at <= deadline):
+            return
+        if self._tick_handle is not None:
+            self._tick_handle.cancel()
+        self._tick_at = deadline
+        delay = max(0.0, deadline - time.time())
+        self._tick_handle = asyncio.get_running_loop().call_later(delay, self._tick)
+
+    def _tick(self) -> None:
+        self._tick_handle = self._tick_at = None
+        self.execute(self.core.tick(time.time()))
+        self._schedule_tick()
+
+
+_MATCH_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave})
+
+
+def _needs_password_hash(message: m.ClientMessage) -> TypeGuard[m.Join | m.SetRules]:
+    """Messages carrying a password are hashed off the event loop first (see core.access)."""
+    if type(message) is m.Join:
+        return message.password is not None
+    return type(message) is m.SetRules and isinstance(message.password, str)
+
+
+def _http(status: HTTPStatus, body: bytes, extra: dict[str, str] | None = None
+          ) -> WSUpgradeResponseWithListener:
+    headers = {"Content-Type": "text/plain; charset=utf-8", **SECURITY_HEADERS, **(extra or {})}
+    if status < 400:
+        response = WSUpgradeResponse.create_ok_response(body, headers)
+        response.status = status
+    else:
+        response = WSUpgradeResponse.create_error_response(status, body, headers)
+    return WSUpgradeResponseWithListener(response, None)
