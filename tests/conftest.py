@@ -1,0 +1,114 @@
+"""Fixtures every test may use: a real `xes serve` process on an ephemeral loopback port."""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+_URL = re.compile(r"Open (http://[^/\s]+)/")
+
+
+@dataclass
+class XesServerProcess:
+    """A running `xes serve`: its URLs, its process, and everything it wrote to its log."""
+
+    http_url: str
+    process: subprocess.Popen[str]
+    output: list[str] = field(default_factory=list)
+
+    @property
+    def port(self) -> int:
+        return int(self.http_url.rsplit(":", 1)[1])
+
+    @property
+    def ws_url(self) -> str:
+        return self.http_url.replace("http://", "ws://", 1) + "/ws"
+
+    @property
+    def log(self) -> str:
+        return "".join(self.output)
+
+    def stop(self) -> int:
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+def _xes_command() -> list[str]:
+    exe = Path(sys.executable).with_name("xes")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "xes.cli"]
+
+
+def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None = None,
+                      host: str = "127.0.0.1", wrapper: list[str] | None = None) -> XesServerProcess:
+    """Start `xes serve --port 0` and wait until it prints its URL."""
+    command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *(args or [])]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               env={**os.environ, **(env or {})}, bufsize=1)
+    assert process.stdout is not None
+    output: list[str] = []
+    url = None
+    for line in process.stdout:
+        output.append(line)
+        found = _URL.search(line)
+        if found:
+            url = found.group(1)
+            break
+    if url is None:
+        process.wait(5)
+        raise RuntimeError("xes serve did not start:\n" + "".join(output))
+    server = XesServerProcess(url, process, output)
+
+    def drain() -> None:  # keep reading so the pipe never fills, and keep the log for tests
+        assert process.stdout is not None
+        for line in process.stdout:
+            output.append(line)
+
+    threading.Thread(target=drain, daemon=True).start()
+    return server
+
+
+@pytest.fixture
+def start_xes_server() -> Iterator[Callable[..., XesServerProcess]]:
+    """Factory: start_xes_server(args=[...], env={...}) -> a running server, stopped afterwards."""
+    started: list[XesServerProcess] = []
+
+    def start(args: list[str] | None = None, env: dict[str, str] | None = None,
+              **kwargs: object) -> XesServerProcess:
+        server = launch_xes_server(args, env, **kwargs)  # type: ignore[arg-type]
+        started.append(server)
+        return server
+
+    yield start
+    for server in started:
+        server.stop()
+
+
+@pytest.fixture
+def xes_server(start_xes_server: Callable[..., XesServerProcess]) -> XesServerProcess:
+    """A fresh default server for one test."""
+    return start_xes_server()
+
+
+def require_binary(name: str) -> str:
+    """Absolute path of a system binary; fails (never skips) when the install step missed it."""
+    path = shutil.which(name) or (name if Path(name).exists() else None)
+    if path is None:
+        pytest.fail(f"{name} is not installed: scripts/test.sh should have installed it")
+    return path
