@@ -1,0 +1,713 @@
+// Wiring and view: the only module that touches the DOM. It turns clicks into protocol messages,
+// server messages into mesh changes, and state into what the page shows.
+//
+// The page has two views: the landing page at `/` (new room, talk to a stranger) and the room at
+// `/r/<id>`. Both end up in the same call: a mesh of direct links plus the participant list.
+
+import * as protocol from './protocol.js';
+import { Signalling, SignallingState, signallingUrl } from './signalling.js';
+import { Mesh } from './mesh.js';
+import { LevelMeters, MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
+import { LinkStats, RELAYED } from './stats.js';
+
+const STORAGE_KEYS = Object.freeze({ name: 'xes.name', relayOnly: 'xes.relayOnly', key: 'xes.key' });
+
+// A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
+const SPEAKING_DB = -50;
+const METER_INTERVAL_MS = 150;
+// Ask for fresh TURN credentials when this share of their lifetime has passed.
+const ICE_REFRESH_AT = 0.8;
+// Join refusals that leave us outside the room (and free the microphone).
+const JOIN_REFUSALS = new Set([
+  'room-full', 'room-locked', 'password-required', 'wrong-password', 'banned', 'declined',
+]);
+
+const CONNECTION_WORDS = Object.freeze({
+  new: 'Connecting…',
+  connecting: 'Connecting…',
+  connected: 'Connected',
+  disconnected: 'Reconnecting…',
+  failed: 'Could not connect',
+  closed: 'Closed',
+});
+
+// --- small helpers -------------------------------------------------------------------------------
+
+const $ = (id) => document.getElementById(id);
+
+function load(key) {
+  try {
+    return localStorage.getItem(key);
+  } catch {
+    return null; // storage disabled: remembering is a convenience, not a requirement
+  }
+}
+
+function store(key, value) {
+  try {
+    localStorage.setItem(key, value);
+  } catch {
+    // see load()
+  }
+}
+
+/** The random key that lets a host's ban recognise this browser (never an IP address). */
+function browserKey() {
+  let key = load(STORAGE_KEYS.key);
+  if (!key || key.length < 16 || key.length > 128) {
+    const bytes = crypto.getRandomValues(new Uint8Array(24));
+    key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
+    store(STORAGE_KEYS.key, key);
+  }
+  return key;
+}
+
+function element(tag, className, text) {
+  const node = document.createElement(tag);
+  if (className) node.className = className;
+  if (text !== undefined) node.textContent = text;
+  return node;
+}
+
+// --- state ---------------------------------------------------------------------------------------
+
+const route = parseRoute(location.pathname);
+
+/**
+ * Everything about the current call. `phase`: idle → joining → (lobby →) joined; for strangers
+ * idle → queued → joined → (next) queued …
+ */
+const call = {
+  phase: 'idle',
+  roomId: route.roomId,
+  isMatch: false,
+  me: null, // {id, name}
+  hostId: null,
+  rules: null,
+  peers: new Map(), // id -> {id, name, polite, connectionState, link, localType, remoteType}
+  iceServers: [],
+  iceExpiresAt: null,
+  serverPolicy: 'all',
+  localStream: null,
+  muted: false,
+  mesh: null,
+  refreshTimer: null,
+  knocks: new Map(), // id -> name, while we are host
+};
+
+const signalling = new Signalling(signallingUrl(location));
+const meters = new LevelMeters();
+const linkStats = new LinkStats(() => (call.mesh ? call.mesh.peerConnections() : new Map()));
+
+function parseRoute(pathname) {
+  const roomMatch = /^\/r\/([^/]+)\/?$/.exec(pathname);
+  if (roomMatch) return { view: 'room', roomId: decodeURIComponent(roomMatch[1]) };
+  return { view: 'landing', roomId: null };
+}
+
+function relayOnly() {
+  return load(STORAGE_KEYS.relayOnly) === 'true';
+}
+
+/** The RTCConfiguration for new links: the server's ICE servers, relay if asked or advised. */
+function configuration() {
+  const relay = relayOnly() || call.serverPolicy === 'relay';
+  return { iceServers: call.iceServers, iceTransportPolicy: relay ? 'relay' : 'all' };
+}
+
+// --- alerts --------------------------------------------------------------------------------------
+
+const alerts = new Map(); // key -> sentence; one per concern so a repeat replaces, not piles up
+
+function showAlert(key, text) {
+  alerts.set(key, text);
+  renderAlerts();
+}
+
+function clearAlert(key) {
+  if (alerts.delete(key)) renderAlerts();
+}
+
+function renderAlerts() {
+  const container = $('alerts');
+  container.replaceChildren();
+  for (const [key, text] of alerts) {
+    const item = element('div', 'alert');
+    item.append(element('p', 'alert__text', text));
+    const close = element('button', 'alert__close', '×');
+    close.type = 'button';
+    close.setAttribute('aria-label', 'Dismiss message');
+    close.addEventListener('click', () => clearAlert(key));
+    item.append(close);
+    container.append(item);
+  }
+}
+
+// --- joining and leaving -------------------------------------------------------------------------
+
+async function ensureMicrophone() {
+  if (call.localStream) return true;
+  try {
+    call.localStream = await openMicrophone();
+  } catch (error) {
+    const text = error instanceof MicrophoneError ? error.message : String(error);
+    showAlert('microphone', text);
+    return false;
+  }
+  clearAlert('microphone');
+  setMuted(call.localStream, call.muted);
+  meters.attach('self', call.localStream);
+  return true;
+}
+
+async function connectSignalling() {
+  signalling.connect();
+  await signalling.whenOpen();
+}
+
+async function joinRoom(event) {
+  event.preventDefault();
+  if (call.phase !== 'idle') return;
+  const checked = protocol.checkName($('display-name').value);
+  if (!checked.ok) {
+    showAlert('name', checked.reason);
+    $('display-name').focus();
+    return;
+  }
+  clearAlert('name');
+  store(STORAGE_KEYS.name, checked.name);
+  if (!protocol.ID_PATTERN.test(call.roomId ?? '')) {
+    showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
+    return;
+  }
+  call.phase = 'joining';
+  call.me = { id: null, name: checked.name };
+  render();
+  if (!(await ensureMicrophone())) {
+    call.phase = 'idle';
+    render();
+    return;
+  }
+  await connectSignalling();
+  sendJoin();
+}
+
+function sendJoin() {
+  signalling.send(protocol.join({
+    room: call.roomId,
+    name: call.me.name,
+    key: browserKey(),
+    password: $('room-password') ? $('room-password').value : undefined,
+  }));
+}
+
+/** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
+function leaveCall({ keepMicrophone = false } = {}) {
+  if (call.mesh) call.mesh.closeAll();
+  call.mesh = null;
+  linkStats.stop();
+  clearTimeout(call.refreshTimer);
+  call.refreshTimer = null;
+  call.peers.clear();
+  call.knocks.clear();
+  call.hostId = null;
+  call.rules = null;
+  for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
+  for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
+  if (!keepMicrophone) {
+    meters.detach('self');
+    stopStream(call.localStream);
+    call.localStream = null;
+  }
+  clearAlert('turn');
+  clearAlert('relay-unavailable');
+}
+
+function onLeaveClick() {
+  signalling.send(call.isMatch ? protocol.stop() : protocol.leave());
+  leaveCall();
+  call.phase = 'idle';
+  call.isMatch = false;
+  render();
+  (route.view === 'room' ? $('join') : $('match-start')).focus();
+}
+
+function onMuteClick() {
+  call.muted = !call.muted;
+  setMuted(call.localStream, call.muted);
+  render();
+}
+
+// --- server messages -----------------------------------------------------------------------------
+
+function onServerMessage({ detail: message }) {
+  switch (message.type) {
+    case 'hello':
+      break;
+    case 'joined':
+      onJoined(message);
+      break;
+    case 'peer-joined':
+      call.peers.set(message.peer.id, newPeer(message.peer));
+      call.knocks.delete(message.peer.id);
+      if (call.mesh) call.mesh.add(message.peer, false);
+      break;
+    case 'peer-left':
+      call.peers.delete(message.peer);
+      if (call.mesh) call.mesh.remove(message.peer);
+      break;
+    case 'signal':
+      if (call.mesh) call.mesh.handleSignal(message.from, message.data);
+      break;
+    case 'left':
+      // We already tore down when we sent leave/next/stop.
+      break;
+    case 'host':
+      call.hostId = message.peer;
+      break;
+    case 'rules':
+      call.rules = message.rules;
+      break;
+    case 'lobby':
+      call.phase = 'lobby';
+      break;
+    case 'knock':
+      call.knocks.set(message.peer.id, message.peer.name);
+      break;
+    case 'knock-withdrawn':
+      call.knocks.delete(message.peer);
+      break;
+    case 'removed':
+      leaveCall();
+      call.phase = 'idle';
+      showAlert('removed', message.banned
+        ? 'The host removed you from this room and banned you from coming back.'
+        : 'The host removed you from this room.');
+      break;
+    case 'queued':
+      call.phase = 'queued';
+      break;
+    case 'unqueued':
+      if (call.phase === 'queued') call.phase = 'idle';
+      break;
+    case 'ice-servers':
+      call.iceServers = message.ice_servers;
+      call.iceExpiresAt = message.ice_expires_at ?? null;
+      if (call.mesh) call.mesh.setConfiguration(configuration());
+      scheduleIceRefresh();
+      break;
+    case 'error':
+      onServerError(message);
+      break;
+    default:
+      break;
+  }
+  render();
+}
+
+function newPeer(peer) {
+  return { id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null };
+}
+
+function onJoined(message) {
+  // A rejoin after a lost connection, or a new match: links from before are to peer ids that
+  // no longer exist on the server, so start clean (the microphone stays).
+  leaveCall({ keepMicrophone: true });
+  call.phase = 'joined';
+  call.roomId = message.room;
+  call.isMatch = message.match === true;
+  call.me = { id: message.you, name: call.me ? call.me.name : '' };
+  call.hostId = message.host;
+  call.rules = message.rules;
+  call.iceServers = message.ice_servers;
+  call.iceExpiresAt = message.ice_expires_at ?? null;
+  call.serverPolicy = message.ice_transport_policy;
+  clearAlert('room-refused');
+  clearAlert('removed');
+  if (configuration().iceTransportPolicy === 'relay' && !protocol.hasTurn(call.iceServers)) {
+    showAlert('relay-unavailable',
+      'Relay mode is unavailable: this server has no relay (TURN) configured, so with ' +
+      '“Hide my IP (always relay)” on, calls cannot connect. Turn it off to connect directly.');
+  }
+  call.mesh = new Mesh({ configuration, localStream: call.localStream });
+  wireMesh(call.mesh);
+  for (const peer of message.peers) {
+    call.peers.set(peer.id, newPeer(peer));
+    call.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
+  }
+  linkStats.start();
+  scheduleIceRefresh();
+}
+
+function onServerError(message) {
+  const sentence = protocol.describeError(message);
+  if (JOIN_REFUSALS.has(message.code) && (call.phase === 'joining' || call.phase === 'lobby')) {
+    leaveCall();
+    call.phase = 'idle';
+    if (message.code === 'password-required' || message.code === 'wrong-password') {
+      $('password-field').hidden = false;
+      $('room-password').focus();
+    }
+    showAlert('room-refused', sentence);
+    return;
+  }
+  if (message.code === 'already-joined' || message.code === 'not-queued') {
+    return; // a double click; the state we show is already right
+  }
+  showAlert(`error-${message.code}`, sentence);
+}
+
+function scheduleIceRefresh() {
+  clearTimeout(call.refreshTimer);
+  call.refreshTimer = null;
+  if (!call.iceExpiresAt || call.iceServers.length === 0) return;
+  const lifetimeMs = call.iceExpiresAt * 1000 - Date.now();
+  const delayMs = Math.max(5000, lifetimeMs * ICE_REFRESH_AT);
+  call.refreshTimer = setTimeout(() => signalling.send(protocol.iceRefresh()), delayMs);
+}
+
+function wireMesh(mesh) {
+  mesh.addEventListener('signal', ({ detail }) => {
+    signalling.send(protocol.signal(detail.peerId, detail.detail));
+  });
+  mesh.addEventListener('track', ({ detail }) => attachRemoteStream(detail.peerId, detail.detail));
+  mesh.addEventListener('statechange', ({ detail }) => {
+    const peer = call.peers.get(detail.peerId);
+    if (peer) peer.connectionState = detail.detail;
+    if (detail.detail === 'connected') linkStats.poll();
+    render();
+  });
+  mesh.addEventListener('turnerror', ({ detail }) => {
+    const why = detail.detail.reason;
+    showAlert('turn',
+      `The encrypted relay could not be used (${why}), so links that need it cannot connect. ` +
+      'Try again later, or turn off “Hide my IP (always relay)”.');
+  });
+  mesh.addEventListener('error', ({ detail }) => {
+    const peer = call.peers.get(detail.peerId);
+    showAlert(`link-${detail.peerId}`,
+      `Setting up audio with ${peer ? peer.name : 'someone'} failed: ${detail.detail}.`);
+  });
+  mesh.addEventListener('removed', ({ detail }) => {
+    const sink = document.querySelector(`audio[data-peer="${CSS.escape(detail.peerId)}"]`);
+    if (sink) sink.remove();
+    meters.detach(detail.peerId);
+    clearAlert(`link-${detail.peerId}`);
+  });
+}
+
+/** Play a remote stream. Chromium only feeds WebAudio (our level meter) once it plays. */
+function attachRemoteStream(peerId, stream) {
+  let sink = document.querySelector(`audio[data-peer="${CSS.escape(peerId)}"]`);
+  if (!sink) {
+    sink = document.createElement('audio');
+    sink.autoplay = true;
+    sink.dataset.peer = peerId;
+    $('sinks').append(sink);
+  }
+  if (sink.srcObject !== stream) sink.srcObject = stream;
+  sink.play().catch(() => {
+    showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
+  });
+  meters.attach(peerId, stream);
+}
+
+linkStats.addEventListener('update', ({ detail }) => {
+  for (const [peerId, info] of detail) {
+    const peer = call.peers.get(peerId);
+    if (!peer) continue;
+    peer.link = info.link;
+    peer.localType = info.localType;
+    peer.remoteType = info.remoteType;
+    peer.connectionState = info.connectionState;
+  }
+  render();
+});
+
+// --- signalling connection -----------------------------------------------------------------------
+
+signalling.addEventListener('message', onServerMessage);
+
+signalling.addEventListener('protocolerror', ({ detail }) => {
+  console.warn('XES: ignored a malformed server message:', detail.message);
+});
+
+signalling.addEventListener('statechange', ({ detail }) => {
+  if (detail.state === SignallingState.LOST) {
+    const inCall = call.phase === 'joined';
+    showAlert('signalling', inCall
+      ? 'Connection to the server lost. Calls already connected keep going; reconnecting…'
+      : 'Connection to the server lost. Reconnecting…');
+  } else if (detail.state === SignallingState.OPEN) {
+    clearAlert('signalling');
+    // The server forgot us with the old socket; come back under the new peer id.
+    if (detail.previous === SignallingState.LOST && call.me) {
+      if (call.phase === 'joined' || call.phase === 'joining' || call.phase === 'lobby') {
+        if (call.isMatch) {
+          leaveCall({ keepMicrophone: false });
+          call.phase = 'idle';
+          call.isMatch = false;
+          showAlert('signalling-match', 'The connection dropped, so the conversation ended. Press “Talk to someone” to meet someone new.');
+        } else {
+          call.phase = 'joining';
+          sendJoin();
+        }
+      } else if (call.phase === 'queued') {
+        call.phase = 'idle';
+      }
+    }
+  }
+  render();
+});
+
+window.addEventListener('pagehide', () => {
+  // Tell the room at once instead of leaving it to the heartbeat.
+  if (call.phase === 'joined') signalling.send(call.isMatch ? protocol.stop() : protocol.leave());
+});
+
+// --- matchmaking (landing page) ------------------------------------------------------------------
+
+async function startMatch(event) {
+  event.preventDefault();
+  if (call.phase !== 'idle') return;
+  const checked = protocol.checkName($('match-name').value);
+  if (!checked.ok) {
+    showAlert('name', checked.reason);
+    $('match-name').focus();
+    return;
+  }
+  clearAlert('name');
+  clearAlert('signalling-match');
+  store(STORAGE_KEYS.name, checked.name);
+  call.me = { id: null, name: checked.name };
+  call.phase = 'joining';
+  render();
+  if (!(await ensureMicrophone())) {
+    call.phase = 'idle';
+    render();
+    return;
+  }
+  await connectSignalling();
+  sendMatch();
+}
+
+function sendMatch() {
+  signalling.send(protocol.match({
+    name: call.me.name,
+    tags: protocol.parseTags($('match-tags').value),
+    language: $('match-language').value.trim().slice(0, 32),
+    key: browserKey(),
+  }));
+}
+
+function nextMatch() {
+  if (call.phase !== 'joined' && call.phase !== 'queued') return;
+  if (call.phase === 'joined') {
+    signalling.send(protocol.next());
+    leaveCall({ keepMicrophone: true });
+    call.phase = 'queued';
+  }
+  render();
+}
+
+function stopMatch() {
+  signalling.send(protocol.stop());
+  leaveCall();
+  call.phase = 'idle';
+  call.isMatch = false;
+  render();
+}
+
+// --- rendering -----------------------------------------------------------------------------------
+
+function render() {
+  const inCall = call.phase === 'joined';
+  const callSection = $('call');
+  callSection.hidden = !inCall;
+  $('mute').setAttribute('aria-pressed', String(call.muted));
+  $('mute').textContent = call.muted ? 'Unmute' : 'Mute';
+  $('mute').classList.toggle('is-active', call.muted);
+
+  if (route.view === 'room') renderRoomView(inCall);
+  else renderLandingView(inCall);
+
+  renderParticipants();
+  renderHostState();
+}
+
+function renderRoomView(inCall) {
+  $('join-form').hidden = inCall;
+  $('join').disabled = call.phase !== 'idle';
+  $('join').textContent = call.phase === 'joining' ? 'Joining…' : 'Join';
+  $('relay-only').disabled = call.phase !== 'idle';
+  const states = {
+    idle: 'Not joined yet.',
+    joining: 'Joining…',
+    lobby: 'Waiting for the host to let you in…',
+    joined: `You are in the call with ${call.peers.size} other${call.peers.size === 1 ? '' : 's'}.`,
+  };
+  $('room-state').textContent = states[call.phase] ?? '';
+}
+
+function renderLandingView(inCall) {
+  const words = {
+    idle: '',
+    joining: 'Connecting…',
+    queued: 'Looking for someone to talk to…',
+    joined: 'Connected with a stranger through the encrypted relay.',
+  };
+  $('match-status').textContent = words[call.phase] ?? '';
+  $('match-start').disabled = call.phase !== 'idle';
+  $('match-next').disabled = !(inCall || call.phase === 'queued');
+  $('match-stop').disabled = call.phase === 'idle';
+  if (inCall && call.isMatch) {
+    const anyRelayed = [...call.peers.values()].some((p) => p.link === RELAYED);
+    if (!anyRelayed && [...call.peers.values()].some((p) => p.link)) {
+      $('match-status').textContent = 'Connected with a stranger directly.';
+    }
+  }
+}
+
+function renderParticipants() {
+  const list = $('participants');
+  if (call.phase !== 'joined') {
+    list.replaceChildren();
+    return;
+  }
+  const items = [];
+  if (call.me) {
+    items.push(participantItem({
+      id: call.me.id,
+      name: call.me.name,
+      self: true,
+      meta: [call.muted ? 'Muted' : 'Microphone on'],
+    }));
+  }
+  for (const peer of call.peers.values()) {
+    const meta = [CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
+    if (peer.link) meta.push(peer.link);
+    items.push(participantItem({ id: peer.id, name: peer.name, self: false, meta, link: peer.link }));
+  }
+  list.replaceChildren(...items);
+}
+
+function participantItem({ id, name, self, meta, link }) {
+  const item = element('li', 'participant');
+  item.dataset.peer = self ? 'self' : id;
+  if (self && call.muted) item.classList.add('is-muted');
+  const avatar = element('span', 'participant__avatar', [...name][0]?.toUpperCase() ?? '?');
+  avatar.setAttribute('aria-hidden', 'true');
+  const body = element('div', 'participant__body');
+  const title = element('p', 'participant__name');
+  title.append(element('span', 'participant__label', name));
+  if (self) title.append(element('span', 'badge', 'you'));
+  if (id && id === call.hostId) title.append(element('span', 'badge badge--host', 'host'));
+  const details = element('p', 'participant__meta');
+  meta.forEach((text, index) => {
+    if (index > 0) details.append(element('span', 'sep', ' · '));
+    const part = element('span', text === link ? `link link--${link === RELAYED ? 'relay' : 'direct'}` : '', text);
+    details.append(part);
+  });
+  body.append(title, details);
+  const speaking = element('span', 'participant__speaking');
+  speaking.setAttribute('aria-hidden', 'true');
+  speaking.title = 'Speaking';
+  item.append(avatar, body, speaking);
+  if (meters.meters.has(self ? 'self' : id) && meters.level(self ? 'self' : id) > SPEAKING_DB) {
+    item.classList.add('is-speaking');
+  }
+  return item;
+}
+
+function renderHostState() {
+  const parts = [];
+  if (call.phase === 'joined' && call.rules) {
+    if (call.me && call.hostId === call.me.id) parts.push('You are the host.');
+    if (call.rules.locked) parts.push('The room is locked.');
+    if (call.rules.lobby) parts.push('New people wait in a lobby.');
+    if (call.rules.password) parts.push('The room has a password.');
+    for (const name of call.knocks.values()) parts.push(`${name} is waiting to be let in.`);
+  }
+  $('host-state').textContent = parts.join(' ');
+}
+
+function updateSpeaking() {
+  for (const item of document.querySelectorAll('#participants li[data-peer]')) {
+    const key = item.dataset.peer;
+    const speaking = key === 'self' && call.muted ? false : meters.level(key) > SPEAKING_DB;
+    item.classList.toggle('is-speaking', speaking);
+  }
+}
+
+// --- start-up ------------------------------------------------------------------------------------
+
+function setUpRoomView() {
+  $('landing').remove();
+  $('room').hidden = false;
+  const link = `${location.origin}/r/${encodeURIComponent(call.roomId)}`;
+  $('room-link').value = link;
+  $('room-title').textContent = 'Room';
+  document.title = 'XES — room';
+  $('display-name').value = load(STORAGE_KEYS.name) ?? '';
+  $('relay-only').checked = relayOnly();
+  $('relay-only').addEventListener('change', (event) => {
+    store(STORAGE_KEYS.relayOnly, String(event.target.checked));
+  });
+  $('copy-link').addEventListener('click', async () => {
+    try {
+      await navigator.clipboard.writeText(link);
+      $('copy-status').textContent = 'Link copied.';
+    } catch {
+      $('room-link').select();
+      $('copy-status').textContent = 'Press Ctrl+C (or ⌘C) to copy the selected link.';
+    }
+  });
+  $('join-form').addEventListener('submit', joinRoom);
+  if (!protocol.ID_PATTERN.test(call.roomId)) {
+    showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
+  }
+}
+
+function setUpLandingView() {
+  // The call area is written once, in the room view; while talking to a stranger it lives in
+  // the match card.
+  const callSection = $('call');
+  $('room').remove();
+  $('landing').hidden = false;
+  $('match').append(callSection);
+  $('match-name').value = load(STORAGE_KEYS.name) ?? '';
+  $('match-form').addEventListener('submit', startMatch);
+  $('match-next').addEventListener('click', nextMatch);
+  $('match-stop').addEventListener('click', stopMatch);
+}
+
+function start() {
+  const sinks = element('div', 'sinks');
+  sinks.id = 'sinks';
+  sinks.setAttribute('aria-hidden', 'true');
+  document.body.append(sinks);
+  if (route.view === 'room') setUpRoomView();
+  else setUpLandingView();
+  $('mute').addEventListener('click', onMuteClick);
+  $('leave').addEventListener('click', onLeaveClick);
+  setInterval(updateSpeaking, METER_INTERVAL_MS);
+  render();
+}
+
+// A read-only window into the call for tests and curious users: no methods that change anything.
+window.xes = Object.freeze({
+  get me() {
+    return call.me ? { ...call.me } : null;
+  },
+  get phase() {
+    return call.phase;
+  },
+  get signallingState() {
+    return signalling.state;
+  },
+  peers: () => [...call.peers.values()].map((peer) => ({ ...peer })),
+  remoteStreams: () => (call.mesh ? call.mesh.remoteStreams() : new Map()),
+  pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
+});
+
+start();

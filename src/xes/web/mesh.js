@@ -1,0 +1,100 @@
+// The full mesh: one Negotiation per other member of the room, created and closed as the roster
+// changes. Rooms hold at most 8 people, so a mesh has at most 7 links per browser.
+
+import { Negotiation } from './negotiation.js';
+
+/**
+ * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
+ * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
+ * `error`; plus `removed` (detail `{peerId}`) when a link is closed.
+ */
+export class Mesh extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {() => RTCConfiguration} options.configuration current ICE configuration, read for
+   *   each new link (so fresh TURN credentials apply to later links)
+   * @param {MediaStream|null} options.localStream our microphone
+   */
+  constructor({ configuration, localStream }) {
+    super();
+    this.configuration = configuration;
+    this.localStream = localStream;
+    /** @type {Map<string, Negotiation>} */
+    this.links = new Map();
+  }
+
+  /**
+   * Open a link to a member of the room.
+   * @param {{id: string, polite: boolean}} peer as in `joined.peers` or `peer-joined.peer`
+   * @param {boolean} initiator true for peers listed in our `joined` (we are the newcomer)
+   * @returns {Negotiation}
+   */
+  add(peer, initiator) {
+    this.remove(peer.id);
+    const link = new Negotiation({
+      peerId: peer.id,
+      polite: peer.polite,
+      initiator,
+      configuration: this.configuration(),
+      localStream: this.localStream,
+    });
+    for (const type of ['signal', 'track', 'statechange', 'turnerror', 'error']) {
+      link.addEventListener(type, (event) => {
+        if (this.links.get(peer.id) !== link) return;
+        this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));
+      });
+    }
+    this.links.set(peer.id, link);
+    return link;
+  }
+
+  /**
+   * Close the link to a peer that left (no-op when there is none).
+   * @param {string} peerId
+   */
+  remove(peerId) {
+    const link = this.links.get(peerId);
+    if (link === undefined) return;
+    this.links.delete(peerId);
+    link.close();
+    this.dispatchEvent(new CustomEvent('removed', { detail: { peerId } }));
+  }
+
+  /**
+   * Route a relayed `signal` to its link. Signals from unknown peers are dropped: the server only
+   * relays within the room, so they can only be stragglers from a peer that already left.
+   * @param {string} peerId the `from` of the signal
+   * @param {object} data
+   */
+  handleSignal(peerId, data) {
+    const link = this.links.get(peerId);
+    if (link !== undefined) link.handleSignal(data);
+  }
+
+  /**
+   * Apply new ICE servers to every open link.
+   * @param {RTCConfiguration} configuration
+   */
+  setConfiguration(configuration) {
+    for (const link of this.links.values()) link.setConfiguration(configuration);
+  }
+
+  /** Close every link. */
+  closeAll() {
+    for (const peerId of [...this.links.keys()]) this.remove(peerId);
+  }
+
+  /** @returns {Map<string, RTCPeerConnection>} */
+  peerConnections() {
+    return new Map([...this.links].map(([id, link]) => [id, link.pc]));
+  }
+
+  /** @returns {Map<string, MediaStream>} remote streams that carry audio */
+  remoteStreams() {
+    const streams = new Map();
+    for (const [id, link] of this.links) {
+      if (link.remoteStream.getAudioTracks().length > 0) streams.set(id, link.remoteStream);
+    }
+    return streams;
+  }
+}

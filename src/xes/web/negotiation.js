@@ -1,0 +1,267 @@
+// One RTCPeerConnection to one remote peer, negotiated with the "perfect negotiation" pattern of
+// webrtc/samples (src/content/peerconnection/perfect-negotiation/js/peer.js).
+//
+// Theory of operation
+// - Who offers first is decided by the server, not by a race: the newcomer (the peer that found
+//   the other in `joined.peers`) is the `initiator`. It adds its microphone track at once, which
+//   fires `negotiationneeded` and sends the offer. The member already there adds no track until
+//   that offer arrives, so it never fires `negotiationneeded` on its own and cannot cross offers
+//   on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
+//   so the answer is sendrecv and nothing needs renegotiating.
+// - Any later renegotiation (ICE restart, for example) may glare. Then the `polite` side (told by
+//   the server per pair) rolls back its own offer, and the impolite side ignores the incoming one.
+//   A peer that cannot roll back (aiortc) is always made impolite by the server, so the browser
+//   facing it is polite and never needs the other side to roll back.
+// - Signals from the other side are handled strictly one at a time, in arrival order, on a
+//   promise chain: the async steps of one must not interleave with the next.
+// - The RTP header extension urn:ietf:params:rtp-hdrext:ssrc-audio-level carries each packet's
+//   loudness in clear text, so a TURN relay could see who speaks when. It is stripped from every
+//   description we send and every one we receive; with it absent from both offer and answer it is
+//   never negotiated, and audio works the same without it.
+
+/** The extension that leaks speech/silence in clear text. */
+export const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
+
+/** In relay mode, how long to wait for a relay candidate before reporting TURN failure. */
+export const RELAY_GATHER_TIMEOUT_MS = 5000;
+
+/**
+ * Remove the audio-level RTP header extension from an SDP.
+ * @param {string} sdp
+ * @returns {string}
+ */
+export function stripAudioLevel(sdp) {
+  return sdp
+    .split('\r\n')
+    .filter((line) => !(line.startsWith('a=extmap:') && line.includes(AUDIO_LEVEL_URI)))
+    .join('\r\n');
+}
+
+/**
+ * A session description with the audio-level extension stripped, as a plain object.
+ * @param {RTCSessionDescriptionInit} description
+ * @returns {RTCSessionDescriptionInit}
+ */
+export function cleanDescription(description) {
+  return { type: description.type, sdp: stripAudioLevel(description.sdp ?? '') };
+}
+
+/**
+ * The negotiation with one remote peer. Events (all CustomEvent):
+ * - `signal` (detail: data to send to the peer, `{description}` or `{candidate}`),
+ * - `track` (detail: the remote MediaStream, once it has an audio track),
+ * - `statechange` (detail: pc.connectionState),
+ * - `turnerror` (detail: {reason, url?, errorCode?}) when the TURN relay cannot be used,
+ * - `error` (detail: an Error that broke negotiation; the link may be dead).
+ */
+export class Negotiation extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {string} options.peerId the remote peer's id
+   * @param {boolean} options.polite our role toward it, from the server
+   * @param {boolean} options.initiator true when we make the first offer (we are the newcomer)
+   * @param {RTCConfiguration} options.configuration ICE servers and transport policy
+   * @param {MediaStream|null} options.localStream our microphone (null: receive only)
+   */
+  constructor({ peerId, polite, initiator, configuration, localStream }) {
+    super();
+    this.peerId = peerId;
+    this.polite = polite;
+    this.initiator = initiator;
+    this.localStream = localStream;
+    this.relayOnly = configuration.iceTransportPolicy === 'relay';
+    this.pc = new RTCPeerConnection(configuration);
+    /** @type {MediaStream} what the peer sends us; filled by `track` events */
+    this.remoteStream = new MediaStream();
+    this.makingOffer = false;
+    this.ignoreOffer = false;
+    this.srdAnswerPending = false;
+    this.tracksAdded = false;
+    this.closed = false;
+    this.gotRelayCandidate = false;
+    this.relayTimer = null;
+    this.queue = Promise.resolve();
+
+    this.pc.addEventListener('negotiationneeded', () => this.onNegotiationNeeded());
+    this.pc.addEventListener('icecandidate', ({ candidate }) => this.onIceCandidate(candidate));
+    this.pc.addEventListener('icecandidateerror', (event) => this.onIceCandidateError(event));
+    this.pc.addEventListener('icegatheringstatechange', () => this.onGatheringStateChange());
+    this.pc.addEventListener('track', ({ track, streams }) => this.onTrack(track, streams));
+    this.pc.addEventListener('connectionstatechange', () => {
+      this.emit('statechange', this.pc.connectionState);
+    });
+
+    if (initiator) this.addLocalTracks();
+  }
+
+  /** @returns {string} the RTCPeerConnection's connectionState */
+  get connectionState() {
+    return this.pc.connectionState;
+  }
+
+  /**
+   * Handle a `signal` payload from the peer. Processed in order, one at a time.
+   * @param {object} data `{description}` or `{candidate}`
+   * @returns {Promise<void>} settles when this payload has been handled
+   */
+  handleSignal(data) {
+    this.queue = this.queue.then(() => this.applySignal(data)).catch((error) => {
+      if (!this.closed) this.emit('error', error);
+    });
+    return this.queue;
+  }
+
+  /**
+   * Use new ICE servers (fresh TURN credentials); takes effect for the next gathering.
+   * @param {RTCConfiguration} configuration
+   */
+  setConfiguration(configuration) {
+    if (this.closed) return;
+    try {
+      this.pc.setConfiguration(configuration);
+    } catch (error) {
+      this.emit('error', error);
+    }
+  }
+
+  /** Close the connection; no more events afterwards. */
+  close() {
+    if (this.closed) return;
+    this.closed = true;
+    clearTimeout(this.relayTimer);
+    this.pc.close();
+  }
+
+  addLocalTracks() {
+    if (this.tracksAdded) return;
+    this.tracksAdded = true;
+    const tracks = this.localStream ? this.localStream.getAudioTracks() : [];
+    if (tracks.length === 0) {
+      // Listening without a microphone still needs an audio m-line to receive.
+      if (this.initiator) this.pc.addTransceiver('audio', { direction: 'recvonly' });
+      return;
+    }
+    for (const track of tracks) this.pc.addTrack(track, this.localStream);
+  }
+
+  async onNegotiationNeeded() {
+    if (this.closed) return;
+    try {
+      this.makingOffer = true;
+      await this.pc.setLocalDescription();
+      this.sendDescription();
+    } catch (error) {
+      if (!this.closed) this.emit('error', error);
+    } finally {
+      this.makingOffer = false;
+    }
+  }
+
+  /** @param {object} data */
+  async applySignal(data) {
+    if (this.closed || data === null || typeof data !== 'object') return;
+    if (data.description) {
+      const description = cleanDescription(data.description);
+      const readyForOffer =
+        !this.makingOffer &&
+        (this.pc.signalingState === 'stable' ||
+          (this.pc.signalingState === 'have-local-offer' && this.srdAnswerPending));
+      this.ignoreOffer = description.type === 'offer' && !this.polite && !readyForOffer;
+      if (this.ignoreOffer) return;
+      this.srdAnswerPending = description.type === 'answer';
+      // A polite peer with its own offer out rolls it back implicitly here.
+      await this.pc.setRemoteDescription(description);
+      this.srdAnswerPending = false;
+      if (description.type === 'offer') {
+        // Our first offer from the peer: now add the microphone, reusing the offer's transceiver.
+        this.addLocalTracks();
+        await this.pc.setLocalDescription();
+        this.sendDescription();
+      }
+    } else if ('candidate' in data) {
+      try {
+        // null means the end of the peer's candidates.
+        await this.pc.addIceCandidate(data.candidate ?? undefined);
+      } catch (error) {
+        // Candidates of an offer we ignored cannot be added; that is expected, nothing else is.
+        if (!this.ignoreOffer) throw error;
+      }
+    }
+  }
+
+  sendDescription() {
+    if (this.closed || !this.pc.localDescription) return;
+    this.emit('signal', { description: cleanDescription(this.pc.localDescription) });
+  }
+
+  /** @param {RTCIceCandidate|null} candidate */
+  onIceCandidate(candidate) {
+    if (this.closed) return;
+    if (candidate === null) {
+      this.emit('signal', { candidate: null });
+      return;
+    }
+    if (candidate.type === 'relay') this.gotRelayCandidate = true;
+    // Exactly the fields docs/protocol.md names, which the Python peer parses.
+    this.emit('signal', {
+      candidate: {
+        candidate: candidate.candidate,
+        sdpMid: candidate.sdpMid,
+        sdpMLineIndex: candidate.sdpMLineIndex,
+      },
+    });
+  }
+
+  /** @param {RTCPeerConnectionIceErrorEvent} event */
+  onIceCandidateError(event) {
+    if (this.closed) return;
+    const url = event.url ?? '';
+    // 401: the TURN server refused our credentials; 701: it could not be reached at all.
+    if (/^turns?:/i.test(url) && (event.errorCode === 401 || event.errorCode === 701)) {
+      this.emit('turnerror', {
+        reason: event.errorCode === 401 ? 'credentials refused' : 'server unreachable',
+        url,
+        errorCode: event.errorCode,
+      });
+    }
+  }
+
+  onGatheringStateChange() {
+    if (this.closed || !this.relayOnly) return;
+    // In relay mode no relay candidate means no connection, and Chromium never says "failed"
+    // when TURN refuses it: the state just stays "new". Give it a deadline of our own.
+    if (this.pc.iceGatheringState === 'gathering' && this.relayTimer === null) {
+      this.relayTimer = setTimeout(() => {
+        if (!this.closed && !this.gotRelayCandidate && this.pc.connectionState !== 'connected') {
+          this.emit('turnerror', { reason: 'no relay candidate was gathered' });
+        }
+      }, RELAY_GATHER_TIMEOUT_MS);
+    } else if (this.pc.iceGatheringState === 'complete' && !this.gotRelayCandidate) {
+      clearTimeout(this.relayTimer);
+      this.emit('turnerror', { reason: 'no relay candidate was gathered' });
+    }
+  }
+
+  /**
+   * @param {MediaStreamTrack} track
+   * @param {readonly MediaStream[]} streams
+   */
+  onTrack(track, streams) {
+    if (this.closed || track.kind !== 'audio') return;
+    // Use the sender's stream when it names one (browsers do); aiortc may not, so keep our own.
+    if (streams.length > 0 && streams[0] !== this.remoteStream) {
+      this.remoteStream = streams[0];
+    } else if (!this.remoteStream.getTracks().includes(track)) {
+      this.remoteStream.addTrack(track);
+    }
+    this.emit('track', this.remoteStream);
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} detail
+   */
+  emit(type, detail) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}

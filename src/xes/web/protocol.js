@@ -1,0 +1,266 @@
+// The XES signalling wire format, version 1: message constructors for what the client sends and a
+// validator for what the server sends. docs/protocol.md is the contract; this file mirrors it and
+// must change in the same commit when it does.
+
+/** Protocol version this client speaks (`hello.protocol`). */
+export const PROTOCOL_VERSION = 1;
+
+/** Peer and room ids: 22 base64url characters (128 random bits). */
+export const ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
+
+/** Display names: 1-64 characters after trimming, no control characters. */
+export const NAME_MAX_LENGTH = 64;
+
+/** Matchmaking tags: at most 8, each 1-32 characters. */
+export const MAX_TAGS = 8;
+export const TAG_MAX_LENGTH = 32;
+
+/** Values the server closes the socket with (besides 1000 and 1009). */
+export const CLOSE_CODES = Object.freeze({
+  TOO_MANY_ERRORS: 4002,
+  HEARTBEAT_LOST: 4008,
+  FLOOD: 4029,
+});
+
+/** Thrown by {@link parseServerMessage} for a frame that breaks the contract. */
+export class ProtocolError extends Error {
+  /** @param {string} message */
+  constructor(message) {
+    super(message);
+    this.name = 'ProtocolError';
+  }
+}
+
+// A human sentence for every `error` code in docs/protocol.md. Written for the person using the
+// page, so they say what happened and, where there is one, what to do about it.
+const ERROR_SENTENCES = Object.freeze({
+  'bad-json': 'The server could not read a message from this page. Reloading the page should fix it.',
+  'unknown-type': 'The server did not understand a message from this page. Reload the page; it may be out of date.',
+  'bad-field': 'The server refused something this page sent.',
+  'too-big': 'A message was too large to send.',
+  'not-joined': 'You are not in a room any more. Press Join to enter again.',
+  'already-joined': 'You are already in a room or waiting for a match.',
+  'peer-not-found': 'That person is no longer in this room.',
+  'room-full': 'This room is full. Ask someone inside to make room, or start a new room.',
+  'room-locked': 'This room is locked: its host is not letting anyone else in.',
+  'password-required': 'This room has a password. Enter it and press Join.',
+  'wrong-password': 'That password is not right. Check it and press Join again.',
+  banned: 'The host has banned you from this room.',
+  declined: 'The host did not let you in.',
+  'not-host': 'Only the host of the room can do that.',
+  'not-queued': 'You are not waiting for a match.',
+  'turn-unavailable': 'This server has no relay (TURN) configured.',
+});
+
+/**
+ * A sentence a person can act on for a protocol `error` message.
+ * @param {{code: string, message?: string}} error the `error` message from the server
+ * @returns {string}
+ */
+export function describeError(error) {
+  const sentence = ERROR_SENTENCES[error.code];
+  if (sentence === undefined) {
+    return `The server refused a request (${error.code}).`;
+  }
+  // bad-field names the field; that detail helps more than it confuses.
+  if (error.code === 'bad-field' && error.message) return `${sentence} (${error.message})`;
+  return sentence;
+}
+
+/**
+ * Trim a display name and check it against the protocol's limits.
+ * @param {string} raw what the person typed
+ * @returns {{ok: true, name: string} | {ok: false, reason: string}}
+ */
+export function checkName(raw) {
+  const name = raw.trim();
+  if (name.length === 0) return { ok: false, reason: 'Please enter a display name.' };
+  if ([...name].length > NAME_MAX_LENGTH) {
+    return { ok: false, reason: `A display name can be at most ${NAME_MAX_LENGTH} characters.` };
+  }
+  // eslint-disable-next-line no-control-regex
+  if (/[\u0000-\u001f\u007f-\u009f]/.test(name)) {
+    return { ok: false, reason: 'A display name cannot contain control characters.' };
+  }
+  return { ok: true, name };
+}
+
+/**
+ * Split a comma-separated tag field into protocol-valid tags (trimmed, unique, at most 8).
+ * @param {string} raw
+ * @returns {string[]}
+ */
+export function parseTags(raw) {
+  const tags = [];
+  for (const part of raw.split(',')) {
+    const tag = part.trim().toLowerCase().slice(0, TAG_MAX_LENGTH);
+    if (tag && !tags.includes(tag)) tags.push(tag);
+    if (tags.length === MAX_TAGS) break;
+  }
+  return tags;
+}
+
+// --- messages from the client ------------------------------------------------------------------
+
+/**
+ * `join`: enter a room (created on first join).
+ * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean}} fields
+ */
+export function join({ room, name, key, password, rollback = true }) {
+  const message = { type: 'join', room, name, rollback };
+  if (key !== undefined) message.key = key;
+  if (password !== undefined && password !== '') message.password = password;
+  return message;
+}
+
+/** `leave`: leave the current room. */
+export function leave() {
+  return { type: 'leave' };
+}
+
+/**
+ * `signal`: relay an opaque payload to one member of the room.
+ * @param {string} to peer id
+ * @param {object} data `{description}` or `{candidate}`
+ */
+export function signal(to, data) {
+  return { type: 'signal', to, data };
+}
+
+/** `ice-refresh`: ask for fresh ICE (TURN) credentials. */
+export function iceRefresh() {
+  return { type: 'ice-refresh' };
+}
+
+/**
+ * `set-rules` (host only).
+ * @param {{locked?: boolean, lobby?: boolean, password?: string|null, max_peers?: number}} rules
+ */
+export function setRules(rules) {
+  return { type: 'set-rules', ...rules };
+}
+
+/** @param {string} peer */
+export function admit(peer) {
+  return { type: 'admit', peer };
+}
+
+/** @param {string} peer */
+export function decline(peer) {
+  return { type: 'decline', peer };
+}
+
+/** @param {string} peer */
+export function remove(peer) {
+  return { type: 'remove', peer };
+}
+
+/** @param {string} peer */
+export function ban(peer) {
+  return { type: 'ban', peer };
+}
+
+/**
+ * `match`: queue to talk to a stranger.
+ * @param {{name: string, tags?: string[], language?: string, key?: string, rollback?: boolean}} fields
+ */
+export function match({ name, tags = [], language = '', key, rollback = true }) {
+  const message = { type: 'match', name, rollback };
+  if (tags.length > 0) message.tags = tags;
+  if (language) message.language = language;
+  if (key !== undefined) message.key = key;
+  return message;
+}
+
+/** `next`: leave the current match and queue again. */
+export function next() {
+  return { type: 'next' };
+}
+
+/** @param {string} peer */
+export function block(peer) {
+  return { type: 'block', peer };
+}
+
+/** `stop`: leave the queue and the current match. */
+export function stop() {
+  return { type: 'stop' };
+}
+
+// --- messages from the server ------------------------------------------------------------------
+
+const isString = (v) => typeof v === 'string';
+const isId = (v) => isString(v) && ID_PATTERN.test(v);
+const isBool = (v) => typeof v === 'boolean';
+const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
+const isPeer = (v) => isObject(v) && isId(v.id) && isString(v.name);
+const isNumber = (v) => typeof v === 'number' && Number.isFinite(v);
+const isRules = (v) =>
+  isObject(v) && isBool(v.locked) && isBool(v.lobby) && isBool(v.password) && isNumber(v.max_peers);
+const isIceServers = (v) => Array.isArray(v) && v.every((s) => isObject(s) && s.urls !== undefined);
+
+// Required fields per server message type; extra fields are ignored, as the contract says.
+const SERVER_SCHEMAS = Object.freeze({
+  hello: { protocol: isNumber, peer: isId },
+  joined: {
+    room: isId,
+    you: isId,
+    host: isId,
+    peers: (v) => Array.isArray(v) && v.every((p) => isPeer(p) && isBool(p.polite)),
+    rules: isRules,
+    ice_servers: isIceServers,
+    ice_transport_policy: (v) => v === 'all' || v === 'relay',
+  },
+  'peer-joined': { peer: (v) => isPeer(v) && isBool(v.polite) },
+  'peer-left': { peer: isId, reason: isString },
+  signal: { from: isId, data: isObject },
+  left: { room: isId },
+  host: { peer: isId },
+  rules: { rules: isRules },
+  lobby: { room: isId },
+  knock: { peer: isPeer },
+  'knock-withdrawn': { peer: isId },
+  removed: { room: isId, banned: isBool },
+  queued: {},
+  unqueued: {},
+  'ice-servers': { ice_servers: isIceServers },
+  error: { code: isString },
+});
+
+/**
+ * Parse and validate one text frame from the server.
+ * @param {string} text the frame
+ * @returns {object} the message, with a known `type` and its required fields checked
+ * @throws {ProtocolError} when it is not JSON, not an object, of unknown type or misses a field
+ */
+export function parseServerMessage(text) {
+  let message;
+  try {
+    message = JSON.parse(text);
+  } catch {
+    throw new ProtocolError('server frame is not JSON');
+  }
+  if (!isObject(message) || !isString(message.type)) {
+    throw new ProtocolError('server frame is not an object with a type');
+  }
+  const schema = SERVER_SCHEMAS[message.type];
+  if (schema === undefined) throw new ProtocolError(`unknown server message type ${message.type}`);
+  for (const [field, valid] of Object.entries(schema)) {
+    if (!valid(message[field])) {
+      throw new ProtocolError(`server message ${message.type} has a bad ${field}`);
+    }
+  }
+  return message;
+}
+
+/**
+ * Whether an ICE server list offers a TURN relay (what "Hide my IP" needs).
+ * @param {RTCIceServer[]} iceServers
+ * @returns {boolean}
+ */
+export function hasTurn(iceServers) {
+  return iceServers.some((server) => {
+    const urls = Array.isArray(server.urls) ? server.urls : [server.urls];
+    return urls.some((url) => /^turns?:/i.test(url));
+  });
+}

@@ -1,0 +1,98 @@
+// What kind of path each link took, read from getStats(): the selected ICE candidate pair.
+
+/** Shown when audio goes straight between the two browsers. */
+export const DIRECT = 'Direct';
+/** Shown when audio goes through the TURN relay (which only sees encrypted SRTP). */
+export const RELAYED = 'Relayed (encrypted)';
+
+/**
+ * The selected candidate pair of a connection.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<{localType: string, remoteType: string} | null>} null while none is selected
+ */
+export async function selectedPair(pc) {
+  const stats = await pc.getStats();
+  let pair = null;
+  stats.forEach((report) => {
+    if (report.type === 'transport' && report.selectedCandidatePairId) {
+      pair = stats.get(report.selectedCandidatePairId) ?? null;
+    }
+  });
+  if (pair === null) {
+    // Some implementations omit the transport report; fall back to the nominated pair.
+    stats.forEach((report) => {
+      if (pair === null && report.type === 'candidate-pair' && report.nominated && report.state === 'succeeded') {
+        pair = report;
+      }
+    });
+  }
+  if (pair === null) return null;
+  const local = stats.get(pair.localCandidateId);
+  const remote = stats.get(pair.remoteCandidateId);
+  if (!local || !remote) return null;
+  return { localType: local.candidateType, remoteType: remote.candidateType };
+}
+
+/**
+ * "Direct" or "Relayed (encrypted)" for a selected pair: relayed when either end is a relay
+ * candidate.
+ * @param {{localType: string, remoteType: string} | null} pair
+ * @returns {string|null}
+ */
+export function linkKind(pair) {
+  if (pair === null) return null;
+  return pair.localType === 'relay' || pair.remoteType === 'relay' ? RELAYED : DIRECT;
+}
+
+/**
+ * Polls every link about once a second. Event `update` (CustomEvent) has detail
+ * `Map<peerId, {link: string|null, localType?: string, remoteType?: string, connectionState: string}>`.
+ */
+export class LinkStats extends EventTarget {
+  /**
+   * @param {() => Map<string, RTCPeerConnection>} peerConnections read on every poll
+   * @param {number} [intervalMs]
+   */
+  constructor(peerConnections, intervalMs = 1000) {
+    super();
+    this.peerConnections = peerConnections;
+    this.intervalMs = intervalMs;
+    this.timer = null;
+    this.polling = false;
+  }
+
+  /** Start polling (idempotent). */
+  start() {
+    if (this.timer !== null) return;
+    this.timer = setInterval(() => this.poll(), this.intervalMs);
+    this.poll();
+  }
+
+  /** Stop polling. */
+  stop() {
+    clearInterval(this.timer);
+    this.timer = null;
+  }
+
+  async poll() {
+    if (this.polling) return;
+    this.polling = true;
+    try {
+      const result = new Map();
+      for (const [peerId, pc] of this.peerConnections()) {
+        let pair = null;
+        if (pc.connectionState !== 'closed') {
+          try {
+            pair = await selectedPair(pc);
+          } catch {
+            pair = null;
+          }
+        }
+        result.set(peerId, { link: linkKind(pair), ...(pair ?? {}), connectionState: pc.connectionState });
+      }
+      this.dispatchEvent(new CustomEvent('update', { detail: result }));
+    } finally {
+      this.polling = false;
+    }
+  }
+}
