@@ -305,7 +305,7 @@ class Signalling:
         notice = m.encode(m.PeerLeft(peer=client.id, reason=reason))
         for other in room.members.values():
             actions.append(Send(other.id, notice))
-        if room.host == client.id:
+        if room.host == client.id and not room.match:
             # The role passes to the longest-present member: the first in insertion order.
             room.host = next(iter(room.members))
             host_notice = m.encode(m.Host(peer=room.host))

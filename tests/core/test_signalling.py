@@ -1,0 +1,457 @@
+"""The signalling core, driven with plain method calls: no event loop, no sockets, no clock."""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import json
+from collections.abc import Iterator
+from typing import Any
+
+import msgspec
+import pytest
+
+from xes import errors
+from xes.core.access import PasswordHash, hash_password
+from xes.core.actions import Action, Send
+from xes.core.signalling import CoreSettings, Signalling
+from xes.core.turn import IceSettings, turn_credentials
+from xes.protocol import messages as m
+
+NOW = 1_800_000_000.0
+ROOM = "R" * 22
+
+
+def pid(n: int) -> str:
+    """A valid 22-character peer id, readable in failures: P000…01."""
+    return f"P{n:021d}"
+
+
+def room_ids() -> Iterator[str]:
+    return (f"M{n:021d}" for n in itertools.count())
+
+
+def make_core(**settings: Any) -> Signalling:
+    return Signalling(CoreSettings(**settings), room_ids())
+
+
+def to(actions: list[Action], peer: str) -> list[dict[str, Any]]:
+    """The messages the actions send to one peer, decoded."""
+    return [json.loads(a.payload) for a in actions if isinstance(a, Send) and a.to == peer]
+
+
+def types(actions: list[Action], peer: str) -> list[str]:
+    return [msg["type"] for msg in to(actions, peer)]
+
+
+def join(core: Signalling, peer: str, room: str = ROOM, name: str | None = None, **fields: Any
+         ) -> list[Action]:
+    if peer not in core.clients:
+        core.connect(peer)
+    return core.handle(peer, m.Join(room=room, name=name or f"name-{peer[-2:]}", **fields), NOW)
+
+
+def snapshot(core: Signalling) -> Any:
+    """Everything observable about the core's state, to prove a refusal changed nothing."""
+    rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
+                   sorted(r.banned_keys)) for rid, r in core.rooms.items()}
+    clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
+                     c.queued is not None, sorted(c.avoid)) for cid, c in core.clients.items()}
+    return copy.deepcopy((rooms, clients, len(core.queue)))
+
+
+# ---------------------------------------------------------------------------------------------- rooms
+
+def test_connect_says_hello_with_the_peer_id_and_limits() -> None:
+    core = make_core()
+    [hello] = to(core.connect(pid(1)), pid(1))
+    assert hello["type"] == "hello" and hello["peer"] == pid(1) and hello["protocol"] == 1
+    assert hello["limits"]["max_message_bytes"] == 65_536
+
+
+def test_first_joiner_creates_the_room_and_is_host() -> None:
+    core = make_core()
+    [joined] = to(join(core, pid(1)), pid(1))
+    assert joined["type"] == "joined" and joined["peers"] == [] and joined["host"] == pid(1)
+    assert joined["you"] == pid(1) and joined["ice_transport_policy"] == "all" and not joined["match"]
+
+
+def test_joiner_learns_who_is_there_and_the_room_learns_of_the_joiner() -> None:
+    core = make_core()
+    join(core, pid(1), name="Ada")
+    join(core, pid(2), name="Bob")
+    actions = join(core, pid(3), name="Cy")
+    [joined] = to(actions, pid(3))
+    assert [(p["id"], p["name"]) for p in joined["peers"]] == [(pid(1), "Ada"), (pid(2), "Bob")]
+    for member in (pid(1), pid(2)):
+        [notice] = to(actions, member)
+        assert notice == {"type": "peer-joined", "peer": {"id": pid(3), "name": "Cy", "polite": True}}
+
+
+@pytest.mark.parametrize(
+    ("present_rolls_back", "newcomer_rolls_back", "present_polite", "newcomer_polite"),
+    [(True, True, True, False), (False, True, False, True), (True, False, True, False),
+     (False, False, False, True)],
+)
+def test_politeness_goes_to_the_side_that_can_roll_back(
+        present_rolls_back: bool, newcomer_rolls_back: bool, present_polite: bool,
+        newcomer_polite: bool) -> None:
+    core = make_core()
+    join(core, pid(1), rollback=present_rolls_back)
+    actions = join(core, pid(2), rollback=newcomer_rolls_back)
+    assert to(actions, pid(2))[0]["peers"][0]["polite"] is newcomer_polite
+    assert to(actions, pid(1))[0]["peer"]["polite"] is present_polite
+
+
+def test_names_are_trimmed() -> None:
+    core = make_core()
+    join(core, pid(1))
+    actions = join(core, pid(2), name="  Grace  ")
+    assert to(actions, pid(1))[0]["peer"]["name"] == "Grace"
+
+
+def test_leave_tells_everyone_and_the_leaver() -> None:
+    core = make_core()
+    for n in (1, 2, 3):
+        join(core, pid(n))
+    actions = core.handle(pid(2), m.Leave(), NOW)
+    assert to(actions, pid(2)) == [{"type": "left", "room": ROOM}]
+    for member in (pid(1), pid(3)):
+        assert to(actions, member) == [{"type": "peer-left", "peer": pid(2), "reason": "left"}]
+
+
+def test_disconnect_tells_the_room_with_reason_disconnected() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    actions = core.disconnect(pid(2), NOW)
+    assert to(actions, pid(1)) == [{"type": "peer-left", "peer": pid(2), "reason": "disconnected"}]
+    assert pid(2) not in core.clients
+
+
+def test_empty_rooms_disappear() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    core.handle(pid(1), m.Leave(), NOW)
+    core.disconnect(pid(2), NOW)
+    assert core.rooms == {}
+
+
+def test_host_passes_to_the_longest_present_member() -> None:
+    core = make_core()
+    for n in (1, 2, 3):
+        join(core, pid(n))
+    actions = core.handle(pid(1), m.Leave(), NOW)
+    assert {"type": "host", "peer": pid(2)} in to(actions, pid(3))
+    assert core.rooms[ROOM].host == pid(2)
+
+
+def test_the_ninth_gets_room_full_and_nothing_changes() -> None:
+    core = make_core()
+    for n in range(8):
+        join(core, pid(n))
+    core.connect(pid(9))
+    before = snapshot(core)
+    with pytest.raises(errors.RoomFull):
+        join(core, pid(9))
+    assert snapshot(core) == before
+
+
+def test_one_room_at_a_time() -> None:
+    core = make_core()
+    join(core, pid(1))
+    with pytest.raises(errors.AlreadyJoined):
+        join(core, pid(1), room="S" * 22)
+
+
+# ---------------------------------------------------------------------------------------------- relay
+
+def test_route_signal_within_a_room() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    assert core.route_signal(pid(2), pid(1)) == pid(1)
+
+
+@pytest.mark.parametrize("target", ["member of another room", "unknown", "self"])
+def test_route_signal_refuses_anyone_outside_your_room(target: str) -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    join(core, pid(3), room="S" * 22)
+    to_peer = {"member of another room": pid(3), "unknown": pid(99), "self": pid(2)}[target]
+    with pytest.raises(errors.PeerNotFound):
+        core.route_signal(pid(2), to_peer)
+
+
+def test_route_signal_before_joining() -> None:
+    core = make_core()
+    core.connect(pid(1))
+    with pytest.raises(errors.NotJoined):
+        core.route_signal(pid(1), pid(2))
+
+
+def test_relayed_frame_stamps_the_sender_and_keeps_data_verbatim() -> None:
+    data = b'{"description": {"type":"offer","sdp":"v=0\\r\\n"}, "from": "forged"}'
+    frame = m.encode_signal(pid(7), msgspec.Raw(data))
+    decoded = json.loads(frame)
+    assert decoded["from"] == pid(7) and decoded["type"] == "signal"
+    assert frame.endswith(data + b"}")
+
+
+# ---------------------------------------------------------------------------------------------- rules
+
+def _hash(password: str, salt: bytes = b"s" * 16) -> PasswordHash:
+    return hash_password(password, salt)
+
+
+def test_only_the_host_sets_rules() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    before = snapshot(core)
+    for message in (m.SetRules(locked=True), m.Remove(peer=pid(1)), m.Ban(peer=pid(1)),
+                    m.Admit(peer=pid(1)), m.Decline(peer=pid(1))):
+        with pytest.raises(errors.NotHost):
+            core.handle(pid(2), message, NOW)
+    assert snapshot(core) == before
+
+
+def test_lock_keeps_newcomers_out_and_everyone_sees_the_rules() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    actions = core.handle(pid(1), m.SetRules(locked=True), NOW)
+    for member in (pid(1), pid(2)):
+        assert to(actions, member)[0]["rules"]["locked"] is True
+    with pytest.raises(errors.RoomLocked):
+        join(core, pid(3))
+
+
+def test_password_required_wrong_and_right() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(password="hunter2"), NOW, password=_hash("hunter2"))
+    assert core.password_salt(ROOM) == b"s" * 16
+    core.connect(pid(2))
+    with pytest.raises(errors.PasswordRequired):
+        join(core, pid(2))
+    with pytest.raises(errors.WrongPassword):
+        core.handle(pid(2), m.Join(room=ROOM, name="x", password="guess"), NOW, password=_hash("guess"))
+    actions = core.handle(pid(2), m.Join(room=ROOM, name="x", password="hunter2"), NOW,
+                          password=_hash("hunter2"))
+    assert types(actions, pid(2)) == ["joined"]
+    assert to(actions, pid(2))[0]["rules"]["password"] is True
+
+
+def test_password_hash_is_salted_and_never_printed() -> None:
+    a, b = hash_password("pw", b"a" * 16), hash_password("pw", b"b" * 16)
+    assert a.digest != b.digest and not a.matches(b)
+    assert "pw" not in repr(a) and a.digest.hex() not in repr(a)
+
+
+def test_host_may_lower_but_not_raise_the_size() -> None:
+    core = make_core(max_peers=8)
+    join(core, pid(1))
+    with pytest.raises(errors.BadField):
+        core.handle(pid(1), m.SetRules(max_peers=9), NOW)
+    core.handle(pid(1), m.SetRules(max_peers=2), NOW)
+    join(core, pid(2))
+    with pytest.raises(errors.RoomFull):
+        join(core, pid(3))
+
+
+def test_lobby_knock_admit_and_decline() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    actions = join(core, pid(2), name="Knocker")
+    assert types(actions, pid(2)) == ["lobby"]
+    assert to(actions, pid(1)) == [{"type": "knock", "peer": {"id": pid(2), "name": "Knocker"}}]
+    actions = core.handle(pid(1), m.Admit(peer=pid(2)), NOW)
+    assert types(actions, pid(2)) == ["joined"] and types(actions, pid(1)) == ["peer-joined"]
+    join(core, pid(3))
+    actions = core.handle(pid(1), m.Decline(peer=pid(3)), NOW)
+    assert to(actions, pid(3))[0]["code"] == "declined"
+    assert core.clients[pid(3)].knocking is None
+
+
+def test_knocker_going_away_is_withdrawn() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(2))
+    actions = core.disconnect(pid(2), NOW)
+    assert to(actions, pid(1)) == [{"type": "knock-withdrawn", "peer": pid(2)}]
+
+
+def test_a_new_host_hears_the_knocks_still_waiting() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(3))
+    actions = core.handle(pid(1), m.Leave(), NOW)
+    assert "knock" in types(actions, pid(2))
+
+
+def test_remove_takes_a_member_out_and_it_may_come_back() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2))
+    actions = core.handle(pid(1), m.Remove(peer=pid(2)), NOW)
+    assert to(actions, pid(2)) == [{"type": "removed", "room": ROOM, "banned": False}]
+    assert to(actions, pid(1)) == [{"type": "peer-left", "peer": pid(2), "reason": "removed"}]
+    with pytest.raises(errors.NotJoined):
+        core.route_signal(pid(2), pid(1))
+    join(core, pid(2))
+
+
+def test_ban_refuses_the_same_key_on_a_new_connection() -> None:
+    core = make_core()
+    key = "k" * 32
+    join(core, pid(1))
+    join(core, pid(2), key=key)
+    actions = core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
+    assert to(actions, pid(2))[0]["banned"] is True
+    core.disconnect(pid(2), NOW)
+    with pytest.raises(errors.Banned):
+        join(core, pid(3), key=key)
+    with pytest.raises(errors.Banned):  # the banned connection itself, even with no key
+        core.connect(pid(4))
+        core.rooms[ROOM].banned_peers.add(pid(4))
+        join(core, pid(4))
+    join(core, pid(5), key="another-key-entirely")
+
+
+def test_bans_end_with_the_room() -> None:
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2), key="k" * 32)
+    core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
+    core.handle(pid(1), m.Leave(), NOW)
+    assert ROOM not in core.rooms
+    join(core, pid(3), key="k" * 32)
+
+
+def test_turning_the_lobby_off_lets_the_waiting_in() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(2))
+    actions = core.handle(pid(1), m.SetRules(lobby=False), NOW)
+    assert "joined" in types(actions, pid(2))
+
+
+# ---------------------------------------------------------------------------------------------- TURN
+
+SECRET = b"coturn-shared-secret"
+
+
+def test_turn_credentials_follow_the_rest_convention() -> None:
+    username, credential = turn_credentials(SECRET, pid(1), 1_800_003_600)
+    assert username == f"1800003600:{pid(1)}"
+    # base64(HMAC-SHA1(secret, username)) computed independently:
+    import base64
+    import hashlib
+    import hmac
+    expected = base64.b64encode(hmac.new(SECRET, username.encode(), hashlib.sha1).digest()).decode()
+    assert credential == expected
+
+
+def test_joined_carries_ice_servers_with_expiring_credentials() -> None:
+    ice = IceSettings(stun_urls=("stun:t.example:3478",), turn_urls=("turn:t.example:3478?transport=udp",),
+                      turn_secret=SECRET, ttl_seconds=600)
+    core = make_core(ice=ice)
+    [joined] = to(join(core, pid(1)), pid(1))
+    stun, turn = joined["ice_servers"]
+    assert stun == {"urls": ["stun:t.example:3478"]}
+    assert turn["username"] == f"{int(NOW) + 600}:{pid(1)}"
+    assert joined["ice_expires_at"] == int(NOW) + 600
+    actions = core.handle(pid(1), m.IceRefresh(), NOW + 500)
+    [fresh] = to(actions, pid(1))
+    assert fresh["type"] == "ice-servers" and fresh["ice_expires_at"] == int(NOW) + 1100
+
+
+def test_ice_refresh_without_servers_is_refused() -> None:
+    core = make_core()
+    join(core, pid(1))
+    with pytest.raises(errors.TurnUnavailable):
+        core.handle(pid(1), m.IceRefresh(), NOW)
+
+
+def test_turn_without_a_secret_is_a_configuration_error() -> None:
+    with pytest.raises(ValueError):
+        IceSettings(turn_urls=("turn:x",))
+
+
+# ---------------------------------------------------------------------------------------------- matchmaking
+
+def match(core: Signalling, peer: str, now: float = NOW, **fields: Any) -> list[Action]:
+    if peer not in core.clients:
+        core.connect(peer)
+    return core.handle(peer, m.MatchRequest(name=f"s-{peer[-2:]}", **fields), now)
+
+
+def test_two_strangers_meet_in_a_private_room_of_two() -> None:
+    core = make_core(ice=IceSettings(turn_urls=("turn:t",), turn_secret=SECRET))
+    assert types(match(core, pid(1)), pid(1)) == ["queued"]
+    actions = match(core, pid(2))
+    first, second = to(actions, pid(1)), to(actions, pid(2))
+    assert [x["type"] for x in first] == ["joined", "peer-joined"]
+    assert [x["type"] for x in second] == ["queued", "joined"]
+    joined = second[1]
+    assert joined["match"] is True and joined["peers"][0]["id"] == pid(1)
+    assert joined["ice_transport_policy"] == "relay"  # strangers: relay by default when TURN exists
+    with pytest.raises(errors.RoomLocked):  # private: nobody else gets in
+        join(core, pid(3), room=joined["room"])
+
+
+def test_next_never_pairs_the_same_two_again() -> None:
+    core = make_core()
+    match(core, pid(1))
+    match(core, pid(2))
+    actions = core.handle(pid(1), m.Next(), NOW)
+    assert types(actions, pid(1)) == ["left", "queued"]
+    assert to(actions, pid(2)) == [{"type": "peer-left", "peer": pid(1), "reason": "left"}]
+    actions = core.handle(pid(2), m.Next(), NOW)  # 2 re-queues: 1 is waiting but skipped it
+    assert types(actions, pid(2)) == ["left", "queued"]
+    actions = match(core, pid(3))
+    assert "joined" in types(actions, pid(3))
+    assert to(actions, pid(3))[-1]["peers"][0]["id"] == pid(1)  # the earliest waiting
+
+
+def test_stop_leaves_the_queue() -> None:
+    core = make_core()
+    match(core, pid(1))
+    actions = core.handle(pid(1), m.Stop(), NOW)
+    assert types(actions, pid(1)) == ["unqueued"]
+    assert len(core.queue) == 0
+    with pytest.raises(errors.NotQueued):
+        core.handle(pid(1), m.Stop(), NOW)
+
+
+def test_nothing_of_a_match_is_kept_after_it_ends() -> None:
+    core = make_core()
+    match(core, pid(1))
+    match(core, pid(2))
+    core.disconnect(pid(1), NOW)
+    core.disconnect(pid(2), NOW)
+    assert core.rooms == {} and core.clients == {} and len(core.queue) == 0
+
+
+def test_match_while_in_a_room_is_refused() -> None:
+    core = make_core()
+    join(core, pid(1))
+    with pytest.raises(errors.AlreadyJoined):
+        match(core, pid(1))
+
+
+def test_tagged_strangers_relax_after_the_wait() -> None:
+    core = make_core(match_relax_seconds=10)
+    match(core, pid(1), tags=["chess"])
+    actions = match(core, pid(2), now=NOW + 1, tags=["jazz"])
+    assert "joined" not in types(actions, pid(2))
+    actions = core.tick(NOW + 11)
+    assert "joined" in types(actions, pid(1)) and "joined" in types(actions, pid(2))
