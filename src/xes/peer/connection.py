@@ -1,0 +1,340 @@
+"""One RTCPeerConnection to one other member of the room, and the rules aiortc forces on it.
+
+Theory of operation
+-------------------
+The mesh (:mod:`xes.peer.peer`) makes one :class:`Link` per other member. Who offers is fixed by
+the protocol: the newcomer offers to everyone already in the room, and they wait for its offer.
+So a link is started either with :meth:`Link.offer` (we joined after them) or just created and
+fed the other side's offer through :meth:`Link.handle_signal` (they joined after us).
+
+aiortc shapes the rest (RECIPES §3 and §6, STYLE §1.1):
+
+- It cannot roll back a local offer, so we join with ``"rollback": false``, the server makes
+  the browser polite toward us, and we never renegotiate. If an offer arrives while our own is
+  pending (glare; the protocol's offer rule makes this a misbehaving peer), we are the impolite
+  side: we ignore it, and keep waiting for the answer to ours.
+- It gathers all its candidates inside ``setLocalDescription``: our SDP carries them all and we
+  trickle nothing. The other side's trickled candidates are added as they come; those that
+  arrive before its description are held until it is set.
+- Without help it never gathers 127.0.0.1 (:mod:`xes.peer.gathering`), and it never uses a
+  STUN or TURN server that we do not pass: the configuration always lists ``iceServers``
+  explicitly, even when empty, because aiortc's default is a public Google STUN server.
+- It reports ``failed`` about a minute after a path turned out impossible; we give up after
+  ``connect_timeout`` (15 s by default) instead, and say so as :attr:`LinkState.FAILED`.
+- Both descriptions lose their audio-level header extension (:mod:`xes.peer.sdp`).
+
+Signals are handled one at a time per link, in arrival order, by a small worker task, so a slow
+``setLocalDescription`` (gathering a TURN allocation) never reorders or blocks other links.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from aiortc import (
+    MediaStreamTrack,
+    RTCConfiguration,
+    RTCIceCandidate,
+    RTCPeerConnection,
+    RTCSessionDescription,
+)
+from aiortc.sdp import candidate_from_sdp
+
+from xes.peer.gathering import loopback_gathering
+from xes.peer.sdp import strip_audio_level
+
+__all__ = ["LinkState", "Route", "Link"]
+
+logger = logging.getLogger(__name__)
+
+
+class LinkState(enum.Enum):
+    """Where a link to one member stands."""
+
+    NEW = "new"
+    """Created; waiting for an offer (or about to make one)."""
+    CONNECTING = "connecting"
+    """Descriptions exchanged or in flight; ICE and DTLS are working."""
+    CONNECTED = "connected"
+    """Audio can flow: ICE found a path and DTLS-SRTP keys are agreed."""
+    FAILED = "failed"
+    """No path within the timeout, or the connection broke. The link is closed."""
+    CLOSED = "closed"
+    """Closed on purpose (the member left, or we did)."""
+
+
+class Route(enum.Enum):
+    """How the packets of a connected link travel."""
+
+    DIRECT = "direct"
+    """Peer to peer (host, server-reflexive or peer-reflexive candidates on both ends)."""
+    RELAYED = "relayed"
+    """Through a TURN server (a relay candidate on at least one end)."""
+
+
+SignalSender = Callable[[dict[str, Any]], None]
+
+
+class Link:
+    """The connection to one other member.
+
+    Args:
+        remote_id: The member's peer id.
+        configuration: aiortc configuration; its ``iceServers`` must be an explicit list.
+        send_signal: Sends ``data`` to this member through the server (the ``signal`` message).
+        on_change: Called after every change of :attr:`state`.
+        on_track: Called with the member's audio track when aiortc creates it.
+        source: Our outgoing audio for this link (a fresh relay subscription), or None to
+            only receive.
+        allow_loopback: Also gather a 127.0.0.1 host candidate.
+        connect_timeout: Seconds from creation to ``connected`` before the link is failed.
+    """
+
+    def __init__(
+        self,
+        remote_id: str,
+        *,
+        configuration: RTCConfiguration,
+        send_signal: SignalSender,
+        on_change: Callable[[Link], None],
+        on_track: Callable[[MediaStreamTrack], None],
+        source: MediaStreamTrack | None,
+        allow_loopback: bool,
+        connect_timeout: float = 15.0,
+    ) -> None:
+        if configuration.iceServers is None:
+            raise ValueError("pass iceServers explicitly: aiortc's default is a public server")
+        self.remote_id = remote_id
+        self.state = LinkState.NEW
+        self.route: Route | None = None
+        self.candidate_types: tuple[str, str] | None = None
+        """(local, remote) candidate types of the selected pair once connected."""
+        self.failure: str | None = None
+        """Why the link failed, in words, once :attr:`state` is FAILED."""
+        self._send_signal = send_signal
+        self._on_change = on_change
+        self._on_track = on_track
+        self._source = source
+        self._allow_loopback = allow_loopback
+        self._pending_candidates: list[RTCIceCandidate | None] = []
+        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._pc = RTCPeerConnection(configuration)
+        self._pc.on("track", self._handle_track)
+        self._pc.on("connectionstatechange", self._handle_connection_state)
+        self._worker = asyncio.ensure_future(self._work())
+        self._watchdog = asyncio.ensure_future(self._expire(connect_timeout))
+
+    @property
+    def peer_connection(self) -> RTCPeerConnection:
+        """The underlying aiortc connection (for inspection; do not renegotiate on it)."""
+        return self._pc
+
+    def offer(self) -> None:
+        """Make the offer to this member (we are the newcomer toward it)."""
+        self._inbox.put_nowait({"_make_offer": True})
+
+    def handle_signal(self, data: dict[str, Any]) -> None:
+        """Queue a ``signal`` payload this member sent us."""
+        self._inbox.put_nowait(data)
+
+    async def close(self, state: LinkState = LinkState.CLOSED) -> None:
+        """Close the connection (idempotent) and settle in `state`."""
+        if self.state in (LinkState.CLOSED, LinkState.FAILED):
+            return
+        self._set_state(state)
+        current = asyncio.current_task()
+        for task in (self._worker, self._watchdog):
+            if task is not current:
+                task.cancel()
+        if self._source is not None:
+            self._source.stop()  # ends this link's relay subscription, not the source itself
+        await self._pc.close()
+
+    async def _fail(self, reason: str) -> None:
+        if self.state in (LinkState.CLOSED, LinkState.FAILED):
+            return
+        logger.info("! link to %s failed: %s", self.remote_id, reason)
+        self.failure = reason
+        await self.close(LinkState.FAILED)
+
+    async def _expire(self, timeout: float) -> None:
+        await asyncio.sleep(timeout)
+        if self.state in (LinkState.NEW, LinkState.CONNECTING):
+            await self._fail(f"not connected after {timeout:g} s")
+
+    async def _work(self) -> None:
+        while True:
+            data = await self._inbox.get()
+            try:
+                if data.get("_make_offer"):
+                    await self._make_offer()
+                elif isinstance(data.get("description"), dict):
+                    await self._handle_description(data["description"])
+                elif "candidate" in data:
+                    await self._handle_candidate(data["candidate"])
+                else:
+                    logger.debug("< ignoring signal from %s with keys %s", self.remote_id, list(data))
+            except asyncio.CancelledError:
+                raise
+            except Exception as error:  # aiortc raises many types; any of them ends this link
+                await self._fail(f"negotiation error: {type(error).__name__}: {error}")
+                return
+
+    async def _make_offer(self) -> None:
+        self._add_outgoing_audio()
+        self._set_state(LinkState.CONNECTING)
+        offer = await self._pc.createOffer()
+        await self._set_local(RTCSessionDescription(strip_audio_level(offer.sdp), "offer"))
+
+    async def _handle_description(self, description: dict[str, Any]) -> None:
+        kind = description.get("type")
+        sdp = description.get("sdp")
+        if not isinstance(sdp, str) or kind not in ("offer", "answer"):
+            logger.warning("! ignoring a malformed description from %s", self.remote_id)
+            return
+        signaling_state = self._pc.signalingState
+        if kind == "offer":
+            if signaling_state == "have-local-offer":
+                # Glare. aiortc cannot roll back, so we are the impolite side: the other end
+                # must roll back its offer and answer ours (docs/protocol.md, `polite`).
+                logger.warning("! ignoring %s's offer: ours is pending", self.remote_id)
+                return
+            await self._pc.setRemoteDescription(
+                RTCSessionDescription(strip_audio_level(sdp), "offer")
+            )
+            await self._add_pending_candidates()
+            self._add_outgoing_audio()
+            self._set_state(LinkState.CONNECTING)
+            answer = await self._pc.createAnswer()
+            await self._set_local(RTCSessionDescription(strip_audio_level(answer.sdp), "answer"))
+        else:
+            if signaling_state != "have-local-offer":
+                logger.warning("! ignoring %s's answer in state %s", self.remote_id, signaling_state)
+                return
+            await self._pc.setRemoteDescription(
+                RTCSessionDescription(strip_audio_level(sdp), "answer")
+            )
+            await self._add_pending_candidates()
+
+    async def _set_local(self, description: RTCSessionDescription) -> None:
+        # Gathering happens here, so this is where loopback has to be allowed.
+        with loopback_gathering(self._allow_loopback):
+            await self._pc.setLocalDescription(description)
+        local = self._pc.localDescription
+        self._send_signal(
+            {"description": {"type": local.type, "sdp": strip_audio_level(local.sdp)}}
+        )
+
+    def _add_outgoing_audio(self) -> None:
+        if self._pc.getTransceivers() and any(
+            t.sender.track is not None for t in self._pc.getTransceivers()
+        ):
+            return
+        if self._source is not None:
+            self._pc.addTrack(self._source)
+        elif not self._pc.getTransceivers():
+            self._pc.addTransceiver("audio", direction="recvonly")
+
+    async def _handle_candidate(self, candidate: Any) -> None:
+        parsed = _parse_candidate(candidate)
+        if parsed is _UNUSABLE:
+            logger.debug("< ignoring unusable candidate from %s: %r", self.remote_id, candidate)
+            return
+        assert not isinstance(parsed, _Unusable)
+        if self._pc.remoteDescription is None:
+            self._pending_candidates.append(parsed)
+            return
+        await self._pc.addIceCandidate(parsed)
+
+    async def _add_pending_candidates(self) -> None:
+        pending, self._pending_candidates = self._pending_candidates, []
+        for candidate in pending:
+            await self._pc.addIceCandidate(candidate)
+
+    def _handle_track(self, track: MediaStreamTrack) -> None:
+        if track.kind == "audio":
+            self._on_track(track)
+
+    def _handle_connection_state(self) -> None:
+        state = self._pc.connectionState
+        if state == "connected" and self.state is LinkState.CONNECTING:
+            self.candidate_types = _selected_candidate_types(self._pc)
+            if self.candidate_types is not None:
+                relayed = "relay" in self.candidate_types
+                self.route = Route.RELAYED if relayed else Route.DIRECT
+            self._set_state(LinkState.CONNECTED)
+        elif state == "failed":
+            asyncio.ensure_future(self._fail("ICE or DTLS failed"))
+        elif state == "closed" and self.state not in (LinkState.CLOSED, LinkState.FAILED):
+            # The other side closed DTLS (aiortc closes the whole connection then).
+            asyncio.ensure_future(self.close())
+
+    def _set_state(self, state: LinkState) -> None:
+        if state is self.state:
+            return
+        self.state = state
+        logger.debug("= link to %s: %s", self.remote_id, state.value)
+        if state in (LinkState.CONNECTED, LinkState.FAILED, LinkState.CLOSED):
+            with contextlib.suppress(Exception):
+                self._watchdog.cancel()
+        self._on_change(self)
+
+
+class _Unusable:
+    """Marks a candidate we cannot use (malformed, or a kind aiortc does not take)."""
+
+
+_UNUSABLE = _Unusable()
+
+
+def _parse_candidate(candidate: Any) -> RTCIceCandidate | None | _Unusable:
+    """A trickled ``{candidate, sdpMid, sdpMLineIndex}`` as aiortc wants it.
+
+    Returns None for end-of-candidates (a null candidate, or an empty candidate string, which
+    browsers use for the same), and :data:`_UNUSABLE` for anything malformed.
+    """
+    if candidate is None:
+        return None
+    if not isinstance(candidate, dict):
+        return _UNUSABLE
+    line = candidate.get("candidate")
+    if line in (None, ""):
+        return None
+    if not isinstance(line, str):
+        return _UNUSABLE
+    if line.startswith("candidate:"):
+        line = line[len("candidate:"):]
+    try:
+        parsed = candidate_from_sdp(line)
+    except (AssertionError, ValueError, IndexError):
+        return _UNUSABLE
+    sdp_mid = candidate.get("sdpMid")
+    sdp_mline_index = candidate.get("sdpMLineIndex")
+    parsed.sdpMid = sdp_mid if isinstance(sdp_mid, str) else None
+    parsed.sdpMLineIndex = sdp_mline_index if isinstance(sdp_mline_index, int) else None
+    if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
+        parsed.sdpMLineIndex = 0  # one bundled audio m-line: the only sensible target
+    return parsed
+
+
+def _selected_candidate_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """(local, remote) candidate types of the nominated pair, or None if unknown.
+
+    aiortc's getStats has no candidate-pair entries, so this reads aioice's nominated pair
+    (``Connection._nominated``), guarded so that a future aiortc only loses the route.
+    """
+    for transceiver in pc.getTransceivers():
+        try:
+            ice_connection = transceiver.receiver.transport.transport._connection
+            pairs = list(ice_connection._nominated.values())
+        except AttributeError:
+            return None
+        if pairs:
+            pair = pairs[0]
+            return (str(pair.local_candidate.type), str(pair.remote_candidate.type))
+    return None

@@ -1,0 +1,147 @@
+"""What a :class:`xes.peer.Peer` tells its user, as plain frozen values.
+
+Read them with ``async for event in peer.events()``. They are facts, named in the past tense or
+as states; each carries the :class:`~xes.peer.peer.RemotePeer` it is about, whose fields
+(state, route, name) are live.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from xes.peer.connection import LinkState, Route
+    from xes.peer.errors import ConnectionLost
+    from xes.peer.peer import RemotePeer, Room
+
+__all__ = [
+    "Event",
+    "Joined",
+    "Queued",
+    "WaitingInLobby",
+    "PeerJoined",
+    "PeerLeft",
+    "LinkChanged",
+    "AudioStarted",
+    "HostChanged",
+    "RulesChanged",
+    "Knocked",
+    "RoomLeft",
+    "ServerError",
+    "Disconnected",
+]
+
+
+@dataclass(frozen=True)
+class Joined:
+    """We are in a room (after ``join``, or when the matchmaker paired us)."""
+
+    room: Room
+
+
+@dataclass(frozen=True)
+class Queued:
+    """We wait in the matchmaking queue for a stranger."""
+
+
+@dataclass(frozen=True)
+class WaitingInLobby:
+    """The room has a lobby; we wait for its host to let us in."""
+
+    room_id: str
+
+
+@dataclass(frozen=True)
+class PeerJoined:
+    """Someone entered the room; they will offer to us."""
+
+    peer: RemotePeer
+
+
+@dataclass(frozen=True)
+class PeerLeft:
+    """Someone left the room (`reason`: left, disconnected, removed or banned)."""
+
+    peer: RemotePeer
+    reason: str
+
+
+@dataclass(frozen=True)
+class LinkChanged:
+    """The connection to a member changed state; `route` is set once connected."""
+
+    peer: RemotePeer
+    state: LinkState
+    route: Route | None
+
+
+@dataclass(frozen=True)
+class AudioStarted:
+    """The first audio frame from a member arrived."""
+
+    peer: RemotePeer
+
+
+@dataclass(frozen=True)
+class HostChanged:
+    """The room's host is now `peer_id`."""
+
+    peer_id: str
+
+
+@dataclass(frozen=True)
+class RulesChanged:
+    """The host changed the room's rules."""
+
+    rules: dict[str, Any]
+
+
+@dataclass(frozen=True)
+class Knocked:
+    """To the host: `peer_id` waits in the lobby (admit or decline it)."""
+
+    peer_id: str
+    name: str
+
+
+@dataclass(frozen=True)
+class RoomLeft:
+    """We are out of the room: `reason` is ``left`` (we asked), ``removed`` or ``banned``."""
+
+    room_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class ServerError:
+    """The server refused a message that was not a join (those raise instead)."""
+
+    code: str
+    message: str
+    ref: str | None
+
+
+@dataclass(frozen=True)
+class Disconnected:
+    """The signalling connection ended; no more events follow."""
+
+    error: ConnectionLost | None
+
+
+Event = (
+    Joined
+    | Queued
+    | WaitingInLobby
+    | PeerJoined
+    | PeerLeft
+    | LinkChanged
+    | AudioStarted
+    | HostChanged
+    | RulesChanged
+    | Knocked
+    | RoomLeft
+    | ServerError
+    | Disconnected
+)
+"""Any of the events above."""
