@@ -35,6 +35,8 @@ class Coturn:
     port: int
     secret_file: Path
     log_file: Path
+    relay_ports: range
+    """The ports coturn allocates relayed addresses from."""
 
     @property
     def url(self) -> str:
@@ -93,7 +95,8 @@ def coturn(tmp_path: Path) -> Iterator[Coturn]:
     )
     try:
         _wait_listening(port, process, log)
-        yield Coturn(port=port, secret_file=secret_file, log_file=log)
+        yield Coturn(port=port, secret_file=secret_file, log_file=log,
+                     relay_ports=range(low, low + 100))
     finally:
         process.terminate()
         try:
