@@ -26,6 +26,7 @@ class XesServerProcess:
     http_url: str
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
+    reader: threading.Thread | None = None
 
     @property
     def port(self) -> int:
@@ -47,6 +48,10 @@ class XesServerProcess:
             except subprocess.TimeoutExpired:
                 self.process.kill()
                 self.process.wait()
+        if self.reader is not None:
+            self.reader.join(5)
+        if self.process.stdout is not None:
+            self.process.stdout.close()
         return self.process.returncode
 
 
@@ -72,6 +77,7 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
             break
     if url is None:
         process.wait(5)
+        process.stdout.close()
         raise RuntimeError("xes serve did not start:\n" + "".join(output))
     server = XesServerProcess(url, process, output)
 
@@ -80,7 +86,8 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
         for line in process.stdout:
             output.append(line)
 
-    threading.Thread(target=drain, daemon=True).start()
+    server.reader = threading.Thread(target=drain, daemon=True)
+    server.reader.start()
     return server
 
 

@@ -1,0 +1,68 @@
+"""A small protocol client for integration tests, on the independent `websockets` library."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from typing import Any
+
+import websockets
+from websockets.asyncio.client import ClientConnection
+
+WAIT = 5.0
+
+
+def new_room() -> str:
+    return secrets.token_urlsafe(16)
+
+
+class Client:
+    """One signalling connection; ``peer`` is the id from ``hello``."""
+
+    opened: list[Client] = []  # closed after each test by tests/server/conftest.py
+
+    def __init__(self, ws: ClientConnection, hello: dict[str, Any]) -> None:
+        Client.opened.append(self)
+        self.ws = ws
+        self.hello = hello
+        self.peer: str = hello["peer"]
+
+    @classmethod
+    async def connect(cls, url: str, **kwargs: Any) -> Client:
+        ws = await websockets.connect(url, max_size=None, **kwargs)
+        hello = json.loads(await asyncio.wait_for(ws.recv(), WAIT))
+        assert hello["type"] == "hello"
+        return cls(ws, hello)
+
+    async def send(self, message: dict[str, Any] | str | bytes) -> None:
+        await self.ws.send(message if isinstance(message, (str, bytes)) else json.dumps(message))
+
+    async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
+        message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        return message
+
+    async def expect(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
+        message = await self.recv(timeout)
+        assert message["type"] == kind, message
+        return message
+
+    async def silent(self, for_seconds: float = 0.3) -> None:
+        """Assert nothing arrives: "other members never notice"."""
+        try:
+            message = await asyncio.wait_for(self.ws.recv(), for_seconds)
+        except TimeoutError:
+            return
+        raise AssertionError(f"unexpected message: {message!r}")
+
+    async def join(self, room: str, name: str = "someone", **fields: Any) -> dict[str, Any]:
+        await self.send({"type": "join", "room": room, "name": name, **fields})
+        return await self.recv()
+
+    async def close(self) -> None:
+        await self.ws.close()
+
+
+async def close_all_clients() -> None:
+    while Client.opened:
+        await Client.opened.pop().close()
