@@ -135,7 +135,7 @@ class _Session:
         return status
 
     async def run(self) -> int:
-        from xes.peer.errors import AudioError, PeerError
+        from xes.peer.errors import AudioError, JoinRefused, PeerError
         from xes.peer.links import resolve_room, websocket_url
         from xes.peer.peer import Peer
 
@@ -184,6 +184,8 @@ class _Session:
                 if joining.done():
                     joining.result()  # raises JoinRefused and friends
                     await self._until_stopped(None)
+        except JoinRefused as error:
+            status = self.fail(f"the server refused to let you in: {error} ({error.code})")
         except PeerError as error:
             status = self.fail(str(error))
         finally:
