@@ -33,7 +33,13 @@ venv_ensure() {
   local extras="$1" stamp="$VENV/.xes-installed-$1"
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
-    "$PY" -m venv "$VENV"
+    if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
+      # Debian splits venv (and ensurepip) out of the interpreter package.
+      rm -rf "$VENV"
+      apt_ensure /nonexistent/venv "python3-venv"
+      apt-get install -y -q --no-install-recommends "python$("$PY" -c 'import sys; print("%d.%d" % sys.version_info[:2])')-venv" >/dev/null 2>&1 || true
+      "$PY" -m venv "$VENV"
+    fi
   fi
   if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
     log "installing Python packages (xes[$extras])"
