@@ -45,7 +45,9 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="log every message, with SDP, candidates and addresses (off: none of them)")
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser; the peer's options are loaded only when ``command`` needs them, so
+    `xes serve` never pays for importing aiortc."""
     parser = argparse.ArgumentParser(
         prog="xes", description="XES: peer-to-peer voice chat. The server signals; audio goes peer to peer.")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
@@ -57,6 +59,8 @@ def build_parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, help=help_text)
         try:
+            if command != name:
+                raise ImportError
             peer_cli = importlib.import_module("xes.peer.cli")
         except ImportError:
             sub.add_argument("rest", nargs=argparse.REMAINDER)
@@ -135,7 +139,8 @@ async def _run_server(settings: object) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv else None).parse_args(argv)
     if args.command == "serve":
         return _serve(args)
     if args.command in ("call", "match"):
