@@ -45,6 +45,8 @@ SECRET_ENV = "XES_TURN_SECRET"
 # relay's loopback, its LAN, the cloud metadata endpoint (169.254.169.254) and so on.
 # IANA special-purpose registries (RFC 6890, RFC 8190), the same list the coturn project's
 # security guide recommends. Multicast and broadcast are handled by `no-multicast-peers`.
+# Not "::" (unspecified): coturn 4.6.1 matches it against every IPv4 peer and so refuses all
+# of them (found by tests/turn/test_turnconfig.py; coturn never relays to "::" anyway).
 DENIED_PEER_RANGES: tuple[tuple[str, str], ...] = (
     ("0.0.0.0", "0.255.255.255"),  # "this network"
     ("10.0.0.0", "10.255.255.255"),  # RFC 1918 private
@@ -60,7 +62,6 @@ DENIED_PEER_RANGES: tuple[tuple[str, str], ...] = (
     ("198.51.100.0", "198.51.100.255"),  # TEST-NET-2 (documentation)
     ("203.0.113.0", "203.0.113.255"),  # TEST-NET-3 (documentation)
     ("240.0.0.0", "255.255.255.255"),  # reserved and limited broadcast
-    ("::", "::"),  # unspecified
     ("::1", "::1"),  # loopback
     ("::ffff:0.0.0.0", "::ffff:255.255.255.255"),  # IPv4-mapped: would bypass the v4 list
     ("64:ff9b::", "64:ff9b::ffff:ffff"),  # NAT64: would bypass the v4 list

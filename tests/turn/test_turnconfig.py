@@ -196,6 +196,9 @@ async def test_coturn_accepts_and_enforces_the_generated_config(
             with pytest.raises(TurnRefused) as refused:
                 await turn.channel_bind(0x4001, private_peer)
             assert turn_error_code(refused.value) == 403, private_peer
+        # A public address is allowed. ChannelBind only installs a permission on the relay;
+        # nothing is sent to that address.
+        await turn.channel_bind(0x4002, ("8.8.8.8", 53))
 
 
 async def test_correctly_signed_but_expired_username_is_refused(
