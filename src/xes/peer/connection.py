@@ -30,7 +30,6 @@ Signals are handled one at a time per link, in arrival order, by a small worker 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import enum
 import logging
 from collections.abc import Callable
@@ -280,7 +279,9 @@ class Link:
         self.state = state
         logger.debug("= link to %s: %s", self.remote_id, state.value)
         if state in (LinkState.CONNECTED, LinkState.FAILED, LinkState.CLOSED):
-            with contextlib.suppress(Exception):
+            # Not when the watchdog itself is failing the link: cancelling the running task
+            # would interrupt pc.close() halfway and leak ICE sockets.
+            if self._watchdog is not asyncio.current_task():
                 self._watchdog.cancel()
         self._on_change(self)
 

@@ -1,0 +1,85 @@
+"""Two Links wired to each other in one process, without a server: the aiortc rules in isolation."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from aiortc import RTCConfiguration, RTCPeerConnection
+
+from xes.peer.connection import Link, LinkState
+
+
+def make_link(name: str, outbox: list[dict[str, Any]], timeout: float = 15.0) -> Link:
+    return Link(name, configuration=RTCConfiguration(iceServers=[]),
+                send_signal=outbox.append, on_change=lambda link: None,
+                on_track=lambda track: None, source=None, allow_loopback=True,
+                connect_timeout=timeout)
+
+
+async def next_signal(outbox: list[dict[str, Any]], timeout: float = 10) -> dict[str, Any]:
+    async with asyncio.timeout(timeout):
+        while not outbox:
+            await asyncio.sleep(0.01)
+    return outbox.pop(0)
+
+
+async def wait_state(link: Link, state: LinkState, timeout: float = 20) -> None:
+    async with asyncio.timeout(timeout):
+        while link.state is not state:
+            await asyncio.sleep(0.02)
+
+
+async def test_crossing_offer_is_ignored_and_our_offer_still_connects() -> None:
+    """Glare: an offer arriving while ours is pending is dropped (we cannot roll back); the
+    answer to our own offer then connects the link as usual."""
+    a_out: list[dict[str, Any]] = []
+    b_out: list[dict[str, Any]] = []
+    a, b = make_link("B", a_out), make_link("A", b_out)
+    intruder = RTCPeerConnection(RTCConfiguration(iceServers=[]))
+    try:
+        a.offer()
+        a_offer = await next_signal(a_out)
+        assert a_offer["description"]["type"] == "offer"
+        intruder.addTransceiver("audio")
+        await intruder.setLocalDescription(await intruder.createOffer())
+        a.handle_signal({"description": {"type": "offer", "sdp": intruder.localDescription.sdp}})
+        await asyncio.sleep(0.2)
+        assert a.peer_connection.signalingState == "have-local-offer"
+        assert a_out == []  # no answer to the crossing offer
+        b.handle_signal(a_offer)
+        b_answer = await next_signal(b_out)
+        assert b_answer["description"]["type"] == "answer"
+        a.handle_signal(b_answer)
+        await wait_state(a, LinkState.CONNECTED)
+        await wait_state(b, LinkState.CONNECTED)
+        assert a.candidate_types == ("host", "host")
+    finally:
+        await a.close()
+        await b.close()
+        await intruder.close()
+
+
+async def test_link_that_never_connects_fails_after_its_own_timeout() -> None:
+    """An offer nobody answers: the link reports FAILED after connect_timeout, not aiortc's
+    minute, and says why."""
+    outbox: list[dict[str, Any]] = []
+    link = make_link("nobody", outbox, timeout=1.0)
+    try:
+        link.offer()
+        await next_signal(outbox)
+        await wait_state(link, LinkState.FAILED, timeout=5)
+        assert link.failure == "not connected after 1 s"
+        assert link.peer_connection.connectionState == "closed"
+    finally:
+        await link.close()
+
+
+def test_configuration_without_explicit_ice_servers_is_refused() -> None:
+    """aiortc's default configuration means a public STUN server; Link refuses it."""
+    import pytest
+
+    with pytest.raises(ValueError, match="iceServers"):
+        Link("x", configuration=RTCConfiguration(), send_signal=lambda data: None,
+             on_change=lambda link: None, on_track=lambda track: None, source=None,
+             allow_loopback=False)
