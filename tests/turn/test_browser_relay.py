@@ -23,6 +23,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +46,7 @@ pytestmark = pytest.mark.browser
 
 RELAY_CHECKBOX = "Hide my IP (always relay)"
 RELAYED = "Relayed (encrypted)"
+DIRECT = "Direct"
 TONES = {"Ada": 440.0, "Bob": 880.0}
 CONNECT_TIMEOUT_MS = 45_000  # waits, not measurements: the machine is shared
 TONE_TIMEOUT_S = 45.0
@@ -196,12 +198,15 @@ def playwright() -> Iterator[Playwright]:
         yield driver
 
 
-@pytest.fixture(scope="module")
-def relayed_call(
-    playwright: Playwright, tmp_path_factory: pytest.TempPathFactory
+@contextmanager
+def two_browser_call(
+    playwright: Playwright, tmp: Path, *, relay: bool, capture_once_connected: bool = False
 ) -> Iterator[RelayedCall]:
-    """Ada joins, then Bob (the newcomer, who offers); both with "always relay" on."""
-    tmp = tmp_path_factory.mktemp("relayed_call")
+    """Ada joins, then Bob (the newcomer, who offers), with "always relay" set to `relay`,
+    through a server that hands out TURN credentials for a fresh coturn. tshark records the
+    relay's ports from before Bob joins, or only once both hear each other and show their
+    link label if `capture_once_connected`. Everything started is stopped on exit, also on
+    failure."""
     coturn = start_coturn(tmp / "coturn")
     server: XesServerProcess | None = None
     capture: Capture | None = None
@@ -219,30 +224,35 @@ def relayed_call(
             call.pages[name] = page
             call.received[name], call.sent[name] = [], []
             record_signals(page, call.received[name], call.sent[name])
-        capture = Capture(coturn, tmp / "relay.pcap")
+        if not capture_once_connected:
+            capture = Capture(coturn, tmp / "relay.pcap")
         room = new_room_url(server)
         ada, bob = call.pages["Ada"], call.pages["Bob"]
-        join(ada, room, "Ada", relay=True)
+        join(ada, room, "Ada", relay=relay)
         expect(ada.get_by_role("list", name="Participants")).to_be_visible(
             timeout=CONNECT_TIMEOUT_MS)
         bob.goto(room)
         bob.evaluate(_WATCH_CONNECTED_JS)
         join_at = time.monotonic()
-        join(bob, room, "Bob", relay=True)
+        join(bob, room, "Bob", relay=relay)
         call.heard["Bob"] = detect_tones(bob, [TONES["Ada"]], timeout=TONE_TIMEOUT_S)
         call.figures["bob_join_to_tone_ms"] = round((time.monotonic() - join_at) * 1000)
         call.heard["Ada"] = detect_tones(ada, [TONES["Bob"]], timeout=TONE_TIMEOUT_S)
         call.figures["bob_join_to_connected_ms"] = bob.evaluate("window.__connectedMs")
         for page in call.pages.values():
             expect(page.get_by_role("list", name="Participants").get_by_text(
-                RELAYED, exact=True)).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
+                RELAYED if relay else DIRECT, exact=True)).to_be_visible(
+                    timeout=CONNECT_TIMEOUT_MS)
+        if capture is None:
+            capture = Capture(coturn, tmp / "relay.pcap")
         time.sleep(CAPTURE_AFTER_TONE_S)
         for name, page in call.pages.items():
             call.pairs[name] = selected_pair_types(page)
             call.remote_views[name] = page.evaluate(_REMOTE_VIEW_JS)
         capture.stop()
         call.relay = view_relay(read_pcap(capture.path), [coturn.port], coturn.relay_ports())
-        print(f"\nrelayed call figures: {call.figures}, relay saw {dict(call.relay.count())} "
+        print(f"\n{'relayed' if relay else 'direct'} call figures: {call.figures}, "
+              f"relay saw {dict(call.relay.count())} "
               f"inner packets and {call.relay.turn_control} TURN control messages")
         yield call
     finally:
@@ -253,6 +263,15 @@ def relayed_call(
         if server is not None:
             stop_server(server)
         coturn.stop()
+
+
+@pytest.fixture(scope="module")
+def relayed_call(
+    playwright: Playwright, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[RelayedCall]:
+    """One call between two browsers, both with "Hide my IP (always relay)" on."""
+    with two_browser_call(playwright, tmp_path_factory.mktemp("relayed"), relay=True) as call:
+        yield call
 
 
 def test_relayed_audio_flows_both_ways_on_relay_pairs(relayed_call: RelayedCall) -> None:
@@ -376,3 +395,19 @@ def test_wrong_turn_secret_is_refused_and_the_page_says_so(
         if server is not None:
             stop_server(server)
         coturn.stop()
+
+
+def test_without_the_setting_loopback_peers_go_direct_and_skip_the_relay(
+    playwright: Playwright, tmp_path: Path
+) -> None:
+    """The control: TURN offered, setting off, both on one machine. ICE picks the direct
+    host pair ("Direct"), and once the call runs no media crosses the relay (at most ICE
+    checks and TURN refreshes). Before that, while ICE still tries pairs, Chromium may send
+    its first few (encrypted) packets over a relay pair that answered first, then switch."""
+    with two_browser_call(playwright, tmp_path, relay=False, capture_once_connected=True) as call:
+        assert list(call.heard["Bob"].values()) == [[TONES["Ada"]]]
+        assert list(call.heard["Ada"].values()) == [[TONES["Bob"]]]
+        for name, pairs in call.pairs.items():
+            assert list(pairs.values()) == [("host", "host")], (name, pairs)
+        kinds = call.relay.count()
+        assert kinds["rtp"] == 0 and kinds["rtcp"] == 0 and kinds["dtls"] == 0, kinds
