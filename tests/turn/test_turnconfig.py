@@ -6,6 +6,7 @@ file itself permits (loopback peers), and ask it real TURN questions over UDP.
 
 from __future__ import annotations
 
+import asyncio
 import datetime
 import os
 import subprocess
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aioice import stun
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -219,3 +221,24 @@ async def test_correctly_signed_but_expired_username_is_refused(
         assert turn_error_code(refused.value) == 401
     async with allocation(server, *valid) as turn:
         assert turn.relayed_address is not None
+
+
+async def test_open_allocation_outlives_its_credentials(
+    generated: tuple[RunningTurnserver, Path, int, int],
+) -> None:
+    """A call must not drop when its credentials lapse: coturn keeps refreshing an allocation
+    (and binding channels) opened while they were valid. Only new allocations need fresh ones,
+    which clients get with `ice-refresh`."""
+    _server, _config, port, _tls = generated
+    username, credential = turn_rest_credentials(SECRET, "peer-b", int(time.time()) + 3)
+    async with allocation(("127.0.0.1", port), username, credential) as turn:
+        await asyncio.sleep(4.5)  # the username's expiry is now in the past
+        refresh = stun.Message(message_method=stun.Method.REFRESH,
+                               message_class=stun.Class.REQUEST)
+        refresh.attributes["LIFETIME"] = 600
+        response, _ = await turn.request_with_retry(refresh)
+        assert response.attributes["LIFETIME"] == 600
+        await turn.channel_bind(0x4000, ("127.0.0.1", 29999))
+    with pytest.raises(TurnRefused):
+        async with allocation(("127.0.0.1", port), username, credential):
+            pass
