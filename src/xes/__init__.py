@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from xes.peer import Peer
+    from xes.peer import Peer as Peer
 
 
 def __getattr__(name: str) -> object:
