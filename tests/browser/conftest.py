@@ -1,0 +1,60 @@
+"""Fixtures for the real-browser tests: one Playwright per session, Chromium per test."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from playwright.sync_api import Browser, Playwright, sync_playwright
+
+from tests.support.browser import launch_chromium, launch_with_tone
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture(scope="session")
+def playwright() -> Iterator[Playwright]:
+    """The Playwright driver, shared by every browser test in the session."""
+    with sync_playwright() as driver:
+        yield driver
+
+
+@pytest.fixture
+def launch_tone_browser(
+    playwright: Playwright, tmp_path: Path
+) -> Iterator[Callable[[float], Browser]]:
+    """Factory: a Chromium whose microphone plays a sine at the given frequency; all closed after."""
+    browsers: list[Browser] = []
+
+    def launch(frequency: float) -> Browser:
+        browser = launch_with_tone(playwright, tmp_path / "tones", frequency)
+        browsers.append(browser)
+        return browser
+
+    yield launch
+    for browser in browsers:
+        browser.close()
+
+
+@pytest.fixture
+def launch_browser(playwright: Playwright) -> Iterator[Callable[..., Browser]]:
+    """Factory: a Chromium with `launch_chromium`'s keyword arguments; all closed after."""
+    browsers: list[Browser] = []
+
+    def launch(**kwargs: object) -> Browser:
+        browser = launch_chromium(playwright, **kwargs)  # type: ignore[arg-type]
+        browsers.append(browser)
+        return browser
+
+    yield launch
+    for browser in browsers:
+        browser.close()
+
+
+@pytest.fixture(scope="session")
+def artifacts_dir() -> Path:
+    """test-artifacts/ at the repository root (gitignored): screenshots for humans to look at."""
+    path = ROOT / "test-artifacts"
+    path.mkdir(exist_ok=True)
+    return path

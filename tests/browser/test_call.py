@@ -1,0 +1,128 @@
+"""The browser client in real Chromium against a real `xes serve`.
+
+Each browser's fake microphone plays its own tone, so "every page hears the others" is proved by
+frequency, and "peer to peer" by the selected ICE candidate pair (host on both ends: no relay and
+no server in the audio path).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+from playwright.sync_api import Page, expect
+
+from tests.support.browser import detect_tones, selected_pair_types
+
+pytestmark = pytest.mark.browser
+
+TONES = (440.0, 660.0, 990.0)
+NAMES = ("Ada", "Bob", "Cy")
+AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
+ROOM_URL = re.compile(r"/r/[A-Za-z0-9_-]{22}$")
+# Generous: the machine is shared and has 2 cores. These wait; they do not measure.
+CONNECT_TIMEOUT_MS = 45_000
+TONE_TIMEOUT_S = 45.0
+
+
+class _Server(Protocol):
+    http_url: str
+
+
+def open_new_room(page: Page, server: _Server) -> str:
+    """Go to the landing page, press "New room", return the room link it leads to."""
+    page.goto(server.http_url + "/")
+    page.get_by_role("link", name="New room").click()
+    page.wait_for_url(ROOM_URL)
+    return page.url
+
+
+def join(page: Page, room_url: str, name: str) -> None:
+    """Open the room link, enter a display name, press Join and wait to be in the call."""
+    if page.url != room_url:
+        page.goto(room_url)
+    page.get_by_label("Display name").fill(name)
+    page.get_by_role("button", name="Join").click()
+    expect(page.get_by_role("list", name="Participants")).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
+
+
+def tones_by_name(page: Page, expected: dict[str, float]) -> dict[str, list[float]]:
+    """Which expected tones the page hears, keyed by the display name of the peer sending them."""
+    heard = detect_tones(page, expected.values(), timeout=TONE_TIMEOUT_S)
+    peers: list[dict[str, Any]] = page.evaluate("window.xes.peers()")
+    names = {peer["id"]: peer["name"] for peer in peers}
+    return {names.get(peer_id, peer_id): tones for peer_id, tones in heard.items()}
+
+
+def test_three_browsers_hear_each_other_directly_and_one_leaves(
+    xes_server: _Server, launch_tone_browser: Any, artifacts_dir: Path
+) -> None:
+    """Three Chromiums in one room: each hears the other two tones over host-to-host links, the
+    list says "Direct"; after one leaves, the other two see it go and still hear each other."""
+    pages = [launch_tone_browser(tone).new_page() for tone in TONES]
+    room_url = open_new_room(pages[0], xes_server)
+    for page, name in zip(pages, NAMES, strict=True):
+        join(page, room_url, name)
+
+    for page in pages:
+        participants = page.get_by_role("list", name="Participants")
+        for name in NAMES:
+            expect(participants).to_contain_text(name, timeout=CONNECT_TIMEOUT_MS)
+        expect(participants.get_by_text("Direct", exact=True)).to_have_count(
+            2, timeout=CONNECT_TIMEOUT_MS
+        )
+
+    for page, own_name in zip(pages, NAMES, strict=True):
+        others = {
+            name: tone for name, tone in zip(NAMES, TONES, strict=True) if name != own_name
+        }
+        assert tones_by_name(page, others) == {name: [tone] for name, tone in others.items()}
+
+    for page in pages:
+        pairs = selected_pair_types(page)
+        assert len(pairs) == 2
+        assert set(pairs.values()) == {("host", "host")}, pairs
+
+    # The clear-text audio-level RTP extension was negotiated on no link (RECIPES §5).
+    for page in pages:
+        descriptions: list[str] = page.evaluate(
+            "[...window.xes.pcs().values()].flatMap("
+            "(pc) => [pc.currentRemoteDescription.sdp, pc.currentLocalDescription.sdp])"
+        )
+        assert len(descriptions) == 4
+        for sdp in descriptions:
+            assert "a=fingerprint:" in sdp and "a=crypto:" not in sdp
+        remote_sdps = descriptions[0::2]
+        assert not any(AUDIO_LEVEL_URI in sdp for sdp in remote_sdps)
+
+    pages[0].screenshot(path=str(artifacts_dir / "room-call.png"), full_page=True)
+
+    pages[2].get_by_role("button", name="Leave").click()
+    expect(pages[2].get_by_role("button", name="Join")).to_be_visible()
+    for page in pages[:2]:
+        participants = page.get_by_role("list", name="Participants")
+        expect(participants).not_to_contain_text(NAMES[2], timeout=CONNECT_TIMEOUT_MS)
+        expect(participants.get_by_role("listitem")).to_have_count(2)
+
+    assert tones_by_name(pages[0], {NAMES[1]: TONES[1]}) == {NAMES[1]: [TONES[1]]}
+    assert tones_by_name(pages[1], {NAMES[0]: TONES[0]}) == {NAMES[0]: [TONES[0]]}
+
+
+def test_denied_microphone_is_explained(xes_server: _Server, launch_browser: Any) -> None:
+    """Without microphone permission, Join shows how to fix it instead of failing silently."""
+    browser = launch_browser(auto_grant_media=False)
+    context = browser.new_context()
+    context.clear_permissions()
+    page = context.new_page()
+    room_url = open_new_room(page, xes_server)
+    join_button = page.get_by_role("button", name="Join")
+    page.get_by_label("Display name").fill("Ada")
+    join_button.click()
+    alert = page.get_by_role("alert")
+    expect(alert).to_contain_text("Microphone access was denied", timeout=CONNECT_TIMEOUT_MS)
+    expect(alert).to_contain_text("allow the microphone")
+    expect(join_button).to_be_enabled()
+    assert page.url == room_url
+    assert page.evaluate("window.xes.phase") == "idle"
