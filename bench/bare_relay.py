@@ -19,11 +19,15 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
+import hashlib
+import hmac
 import json
 import mimetypes
 import os
 import secrets
 import signal
+import time
 from pathlib import Path
 
 from picows import (
@@ -106,7 +110,7 @@ class Peer(WSListener):  # type: ignore[misc]
                 "host": present[0].id if present else self.id,
                 "peers": [{"id": p.id, "name": p.name, "polite": False} for p in present],
                 "rules": {"locked": False, "lobby": False, "password": False, "max_peers": 8},
-                "ice_servers": ICE_SERVERS, "ice_expires_at": 0,
+                "ice_servers": ice_servers(self.id), "ice_expires_at": 0,
                 "ice_transport_policy": ICE_POLICY, "match": False,
             })
             for other in present:
@@ -120,8 +124,19 @@ class Peer(WSListener):  # type: ignore[misc]
 
 
 # Filled in from the command line: what `joined` tells the page to use (TURN for relayed calls).
-ICE_SERVERS: list[dict[str, object]] = []
+TURN_URL = ""
+TURN_SECRET = b""
 ICE_POLICY = "all"
+
+
+def ice_servers(peer: str) -> list[dict[str, object]]:
+    """TURN REST credentials (as coturn's use-auth-secret expects), the same scheme XES uses."""
+    if not TURN_URL:
+        return []
+    username = f"{int(time.time()) + 3600}:{peer}"
+    digest = hmac.new(TURN_SECRET, username.encode(), hashlib.sha1).digest()
+    return [{"urls": [TURN_URL], "username": username,
+             "credential": base64.b64encode(digest).decode()}]
 
 
 def static_response(page_dir: Path, path: str) -> WSUpgradeResponse:
@@ -159,21 +174,20 @@ async def serve(host: str, port: int, page_dir: Path) -> None:
 
 
 def main() -> None:
-    global ICE_SERVERS, ICE_POLICY
+    global TURN_URL, TURN_SECRET, ICE_POLICY
     parser = argparse.ArgumentParser(description=__doc__.split("\n", 1)[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
     parser.add_argument("--page-dir", type=Path, default=HERE / "bare_page")
     parser.add_argument("--turn-url", help="e.g. turn:127.0.0.1:3478?transport=udp")
-    parser.add_argument("--turn-username", default="")
-    parser.add_argument("--turn-credential", default="")
+    parser.add_argument("--turn-secret-file", type=Path, help="coturn's static-auth-secret")
     parser.add_argument("--relay-only", action="store_true",
                         help="recommend iceTransportPolicy 'relay' (a TURN-relayed call)")
     parser.add_argument("--uvloop", action="store_true", help="run on uvloop")
     args = parser.parse_args()
     if args.turn_url:
-        ICE_SERVERS = [{"urls": [args.turn_url], "username": args.turn_username,
-                        "credential": args.turn_credential}]
+        TURN_URL = args.turn_url
+        TURN_SECRET = args.turn_secret_file.read_text().strip().encode()
     ICE_POLICY = "relay" if args.relay_only else "all"
     if args.uvloop:
         import uvloop
