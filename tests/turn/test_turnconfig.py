@@ -56,8 +56,9 @@ def run_turn_config(args: list[str], env_secret: str | None) -> subprocess.Compl
     env = {k: v for k, v in os.environ.items() if k != "XES_TURN_SECRET"}
     if env_secret is not None:
         env["XES_TURN_SECRET"] = env_secret
+    xes = Path(sys.executable).with_name("xes")  # the installed `xes` command, as users run it
     return subprocess.run(
-        [sys.executable, "-m", "xes.turnconfig", *args],
+        [str(xes), "turn-config", *args],
         env=env, capture_output=True, text=True, timeout=30,
     )
 
