@@ -406,9 +406,7 @@ class NaiveQueue:
         self.clock = max(self.clock, now)
         matches: list[Match] = []
         due = [
-            w
-            for w in self.waiting
-            if not w.accepts_anyone and w.ticket.enqueued_at + self.relax_after <= now
+            w for w in self.waiting if not w.accepts_anyone and w.ticket.enqueued_at + self.relax_after <= now
         ]
         for entry in due:
             if entry not in self.waiting:
@@ -521,10 +519,7 @@ class MatchQueueMachine(RuleBasedStateMachine):
             w
             for w in before.values()
             if not _conflict(w.ticket, ticket)
-            and (
-                _interests(w.ticket) & _interests(ticket)
-                or (newcomer_accepts_anyone and w.accepts_anyone)
-            )
+            and (_interests(w.ticket) & _interests(ticket) or (newcomer_accepts_anyone and w.accepts_anyone))
         ]
         sharing = [w for w in eligible if _interests(w.ticket) & _interests(ticket)]
         expected = min(sharing or eligible, key=lambda w: w.seq, default=None)
@@ -579,9 +574,7 @@ class MatchQueueMachine(RuleBasedStateMachine):
         assert len(self.queue) == len(self.model.waiting)
         assert self.waiting_peers() == {w.ticket.peer for w in self.model.waiting}
         pending = [
-            w.ticket.enqueued_at + self.model.relax_after
-            for w in self.model.waiting
-            if not w.accepts_anyone
+            w.ticket.enqueued_at + self.model.relax_after for w in self.model.waiting if not w.accepts_anyone
         ]
         assert self.queue.next_deadline() == min(pending, default=None)
 
