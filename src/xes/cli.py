@@ -80,7 +80,7 @@ def _read_turn_secret(args: argparse.Namespace) -> bytes | None:
     if args.turn_secret_file is not None:
         return Path(args.turn_secret_file).read_text().strip().encode()
     if os.environ.get("XES_TURN_SECRET"):
-        return os.environ["XES_TURN_SECRET"].encode()
+        return os.environ["XES_TURN_SECRET"].strip().encode()
     if args.turn_secret:
         logging.getLogger("xes").warning(
             "--turn-secret is visible to every local user in `ps`; "
