@@ -13,9 +13,13 @@ from tests.support.browser import launch_chromium, launch_with_tone
 ROOT = Path(__file__).resolve().parents[2]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="module")
 def playwright() -> Iterator[Playwright]:
-    """The Playwright driver, shared by every browser test in the session."""
+    """The Playwright driver, shared by the tests of one module.
+
+    Not session-wide: sync Playwright keeps an event loop running while it lives, and every
+    asyncio test collected after it (server, peer, turn) would then fail to start its own.
+    """
     with sync_playwright() as driver:
         yield driver
 
