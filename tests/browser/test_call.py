@@ -7,12 +7,15 @@ no server in the audio path).
 
 from __future__ import annotations
 
+import json
 import re
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
 from playwright.sync_api import Page, expect
+from websockets.sync.client import connect
 
 from tests.support.browser import detect_tones, selected_pair_types
 
@@ -126,3 +129,24 @@ def test_denied_microphone_is_explained(xes_server: _Server, launch_browser: Any
     expect(join_button).to_be_enabled()
     assert page.url == room_url
     assert page.evaluate("window.xes.phase") == "idle"
+
+
+def test_ninth_joiner_is_told_the_room_is_full(xes_server: _Server, launch_browser: Any) -> None:
+    """Eight members (plain WebSocket clients: a full room needs no audio) leave no place for a
+    ninth; the page says so and stays out of the call."""
+    page = launch_browser().new_page()
+    room_url = open_new_room(page, xes_server)
+    room_id = room_url.rsplit("/", 1)[1]
+    with ExitStack() as members:
+        for number in range(8):
+            member = members.enter_context(connect(xes_server.http_url.replace("http", "ws") + "/ws"))
+            assert json.loads(member.recv(timeout=10))["type"] == "hello"
+            member.send(json.dumps({"type": "join", "room": room_id, "name": f"M{number}"}))
+            assert json.loads(member.recv(timeout=10))["type"] == "joined"
+        page.get_by_label("Display name").fill("Ninth")
+        page.get_by_role("button", name="Join").click()
+        expect(page.get_by_role("alert")).to_contain_text(
+            "This room is full", timeout=CONNECT_TIMEOUT_MS
+        )
+        expect(page.get_by_role("button", name="Join")).to_be_enabled()
+        expect(page.get_by_role("list", name="Participants")).to_be_hidden()
