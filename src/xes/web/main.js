@@ -554,17 +554,20 @@ function renderLandingView(inCall) {
     idle: '',
     joining: 'Connecting…',
     queued: 'Looking for someone to talk to…',
-    joined: 'Connected with a stranger through the encrypted relay.',
+    joined: 'Connected with a stranger.',
   };
   $('match-status').textContent = words[call.phase] ?? '';
   $('match-start').disabled = call.phase !== 'idle';
-  $('match-next').disabled = !(inCall || call.phase === 'queued');
+  $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
-  if (inCall && call.isMatch) {
-    const anyRelayed = [...call.peers.values()].some((p) => p.link === RELAYED);
-    if (!anyRelayed && [...call.peers.values()].some((p) => p.link)) {
-      $('match-status').textContent = 'Connected with a stranger directly.';
-    }
+  if (inCall && call.isMatch && call.peers.size === 0) {
+    $('match-status').textContent =
+      'The other person left. Press Next to meet someone new, or Stop.';
+  } else if (inCall && call.isMatch) {
+    const relayed = [...call.peers.values()].some((peer) => peer.link === RELAYED);
+    $('match-status').textContent = relayed
+      ? 'Connected with a stranger through the encrypted relay: neither of you sees the other\u2019s IP address.'
+      : 'Connected with a stranger.';
   }
 }
 
