@@ -34,6 +34,14 @@ class _Server(Protocol):
     http_url: str
 
 
+def collect_errors(page: Page) -> list[str]:
+    """A list that fills with the page's uncaught exceptions and console errors (CSP included)."""
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    page.on("console", lambda message: errors.append(message.text) if message.type == "error" else None)
+    return errors
+
+
 def open_new_room(page: Page, server: _Server) -> str:
     """Go to the landing page, press "New room", return the room link it leads to."""
     page.goto(server.http_url + "/")
@@ -65,6 +73,7 @@ def test_three_browsers_hear_each_other_directly_and_one_leaves(
     """Three Chromiums in one room: each hears the other two tones over host-to-host links, the
     list says "Direct"; after one leaves, the other two see it go and still hear each other."""
     pages = [launch_tone_browser(tone).new_page() for tone in TONES]
+    page_errors = [collect_errors(page) for page in pages]
     room_url = open_new_room(pages[0], xes_server)
     for page, name in zip(pages, NAMES, strict=True):
         join(page, room_url, name)
@@ -111,6 +120,8 @@ def test_three_browsers_hear_each_other_directly_and_one_leaves(
 
     assert tones_by_name(pages[0], {NAMES[1]: TONES[1]}) == {NAMES[1]: [TONES[1]]}
     assert tones_by_name(pages[1], {NAMES[0]: TONES[0]}) == {NAMES[0]: [TONES[0]]}
+    # No script error and no CSP violation anywhere along the way.
+    assert page_errors == [[], [], []]
 
 
 def test_denied_microphone_is_explained(xes_server: _Server, launch_browser: Any) -> None:

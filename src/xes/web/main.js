@@ -306,7 +306,9 @@ function onServerMessage({ detail: message }) {
 }
 
 function newPeer(peer) {
-  return { id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null };
+  return {
+    id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
+  };
 }
 
 function onJoined(message) {
@@ -362,7 +364,9 @@ function scheduleIceRefresh() {
   call.refreshTimer = null;
   if (!call.iceExpiresAt || call.iceServers.length === 0) return;
   const lifetimeMs = call.iceExpiresAt * 1000 - Date.now();
-  const delayMs = Math.max(5000, lifetimeMs * ICE_REFRESH_AT);
+  // Already "expired" by our clock means our clock is off, not that the credentials are: asking
+  // again at once would loop, so ask once a minute.
+  const delayMs = lifetimeMs <= 0 ? 60_000 : Math.max(5000, lifetimeMs * ICE_REFRESH_AT);
   call.refreshTimer = setTimeout(() => signalling.send(protocol.iceRefresh()), delayMs);
 }
 
@@ -374,14 +378,19 @@ function wireMesh(mesh) {
   mesh.addEventListener('statechange', ({ detail }) => {
     const peer = call.peers.get(detail.peerId);
     if (peer) peer.connectionState = detail.detail;
+    if (peer && peer.turnError && detail.detail === 'failed') showTurnAlert(peer.turnError);
     if (detail.detail === 'connected') linkStats.poll();
     render();
   });
   mesh.addEventListener('turnerror', ({ detail }) => {
-    const why = detail.detail.reason;
-    showAlert('turn',
-      `The encrypted relay could not be used (${why}), so links that need it cannot connect. ` +
-      'Try again later, or turn off “Hide my IP (always relay)”.');
+    const peer = call.peers.get(detail.peerId);
+    if (!peer) return;
+    peer.turnError = detail.detail.reason;
+    // Without relay-only mode a direct path may still work, so a TURN error only matters if the
+    // link then fails; with relay-only mode it means the link cannot connect at all.
+    if (configuration().iceTransportPolicy === 'relay' || peer.connectionState === 'failed') {
+      showTurnAlert(peer.turnError);
+    }
   });
   mesh.addEventListener('error', ({ detail }) => {
     const peer = call.peers.get(detail.peerId);
@@ -394,6 +403,12 @@ function wireMesh(mesh) {
     meters.detach(detail.peerId);
     clearAlert(`link-${detail.peerId}`);
   });
+}
+
+function showTurnAlert(reason) {
+  showAlert('turn',
+    `The encrypted relay could not be used (${reason}), so links that need it cannot connect. ` +
+    'Try again later, or turn off \u201cHide my IP (always relay)\u201d.');
 }
 
 /** Play a remote stream. Chromium only feeds WebAudio (our level meter) once it plays. */
@@ -707,6 +722,9 @@ window.xes = Object.freeze({
   },
   get signallingState() {
     return signalling.state;
+  },
+  get iceExpiresAt() {
+    return call.iceExpiresAt;
   },
   peers: () => [...call.peers.values()].map((peer) => ({ ...peer })),
   remoteStreams: () => (call.mesh ? call.mesh.remoteStreams() : new Map()),
