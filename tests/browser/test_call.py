@@ -28,6 +28,7 @@ ROOM_URL = re.compile(r"/r/[A-Za-z0-9_-]{22}$")
 # Generous: the machine is shared and has 2 cores. These wait; they do not measure.
 CONNECT_TIMEOUT_MS = 45_000
 TONE_TIMEOUT_S = 45.0
+SILENCE_PROOF_S = 5.0
 
 
 class _Server(Protocol):
@@ -59,9 +60,14 @@ def join(page: Page, room_url: str, name: str) -> None:
     expect(page.get_by_role("list", name="Participants")).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
 
 
-def tones_by_name(page: Page, expected: dict[str, float]) -> dict[str, list[float]]:
-    """Which expected tones the page hears, keyed by the display name of the peer sending them."""
-    heard = detect_tones(page, expected.values(), timeout=TONE_TIMEOUT_S)
+def tones_by_name(
+    page: Page, expected: dict[str, float], timeout: float = TONE_TIMEOUT_S
+) -> dict[str, list[float]]:
+    """Which expected tones the page hears, keyed by the display name of the peer sending them.
+
+    Returns as soon as all are heard, so `timeout` only costs time when one is missing.
+    """
+    heard = detect_tones(page, expected.values(), timeout=timeout)
     peers: list[dict[str, Any]] = page.evaluate("window.xes.peers()")
     names = {peer["id"]: peer["name"] for peer in peers}
     return {names.get(peer_id, peer_id): tones for peer_id, tones in heard.items()}
@@ -161,3 +167,38 @@ def test_ninth_joiner_is_told_the_room_is_full(xes_server: _Server, launch_brows
         )
         expect(page.get_by_role("button", name="Join")).to_be_enabled()
         expect(page.get_by_role("list", name="Participants")).to_be_hidden()
+
+
+def test_mute_silences_the_microphone_and_unmute_brings_it_back(
+    xes_server: _Server, launch_tone_browser: Any
+) -> None:
+    """Mute is a toggle (aria-pressed) that stops the tone reaching the other side without
+    renegotiating; the speaking indicators follow who is audible."""
+    ada, bob = (launch_tone_browser(tone).new_page() for tone in TONES[:2])
+    room_url = open_new_room(ada, xes_server)
+    join(ada, room_url, "Ada")
+    join(bob, room_url, "Bob")
+    assert tones_by_name(bob, {"Ada": TONES[0]}) == {"Ada": [TONES[0]]}
+    bob_list = bob.get_by_role("list", name="Participants")
+    ada_on_bob = bob_list.get_by_role("listitem").filter(has_text="Ada")
+    expect(ada_on_bob).to_have_class(re.compile(r"\bis-speaking\b"), timeout=CONNECT_TIMEOUT_MS)
+    signalling_states = ada.evaluate("[...window.xes.pcs().values()].map((pc) => pc.signalingState)")
+
+    mute = ada.get_by_role("button", name=re.compile(r"^Mute"))
+    mute.click()
+    unmute = ada.get_by_role("button", name=re.compile(r"^Unmute"))
+    expect(unmute).to_have_attribute("aria-pressed", "true")
+    expect(ada_on_bob).not_to_have_class(re.compile(r"\bis-speaking\b"), timeout=CONNECT_TIMEOUT_MS)
+    # Listening for a tone that must not come: a few seconds of silence is the proof.
+    assert tones_by_name(bob, {"Ada": TONES[0]}, timeout=SILENCE_PROOF_S) == {"Ada": []}
+    # Ada still hears Bob: muting is one-way.
+    assert tones_by_name(ada, {"Bob": TONES[1]}) == {"Bob": [TONES[1]]}
+
+    unmute.click()
+    expect(ada.get_by_role("button", name=re.compile(r"^Mute"))).to_have_attribute(
+        "aria-pressed", "false"
+    )
+    assert tones_by_name(bob, {"Ada": TONES[0]}) == {"Ada": [TONES[0]]}
+    assert ada.evaluate(
+        "[...window.xes.pcs().values()].map((pc) => pc.signalingState)"
+    ) == signalling_states == ["stable"]
