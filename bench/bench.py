@@ -584,8 +584,11 @@ def main() -> None:
     opts.out.write_text(json.dumps(results, indent=1, default=str))
     from report import write_report
 
-    write_report(results, opts.out.with_suffix(".md"), opts.out.parent / "latency.png")
-    print(f"wrote {opts.out}, {opts.out.with_suffix('.md')}, {opts.out.parent / 'latency.png'}")
+    # latest.json -> latency.png (the documented name); any other --out gets its own plot.
+    png = opts.out.parent / ("latency.png" if opts.out.stem == "latest"
+                             else f"{opts.out.stem}-latency.png")
+    write_report(results, opts.out.with_suffix(".md"), png)
+    print(f"wrote {opts.out}, {opts.out.with_suffix('.md')}, {png}")
 
 
 if __name__ == "__main__":
