@@ -131,8 +131,11 @@ async def test_a_flood_closes_only_the_flooder(start_xes_server: Callable[..., X
     await ada.join(room, "Ada")
     await bob.join(room, "Bob")
     await ada.expect("peer-joined")
-    for _ in range(200):
-        await bob.send({"type": "signal", "to": ada.peer, "data": {}})
+    try:
+        for _ in range(200):
+            await bob.send({"type": "signal", "to": ada.peer, "data": {}})
+    except websockets.ConnectionClosed:
+        pass  # the server may close before all 200 are written
     code = None
     try:
         while True:

@@ -22,7 +22,7 @@ __all__ = [
     "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode", "encode_signal",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
     "Host", "RulesChanged", "Lobby", "Knock", "KnockWithdrawn", "Removed", "Queued", "Unqueued",
-    "IceServers", "Error",
+    "IceServers", "Error", "signal_head",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -74,7 +74,7 @@ class Signal(_ClientMessage, tag="signal"):
 
     def __post_init__(self) -> None:
         # Opaque, but an object: one byte tells, without parsing the SDP inside.
-        if memoryview(self.data)[:1].tobytes() != b"{":
+        if memoryview(self.data)[0] != 0x7B:  # "{"
             raise ValueError("`data` must be a JSON object")
 
 
@@ -300,13 +300,15 @@ def encode(message: _ServerMessage) -> bytes:
     return _encoder.encode(message)
 
 
-_SIGNAL_HEAD: Final = b'{"type":"signal","from":"'
-_SIGNAL_MID: Final = b'","data":'
+def signal_head(sender: str) -> bytes:
+    """The start of every ``signal`` relayed from ``sender``, up to where ``data`` goes.
+
+    Peer ids match ID_PATTERN, so they need no JSON escaping. The server builds this once per
+    connection and splices each relayed frame as ``head + data + b"}"`` (see :func:`encode_signal`).
+    """
+    return b'{"type":"signal","from":"' + sender.encode() + b'","data":'
 
 
 def encode_signal(sender: str, data: msgspec.Raw) -> bytes:
-    """The relayed ``signal``: the sender stamped by the server, ``data`` byte for byte.
-
-    Peer ids match ID_PATTERN, so they need no JSON escaping; ``data`` is already valid JSON.
-    """
-    return b"".join((_SIGNAL_HEAD, sender.encode(), _SIGNAL_MID, memoryview(data), b"}"))
+    """The relayed ``signal``: the sender stamped by the server, ``data`` byte for byte."""
+    return b"".join((signal_head(sender), data, b"}"))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import math
 import secrets
 import time
 from collections import deque
@@ -34,7 +35,6 @@ from picows import (
 
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
 from ..core.actions import Action, Close, Send
-from ..core.ratelimit import TokenBucket
 from ..core.signalling import Signalling
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
@@ -51,6 +51,8 @@ _TEXT: Final = WSMsgType.TEXT
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
 _HASHING_SLOTS: Final = 2
+_SWEEP_SECONDS: Final = 1.0
+_CLOSE_GRACE_SECONDS: Final = 2.0
 
 
 def new_id() -> str:
@@ -64,14 +66,23 @@ def _random_ids() -> Iterator[str]:
 
 
 class Connection(WSListener):
-    """One signalling WebSocket. Holds only transport-level state; the rest is in the core."""
+    """One signalling WebSocket. Holds only transport-level state; the rest is in the core.
+
+    Rate limit and heartbeat cost the hot path two attribute writes: the server's once-a-second
+    sweep (:meth:`XesServer._sweep`) refills ``tokens`` and ages ``idle``, instead of a clock read
+    per frame and a ping task per connection.
+    """
+
+    transport: WSTransport
 
     def __init__(self, server: XesServer) -> None:
         self.server = server
         self.peer = new_id()
-        self.transport: WSTransport | None = None
-        settings = server.settings
-        self.bucket = TokenBucket(settings.rate_per_second, settings.rate_burst, time.monotonic())
+        # The relayed `signal` frame's head, stamped with this sender once, not per message.
+        self.signal_head = m.signal_head(self.peer)
+        self.tokens = float(server.settings.rate_burst)
+        self.idle = 0.0      # seconds since the last frame of any kind (pongs included)
+        self.pinged = False
         self.error_streak = 0
         # While a password hashes off the loop, later frames wait here so order is kept.
         self.backlog: deque[bytes] | None = None
@@ -82,21 +93,25 @@ class Connection(WSListener):
         self.server.opened(self)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
+        self.idle = 0.0
         kind = frame.msg_type
         if kind is _TEXT and frame.fin:
-            if self.bucket.take(time.monotonic()):
-                self.server.receive(self, frame.get_payload_as_bytes())
+            self.tokens -= 1.0
+            if self.tokens >= 0.0:
+                self.server.receive(self, frame.get_payload_as_memoryview())
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
         elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
             self._reassemble(frame)
         elif kind is WSMsgType.BINARY:
-            if self.bucket.take(time.monotonic()):
+            self.tokens -= 1.0
+            if self.tokens >= 0.0:
                 self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
         elif kind is WSMsgType.CLOSE:
-            transport.send_close(WSCloseCode.OK)
+            if not transport.is_close_frame_sent:
+                transport.send_close(WSCloseCode.OK)
             transport.disconnect()
 
     def _reassemble(self, frame: WSFrame) -> None:
@@ -111,7 +126,8 @@ class Connection(WSListener):
             self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
         elif frame.fin:
             data, self.fragments = bytes(self.fragments), None
-            if self.bucket.take(time.monotonic()):
+            self.tokens -= 1.0
+            if self.tokens >= 0.0:
                 self.server.receive(self, data)
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
@@ -135,6 +151,10 @@ class XesServer:
         self.debug = settings.debug
         self._server: asyncio.AbstractServer | None = None
         self._tick_handle: asyncio.TimerHandle | None = None
+        self._sweep_handle: asyncio.TimerHandle | None = None
+        self._last_sweep = 0.0
+        # At least two sweeps per heartbeat, so detection stays within 2 × heartbeat + a sweep.
+        self._sweep_seconds = min(_SWEEP_SECONDS, settings.heartbeat_seconds / 2)
         self._tick_at: float | None = None
         self._hashing = asyncio.Semaphore(_HASHING_SLOTS)
         self._tasks: set[asyncio.Task[None]] = set()
@@ -146,14 +166,16 @@ class XesServer:
         s = self.settings
         self._server = await ws_create_server(
             self._route, s.host, s.port,
-            enable_auto_ping=True,
-            auto_ping_idle_timeout=s.heartbeat_seconds,
-            auto_ping_reply_timeout=s.heartbeat_seconds,
+            # Heartbeats come from one sweep for all connections, not a task per connection.
+            enable_auto_ping=False,
             max_frame_size=s.hard_frame_limit,
             # picows's default 16 KiB read buffer per socket would dominate idle memory; it grows.
             read_buffer_init_size=2048,
             logger_name="server",
         )
+        loop = asyncio.get_running_loop()
+        self._last_sweep = loop.time()
+        self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
@@ -162,11 +184,11 @@ class XesServer:
         if self._server is not None:
             self._server.close()
         for connection in list(self.connections.values()):
-            if connection.transport is not None:
-                connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
-                connection.transport.disconnect()
-        if self._tick_handle is not None:
-            self._tick_handle.cancel()
+            connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
+            connection.transport.disconnect()
+        for handle in (self._tick_handle, self._sweep_handle):
+            if handle is not None:
+                handle.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -229,20 +251,24 @@ class XesServer:
         if self.connections.pop(connection.peer, None) is not None:
             self.execute(self.core.disconnect(connection.peer, time.time()))
 
-    def receive(self, connection: Connection, data: bytes) -> None:
-        """One text message from a client. The ``signal`` branch is the hot path."""
+    def receive(self, connection: Connection, data: bytes | memoryview) -> None:
+        """One text message from a client. The ``signal`` branch is the hot path.
+
+        ``data`` may be a view into picows's read buffer, valid only during this call: anything
+        kept for later is copied.
+        """
         if connection.backlog is not None:
-            connection.backlog.append(data)
+            connection.backlog.append(bytes(data))
             return
         try:
             message = m.decode(data)
             if type(message) is m.Signal:
                 to = self.core.route_signal(connection.peer, message.to)
-                target = self.connections[to].transport
-                assert target is not None
-                target.send(_TEXT, m.encode_signal(connection.peer, message.data))
+                # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte.
+                self.connections[to].transport.send(
+                    _TEXT, b"".join((connection.signal_head, message.data, b"}")))
                 if self.debug:
-                    log.debug("< %s signal -> %s: %s", connection.peer, to, data)
+                    log.debug("< %s signal -> %s: %s", connection.peer, to, bytes(data))
             elif _needs_password_hash(message):
                 connection.backlog = deque()
                 task = asyncio.get_running_loop().create_task(self._with_password(connection, message))
@@ -251,7 +277,7 @@ class XesServer:
                 return
             else:
                 if self.debug:
-                    log.debug("< %s %s", connection.peer, data)
+                    log.debug("< %s %s", connection.peer, bytes(data))
                 self.execute(self.core.handle(connection.peer, message, time.time()))
                 if type(message) in _MATCH_MESSAGES:
                     self._schedule_tick()
@@ -288,18 +314,21 @@ class XesServer:
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
         error = m.Error(code=exc.code, message=exc.message, ref=exc.ref)
-        if connection.transport is not None:
-            connection.transport.send(_TEXT, m.encode(error))
+        connection.transport.send(_TEXT, m.encode(error))
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
             self.close(connection, CLOSE_TOO_MANY_ERRORS, "too many errors in a row")
 
     def close(self, connection: Connection, code: int, reason: str) -> None:
+        """Send a close frame and ignore whatever else the client sends; drop the TCP connection
+        when it answers (see Connection.on_ws_frame) or after a grace period if it does not."""
         transport = connection.transport
-        if transport is not None and not transport.is_disconnected:
-            # picows accepts any code on the wire; its enum names only the standard ones.
-            transport.send_close(cast(WSCloseCode, code), reason.encode())
-            transport.disconnect()
+        if transport.is_disconnected or transport.is_close_frame_sent:
+            return
+        connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
+        # picows accepts any code on the wire; its enum names only the standard ones.
+        transport.send_close(cast(WSCloseCode, code), reason.encode())
+        asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, transport.disconnect)
 
     def execute(self, actions: list[Action]) -> None:
         """Carry out the core's commands, in order."""
@@ -307,7 +336,7 @@ class XesServer:
         for action in actions:
             if type(action) is Send:
                 connection = connections.get(action.to)
-                if connection is not None and connection.transport is not None:
+                if connection is not None:
                     connection.transport.send(_TEXT, action.payload)
                     if self.debug:
                         log.debug("> %s %s", action.to, action.payload)
@@ -315,6 +344,34 @@ class XesServer:
                 connection = connections.get(action.peer)
                 if connection is not None:
                     self.close(connection, action.code, action.reason)
+
+    # ------------------------------------------------------------------ rate limit and heartbeat
+
+    def _sweep(self) -> None:
+        """Once a second: refill every connection's message allowance, and ping or drop the idle.
+
+        A connection silent for ``heartbeat_seconds`` is pinged; silent (no pong, nothing) for
+        twice that, it is closed with 1001 and its room told. So a lost network is noticed within
+        2 × heartbeat + one sweep, and a busy connection is never pinged at all.
+        """
+        loop = asyncio.get_running_loop()
+        now = loop.time()
+        elapsed, self._last_sweep = now - self._last_sweep, now
+        settings = self.settings
+        refill, burst = settings.rate_per_second * elapsed, float(settings.rate_burst)
+        ping_after, drop_after = settings.heartbeat_seconds, 2 * settings.heartbeat_seconds
+        for connection in list(self.connections.values()):
+            tokens = connection.tokens + refill
+            connection.tokens = burst if tokens > burst else tokens
+            if connection.idle == 0.0:  # a frame (perhaps our ping's pong) since the last sweep
+                connection.pinged = False
+            idle = connection.idle = connection.idle + elapsed
+            if idle >= drop_after:
+                self.close(connection, 1001, "heartbeat lost: no answer to ping")
+            elif idle >= ping_after and not connection.pinged:
+                connection.pinged = True
+                connection.transport.send_ping()
+        self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
 
     # ------------------------------------------------------------------ matchmaking timer
 
