@@ -202,3 +202,36 @@ def test_mute_silences_the_microphone_and_unmute_brings_it_back(
     assert ada.evaluate(
         "[...window.xes.pcs().values()].map((pc) => pc.signalingState)"
     ) == signalling_states == ["stable"]
+
+
+def test_copy_link_puts_the_room_link_on_the_clipboard(
+    xes_server: _Server, launch_browser: Any
+) -> None:
+    """The shareable link is shown and "Copy link" copies exactly it."""
+    context = launch_browser().new_context(permissions=["clipboard-read", "clipboard-write"])
+    page = context.new_page()
+    room_url = open_new_room(page, xes_server)
+    expect(page.get_by_label("Share this link to invite people")).to_have_value(room_url)
+    page.get_by_role("button", name="Copy link").click()
+    expect(page.get_by_text("Link copied.")).to_be_visible()
+    assert page.evaluate("navigator.clipboard.readText()") == room_url
+
+
+def test_display_name_and_hide_my_ip_are_remembered(
+    xes_server: _Server, launch_browser: Any
+) -> None:
+    """Both settings survive a reload (localStorage). With the setting on and a server that has no
+    TURN relay, the page says relay mode is unavailable instead of silently going direct."""
+    page = launch_browser().new_page()
+    room_url = open_new_room(page, xes_server)
+    relay_only = page.get_by_label("Hide my IP (always relay)")
+    relay_only.check()
+    join(page, room_url, "Grace")
+    expect(page.get_by_role("alert")).to_contain_text("Relay mode is unavailable")
+    page.get_by_role("button", name="Leave").click()
+    page.reload()
+    expect(page.get_by_label("Display name")).to_have_value("Grace")
+    expect(relay_only).to_be_checked()
+    relay_only.uncheck()
+    page.reload()
+    expect(page.get_by_label("Hide my IP (always relay)")).not_to_be_checked()
