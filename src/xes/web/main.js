@@ -93,6 +93,7 @@ const call = {
   mesh: null,
   refreshTimer: null,
   knocks: new Map(), // id -> name, while we are host
+  awaitingSocket: false,
 };
 
 const signalling = new Signalling(signallingUrl(location));
@@ -161,8 +162,11 @@ async function ensureMicrophone() {
 }
 
 async function connectSignalling() {
+  // While a first join or match waits for the socket, a reconnect must not also send one.
+  call.awaitingSocket = true;
   signalling.connect();
   await signalling.whenOpen();
+  call.awaitingSocket = false;
 }
 
 async function joinRoom(event) {
@@ -423,8 +427,15 @@ function attachRemoteStream(peerId, stream) {
   if (sink.srcObject !== stream) sink.srcObject = stream;
   sink.play().catch(() => {
     showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
+    document.addEventListener('click', resumePlayback, { once: true });
   });
   meters.attach(peerId, stream);
+}
+
+/** A click is the user gesture autoplay wants: start every sink that is paused. */
+function resumePlayback() {
+  for (const sink of document.querySelectorAll('audio[data-peer]')) sink.play().catch(() => {});
+  clearAlert('autoplay');
 }
 
 linkStats.addEventListener('update', ({ detail }) => {
@@ -456,7 +467,7 @@ signalling.addEventListener('statechange', ({ detail }) => {
   } else if (detail.state === SignallingState.OPEN) {
     clearAlert('signalling');
     // The server forgot us with the old socket; come back under the new peer id.
-    if (detail.previous === SignallingState.LOST && call.me) {
+    if (detail.previous === SignallingState.LOST && call.me && !call.awaitingSocket) {
       if (call.phase === 'joined' || call.phase === 'joining' || call.phase === 'lobby') {
         if (call.isMatch) {
           leaveCall({ keepMicrophone: false });
