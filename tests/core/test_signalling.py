@@ -320,7 +320,7 @@ def test_ban_refuses_the_same_key_on_a_new_connection() -> None:
         join(core, pid(3), key=key)
     with pytest.raises(errors.Banned):  # the banned connection itself, even with no key
         core.connect(pid(4))
-        core.rooms[ROOM].banned_peers.add(pid(4))
+        core.rooms[ROOM].banned_peers |= {pid(4)}
         join(core, pid(4))
     join(core, pid(5), key="another-key-entirely")
 
@@ -455,3 +455,12 @@ def test_tagged_strangers_relax_after_the_wait() -> None:
     assert "joined" not in types(actions, pid(2))
     actions = core.tick(NOW + 11)
     assert "joined" in types(actions, pid(1)) and "joined" in types(actions, pid(2))
+
+
+def test_the_avoid_list_is_capped() -> None:
+    core = make_core()
+    core.connect(pid(1))
+    for n in range(300):
+        core.handle(pid(1), m.Block(peer=pid(1000 + n)), NOW)
+    avoid = core.clients[pid(1)].avoid
+    assert len(avoid) == 256 and avoid[-1] == pid(1299) and pid(1000) not in avoid

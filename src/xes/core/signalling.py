@@ -24,7 +24,7 @@ present is polite unless it cannot roll back an offer (aiortc), then the newcome
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -52,6 +52,7 @@ from .turn import IceSettings, ice_servers_for
 __all__ = ["CoreSettings", "Signalling", "Client", "Room"]
 
 LeaveReason = Literal["left", "disconnected", "removed", "banned"]
+MAX_AVOIDED = 256
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,8 +81,14 @@ class Client:
     room: Room | None = None
     knocking: Room | None = None
     queued: m.MatchRequest | None = None   # the request to re-use on `next`, while queued or matched
-    # Peers this connection skipped or blocked: never matched again while it lives. Session-only.
-    avoid: set[str] = field(default_factory=set)
+    # Peers this connection skipped or blocked: never matched again while it lives. Session-only,
+    # oldest first, and capped so that a stream of `block`s cannot grow it without bound.
+    avoid: tuple[str, ...] = ()
+
+    def remember_to_avoid(self, peers: Iterable[str]) -> None:
+        fresh = tuple(p for p in peers if p not in self.avoid and p != self.id)
+        if fresh:
+            self.avoid = (self.avoid + fresh)[-MAX_AVOIDED:]
 
 
 @dataclass(slots=True, eq=False)
@@ -97,8 +104,9 @@ class Room:
     locked: bool = False
     lobby_on: bool = False
     password: PasswordHash | None = None
-    banned_keys: set[str] = field(default_factory=set)
-    banned_peers: set[str] = field(default_factory=set)
+    # Empty and shared until someone is banned: most rooms never ban anyone.
+    banned_keys: frozenset[str] = frozenset()
+    banned_peers: frozenset[str] = frozenset()
 
     def rules(self) -> m.Rules:
         return m.Rules(locked=self.locked, lobby=self.lobby_on, password=self.password is not None,
@@ -217,7 +225,7 @@ class Signalling:
             case m.Next():
                 self._next(client, None, now, actions)
             case m.Block():
-                client.avoid.add(message.peer)
+                client.remember_to_avoid((message.peer,))
                 self._next(client, message.peer, now, actions)
             case m.Stop():
                 if client.queued is None:
@@ -390,9 +398,9 @@ class Signalling:
         if target is None:
             raise PeerNotFound(f"no peer {msg.peer!r} in your room", ref=ref)
         if banned:
-            room.banned_peers.add(target.id)
+            room.banned_peers = room.banned_peers | {target.id}
             if target.key is not None:
-                room.banned_keys.add(target.key)
+                room.banned_keys = room.banned_keys | {target.key}
         if target.knocking is room:
             self._decline(room, target, "the host declined your request to join", actions)
             return
@@ -432,7 +440,7 @@ class Signalling:
     def _leave_match_room(self, client: Client, actions: list[Action]) -> None:
         room = client.room
         assert room is not None
-        client.avoid.update(other for other in room.members if other != client.id)
+        client.remember_to_avoid(room.members)
         self._leave(client, "left", actions)
         actions.append(Send(client.id, m.encode(m.Left(room=room.id))))
 
@@ -445,7 +453,7 @@ class Signalling:
             peer=client.id,
             tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
             language=request.language.lower() if request.language else None,
-            avoid=frozenset(client.avoid),
+            avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
             enqueued_at=now,
         )
         actions.append(Send(client.id, m.encode(m.Queued())))

@@ -73,6 +73,9 @@ class Connection(WSListener):
     per frame and a ping task per connection.
     """
 
+    __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
+                 "backlog", "fragments", "transport")  # no __dict__: tens of thousands of these
+
     transport: WSTransport
 
     def __init__(self, server: XesServer) -> None:
@@ -171,6 +174,9 @@ class XesServer:
             max_frame_size=s.hard_frame_limit,
             # picows's default 16 KiB read buffer per socket would dominate idle memory; it grows.
             read_buffer_init_size=2048,
+            # aiofastnet (picows's default when installed) measured ~5 KB more per idle
+            # connection here (15.5 vs 10.6 kB at 4,000) and no CPU gain within noise on the relay.
+            use_aiofastnet=False,
             logger_name="server",
         )
         loop = asyncio.get_running_loop()
