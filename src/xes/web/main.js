@@ -10,7 +10,12 @@ import { Mesh } from './mesh.js';
 import { LevelMeters, MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
 
-const STORAGE_KEYS = Object.freeze({ name: 'xes.name', relayOnly: 'xes.relayOnly', key: 'xes.key' });
+const STORAGE_KEYS = Object.freeze({
+  name: 'xes.name',
+  relayOnly: 'xes.relayOnly',
+  allowDirect: 'xes.allowDirectWithStrangers',
+  key: 'xes.key',
+});
 
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
@@ -93,6 +98,10 @@ const call = {
   mesh: null,
   refreshTimer: null,
   knocks: new Map(), // id -> name, while we are host
+  // The largest max_peers we may set. The server only tells its maximum as a fresh room's
+  // max_peers, so this is the highest value seen in this room (see renderSettings).
+  maxCeiling: null,
+  renderedRules: null, // the rules object the host's settings form last showed
   awaitingSocket: false,
 };
 
@@ -110,9 +119,17 @@ function relayOnly() {
   return load(STORAGE_KEYS.relayOnly) === 'true';
 }
 
-/** The RTCConfiguration for new links: the server's ICE servers, relay if asked or advised. */
+/** Whether the user lets calls with strangers go direct (which shows them the user's IP). */
+function allowDirectWithStrangers() {
+  return load(STORAGE_KEYS.allowDirect) === 'true';
+}
+
+/**
+ * The RTCConfiguration for new links: the server's ICE servers, relay if the user asked for it
+ * ("Hide my IP") or the server advises it (a stranger) and the user did not allow direct.
+ */
 function configuration() {
-  const relay = relayOnly() || call.serverPolicy === 'relay';
+  const relay = relayOnly() || (call.serverPolicy === 'relay' && !allowDirectWithStrangers());
   return { iceServers: call.iceServers, iceTransportPolicy: relay ? 'relay' : 'all' };
 }
 
@@ -216,6 +233,7 @@ function leaveCall({ keepMicrophone = false } = {}) {
   call.knocks.clear();
   call.hostId = null;
   call.rules = null;
+  call.renderedRules = null;
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
   for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
   if (!keepMicrophone) {
@@ -234,6 +252,71 @@ function onLeaveClick() {
   call.isMatch = false;
   render();
   (route.view === 'room' ? $('join') : $('match-start')).focus();
+}
+
+/** Leave the lobby before the host answers. */
+function onLobbyCancel() {
+  if (call.phase !== 'lobby') return;
+  signalling.send(protocol.leave());
+  leaveCall();
+  call.phase = 'idle';
+  render();
+  $('join').focus();
+}
+
+// --- host controls ---------------------------------------------------------------------------------
+
+function isHost() {
+  return call.phase === 'joined' && !call.isMatch && call.me !== null && call.hostId === call.me.id;
+}
+
+/** Send `set-rules`; the page shows the new rules when the server confirms them with `rules`. */
+function sendRules(rules) {
+  if (!isHost()) return;
+  signalling.send(protocol.setRules(rules));
+}
+
+function onPasswordSet(event) {
+  event.preventDefault();
+  const input = $('rule-password');
+  if (input.value.length === 0) {
+    showAlert('rules', 'Type a password first, then press “Set password”.');
+    input.focus();
+    return;
+  }
+  clearAlert('rules');
+  sendRules({ password: input.value.slice(0, protocol.PASSWORD_MAX_LENGTH) });
+  input.value = ''; // the host already knows it; do not leave it sitting in the page
+}
+
+function onMaxSave(event) {
+  event.preventDefault();
+  const input = $('rule-max');
+  const ceiling = call.maxCeiling ?? protocol.MIN_MAX_PEERS;
+  const value = Number(input.value);
+  if (!Number.isInteger(value) || value < protocol.MIN_MAX_PEERS || value > ceiling) {
+    showAlert('rules', `“Maximum people” must be a whole number from ${protocol.MIN_MAX_PEERS} to ${ceiling}.`);
+    input.focus();
+    return;
+  }
+  clearAlert('rules');
+  sendRules({ max_peers: value });
+}
+
+/** Remove or ban a member (`kind` is 'remove' or 'ban'). */
+function moderate(kind, peerId) {
+  if (!isHost()) return;
+  signalling.send(kind === 'ban' ? protocol.ban(peerId) : protocol.remove(peerId));
+}
+
+/** Let a knocker in, or turn it away (the server tells the host nothing back for a decline). */
+function answerKnock(peerId, admit) {
+  if (!isHost()) return;
+  signalling.send(admit ? protocol.admit(peerId) : protocol.decline(peerId));
+  if (!admit) {
+    call.knocks.delete(peerId);
+    render();
+  }
 }
 
 function onMuteClick() {
@@ -271,6 +354,7 @@ function onServerMessage({ detail: message }) {
       break;
     case 'rules':
       call.rules = message.rules;
+      call.maxCeiling = Math.max(call.maxCeiling ?? 0, message.rules.max_peers);
       break;
     case 'lobby':
       call.phase = 'lobby';
@@ -284,9 +368,8 @@ function onServerMessage({ detail: message }) {
     case 'removed':
       leaveCall();
       call.phase = 'idle';
-      showAlert('removed', message.banned
-        ? 'The host removed you from this room and banned you from coming back.'
-        : 'The host removed you from this room.');
+      call.isMatch = false;
+      showAlert('removed', protocol.describeRemoval(message.banned));
       break;
     case 'queued':
       call.phase = 'queued';
@@ -325,11 +408,14 @@ function onJoined(message) {
   call.me = { id: message.you, name: call.me ? call.me.name : '' };
   call.hostId = message.host;
   call.rules = message.rules;
+  // Whoever creates a room sees the server's maximum; later joiners see what the host left.
+  call.maxCeiling = message.rules.max_peers;
   call.iceServers = message.ice_servers;
   call.iceExpiresAt = message.ice_expires_at ?? null;
   call.serverPolicy = message.ice_transport_policy;
   clearAlert('room-refused');
   clearAlert('removed');
+  if (route.view === 'room') $('password-field').hidden = true; // the landing page has no join form
   if (configuration().iceTransportPolicy === 'relay' && !protocol.hasTurn(call.iceServers)) {
     showAlert('relay-unavailable',
       'Relay mode is unavailable: this server has no relay (TURN) configured, so with ' +
@@ -359,6 +445,12 @@ function onServerError(message) {
   }
   if (message.code === 'already-joined' || message.code === 'not-queued') {
     return; // a double click; the state we show is already right
+  }
+  if (message.code === 'room-full' && message.ref === 'admit') {
+    // The joiner's sentence ("ask someone inside to make room") would confuse the host.
+    showAlert('error-admit', 'The room is full, so nobody else can be let in. Raise “Maximum people” ' +
+      'or wait for someone to leave.');
+    return;
   }
   showAlert(`error-${message.code}`, sentence);
 }
@@ -557,20 +649,27 @@ function render() {
   if (route.view === 'room') renderRoomView(inCall);
   else renderLandingView(inCall);
 
+  renderRules();
   renderParticipants();
-  renderHostState();
+  renderKnocks();
+  renderSettings();
 }
 
 function renderRoomView(inCall) {
   $('join-form').hidden = inCall;
   $('join').disabled = call.phase !== 'idle';
   $('join').textContent = call.phase === 'joining' ? 'Joining…' : 'Join';
+  $('join').hidden = call.phase === 'lobby';
+  $('lobby-cancel').hidden = call.phase !== 'lobby';
   $('relay-only').disabled = call.phase !== 'idle';
+  const others = `${call.peers.size} other${call.peers.size === 1 ? '' : 's'}`;
   const states = {
     idle: 'Not joined yet.',
     joining: 'Joining…',
     lobby: 'Waiting for the host to let you in…',
-    joined: `You are in the call with ${call.peers.size} other${call.peers.size === 1 ? '' : 's'}.`,
+    joined: isHost()
+      ? `You are in the call with ${others}. You are the host.`
+      : `You are in the call with ${others}.`,
   };
   $('room-state').textContent = states[call.phase] ?? '';
 }
@@ -584,6 +683,8 @@ function renderLandingView(inCall) {
   };
   $('match-status').textContent = words[call.phase] ?? '';
   $('match-start').disabled = call.phase !== 'idle';
+  // Read when a match's links are made, so it may change until then, not during a call.
+  $('allow-direct').disabled = inCall;
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
   if (inCall && call.isMatch && call.peers.size === 0) {
@@ -591,73 +692,180 @@ function renderLandingView(inCall) {
       'The other person left. Press Next to meet someone new, or Stop.';
   } else if (inCall && call.isMatch) {
     const relayed = [...call.peers.values()].some((peer) => peer.link === RELAYED);
-    $('match-status').textContent = relayed
-      ? 'Connected with a stranger through the encrypted relay: neither of you sees the other\u2019s IP address.'
-      : 'Connected with a stranger.';
+    // With direct allowed, our own candidates (our IP) went to the stranger even if the link
+    // ended up relayed, so only claim privacy when we kept to the relay.
+    const hidden = relayed && configuration().iceTransportPolicy === 'relay';
+    $('match-status').textContent = hidden
+      ? 'Connected with a stranger through the encrypted relay: they do not see your IP address.'
+      : relayed ? 'Connected with a stranger through the encrypted relay.' : 'Connected with a stranger.';
   }
 }
 
+function renderRules() {
+  const list = $('room-rules');
+  if (call.phase !== 'joined' || !call.rules || call.isMatch) {
+    list.replaceChildren();
+    list.hidden = true;
+    return;
+  }
+  list.hidden = false;
+  const rules = call.rules;
+  list.replaceChildren(...protocol.describeRules(rules).map((label) => {
+    const flagged = (label === 'Locked' && rules.locked) || (label === 'Password set' && rules.password) ||
+      (label === 'Lobby on' && rules.lobby);
+    return element('li', flagged ? 'chip chip--on' : 'chip', label);
+  }));
+}
+
+/**
+ * Update the list in place, keyed by `data-peer`: rebuilding it on every render (stats arrive
+ * each second) would take keyboard focus off a "Remove"/"Ban" button under the user's hands.
+ */
 function renderParticipants() {
   const list = $('participants');
   if (call.phase !== 'joined') {
     list.replaceChildren();
     return;
   }
-  const items = [];
+  const entries = [];
   if (call.me) {
-    items.push(participantItem({
+    entries.push({
+      key: 'self',
       id: call.me.id,
       name: call.me.name,
       self: true,
       meta: [call.muted ? 'Muted' : 'Microphone on'],
-    }));
+    });
   }
   for (const peer of call.peers.values()) {
     const meta = [CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
     if (peer.link) meta.push(peer.link);
-    items.push(participantItem({ id: peer.id, name: peer.name, self: false, meta, link: peer.link }));
+    entries.push({ key: peer.id, id: peer.id, name: peer.name, self: false, meta, link: peer.link });
   }
-  list.replaceChildren(...items);
+  const existing = new Map([...list.children].map((item) => [item.dataset.peer, item]));
+  const items = entries.map((entry) => {
+    const item = existing.get(entry.key) ?? participantItem(entry.key);
+    updateParticipantItem(item, entry);
+    return item;
+  });
+  keepChildren(list, items);
 }
 
-function participantItem({ id, name, self, meta, link }) {
+/** Make `items` the children of `list`, touching the DOM only when the order changed. */
+function keepChildren(list, items) {
+  const same = items.length === list.children.length && items.every((item, i) => list.children[i] === item);
+  if (!same) list.replaceChildren(...items);
+}
+
+function participantItem(key) {
   const item = element('li', 'participant');
-  item.dataset.peer = self ? 'self' : id;
-  if (self && call.muted) item.classList.add('is-muted');
-  const avatar = element('span', 'participant__avatar', [...name][0]?.toUpperCase() ?? '?');
+  item.dataset.peer = key;
+  const avatar = element('span', 'participant__avatar');
   avatar.setAttribute('aria-hidden', 'true');
   const body = element('div', 'participant__body');
   const title = element('p', 'participant__name');
-  title.append(element('span', 'participant__label', name));
-  if (self) title.append(element('span', 'badge', 'you'));
-  if (id && id === call.hostId) title.append(element('span', 'badge badge--host', 'host'));
-  const details = element('p', 'participant__meta');
+  title.append(element('span', 'participant__label'), element('span', 'participant__badges'));
+  body.append(title, element('p', 'participant__meta'));
+  const speaking = element('span', 'participant__speaking');
+  speaking.setAttribute('aria-hidden', 'true');
+  speaking.title = 'Speaking';
+  item.append(avatar, body, speaking, element('div', 'participant__actions'));
+  return item;
+}
+
+function updateParticipantItem(item, { id, name, self, meta, link }) {
+  item.classList.toggle('is-muted', self && call.muted);
+  item.querySelector('.participant__avatar').textContent = [...name][0]?.toUpperCase() ?? '?';
+  item.querySelector('.participant__label').textContent = name;
+  const badges = [];
+  if (self) badges.push(element('span', 'badge', 'you'));
+  if (id && id === call.hostId && !call.isMatch) badges.push(element('span', 'badge badge--host', 'host'));
+  item.querySelector('.participant__badges').replaceChildren(...badges);
+  const details = item.querySelector('.participant__meta');
+  details.replaceChildren();
   meta.forEach((text, index) => {
     if (index > 0) details.append(element('span', 'sep', ' · '));
     const part = element('span', text === link ? `link link--${link === RELAYED ? 'relay' : 'direct'}` : '', text);
     details.append(part);
   });
-  body.append(title, details);
-  const speaking = element('span', 'participant__speaking');
-  speaking.setAttribute('aria-hidden', 'true');
-  speaking.title = 'Speaking';
-  item.append(avatar, body, speaking);
-  if (meters.meters.has(self ? 'self' : id) && meters.level(self ? 'self' : id) > SPEAKING_DB) {
-    item.classList.add('is-speaking');
+  const actions = item.querySelector('.participant__actions');
+  if (self || !isHost()) {
+    actions.replaceChildren();
+    actions.hidden = true;
+  } else {
+    actions.hidden = false;
+    if (actions.children.length === 0) {
+      actions.append(
+        actionButton('Remove', 'button button--small', () => moderate('remove', id)),
+        actionButton('Ban', 'button button--small button--danger', () => moderate('ban', id)),
+      );
+    }
+    // Names can repeat, so the id decides what the click does; the label says whom it hits.
+    actions.children[0].setAttribute('aria-label', `Remove ${name}`);
+    actions.children[1].setAttribute('aria-label', `Ban ${name}`);
   }
-  return item;
 }
 
-function renderHostState() {
-  const parts = [];
-  if (call.phase === 'joined' && call.rules) {
-    if (call.me && call.hostId === call.me.id) parts.push('You are the host.');
-    if (call.rules.locked) parts.push('The room is locked.');
-    if (call.rules.lobby) parts.push('New people wait in a lobby.');
-    if (call.rules.password) parts.push('The room has a password.');
-    for (const name of call.knocks.values()) parts.push(`${name} is waiting to be let in.`);
+function actionButton(text, className, onClick) {
+  const button = element('button', className, text);
+  button.type = 'button';
+  button.addEventListener('click', onClick);
+  return button;
+}
+
+/** The host's view of the lobby: who knocks, with Admit and Decline for each. */
+function renderKnocks() {
+  const section = $('lobby-queue');
+  const list = $('knockers');
+  const show = isHost() && call.knocks.size > 0;
+  section.hidden = !show;
+  if (!show) {
+    list.replaceChildren();
+    return;
   }
-  $('host-state').textContent = parts.join(' ');
+  const existing = new Map([...list.children].map((item) => [item.dataset.peer, item]));
+  const items = [...call.knocks].map(([id, name]) => {
+    let item = existing.get(id);
+    if (!item) {
+      item = element('li', 'knocker');
+      item.dataset.peer = id;
+      const label = element('span', 'knocker__name', name);
+      const actions = element('div', 'knocker__actions');
+      const admit = actionButton('Admit', 'button button--small button--primary', () => answerKnock(id, true));
+      const decline = actionButton('Decline', 'button button--small', () => answerKnock(id, false));
+      admit.setAttribute('aria-label', `Admit ${name}`);
+      decline.setAttribute('aria-label', `Decline ${name}`);
+      actions.append(admit, decline);
+      item.append(label, actions);
+    }
+    return item;
+  });
+  keepChildren(list, items);
+}
+
+/**
+ * The host's settings form. Inputs follow the server's rules only when those change, so a render
+ * between a click and the server's answer does not flip a checkbox back or wipe what is typed.
+ */
+function renderSettings() {
+  const section = $('room-settings');
+  section.hidden = !isHost();
+  if (section.hidden || call.renderedRules === call.rules) return;
+  const rules = call.rules;
+  call.renderedRules = rules;
+  $('rule-locked').checked = rules.locked;
+  $('rule-lobby').checked = rules.lobby;
+  $('rule-password-clear').disabled = !rules.password;
+  $('rule-password-state').textContent = rules.password
+    ? 'A password is set: newcomers must type it to join.'
+    : 'No password: anyone with the link can join.';
+  const ceiling = Math.max(call.maxCeiling ?? rules.max_peers, rules.max_peers);
+  const max = $('rule-max');
+  max.max = String(ceiling);
+  max.min = String(protocol.MIN_MAX_PEERS);
+  max.value = String(rules.max_peers);
+  $('rule-max-hint').textContent =
+    `From ${protocol.MIN_MAX_PEERS} to ${ceiling}. People already in the call stay.`;
 }
 
 function updateSpeaking() {
@@ -692,6 +900,12 @@ function setUpRoomView() {
     }
   });
   $('join-form').addEventListener('submit', joinRoom);
+  $('lobby-cancel').addEventListener('click', onLobbyCancel);
+  $('rule-locked').addEventListener('change', (event) => sendRules({ locked: event.target.checked }));
+  $('rule-lobby').addEventListener('change', (event) => sendRules({ lobby: event.target.checked }));
+  $('password-form').addEventListener('submit', onPasswordSet);
+  $('rule-password-clear').addEventListener('click', () => sendRules({ password: null }));
+  $('max-form').addEventListener('submit', onMaxSave);
   if (!protocol.ID_PATTERN.test(call.roomId)) {
     showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
   }
@@ -706,6 +920,10 @@ function setUpLandingView() {
   $('match').append(callSection);
   $('match-name').value = load(STORAGE_KEYS.name) ?? '';
   $('match-form').addEventListener('submit', startMatch);
+  $('allow-direct').checked = allowDirectWithStrangers();
+  $('allow-direct').addEventListener('change', (event) => {
+    store(STORAGE_KEYS.allowDirect, String(event.target.checked));
+  });
   $('match-next').addEventListener('click', nextMatch);
   $('match-stop').addEventListener('click', stopMatch);
 }

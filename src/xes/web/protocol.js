@@ -46,7 +46,7 @@ const ERROR_SENTENCES = Object.freeze({
   'password-required': 'This room has a password. Enter it and press Join.',
   'wrong-password': 'That password is not right. Check it and press Join again.',
   banned: 'The host has banned you from this room.',
-  declined: 'The host did not let you in.',
+  declined: 'The host declined your request to join.',
   'not-host': 'Only the host of the room can do that.',
   'not-queued': 'You are not waiting for a match.',
   'turn-unavailable': 'This server has no relay (TURN) configured.',
@@ -98,6 +98,38 @@ export function parseTags(raw) {
     if (tags.length === MAX_TAGS) break;
   }
   return tags;
+}
+
+/** The fewest members a host may set as a room's maximum (docs/protocol.md, `set-rules`). */
+export const MIN_MAX_PEERS = 2;
+
+/** Password length limits for `join` and `set-rules`. */
+export const PASSWORD_MAX_LENGTH = 256;
+
+/**
+ * Short labels for a room's rules, as everyone in the room sees them ("Locked", "Max 4 people").
+ * @param {{locked: boolean, lobby: boolean, password: boolean, max_peers: number}} rules
+ * @returns {string[]}
+ */
+export function describeRules(rules) {
+  const labels = [];
+  if (rules.locked) labels.push('Locked');
+  if (rules.password) labels.push('Password set');
+  if (rules.lobby) labels.push('Lobby on');
+  if (labels.length === 0) labels.push('Open to anyone with the link');
+  labels.push(`Max ${rules.max_peers} people`);
+  return labels;
+}
+
+/**
+ * What the person taken out of a room is told (`removed`).
+ * @param {boolean} banned
+ * @returns {string}
+ */
+export function describeRemoval(banned) {
+  return banned
+    ? 'You were removed from the room and banned: this browser cannot come back while the room lasts.'
+    : 'You were removed from the room. You can join again if the host lets you.';
 }
 
 // --- messages from the client ------------------------------------------------------------------
