@@ -8,6 +8,7 @@
 //   that offer arrives, so it never fires `negotiationneeded` on its own and cannot cross offers
 //   on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
 //   so the answer is sendrecv and nothing needs renegotiating.
+// - A failed link is restarted (ICE restart) by the side that made the first offer.
 // - Any later renegotiation (ICE restart, for example) may glare. Then the `polite` side (told by
 //   the server per pair) rolls back its own offer, and the impolite side ignores the incoming one.
 //   A peer that cannot roll back (aiortc) is always made impolite by the server, so the browser
@@ -89,6 +90,7 @@ export class Negotiation extends EventTarget {
     this.pc.addEventListener('track', ({ track, streams }) => this.onTrack(track, streams));
     this.pc.addEventListener('connectionstatechange', () => {
       this.emit('statechange', this.pc.connectionState);
+      this.maybeRestartIce();
     });
 
     if (initiator) this.addLocalTracks();
@@ -155,6 +157,17 @@ export class Negotiation extends EventTarget {
     } finally {
       this.makingOffer = false;
     }
+  }
+
+  /**
+   * A link that failed (ICE consent lost: a network change, a starved CPU) gets new ICE
+   * credentials and candidates instead of staying dead. Only the side that made the first offer
+   * restarts, so the two ends never both do; the restart offer goes through perfect negotiation
+   * like any other, so glare with a peer's own offer is still resolved.
+   */
+  maybeRestartIce() {
+    if (this.closed || !this.initiator || this.pc.connectionState !== 'failed') return;
+    this.pc.restartIce();
   }
 
   /** @param {object} data */
