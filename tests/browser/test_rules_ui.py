@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 from playwright.sync_api import Browser, Locator, Page, expect
 
-from tests.browser.test_call import CONNECT_TIMEOUT_MS, collect_errors
+from tests.browser.test_call import CONNECT_TIMEOUT_MS
 from tests.browser.test_match import ask_for_someone
 from tests.conftest import XesServerProcess
 from tests.support.browser import selected_pair_types
@@ -40,11 +40,21 @@ def room_url(xes_server: XesServerProcess) -> str:
     return f"{xes_server.http_url}/r/{secrets.token_urlsafe(16)}"
 
 
-def person(browser: Browser) -> Page:
-    """A new person: a fresh context (own localStorage, so own browser key) and its page."""
-    page = browser.new_context().new_page()
-    page.set_default_timeout(CONNECT_TIMEOUT_MS)
-    return page
+@pytest.fixture
+def person(browser: Browser) -> Iterator[Callable[[], Page]]:
+    """Factory: a new person, i.e. a fresh context (own localStorage, so its own browser key) and
+    its page. At the end no page may have thrown or logged an error (a CSP refusal included)."""
+    errors: list[str] = []
+
+    def new_person() -> Page:
+        page = browser.new_context().new_page()
+        page.set_default_timeout(CONNECT_TIMEOUT_MS)
+        page.on("pageerror", lambda error: errors.append(f"{page.url}: {error}"))
+        page.on("console", lambda message: errors.append(f"{page.url}: {message.text}")
+                if message.type == "error" else None)
+        return page
+
+    yield new_person
 
 
 def join_form(page: Page) -> Locator:
@@ -85,11 +95,10 @@ def entry(page: Page, name: str) -> Locator:
     return participants(page).locator("li.participant").filter(has_text=name)
 
 
-def test_lock_then_password(browser: Browser, room_url: str) -> None:
+def test_lock_then_password(person: Callable[[], Page], room_url: str) -> None:
     """A locked room turns newcomers away; a password room asks for it, refuses a wrong one and
     lets the right one in; everyone sees the rules' state."""
-    ada, bob = person(browser), person(browser)
-    errors = collect_errors(ada)
+    ada, bob = person(), person()
     join(ada, room_url, "Ada")
     expect(entry(ada, "Ada")).to_contain_text("host")
     expect(rules(ada)).to_contain_text("Max 8 people")
@@ -123,13 +132,14 @@ def test_lock_then_password(browser: Browser, room_url: str) -> None:
 
     settings(ada).get_by_role("button", name="Remove password").click()
     expect(rules(bob)).not_to_contain_text("Password set")
-    assert errors == []
 
 
-def test_lobby_admit_and_decline(browser: Browser, room_url: str, artifacts_dir: Path) -> None:
+def test_lobby_admit_and_decline(
+    person: Callable[[], Page], room_url: str, artifacts_dir: Path
+) -> None:
     """With the lobby on, newcomers wait; the host admits one and declines another, and each
     knocker sees the outcome."""
-    ada, bob, cy = person(browser), person(browser), person(browser)
+    ada, bob, cy = person(), person(), person()
     join(ada, room_url, "Ada")
     settings(ada).get_by_label("Lobby (approve newcomers)").check()
     expect(rules(ada)).to_contain_text("Lobby on")
@@ -159,11 +169,20 @@ def test_lobby_admit_and_decline(browser: Browser, room_url: str, artifacts_dir:
     expect(ada.get_by_role("button", name="Decline Cy")).to_have_count(0)
     expect(participants(ada)).not_to_contain_text("Cy")
 
+    # A knocker who gives up disappears from the host's lobby list.
+    dee = person()
+    press_join(dee, room_url, "Dee")
+    expect(ada.get_by_role("button", name="Admit Dee")).to_be_visible()
+    dee.get_by_role("button", name="Stop waiting").click()
+    expect(join_form(dee).get_by_role("button", name="Join")).to_be_enabled()
+    expect(ada.get_by_role("button", name="Admit Dee")).to_have_count(0)
+    expect(ada.get_by_role("region", name="Waiting to join")).to_be_hidden()
 
-def test_remove_and_ban(browser: Browser, room_url: str) -> None:
+
+def test_remove_and_ban(person: Callable[[], Page], room_url: str) -> None:
     """Remove takes a member out; Ban also keeps that browser out after a reload, but a fresh
     browser profile (a new key) gets in: what the page's help text says a ban can and cannot do."""
-    ada, bob, cy = person(browser), person(browser), person(browser)
+    ada, bob, cy = person(), person(), person()
     join(ada, room_url, "Ada")
     join(bob, room_url, "Bob")
     join(cy, room_url, "Cy")
@@ -186,15 +205,15 @@ def test_remove_and_ban(browser: Browser, room_url: str) -> None:
     press_join(cy, room_url, "Cy again")
     expect(cy.get_by_role("alert")).to_contain_text("The host has banned you from this room")
 
-    fresh = person(browser)  # a new profile has a new key: a ban cannot follow it
+    fresh = person()  # a new profile has a new key: a ban cannot follow it
     join(fresh, room_url, "Cy")
     expect(participants(ada)).to_contain_text("Cy")
 
 
-def test_host_leaves_next_member_becomes_host(browser: Browser, room_url: str) -> None:
+def test_host_leaves_next_member_becomes_host(person: Callable[[], Page], room_url: str) -> None:
     """When the host leaves, the longest-present member gets the role and the controls, and
     everyone's list moves the host marker."""
-    ada, bob, cy = person(browser), person(browser), person(browser)
+    ada, bob, cy = person(), person(), person()
     join(ada, room_url, "Ada")
     join(bob, room_url, "Bob")
     join(cy, room_url, "Cy")
@@ -210,9 +229,9 @@ def test_host_leaves_next_member_becomes_host(browser: Browser, room_url: str) -
     expect(bob.get_by_text("You are the host")).to_be_visible()
 
 
-def test_maximum_people_lowered(browser: Browser, room_url: str) -> None:
+def test_maximum_people_lowered(person: Callable[[], Page], room_url: str) -> None:
     """The host lowers the maximum to 2 (the field stops at the server's 8); a third is refused."""
-    ada, bob, cy = person(browser), person(browser), person(browser)
+    ada, bob, cy = person(), person(), person()
     join(ada, room_url, "Ada")
     maximum = settings(ada).get_by_label("Maximum people")
     expect(maximum).to_have_value("8")
@@ -262,11 +281,11 @@ def wait_for_pairs(page: Page) -> dict[str, Any]:
         page.wait_for_timeout(200)
 
 
-def meet(browser: Browser, server: XesServerProcess, allow_direct: bool) -> tuple[Page, Page]:
+def meet(person: Callable[[], Page], server: XesServerProcess, allow_direct: bool) -> tuple[Page, Page]:
     """Two strangers, each in a fresh profile, with the direct-connection box as given."""
     pages = []
     for name in ("Ada", "Bob"):
-        page = person(browser)
+        page = person()
         page.goto(server.http_url + "/")
         box = page.get_by_role("region", name="Talk to someone").get_by_label(ALLOW_DIRECT)
         expect(box).not_to_be_checked()  # off unless the user chose otherwise
@@ -280,18 +299,18 @@ def meet(browser: Browser, server: XesServerProcess, allow_direct: bool) -> tupl
 
 
 def test_strangers_relay_by_default_direct_when_both_allow(
-    browser: Browser, turn_server: XesServerProcess
+    person: Callable[[], Page], turn_server: XesServerProcess
 ) -> None:
     """With TURN configured a match goes through the relay, as the server advises, so neither
     learns the other's address; ticking "Allow a direct connection" on both sides makes it direct."""
-    ada, bob = meet(browser, turn_server, allow_direct=False)
+    ada, bob = meet(person, turn_server, allow_direct=False)
     for page in (ada, bob):
         assert set(wait_for_pairs(page).values()) == {("relay", "relay")}
         expect(page.get_by_text("they do not see your IP address")).to_be_visible()
     for page in (ada, bob):
         page.get_by_role("button", name="Stop").click()
 
-    ada, bob = meet(browser, turn_server, allow_direct=True)
+    ada, bob = meet(person, turn_server, allow_direct=True)
     for page in (ada, bob):
         assert set(wait_for_pairs(page).values()) == {("host", "host")}
         expect(participants(page).get_by_text("Direct", exact=True)).to_have_count(1)

@@ -196,6 +196,8 @@ async function joinRoom(event) {
     return;
   }
   clearAlert('name');
+  clearAlert('room-refused'); // a retry gets a fresh answer, announced again if it is the same
+  clearAlert('removed');
   store(STORAGE_KEYS.name, checked.name);
   if (!protocol.ID_PATTERN.test(call.roomId ?? '')) {
     showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
@@ -358,6 +360,7 @@ function onServerMessage({ detail: message }) {
       break;
     case 'lobby':
       call.phase = 'lobby';
+      clearAlert('room-refused'); // e.g. "this room has a password", now given
       break;
     case 'knock':
       call.knocks.set(message.peer.id, message.peer.name);
@@ -436,11 +439,12 @@ function onServerError(message) {
   if (JOIN_REFUSALS.has(message.code) && (call.phase === 'joining' || call.phase === 'lobby')) {
     leaveCall();
     call.phase = 'idle';
+    showAlert('room-refused', sentence);
     if (message.code === 'password-required' || message.code === 'wrong-password') {
       $('password-field').hidden = false;
+      render(); // enables the field again: a disabled input cannot take focus
       $('room-password').focus();
     }
-    showAlert('room-refused', sentence);
     return;
   }
   if (message.code === 'already-joined' || message.code === 'not-queued') {
@@ -661,6 +665,9 @@ function renderRoomView(inCall) {
   $('join').textContent = call.phase === 'joining' ? 'Joining…' : 'Join';
   $('join').hidden = call.phase === 'lobby';
   $('lobby-cancel').hidden = call.phase !== 'lobby';
+  $('lobby-note').hidden = call.phase !== 'lobby';
+  $('display-name').disabled = call.phase !== 'idle';
+  $('room-password').disabled = call.phase !== 'idle';
   $('relay-only').disabled = call.phase !== 'idle';
   const others = `${call.peers.size} other${call.peers.size === 1 ? '' : 's'}`;
   const states = {
