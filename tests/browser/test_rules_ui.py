@@ -197,7 +197,13 @@ def test_remove_and_ban(person: Callable[[], Page], room_url: str) -> None:
     expect(participants(ada)).not_to_contain_text("Bob")
     expect(participants(cy)).not_to_contain_text("Bob")
 
+    # A ban cannot be undone, so it asks once more; "Do not ban" backs out.
     ada.get_by_role("button", name="Ban Cy").click()
+    ada.get_by_role("button", name="Do not ban Cy").click()
+    expect(ada.get_by_role("button", name="Ban Cy")).to_be_focused()
+    ada.get_by_role("button", name="Ban Cy").click()
+    expect(ada.get_by_role("button", name="Confirm ban of Cy")).to_be_focused()
+    ada.get_by_role("button", name="Confirm ban of Cy").click()
     expect(cy.get_by_role("alert")).to_contain_text("You were removed from the room and banned")
     expect(participants(ada)).not_to_contain_text("Cy")
 

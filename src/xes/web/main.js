@@ -102,6 +102,7 @@ const call = {
   // max_peers, so this is the highest value seen in this room (see renderSettings).
   maxCeiling: null,
   renderedRules: null, // the rules object the host's settings form last showed
+  confirmingBan: null, // peer id whose "Ban" was pressed once: a ban cannot be undone
   awaitingSocket: false,
 };
 
@@ -236,6 +237,7 @@ function leaveCall({ keepMicrophone = false } = {}) {
   call.hostId = null;
   call.rules = null;
   call.renderedRules = null;
+  call.confirmingBan = null;
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
   for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
   if (!keepMicrophone) {
@@ -308,7 +310,17 @@ function onMaxSave(event) {
 /** Remove or ban a member (`kind` is 'remove' or 'ban'). */
 function moderate(kind, peerId) {
   if (!isHost()) return;
+  call.confirmingBan = null;
   signalling.send(kind === 'ban' ? protocol.ban(peerId) : protocol.remove(peerId));
+}
+
+/** First press of "Ban": ask again, since there is no unban for the life of the room. */
+function askToBan(peerId, confirming) {
+  call.confirmingBan = confirming ? peerId : null;
+  render();
+  const item = document.querySelector(`#participants li[data-peer="${CSS.escape(peerId)}"]`);
+  const target = item && item.querySelector(confirming ? '[data-action="confirm-ban"]' : '[data-action="ban"]');
+  if (target) target.focus(); // the pressed button was replaced: keep keyboard users in place
 }
 
 /** Let a knocker in, or turn it away (the server tells the host nothing back for a decline). */
@@ -799,23 +811,37 @@ function updateParticipantItem(item, { id, name, self, meta, link }) {
   if (self || !isHost()) {
     actions.replaceChildren();
     actions.hidden = true;
-  } else {
-    actions.hidden = false;
-    if (actions.children.length === 0) {
-      actions.append(
-        actionButton('Remove', 'button button--small', () => moderate('remove', id)),
-        actionButton('Ban', 'button button--small button--danger', () => moderate('ban', id)),
-      );
-    }
-    // Names can repeat, so the id decides what the click does; the label says whom it hits.
-    actions.children[0].setAttribute('aria-label', `Remove ${name}`);
-    actions.children[1].setAttribute('aria-label', `Ban ${name}`);
+    delete actions.dataset.mode;
+    return;
+  }
+  actions.hidden = false;
+  const mode = call.confirmingBan === id ? 'confirm' : 'normal';
+  if (actions.dataset.mode !== mode) {
+    actions.dataset.mode = mode;
+    actions.replaceChildren(...(mode === 'confirm'
+      ? [
+        element('span', 'participant__question', 'Ban while this room lasts?'),
+        actionButton('Confirm ban', 'button button--small button--danger', () => moderate('ban', id), 'confirm-ban'),
+        actionButton('Cancel', 'button button--small', () => askToBan(id, false), 'cancel-ban'),
+      ]
+      : [
+        actionButton('Remove', 'button button--small', () => moderate('remove', id), 'remove'),
+        actionButton('Ban', 'button button--small button--danger', () => askToBan(id, true), 'ban'),
+      ]));
+  }
+  // Names can repeat, so the id decides what a click does; the label says whom it hits.
+  const labels = {
+    remove: `Remove ${name}`, ban: `Ban ${name}`, 'confirm-ban': `Confirm ban of ${name}`, 'cancel-ban': `Do not ban ${name}`,
+  };
+  for (const button of actions.querySelectorAll('button')) {
+    button.setAttribute('aria-label', labels[button.dataset.action]);
   }
 }
 
-function actionButton(text, className, onClick) {
+function actionButton(text, className, onClick, action) {
   const button = element('button', className, text);
   button.type = 'button';
+  if (action) button.dataset.action = action;
   button.addEventListener('click', onClick);
   return button;
 }
