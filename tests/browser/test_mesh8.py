@@ -1,14 +1,15 @@
 """The largest room: eight browsers in a full mesh (28 direct links), each hearing all seven others.
 
-Heavy (65–85 % of two cores for a minute, RECIPES §8): run by scripts/test-heavy.sh, never beside
-other browser tests. One Chromium process, eight contexts; each context's microphone is a WebAudio
-oscillator at its own frequency, since a fake-capture file would be shared by the whole process.
+Heavy (two cores at their limit for a few minutes, RECIPES §8): run by scripts/test-heavy.sh, never
+beside other browser tests.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
-from playwright.sync_api import Browser, Page, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
 from tests.conftest import XesServerProcess
@@ -18,33 +19,13 @@ pytestmark = [pytest.mark.browser, pytest.mark.heavy, pytest.mark.timeout(300)]
 
 TONES = (440.0, 620.0, 830.0, 1070.0, 1310.0, 1550.0, 1790.0, 2030.0)
 
-# Replaces the microphone with a sine. Chromium's own processing (AEC/NS/AGC) does not run on a
-# WebAudio stream, which is fine: what is tested is the mesh, not the audio pipeline.
-OSCILLATOR_MIC = """
-(() => {
-  const frequency = %s;
-  navigator.mediaDevices.getUserMedia = async () => {
-    const ctx = new AudioContext();
-    const osc = ctx.createOscillator();
-    osc.frequency.value = frequency;
-    const gain = ctx.createGain();
-    gain.gain.value = 0.5;
-    const out = ctx.createMediaStreamDestination();
-    osc.connect(gain).connect(out);
-    osc.start();
-    return out.stream;
-  };
-})();
-"""
 
 
-def test_eight_people_full_mesh(xes_server: XesServerProcess, launch_browser: object) -> None:
-    browser: Browser = launch_browser()  # type: ignore[operator]
-    pages: list[Page] = []
-    for tone in TONES:
-        context = browser.new_context()
-        context.add_init_script(OSCILLATOR_MIC % tone)
-        pages.append(context.new_page())
+def test_eight_people_full_mesh(xes_server: XesServerProcess, launch_tone_browser: Any,
+                                launch_browser: Any) -> None:
+    # Eight people are eight browsers: one Chromium process each (its own network and audio
+    # services, as on eight computers), each fake microphone playing its own tone.
+    pages: list[Page] = [launch_tone_browser(tone).new_page() for tone in TONES]
     room_url = open_new_room(pages[0], xes_server)
     names = [f"P{n}" for n in range(len(TONES))]
     # People arrive one after another, as in life: each newcomer's links settle before the next
@@ -62,7 +43,7 @@ def test_eight_people_full_mesh(xes_server: XesServerProcess, launch_browser: ob
         assert sorted(t for tones in heard.values() for t in tones) == others, (index, heard)
         assert all(pair == ("host", "host") for pair in selected_pair_types(page).values())
     # A ninth is refused, visibly.
-    ninth = browser.new_context().new_page()
+    ninth = launch_browser().new_page()
     ninth.goto(room_url)
     ninth.get_by_label("Display name").fill("Ninth")
     ninth.get_by_role("button", name="Join").click()
