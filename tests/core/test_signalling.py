@@ -66,7 +66,7 @@ def test_connect_says_hello_with_the_peer_id_and_limits() -> None:
     core = make_core()
     [hello] = to(core.connect(pid(1)), pid(1))
     assert hello["type"] == "hello" and hello["peer"] == pid(1) and hello["protocol"] == 1
-    assert hello["limits"]["max_message_bytes"] == 65_536
+    assert hello["limits"]["max_message_bytes"] == 65_536 and hello["limits"]["max_peers"] == 8
 
 
 def test_first_joiner_creates_the_room_and_is_host() -> None:

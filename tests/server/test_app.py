@@ -169,6 +169,7 @@ async def test_an_error_streak_closes_the_connection(xes_server: XesServerProces
 async def test_the_ninth_joiner_is_told_the_room_is_full(xes_server: XesServerProcess) -> None:
     room = new_room()
     members = [await Client.connect(xes_server.ws_url) for _ in range(9)]
+    assert members[0].hello["limits"]["max_peers"] == 8
     for member in members[:8]:
         assert (await member.join(room))["type"] == "joined"
     error = await members[8].join(room)

@@ -64,7 +64,7 @@ class CoreSettings:
     ice: IceSettings = field(default_factory=IceSettings)
     limits: m.Limits = field(
         default_factory=lambda: m.Limits(
-            max_message_bytes=m.MAX_MESSAGE_BYTES, rate_burst=400, rate_per_second=100.0,
+            max_message_bytes=m.MAX_MESSAGE_BYTES, max_peers=8, rate_burst=400, rate_per_second=100.0,
             heartbeat_seconds=10.0,
         )
     )

@@ -186,6 +186,7 @@ class _ServerMessage(msgspec.Struct, tag_field="type"):
 
 class Limits(msgspec.Struct, frozen=True):
     max_message_bytes: int
+    max_peers: int
     rate_burst: int
     rate_per_second: float
     heartbeat_seconds: float

@@ -144,7 +144,8 @@ class XesServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        limits = m.Limits(max_message_bytes=m.MAX_MESSAGE_BYTES, rate_burst=settings.rate_burst,
+        limits = m.Limits(max_message_bytes=m.MAX_MESSAGE_BYTES, max_peers=settings.core.max_peers,
+                          rate_burst=settings.rate_burst,
                           rate_per_second=settings.rate_per_second,
                           heartbeat_seconds=settings.heartbeat_seconds)
         # `hello` echoes the limits this shell enforces, so clients never hard-code them.

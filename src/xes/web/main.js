@@ -98,8 +98,7 @@ const call = {
   mesh: null,
   refreshTimer: null,
   knocks: new Map(), // id -> name, while we are host
-  // The largest max_peers we may set. The server only tells its maximum as a fresh room's
-  // max_peers, so this is the highest value seen in this room (see renderSettings).
+  // The largest max_peers a host may set: the server's maximum, from `hello.limits.max_peers`.
   maxCeiling: null,
   renderedRules: null, // the rules object the host's settings form last showed
   confirmingBan: null, // peer id whose "Ban" was pressed once: a ban cannot be undone
@@ -344,6 +343,7 @@ function onMuteClick() {
 function onServerMessage({ detail: message }) {
   switch (message.type) {
     case 'hello':
+      call.maxCeiling = message.limits?.max_peers ?? call.maxCeiling;
       break;
     case 'joined':
       onJoined(message);
@@ -423,8 +423,8 @@ function onJoined(message) {
   call.me = { id: message.you, name: call.me ? call.me.name : '' };
   call.hostId = message.host;
   call.rules = message.rules;
-  // Whoever creates a room sees the server's maximum; later joiners see what the host left.
-  call.maxCeiling = message.rules.max_peers;
+  // A server older than `hello.limits.max_peers`: a fresh room's size is its maximum.
+  call.maxCeiling = Math.max(call.maxCeiling ?? 0, message.rules.max_peers);
   call.iceServers = message.ice_servers;
   call.iceExpiresAt = message.ice_expires_at ?? null;
   call.serverPolicy = message.ice_transport_policy;
