@@ -55,3 +55,32 @@ def test_two_strangers_meet_hear_each_other_then_next_and_stop(
         timeout=CONNECT_TIMEOUT_MS
     )
     expect(bob.get_by_role("button", name="Stop")).to_be_disabled()
+
+
+def test_next_matches_with_a_third_person(
+    xes_server: XesServerProcess, launch_tone_browser: Any
+) -> None:
+    """Ada and Bob meet; Bob presses "Next" and is paired with Cy, the next to ask; Bob and Cy hear
+    each other, and Ada, who did not ask again, is left alone and never paired with Bob again."""
+    ada, bob, cy = (launch_tone_browser(tone).new_page() for tone in (440.0, 660.0, 990.0))
+    ask_for_someone(ada, xes_server, "Ada")
+    expect(ada.get_by_text("Looking for someone to talk to")).to_be_visible(
+        timeout=CONNECT_TIMEOUT_MS
+    )
+    ask_for_someone(bob, xes_server, "Bob")
+    expect(bob.get_by_role("list", name="Participants")).to_contain_text(
+        "Ada", timeout=CONNECT_TIMEOUT_MS
+    )
+    assert tones_by_name(bob, {"Ada": 440.0}) == {"Ada": [440.0]}
+
+    bob.get_by_role("button", name="Next").click()
+    expect(bob.get_by_text("Looking for someone to talk to")).to_be_visible(
+        timeout=CONNECT_TIMEOUT_MS
+    )
+    ask_for_someone(cy, xes_server, "Cy")
+    for page, other in ((bob, "Cy"), (cy, "Bob")):
+        participants = page.get_by_role("list", name="Participants")
+        expect(participants).to_contain_text(other, timeout=CONNECT_TIMEOUT_MS)
+    assert tones_by_name(bob, {"Cy": 990.0}) == {"Cy": [990.0]}
+    assert tones_by_name(cy, {"Bob": 660.0}) == {"Bob": [660.0]}
+    expect(ada.get_by_role("list", name="Participants")).not_to_contain_text("Bob")
