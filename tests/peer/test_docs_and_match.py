@@ -12,7 +12,7 @@ from typing import Any
 from tests.peer.test_cli import read_until
 from tests.peer.test_mesh import new_room_id, wait_connected
 from tests.peer.tones import read_wav, tone_share, wait_for_tone
-from xes.peer import Peer, open_file_source
+from xes.peer import Peer, PeerJoined, open_file_source
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "python.md"
 
@@ -38,14 +38,17 @@ async def test_docs_example_bot_plays_records_and_leaves(
     try:
         async with Peer(xes_server.http_url, name="Ada",
                         audio=open_file_source(tones(660), loop=True)) as ada:
-            async with asyncio.timeout(30):
-                while True:  # the bot needs a moment to start and join first
-                    room_seen = await ada.join(room)
-                    if room_seen.peers:
-                        break
-                    await ada.leave()
-                    await asyncio.sleep(0.3)
-            bot_member = room_seen.peers[0]
+            # Ada joins once; the bot is either there already or arrives later. (Joining and
+            # leaving until the bot is seen would race: the bot rightly exits when Ada leaves.)
+            room_seen = await ada.join(room)
+            if room_seen.peers:
+                bot_member = room_seen.peers[0]
+            else:
+                async with asyncio.timeout(30):
+                    async for event in ada.events():
+                        if isinstance(event, PeerJoined):
+                            bot_member = event.peer
+                            break
             assert bot_member.name == "bot"
             assert await wait_for_tone(bot_member.listen(), 440) > 0
             await wait_connected(ada, 1)
