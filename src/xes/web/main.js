@@ -203,8 +203,18 @@ async function joinRoom(event) {
     showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
     return;
   }
+  await startCall(checked.name, sendJoin);
+}
+
+/**
+ * Joining a room and asking for a stranger start alike: the microphone first (a refusal stops
+ * here, with its explanation shown), then the signalling socket, then the first message.
+ * @param {string} name the display name, already checked
+ * @param {() => void} sendFirstMessage sends `join` or `match`
+ */
+async function startCall(name, sendFirstMessage) {
+  call.me = { id: null, name };
   call.phase = 'joining';
-  call.me = { id: null, name: checked.name };
   render();
   if (!(await ensureMicrophone())) {
     call.phase = 'idle';
@@ -212,7 +222,7 @@ async function joinRoom(event) {
     return;
   }
   await connectSignalling();
-  sendJoin();
+  sendFirstMessage();
 }
 
 function sendJoin() {
@@ -613,16 +623,7 @@ async function startMatch(event) {
   clearAlert('name');
   clearAlert('signalling-match');
   store(STORAGE_KEYS.name, checked.name);
-  call.me = { id: null, name: checked.name };
-  call.phase = 'joining';
-  render();
-  if (!(await ensureMicrophone())) {
-    call.phase = 'idle';
-    render();
-    return;
-  }
-  await connectSignalling();
-  sendMatch();
+  await startCall(checked.name, sendMatch);
 }
 
 function sendMatch() {
