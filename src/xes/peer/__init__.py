@@ -15,45 +15,41 @@ See docs/python.md.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from xes.peer.audio import (
-        AudioTap,
-        WavRecorder,
-        capture_device_available,
-        open_file_source,
-        open_microphone,
-    )
-    from xes.peer.connection import LinkState, Route
-    from xes.peer.errors import (
-        AudioError,
-        ConnectionLost,
-        JoinRefused,
-        PeerError,
-        RoomLinkError,
-        ServerProtocolError,
-        ServerUnreachable,
-    )
-    from xes.peer.events import (
-        AudioStarted,
-        Disconnected,
-        Event,
-        HostChanged,
-        Joined,
-        Knocked,
-        LinkChanged,
-        PeerJoined,
-        PeerLeft,
-        Queued,
-        RoomLeft,
-        RulesChanged,
-        ServerError,
-        WaitingInLobby,
-    )
-    from xes.peer.links import RoomTarget, resolve_room, websocket_url
-    from xes.peer.peer import Peer, RemotePeer, Room
+from xes.peer.audio import (
+    AudioTap,
+    WavRecorder,
+    capture_device_available,
+    open_file_source,
+    open_microphone,
+)
+from xes.peer.connection import LinkState, Route
+from xes.peer.errors import (
+    AudioError,
+    ConnectionLost,
+    JoinRefused,
+    PeerError,
+    RoomLinkError,
+    ServerProtocolError,
+    ServerUnreachable,
+)
+from xes.peer.events import (
+    AudioStarted,
+    Disconnected,
+    Event,
+    HostChanged,
+    Joined,
+    Knocked,
+    LinkChanged,
+    PeerJoined,
+    PeerLeft,
+    Queued,
+    RoomLeft,
+    RulesChanged,
+    ServerError,
+    WaitingInLobby,
+)
+from xes.peer.links import RoomTarget, resolve_room, websocket_url
+from xes.peer.peer import Peer, RemotePeer, Room
 
 __all__ = [
     "Peer",
@@ -91,27 +87,3 @@ __all__ = [
     "ServerError",
     "Disconnected",
 ]
-
-# Where each public name lives. They are imported on first use, so that `xes.peer.cli` (which
-# the `xes` command imports to build its parser, even for `xes serve`) does not pull in aiortc.
-_HOMES = {
-    **dict.fromkeys(["AudioTap", "WavRecorder", "capture_device_available", "open_file_source",
-                     "open_microphone"], "xes.peer.audio"),
-    **dict.fromkeys(["LinkState", "Route"], "xes.peer.connection"),
-    **dict.fromkeys(["AudioError", "ConnectionLost", "JoinRefused", "PeerError", "RoomLinkError",
-                     "ServerProtocolError", "ServerUnreachable"], "xes.peer.errors"),
-    **dict.fromkeys(["AudioStarted", "Disconnected", "Event", "HostChanged", "Joined", "Knocked",
-                     "LinkChanged", "PeerJoined", "PeerLeft", "Queued", "RoomLeft",
-                     "RulesChanged", "ServerError", "WaitingInLobby"], "xes.peer.events"),
-    **dict.fromkeys(["RoomTarget", "resolve_room", "websocket_url"], "xes.peer.links"),
-    **dict.fromkeys(["Peer", "RemotePeer", "Room"], "xes.peer.peer"),
-}
-
-
-def __getattr__(name: str) -> object:
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module 'xes.peer' has no attribute {name!r}")
-    value = getattr(importlib.import_module(home), name)
-    globals()[name] = value
-    return value
