@@ -157,7 +157,7 @@ def decode(frame: bytes | memoryview) -> ClientMessage:
     if len(frame) > MAX_MESSAGE_BYTES:
         raise TooBig(f"message is {len(frame)} bytes; the limit is {MAX_MESSAGE_BYTES}")
     try:
-        return _decoder.decode(frame)  # type: ignore[no-any-return]
+        return _decoder.decode(frame)
     except msgspec.DecodeError as exc:
         if isinstance(exc, msgspec.ValidationError):
             raise _classify(str(exc), frame) from None
