@@ -464,3 +464,18 @@ def test_the_avoid_list_is_capped() -> None:
         core.handle(pid(1), m.Block(peer=pid(1000 + n)), NOW)
     avoid = core.clients[pid(1)].avoid
     assert len(avoid) == 256 and avoid[-1] == pid(1299) and pid(1000) not in avoid
+
+
+def test_a_time_that_goes_back_neither_raises_nor_strands_the_user() -> None:
+    """A time earlier than one already seen (a shell bug) must not raise after state changed.
+
+    Once this raised a ValueError from the queue after `match` had already marked the user as
+    queued: the user was in no queue, yet every later `match` said `already-joined`.
+    """
+    core = make_core()
+    match(core, pid(1), tags=["chess"])
+    match(core, pid(3), now=NOW + 2, tags=["jazz"])
+    actions = match(core, pid(2), now=NOW + 1, tags=["chess"])  # 1 s before the last arrival
+    assert types(actions, pid(2)) == ["queued", "joined"]
+    assert to(actions, pid(2))[-1]["peers"][0]["id"] == pid(1)
+    assert len(core.queue) == 1 and core.next_deadline() == NOW + 12
