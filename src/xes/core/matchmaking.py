@@ -1,8 +1,9 @@
 """Pair waiting strangers fairly, in time proportional to their tags and avoid lists.
 
-This module is pure: no asyncio, no I/O, no clock, no randomness. The shell passes the monotonic
-time in (``Ticket.enqueued_at``, ``MatchQueue.tick(now)``), turns each `Match` into a private room
-of two, and arms one timer at `MatchQueue.next_deadline`.
+This module is pure: no asyncio, no I/O, no clock, no randomness. The caller passes monotonic
+time in (``Ticket.enqueued_at``, ``MatchQueue.tick(now)``: ``Now.monotonic``, see
+:mod:`xes.core.timing`), turns each `Match` into a private room of two, and arms one timer at
+`MatchQueue.next_deadline`.
 
 Policy (docs/protocol.md, "Matchmaking")
 ----------------------------------------

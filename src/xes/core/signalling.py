@@ -7,8 +7,10 @@ facts — a peer connected (:meth:`Signalling.connect`), a peer's message was de
 (:meth:`Signalling.handle`), a peer went away (:meth:`Signalling.disconnect`), time passed
 (:meth:`Signalling.tick`) — and it answers with :class:`~xes.core.actions.Action` commands to
 carry out. It never reads a clock, draws a random number or touches a socket: time comes in as
-``now`` (unix seconds), room ids for matches from the ``room_ids`` iterator the shell provides, and
-password hashes ready-made from the shell's worker thread.
+``now``, a :class:`~xes.core.timing.Now` (monotonic seconds for deadlines and the queue, wall-clock
+Unix seconds only for TURN credential expiry; see :mod:`xes.core.timing`), room ids for matches
+from the ``room_ids`` iterator the shell provides, and password hashes ready-made from the shell's
+worker thread.
 
 Rule 1: validate first, then mutate. Every handler checks everything that can refuse the message
 before it changes any state, so a refused message (a :class:`~xes.errors.SignallingError`)
@@ -47,6 +49,7 @@ from ..protocol import messages as m
 from .access import PasswordHash
 from .actions import Action, Send
 from .matchmaking import Match, MatchQueue, Ticket
+from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
 __all__ = ["CoreSettings", "Signalling", "Client", "Room"]
@@ -132,7 +135,7 @@ class Signalling:
         hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits)
         return [Send(peer, m.encode(hello))]
 
-    def disconnect(self, peer: str, now: float) -> list[Action]:
+    def disconnect(self, peer: str) -> list[Action]:
         """A connection closed or its heartbeat was lost: leave everything it was part of."""
         client = self.clients.pop(peer, None)
         if client is None:
@@ -146,15 +149,15 @@ class Signalling:
             self.queue.cancel(peer)
         return actions
 
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: Now) -> list[Action]:
         """Time passed: pair waiting users whose preferences relaxed."""
         actions: list[Action] = []
-        for match in self.queue.tick(now):
+        for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
         return actions
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` next has work, or None."""
+        """When :meth:`tick` next has work (monotonic seconds, as ``now.monotonic``), or None."""
         return self.queue.next_deadline()
 
     def route_signal(self, peer: str, to: str) -> str:
@@ -177,7 +180,7 @@ class Signalling:
         room = self.rooms.get(room_id)
         return room.password.salt if room is not None and room.password is not None else None
 
-    def handle(self, peer: str, message: m.ClientMessage, now: float,
+    def handle(self, peer: str, message: m.ClientMessage, now: Now,
                password: PasswordHash | None = None) -> list[Action]:
         """A decoded message from ``peer``, other than ``signal`` (see :meth:`route_signal`).
 
@@ -197,7 +200,7 @@ class Signalling:
             case m.IceRefresh():
                 if not self.settings.ice.stun_urls and not self.settings.ice.has_turn:
                     raise TurnUnavailable("this server has no STUN or TURN servers", ref="ice-refresh")
-                servers, expires = ice_servers_for(self.settings.ice, peer, now)
+                servers, expires = ice_servers_for(self.settings.ice, peer, now.unix)
                 actions.append(Send(peer, m.encode(m.IceServers(ice_servers=servers,
                                                                ice_expires_at=expires))))
             case m.SetRules():
@@ -237,7 +240,7 @@ class Signalling:
 
     # ------------------------------------------------------------------ rooms
 
-    def _join(self, client: Client, msg: m.Join, password: PasswordHash | None, now: float,
+    def _join(self, client: Client, msg: m.Join, password: PasswordHash | None, now: Now,
               actions: list[Action]) -> None:
         if client.room is not None or client.knocking is not None or client.queued is not None:
             raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
@@ -266,12 +269,12 @@ class Signalling:
             return
         self._admit(room, client, now, actions)
 
-    def _admit(self, room: Room, client: Client, now: float, actions: list[Action]) -> None:
+    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action]) -> None:
         """Put ``client`` in ``room`` (all checks done) and tell everyone."""
         if room.host is None:
             room.host = client.id
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
-        servers, expires = ice_servers_for(self.settings.ice, client.id, now)
+        servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         relay = room.match and self.settings.ice.has_turn
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
@@ -357,7 +360,7 @@ class Signalling:
             raise NotHost("only the host can do that", ref=ref)
         return room
 
-    def _set_rules(self, client: Client, msg: m.SetRules, password: PasswordHash | None, now: float,
+    def _set_rules(self, client: Client, msg: m.SetRules, password: PasswordHash | None, now: Now,
                    actions: list[Action]) -> None:
         room = self._hosted_room(client, "set-rules")
         if isinstance(msg.max_peers, int) and msg.max_peers > self.settings.max_peers:
@@ -409,7 +412,7 @@ class Signalling:
 
     # ------------------------------------------------------------------ matchmaking
 
-    def _match(self, client: Client, msg: m.MatchRequest, now: float, actions: list[Action]) -> None:
+    def _match(self, client: Client, msg: m.MatchRequest, now: Now, actions: list[Action]) -> None:
         in_match_room = client.room is not None and client.room.match
         if client.queued is not None and not in_match_room and client.room is None:
             raise AlreadyJoined("you are already waiting for a match", ref="match")
@@ -421,7 +424,7 @@ class Signalling:
         client.queued = msg
         self._enqueue(client, now, actions)
 
-    def _next(self, client: Client, blocked: str | None, now: float, actions: list[Action]) -> None:
+    def _next(self, client: Client, blocked: str | None, now: Now, actions: list[Action]) -> None:
         ref = "block" if blocked is not None else "next"
         if client.queued is None:
             if blocked is not None:
@@ -444,23 +447,23 @@ class Signalling:
         self._leave(client, "left", actions)
         actions.append(Send(client.id, m.encode(m.Left(room=room.id))))
 
-    def _enqueue(self, client: Client, now: float, actions: list[Action]) -> None:
+    def _enqueue(self, client: Client, now: Now, actions: list[Action]) -> None:
         request = client.queued
         assert request is not None
-        for match in self.queue.tick(now):
+        for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
         ticket = Ticket(
             peer=client.id,
             tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
             language=request.language.lower() if request.language else None,
             avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
-            enqueued_at=now,
+            enqueued_at=now.monotonic,
         )
         actions.append(Send(client.id, m.encode(m.Queued())))
         for match in self.queue.enqueue(ticket):
             self._start_match(match, now, actions)
 
-    def _start_match(self, match: Match, now: float, actions: list[Action]) -> None:
+    def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
         room = self.rooms[room_id] = Room(room_id, 2, match=True)
