@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 
 from ..errors import (
     AlreadyJoined,
@@ -236,6 +236,10 @@ class Signalling:
                 self._leave_anything(client, actions)
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
+            case _:
+                # Exhaustive: a message type added to m.ClientMessage but not handled above
+                # fails mypy here, instead of being silently ignored at run time.
+                assert_never(message)
         return actions
 
     # ------------------------------------------------------------------ rooms
