@@ -352,6 +352,63 @@ def test_turning_the_lobby_off_lets_the_waiting_in() -> None:
     assert "joined" in types(actions, pid(2))
 
 
+# One admission rule for the three ways in: `join`, the host's `admit`, the host turning the lobby off.
+
+def test_a_full_room_refuses_by_every_way_in() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(max_peers=2, lobby=True), NOW)
+    join(core, pid(2))
+    join(core, pid(3))
+    core.handle(pid(1), m.Admit(peer=pid(2)), NOW)
+    core.connect(pid(4))
+    before = snapshot(core)
+    with pytest.raises(errors.RoomFull) as admit_refused:
+        core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
+    assert admit_refused.value.ref == "admit"
+    with pytest.raises(errors.RoomFull) as join_refused:
+        join(core, pid(4))
+    assert join_refused.value.ref == "join" and snapshot(core) == before
+    actions = core.handle(pid(1), m.SetRules(lobby=False), NOW)
+    [declined] = to(actions, pid(3))
+    assert declined["code"] == "declined" and "full" in declined["message"]
+    assert list(core.rooms[ROOM].members) == [pid(1), pid(2)] and not core.rooms[ROOM].lobby
+
+
+def test_a_ban_holds_by_every_way_in() -> None:
+    """The banned browser's other tab, already knocking, is not let in by `admit` nor lobby-off."""
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2), key="k" * 32)
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(3), key="k" * 32)  # the same browser knocks from a second tab
+    core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
+    core.connect(pid(4))
+    before = snapshot(core)
+    with pytest.raises(errors.Banned) as admit_refused:
+        core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
+    with pytest.raises(errors.Banned):
+        join(core, pid(4), key="k" * 32)
+    assert admit_refused.value.ref == "admit" and snapshot(core) == before
+    actions = core.handle(pid(1), m.SetRules(lobby=False), NOW)
+    assert to(actions, pid(3))[-1]["code"] == "declined" and pid(3) not in core.rooms[ROOM].members
+
+
+def test_the_host_lets_knockers_into_a_locked_room_but_nobody_joins_it() -> None:
+    """Lock and password guard `join`; a knocker passed them when it knocked, and the host's
+    `admit` (or turning the lobby off) is the host's own choice."""
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(2))
+    join(core, pid(3))
+    core.handle(pid(1), m.SetRules(locked=True), NOW)
+    with pytest.raises(errors.RoomLocked):
+        join(core, pid(4))
+    assert types(core.handle(pid(1), m.Admit(peer=pid(2)), NOW), pid(2)) == ["joined"]
+    assert types(core.handle(pid(1), m.SetRules(lobby=False), NOW), pid(3)) == ["joined"]
+
+
 # ---------------------------------------------------------------------------------------------- TURN
 
 SECRET = b"coturn-shared-secret"

@@ -40,6 +40,7 @@ from ..errors import (
     NotQueued,
     PasswordRequired,
     PeerNotFound,
+    Refused,
     RoomFull,
     RoomLocked,
     TurnUnavailable,
@@ -210,11 +211,10 @@ class Signalling:
                 knocker = room.lobby.get(message.peer)
                 if knocker is None:
                     raise PeerNotFound(f"no peer {message.peer!r} in your lobby", ref="admit")
-                if len(room.members) >= room.max_peers:
-                    raise RoomFull("the room is full", ref="admit")
-                del room.lobby[knocker.id]
-                knocker.knocking = None
-                self._admit(room, knocker, now, actions)
+                refusal = self._admission(room, knocker, "admit")
+                if refusal is not None:
+                    raise refusal
+                self._let_in_from_lobby(room, knocker, now, actions)
             case m.Decline():
                 room = self._hosted_room(client, "decline")
                 knocker = room.lobby.get(message.peer)
@@ -250,17 +250,9 @@ class Signalling:
             raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
         room = self.rooms.get(msg.room)
         if room is not None:
-            if room.match or room.locked:
-                raise RoomLocked("this room is locked", ref="join")
-            if client.id in room.banned_peers or (msg.key is not None and msg.key in room.banned_keys):
-                raise Banned("you were banned from this room", ref="join")
-            if room.password is not None:
-                if msg.password is None:
-                    raise PasswordRequired("this room needs a password", ref="join")
-                if password is None or not room.password.matches(password):
-                    raise WrongPassword("wrong password", ref="join")
-            if len(room.members) >= room.max_peers:
-                raise RoomFull(f"this room is full ({room.max_peers} people)", ref="join")
+            refusal = self._admission(room, client, "join", join=msg, password=password)
+            if refusal is not None:
+                raise refusal
         client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
@@ -273,8 +265,37 @@ class Signalling:
             return
         self._admit(room, client, now, actions)
 
+    def _admission(self, room: Room, client: Client, ref: str, join: m.Join | None = None,
+                   password: PasswordHash | None = None) -> Refused | None:
+        """The one rule for entering an existing room: None to let ``client`` in, or the refusal.
+
+        Used by all three ways in: ``join`` (``join`` is the message, ``password`` its hash with
+        the room's salt), the host's ``admit``, and the host turning the lobby off (``join`` is
+        None for both: the host lets a knocker in). A joiner must pass the lock and the password;
+        for a knocker the host's decision stands in for the lock, and the password was checked
+        when it knocked. Bans and the size limit hold whoever lets someone in. Reads only.
+        """
+        if join is not None and (room.match or room.locked):
+            return RoomLocked("this room is locked", ref=ref)
+        key = join.key if join is not None else client.key
+        if client.id in room.banned_peers or (key is not None and key in room.banned_keys):
+            return Banned("you were banned from this room", ref=ref)
+        if join is not None and room.password is not None:
+            if join.password is None:
+                return PasswordRequired("this room needs a password", ref=ref)
+            if password is None or not room.password.matches(password):
+                return WrongPassword("wrong password", ref=ref)
+        if len(room.members) >= room.max_peers:
+            return RoomFull(f"this room is full ({room.max_peers} people)", ref=ref)
+        return None
+
+    def _let_in_from_lobby(self, room: Room, knocker: Client, now: Now, actions: list[Action]) -> None:
+        del room.lobby[knocker.id]
+        knocker.knocking = None
+        self._admit(room, knocker, now, actions)
+
     def _admit(self, room: Room, client: Client, now: Now, actions: list[Action]) -> None:
-        """Put ``client`` in ``room`` (all checks done) and tell everyone."""
+        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone."""
         if room.host is None:
             room.host = client.id
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
@@ -386,14 +407,14 @@ class Signalling:
         for member in room.members.values():
             actions.append(Send(member.id, notice))
         if not room.lobby_on and room.lobby:
-            # The lobby was turned off: let the waiting in while there is room, oldest first.
+            # The lobby was turned off: the host lets the waiting in, oldest first, by the same
+            # rule as `admit`; whoever it refuses (the room filled up) is turned away.
             for knocker in list(room.lobby.values()):
-                if len(room.members) < room.max_peers:
-                    del room.lobby[knocker.id]
-                    knocker.knocking = None
-                    self._admit(room, knocker, now, actions)
+                refusal = self._admission(room, knocker, "join")
+                if refusal is None:
+                    self._let_in_from_lobby(room, knocker, now, actions)
                 else:
-                    self._decline(room, knocker, "the room is full", actions)
+                    self._decline(room, knocker, refusal.message, actions)
 
     def _remove(self, client: Client, msg: m.Remove | m.Ban, actions: list[Action]) -> None:
         ref = "ban" if isinstance(msg, m.Ban) else "remove"
