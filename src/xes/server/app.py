@@ -34,7 +34,7 @@ from picows import (
 )
 
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
-from ..core.actions import Action, Close, Send
+from ..core.actions import Action, Send
 from ..core.signalling import Signalling
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
@@ -354,10 +354,6 @@ class XesServer:
                     connection.transport.send(_TEXT, action.payload)
                     if self.debug:
                         log.debug("> %s %s", action.to, action.payload)
-            elif type(action) is Close:
-                connection = connections.get(action.peer)
-                if connection is not None:
-                    self.close(connection, action.code, action.reason)
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
