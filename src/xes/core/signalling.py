@@ -12,6 +12,9 @@ Unix seconds only for TURN credential expiry; see :mod:`xes.core.timing`), room 
 from the ``room_ids`` iterator the shell provides, and password hashes ready-made from the shell's
 worker thread.
 
+How this fits with the shell, the time contract and where each kind of change goes:
+docs/architecture.md.
+
 Rule 1: validate first, then mutate. Every handler checks everything that can refuse the message
 before it changes any state, so a refused message (a :class:`~xes.errors.SignallingError`)
 changes nothing for anyone.
