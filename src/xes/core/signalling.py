@@ -188,6 +188,8 @@ class Signalling:
                password: PasswordHash | None = None) -> list[Action]:
         """A decoded message from ``peer``, other than ``signal`` (see :meth:`route_signal`).
 
+        ``now`` is the shell's reading of both clocks (:mod:`xes.core.timing`): the queue runs on
+        ``now.monotonic``, TURN credentials expire by ``now.unix``.
         ``password`` is the shell's hash of the message's password: for ``join``, hashed with the
         room's salt (:meth:`password_salt`); for ``set-rules``, a new hash with a fresh salt.
 
