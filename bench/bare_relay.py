@@ -147,7 +147,7 @@ def static_response(page_dir: Path, path: str) -> WSUpgradeResponse:
         return WSUpgradeResponse.create_error_response(404, b"not found")
     kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if target.suffix in (".js", ".mjs"):
-        kind = "text/javascript"  # ES modules need it (RECIPES §1)
+        kind = "text/javascript"  # browsers refuse to run an ES module served as anything else
     return WSUpgradeResponse.create_ok_response(
         target.read_bytes(), extra_headers={"Content-Type": kind, "Cache-Control": "no-store"})
 

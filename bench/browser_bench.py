@@ -118,7 +118,8 @@ def wait_port(port: int, timeout: float = 20.0, udp_service: bool = False) -> No
 
 
 def start_coturn(rundir: Path, secret_file: Path) -> tuple[subprocess.Popen[bytes], int]:
-    """A local coturn, as in RECIPES §4 (its TCP listener doubles as a readiness probe)."""
+    """A local coturn on loopback with TURN REST credentials, as the tests run it (its TCP
+    listener doubles as a readiness probe)."""
     turnserver = shutil.which("turnserver")
     if turnserver is None:
         raise RuntimeError("turnserver (coturn) is not installed")

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A NAT lab in network namespaces: two hosts, each behind its own NAT, and a "public" router
 # between the NATs where the XES server and coturn run. Nothing touches the root namespace:
-# every veth is created directly inside the namespaces (RECIPES.md section 7).
+# every veth is created directly inside the namespaces (`ip link add X netns A type veth peer
+# name Y netns B`).
 #
 #   PREFIX-h1 10.1.0.2 -- PREFIX-nat1 (10.1.0.1 | 198.51.100.2) --+
 #                                                                 PREFIX-pub 198.51.100.1 / 203.0.113.1
@@ -58,14 +59,15 @@ up() {
     cone) local masquerade=(-j MASQUERADE) ;;
     *) echo "netns_nat.sh: NAT mode must be symmetric or cone" >&2; exit 2 ;;
   esac
-  # A stale lab would carry conntrack state from an earlier mode (RECIPES §7 pitfall 5).
+  # A stale lab would carry conntrack state from an earlier mode: always rebuild from scratch.
   down "$prefix"
   local h1="$prefix-h1" nat1="$prefix-nat1" pub="$prefix-pub" nat2="$prefix-nat2" h2="$prefix-h2"
   local ns
   for ns in "$h1" "$nat1" "$pub" "$nat2" "$h2"; do
     ip netns add "$ns"
     nsx "$ns" ip link set lo up
-    # An empty resolver: nothing inside the lab may reach the host's DNS (RECIPES §7 pitfall 3).
+    # An empty resolver: nothing inside the lab may reach the host's DNS (Chromium in a namespace
+    # would otherwise send lookups to the host's resolver address, which the lab cannot route).
     mkdir -p "/etc/netns/$ns"
     : > "/etc/netns/$ns/resolv.conf"
   done
@@ -95,8 +97,8 @@ up() {
   for ns in "$nat1" "$nat2"; do
     nsx "$ns" iptables -t nat -A POSTROUTING -o wan "${masquerade[@]}"
     # Linux conntrack would otherwise let an early inbound ICE check create the mapping (and
-    # an ICMP unreachable) before our own outbound packet, stealing the port (RECIPES §7
-    # pitfall 1). A dropped packet's conntrack entry is never confirmed.
+    # an ICMP unreachable) before our own outbound packet, stealing the port, so even a cone
+    # NAT would defeat hole punching. A dropped packet's conntrack entry is never confirmed.
     nsx "$ns" iptables -A INPUT -i wan -m conntrack --ctstate NEW -j DROP
   done
 }

@@ -103,7 +103,8 @@ def test_three_browsers_hear_each_other_directly_and_one_leaves(
         assert len(pairs) == 2
         assert set(pairs.values()) == {("host", "host")}, pairs
 
-    # The clear-text audio-level RTP extension was negotiated on no link (RECIPES §5).
+    # The audio-level RTP extension (RFC 6464), which would tell the path in clear text when
+    # someone speaks, was negotiated on no link (see xes.peer.sdp and src/xes/web/negotiation.js).
     for page in pages:
         descriptions: list[str] = page.evaluate(
             "[...window.xes.pcs().values()].flatMap("

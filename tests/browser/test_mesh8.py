@@ -1,7 +1,7 @@
 """The largest room: eight browsers in a full mesh (28 direct links), each hearing all seven others.
 
-Heavy (two cores at their limit for a few minutes, RECIPES §8): run by scripts/test-heavy.sh, never
-beside other browser tests.
+Heavy (two cores at their limit for a few minutes; see README, "Heavy tests"): run by
+scripts/test-heavy.sh, never beside other browser tests.
 """
 
 from __future__ import annotations

@@ -273,7 +273,6 @@ def test_matched_users_leave_the_queue() -> None:
     "second",
     [
         pytest.param(make_ticket("a", 20), id="peer-already-waiting"),
-        pytest.param(make_ticket("z", 0.5), id="time-went-back"),
         pytest.param(make_ticket("z", math.nan), id="time-is-nan"),
     ],
 )
@@ -285,6 +284,21 @@ def test_refused_enqueue_changes_nothing(second: Ticket) -> None:
     with pytest.raises(ValueError):
         queue.enqueue(second)
     assert len(queue) == 2 and queue.next_deadline() == 11.0
+
+
+def test_an_arrival_stamped_before_the_clock_arrives_now() -> None:
+    """Time never goes back: the late-stamped ticket queues behind everyone, relaxing from now.
+
+    It once raised ValueError instead, after the signalling core had marked the user as queued.
+    """
+    queue = MatchQueue(relax_after=10.0)
+    queue.enqueue(make_ticket("a", 5, tags=("x",)))
+    assert queue.enqueue(make_ticket("b", 2, tags=("y",))) == []
+    assert queue.next_deadline() == 15.0
+    queue.cancel("a")
+    assert queue.next_deadline() == 15.0  # b relaxes 10 s after the clock (5), not after its 2
+    assert queue.enqueue(make_ticket("c", 3, tags=("x",))) == []
+    assert queue.tick(15) == [Match("b", "c")]
 
 
 def test_equal_arrival_times_keep_call_order() -> None:

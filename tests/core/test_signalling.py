@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import itertools
 import json
+import math
 from collections.abc import Iterator
 from typing import Any
 
@@ -15,16 +16,23 @@ from xes import errors
 from xes.core.access import PasswordHash, hash_password
 from xes.core.actions import Action, Send
 from xes.core.signalling import CoreSettings, Signalling
+from xes.core.timing import Now
 from xes.core.turn import IceSettings, turn_credentials
 from xes.protocol import messages as m
 
-NOW = 1_800_000_000.0
+# The two clocks of xes.core.timing, deliberately far apart: mixing them up shows in the results.
+NOW = Now(monotonic=5_000.0, unix=1_800_000_000.0)
 ROOM = "R" * 22
 
 
 def pid(n: int) -> str:
     """A valid 22-character peer id, readable in failures: P000…01."""
     return f"P{n:021d}"
+
+
+def later(seconds: float, wall_step: float = 0.0) -> Now:
+    """``seconds`` after NOW on both clocks, with the wall clock also stepped by ``wall_step``."""
+    return Now(monotonic=NOW.monotonic + seconds, unix=NOW.unix + seconds + wall_step)
 
 
 def room_ids() -> Iterator[str]:
@@ -124,7 +132,7 @@ def test_disconnect_tells_the_room_with_reason_disconnected() -> None:
     core = make_core()
     join(core, pid(1))
     join(core, pid(2))
-    actions = core.disconnect(pid(2), NOW)
+    actions = core.disconnect(pid(2))
     assert to(actions, pid(1)) == [{"type": "peer-left", "peer": pid(2), "reason": "disconnected"}]
     assert pid(2) not in core.clients
 
@@ -134,7 +142,7 @@ def test_empty_rooms_disappear() -> None:
     join(core, pid(1))
     join(core, pid(2))
     core.handle(pid(1), m.Leave(), NOW)
-    core.disconnect(pid(2), NOW)
+    core.disconnect(pid(2))
     assert core.rooms == {}
 
 
@@ -282,7 +290,7 @@ def test_knocker_going_away_is_withdrawn() -> None:
     join(core, pid(1))
     core.handle(pid(1), m.SetRules(lobby=True), NOW)
     join(core, pid(2))
-    actions = core.disconnect(pid(2), NOW)
+    actions = core.disconnect(pid(2))
     assert to(actions, pid(1)) == [{"type": "knock-withdrawn", "peer": pid(2)}]
 
 
@@ -315,7 +323,7 @@ def test_ban_refuses_the_same_key_on_a_new_connection() -> None:
     join(core, pid(2), key=key)
     actions = core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
     assert to(actions, pid(2))[0]["banned"] is True
-    core.disconnect(pid(2), NOW)
+    core.disconnect(pid(2))
     with pytest.raises(errors.Banned):
         join(core, pid(3), key=key)
     with pytest.raises(errors.Banned):  # the banned connection itself, even with no key
@@ -344,6 +352,63 @@ def test_turning_the_lobby_off_lets_the_waiting_in() -> None:
     assert "joined" in types(actions, pid(2))
 
 
+# One admission rule for the three ways in: `join`, the host's `admit`, the host turning the lobby off.
+
+def test_a_full_room_refuses_by_every_way_in() -> None:
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(max_peers=2, lobby=True), NOW)
+    join(core, pid(2))
+    join(core, pid(3))
+    core.handle(pid(1), m.Admit(peer=pid(2)), NOW)
+    core.connect(pid(4))
+    before = snapshot(core)
+    with pytest.raises(errors.RoomFull) as admit_refused:
+        core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
+    assert admit_refused.value.ref == "admit"
+    with pytest.raises(errors.RoomFull) as join_refused:
+        join(core, pid(4))
+    assert join_refused.value.ref == "join" and snapshot(core) == before
+    actions = core.handle(pid(1), m.SetRules(lobby=False), NOW)
+    [declined] = to(actions, pid(3))
+    assert declined["code"] == "declined" and "full" in declined["message"]
+    assert list(core.rooms[ROOM].members) == [pid(1), pid(2)] and not core.rooms[ROOM].lobby
+
+
+def test_a_ban_holds_by_every_way_in() -> None:
+    """The banned browser's other tab, already knocking, is not let in by `admit` nor lobby-off."""
+    core = make_core()
+    join(core, pid(1))
+    join(core, pid(2), key="k" * 32)
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(3), key="k" * 32)  # the same browser knocks from a second tab
+    core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
+    core.connect(pid(4))
+    before = snapshot(core)
+    with pytest.raises(errors.Banned) as admit_refused:
+        core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
+    with pytest.raises(errors.Banned):
+        join(core, pid(4), key="k" * 32)
+    assert admit_refused.value.ref == "admit" and snapshot(core) == before
+    actions = core.handle(pid(1), m.SetRules(lobby=False), NOW)
+    assert to(actions, pid(3))[-1]["code"] == "declined" and pid(3) not in core.rooms[ROOM].members
+
+
+def test_the_host_lets_knockers_into_a_locked_room_but_nobody_joins_it() -> None:
+    """Lock and password guard `join`; a knocker passed them when it knocked, and the host's
+    `admit` (or turning the lobby off) is the host's own choice."""
+    core = make_core()
+    join(core, pid(1))
+    core.handle(pid(1), m.SetRules(lobby=True), NOW)
+    join(core, pid(2))
+    join(core, pid(3))
+    core.handle(pid(1), m.SetRules(locked=True), NOW)
+    with pytest.raises(errors.RoomLocked):
+        join(core, pid(4))
+    assert types(core.handle(pid(1), m.Admit(peer=pid(2)), NOW), pid(2)) == ["joined"]
+    assert types(core.handle(pid(1), m.SetRules(lobby=False), NOW), pid(3)) == ["joined"]
+
+
 # ---------------------------------------------------------------------------------------------- TURN
 
 SECRET = b"coturn-shared-secret"
@@ -367,11 +432,11 @@ def test_joined_carries_ice_servers_with_expiring_credentials() -> None:
     [joined] = to(join(core, pid(1)), pid(1))
     stun, turn = joined["ice_servers"]
     assert stun == {"urls": ["stun:t.example:3478"]}
-    assert turn["username"] == f"{int(NOW) + 600}:{pid(1)}"
-    assert joined["ice_expires_at"] == int(NOW) + 600
-    actions = core.handle(pid(1), m.IceRefresh(), NOW + 500)
+    assert turn["username"] == f"{int(NOW.unix) + 600}:{pid(1)}"
+    assert joined["ice_expires_at"] == int(NOW.unix) + 600
+    actions = core.handle(pid(1), m.IceRefresh(), later(500))
     [fresh] = to(actions, pid(1))
-    assert fresh["type"] == "ice-servers" and fresh["ice_expires_at"] == int(NOW) + 1100
+    assert fresh["type"] == "ice-servers" and fresh["ice_expires_at"] == int(NOW.unix) + 1100
 
 
 def test_ice_refresh_without_servers_is_refused() -> None:
@@ -388,7 +453,7 @@ def test_turn_without_a_secret_is_a_configuration_error() -> None:
 
 # ---------------------------------------------------------------------------------------------- matchmaking
 
-def match(core: Signalling, peer: str, now: float = NOW, **fields: Any) -> list[Action]:
+def match(core: Signalling, peer: str, now: Now = NOW, **fields: Any) -> list[Action]:
     if peer not in core.clients:
         core.connect(peer)
     return core.handle(peer, m.MatchRequest(name=f"s-{peer[-2:]}", **fields), now)
@@ -436,8 +501,8 @@ def test_nothing_of_a_match_is_kept_after_it_ends() -> None:
     core = make_core()
     match(core, pid(1))
     match(core, pid(2))
-    core.disconnect(pid(1), NOW)
-    core.disconnect(pid(2), NOW)
+    core.disconnect(pid(1))
+    core.disconnect(pid(2))
     assert core.rooms == {} and core.clients == {} and len(core.queue) == 0
 
 
@@ -451,9 +516,9 @@ def test_match_while_in_a_room_is_refused() -> None:
 def test_tagged_strangers_relax_after_the_wait() -> None:
     core = make_core(match_relax_seconds=10)
     match(core, pid(1), tags=["chess"])
-    actions = match(core, pid(2), now=NOW + 1, tags=["jazz"])
+    actions = match(core, pid(2), now=later(1), tags=["jazz"])
     assert "joined" not in types(actions, pid(2))
-    actions = core.tick(NOW + 11)
+    actions = core.tick(later(11))
     assert "joined" in types(actions, pid(1)) and "joined" in types(actions, pid(2))
 
 
@@ -464,3 +529,58 @@ def test_the_avoid_list_is_capped() -> None:
         core.handle(pid(1), m.Block(peer=pid(1000 + n)), NOW)
     avoid = core.clients[pid(1)].avoid
     assert len(avoid) == 256 and avoid[-1] == pid(1299) and pid(1000) not in avoid
+
+
+def test_a_monotonic_time_that_goes_back_neither_raises_nor_strands_the_user() -> None:
+    """A monotonic time earlier than one already seen (a shell bug) must not raise after state
+    changed.
+
+    Once this raised a ValueError from the queue after `match` had already marked the user as
+    queued: the user was in no queue, yet every later `match` said `already-joined`.
+    """
+    core = make_core()
+    match(core, pid(1), tags=["chess"])
+    match(core, pid(3), now=later(2), tags=["jazz"])
+    actions = match(core, pid(2), now=later(1), tags=["chess"])  # 1 s before the last arrival
+    assert types(actions, pid(2)) == ["queued", "joined"]
+    assert to(actions, pid(2))[-1]["peers"][0]["id"] == pid(1)
+    assert len(core.queue) == 1 and core.next_deadline() == NOW.monotonic + 12
+
+
+def test_a_wall_clock_step_back_reaches_only_the_turn_expiry() -> None:
+    """Issue: an NTP correction stepped the wall clock back 1 s between two `match` messages.
+
+    The queue runs on the monotonic clock, which went on: the second user is queued and matched
+    normally. The TURN credentials, checked by coturn against its wall clock, follow the wall
+    clock: stamped 1 s earlier than before the step.
+    """
+    core = make_core(ice=IceSettings(turn_urls=("turn:t",), turn_secret=SECRET, ttl_seconds=600))
+    assert types(match(core, pid(1)), pid(1)) == ["queued"]
+    stepped = later(0.5, wall_step=-1.0)  # monotonic +0.5 s, wall clock -0.5 s
+    actions = match(core, pid(2), now=stepped)
+    assert types(actions, pid(2)) == ["queued", "joined"] and types(actions, pid(1))[0] == "joined"
+    for peer in (pid(1), pid(2)):
+        joined = next(x for x in to(actions, peer) if x["type"] == "joined")
+        assert joined["ice_expires_at"] == int(stepped.unix) + 600
+        assert joined["ice_servers"][0]["username"] == f"{int(stepped.unix) + 600}:{peer}"
+    assert core.clients[pid(2)].room is not None and len(core.queue) == 0
+
+
+def test_relaxation_deadlines_follow_the_monotonic_clock_only() -> None:
+    """A wall-clock jump (forward an hour, here) neither relaxes preferences nor delays them."""
+    core = make_core(match_relax_seconds=10)
+    match(core, pid(1), tags=["chess"])
+    match(core, pid(2), now=later(1, wall_step=3600), tags=["jazz"])
+    assert core.next_deadline() == NOW.monotonic + 10
+    assert core.tick(later(10.9, wall_step=3600)) == []  # 2 relaxes 10 s after it came, at 11
+    actions = core.tick(later(11, wall_step=-3600))
+    assert "joined" in types(actions, pid(1)) and "joined" in types(actions, pid(2))
+
+
+@pytest.mark.parametrize("bad", [math.nan, math.inf])
+def test_times_must_be_finite(bad: float) -> None:
+    """A NaN or infinite reading is refused when the shell builds it, before the core sees it."""
+    with pytest.raises(ValueError):
+        Now(monotonic=bad, unix=NOW.unix)
+    with pytest.raises(ValueError):
+        Now(monotonic=NOW.monotonic, unix=bad)

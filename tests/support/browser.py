@@ -1,8 +1,8 @@
 """Real Chromium for tests: launch flags, tone WAVs, tone detection and ICE pair inspection.
 
 Everything here drives the Debian Chromium (`/usr/bin/chromium`) through plain Playwright, so the
-fixtures that use it decide when browsers start and stop. See /work/shared/RECIPES.md sections 0-3
-for why each flag is there.
+fixtures that use it decide when browsers start and stop. The comment by each flag below says why
+it is there.
 
 Typical use::
 
@@ -55,13 +55,14 @@ BASE_ARGS: tuple[str, ...] = (
     "--disable-dev-shm-usage",
     "--use-fake-device-for-media-stream",
     "--autoplay-policy=no-user-gesture-required",
-    # Without it a loopback-only machine offers no host candidate at all (RECIPES §3).
+    # Without it a loopback-only machine offers no host candidate at all.
     "--allow-loopback-in-peer-connection",
     "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1 , EXCLUDE localhost",
 )
 
 # Grants the microphone without a prompt. It is also what makes Chromium expose raw host IPs
-# instead of mDNS names, which direct loopback calls need (RECIPES §3).
+# instead of mDNS names, which direct loopback calls need (media permission is what unlocks them,
+# even for a page that never calls getUserMedia).
 FAKE_UI_ARG = "--use-fake-ui-for-media-stream"
 
 
@@ -141,7 +142,7 @@ def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) 
 # expected frequency once the loudest bin sat within `binTolerance` bins of it, `minHits` times,
 # loud enough and well above the spectrum's median. Level thresholds are deliberately loose: the
 # sender keeps echo cancellation, noise suppression and AGC on, which makes a steady tone about
-# 20 dB quieter after a few seconds (RECIPES §2), but its frequency stays put.
+# 20 dB quieter after a few seconds, but its frequency stays put.
 _DETECT_TONES_JS = """
 async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits}) => {
   const context = new AudioContext();

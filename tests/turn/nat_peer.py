@@ -10,9 +10,10 @@ for the other peer's tone with an FFT. It prints one JSON object on stdout:
      "heard_hz": float|null, "pair": [local type, remote type]|null,
      "local_candidate_types": [...], "remote_candidate_types": [...], "ice_policy": "all"}
 
-It stays `--hold` seconds after hearing the tone so the other side keeps receiving too
-(RECIPES §7 pitfall 4). It is deliberately independent of `xes.peer`: this test is about the
-network path, and a second small client also cross-checks the server's protocol.
+It stays `--hold` seconds after hearing the tone so the other side keeps receiving too (leaving
+as soon as it hears the tone would leave the other side with a handful of packets). It is
+deliberately independent of `xes.peer`: this test is about the network path, and a second small
+client also cross-checks the server's protocol.
 """
 
 from __future__ import annotations

@@ -31,7 +31,9 @@ NAT_SCRIPT = ROOT / "scripts" / "netns_nat.sh"
 PEER_SCRIPT = Path(__file__).with_name("nat_peer.py")
 PUBLIC_IP = "198.51.100.1"  # the "public" router: XES server and coturn
 # The lab's "internet" is the documentation ranges, which production coturn refuses as peers;
-# the lab may allow them, and nothing else (10.x stays denied, RECIPES §7 pitfall 2).
+# the lab may allow them, and nothing else. 10.x stays denied: coturn closes the whole allocation
+# when relaying to a peer fails, which it would when ICE makes it relay to the other side's private
+# host candidate that the "public" namespace cannot route to; denied, it answers 403 instead.
 LAB_OVERLAY = ("allowed-peer-ip=198.51.100.0-198.51.100.255",
                "allowed-peer-ip=203.0.113.0-203.0.113.255")
 
@@ -188,6 +190,6 @@ def test_symmetric_nat_falls_back_to_turn_without_the_setting(
     # At least one side's nominated pair runs through coturn ...
     assert "relay" in (first["pair"] + second["pair"])
     # The production hardening held: coturn refused to relay to the peers' private host
-    # candidates (which would otherwise have killed the allocation, RECIPES §7 pitfall 2).
+    # candidates (a failed send to one would otherwise have closed the allocation: see LAB_OVERLAY).
     assert "A peer IP 10.2.0.2 denied in the range: 10.0.0.0-10.255.255.255" in log or (
         "A peer IP 10.1.0.2 denied in the range: 10.0.0.0-10.255.255.255" in log), log[-2000:]

@@ -1,10 +1,17 @@
-"""What the core asks its shell to do. Commands, named as such; the shell carries them out in order."""
+"""What the core asks its shell to do. Commands, named as such; the shell carries them out in order.
+
+There is one kind today, :class:`Send`. Every close code (docs/protocol.md, "Close codes") is
+about the transport (flood, oversized frames, error streaks, lost heartbeats, shutdown), so the
+shell decides those itself; a rule of the core never ends a connection: a removed or banned peer
+is told (``removed``) and may still join another room or look for a match. A new kind of command
+is added here, to the ``Action`` union, and to ``XesServer.execute``.
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Send", "Close", "Action"]
+__all__ = ["Send", "Action"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -15,13 +22,4 @@ class Send:
     payload: bytes
 
 
-@dataclass(frozen=True, slots=True)
-class Close:
-    """Close a peer's connection with a WebSocket close code (docs/protocol.md, "Close codes")."""
-
-    peer: str
-    code: int
-    reason: str
-
-
-Action = Send | Close
+Action = Send

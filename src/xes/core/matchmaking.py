@@ -1,8 +1,9 @@
 """Pair waiting strangers fairly, in time proportional to their tags and avoid lists.
 
-This module is pure: no asyncio, no I/O, no clock, no randomness. The shell passes the monotonic
-time in (``Ticket.enqueued_at``, ``MatchQueue.tick(now)``), turns each `Match` into a private room
-of two, and arms one timer at `MatchQueue.next_deadline`.
+This module is pure: no asyncio, no I/O, no clock, no randomness. The caller passes monotonic
+time in (``Ticket.enqueued_at``, ``MatchQueue.tick(now)``: ``Now.monotonic``, see
+:mod:`xes.core.timing`), turns each `Match` into a private room of two, and arms one timer at
+`MatchQueue.next_deadline`.
 
 Policy (docs/protocol.md, "Matchmaking")
 ----------------------------------------
@@ -148,8 +149,8 @@ class MatchQueue:
         if not (math.isfinite(relax_after) and relax_after >= 0):
             raise ValueError(f"relax_after must be a finite number >= 0, not {relax_after!r}")
         self._relax_after = relax_after
-        # The latest time seen; arrivals must not go back before it, or the FIFOs, which are
-        # in arrival order, would no longer be in deadline order.
+        # The latest time seen; an arrival stamped earlier is taken as arriving at it, or the
+        # FIFOs, which are in arrival order, would no longer be in deadline order.
         self._clock = -math.inf
         self._next_seq = 0
         self._waiting: dict[str, _Waiting] = {}
@@ -181,15 +182,20 @@ class MatchQueue:
         Complexity: O(T + A) amortised for the newcomer (T its interests, A the waiting tickets
         it conflicts with and is scanned past), plus what ``tick`` costs for the due relaxations.
 
+        Time never goes back here: an ``enqueued_at`` earlier than a time already seen is taken
+        as that time (the ticket arrives now, after everyone already waiting). The shell passes
+        monotonic time, so this only happens through a shell bug, and then the user is still
+        served instead of being refused after the caller has already changed its own state.
+
         Raises:
-            ValueError: If ticket.peer is already waiting, or ticket.enqueued_at is NaN or
-                earlier than a time already seen. Nothing changes then.
+            ValueError: If ticket.peer is already waiting, or ticket.enqueued_at is NaN (both are
+                caller bugs). Nothing changes then.
         """
         if ticket.peer in self._waiting:
             raise ValueError(f"peer {ticket.peer!r} is already waiting")
-        now = ticket.enqueued_at
-        if math.isnan(now) or now < self._clock:
-            raise ValueError(f"enqueued_at {now!r} is before the queue's clock {self._clock!r}")
+        if math.isnan(ticket.enqueued_at):
+            raise ValueError("enqueued_at is NaN")
+        now = max(ticket.enqueued_at, self._clock)
         matches = self.tick(now)
         interests = _interest_keys(ticket)
         relax_at = now + self._relax_after

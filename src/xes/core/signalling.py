@@ -7,8 +7,13 @@ facts — a peer connected (:meth:`Signalling.connect`), a peer's message was de
 (:meth:`Signalling.handle`), a peer went away (:meth:`Signalling.disconnect`), time passed
 (:meth:`Signalling.tick`) — and it answers with :class:`~xes.core.actions.Action` commands to
 carry out. It never reads a clock, draws a random number or touches a socket: time comes in as
-``now`` (unix seconds), room ids for matches from the ``room_ids`` iterator the shell provides, and
-password hashes ready-made from the shell's worker thread.
+``now``, a :class:`~xes.core.timing.Now` (monotonic seconds for deadlines and the queue, wall-clock
+Unix seconds only for TURN credential expiry; see :mod:`xes.core.timing`), room ids for matches
+from the ``room_ids`` iterator the shell provides, and password hashes ready-made from the shell's
+worker thread.
+
+How this fits with the shell, the time contract and where each kind of change goes:
+docs/architecture.md.
 
 Rule 1: validate first, then mutate. Every handler checks everything that can refuse the message
 before it changes any state, so a refused message (a :class:`~xes.errors.SignallingError`)
@@ -26,7 +31,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Literal, assert_never
 
 from ..errors import (
     AlreadyJoined,
@@ -38,6 +43,7 @@ from ..errors import (
     NotQueued,
     PasswordRequired,
     PeerNotFound,
+    Refused,
     RoomFull,
     RoomLocked,
     TurnUnavailable,
@@ -47,6 +53,7 @@ from ..protocol import messages as m
 from .access import PasswordHash
 from .actions import Action, Send
 from .matchmaking import Match, MatchQueue, Ticket
+from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
 __all__ = ["CoreSettings", "Signalling", "Client", "Room"]
@@ -132,7 +139,7 @@ class Signalling:
         hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits)
         return [Send(peer, m.encode(hello))]
 
-    def disconnect(self, peer: str, now: float) -> list[Action]:
+    def disconnect(self, peer: str) -> list[Action]:
         """A connection closed or its heartbeat was lost: leave everything it was part of."""
         client = self.clients.pop(peer, None)
         if client is None:
@@ -146,15 +153,15 @@ class Signalling:
             self.queue.cancel(peer)
         return actions
 
-    def tick(self, now: float) -> list[Action]:
+    def tick(self, now: Now) -> list[Action]:
         """Time passed: pair waiting users whose preferences relaxed."""
         actions: list[Action] = []
-        for match in self.queue.tick(now):
+        for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
         return actions
 
     def next_deadline(self) -> float | None:
-        """When :meth:`tick` next has work, or None."""
+        """When :meth:`tick` next has work (monotonic seconds, as ``now.monotonic``), or None."""
         return self.queue.next_deadline()
 
     def route_signal(self, peer: str, to: str) -> str:
@@ -177,10 +184,12 @@ class Signalling:
         room = self.rooms.get(room_id)
         return room.password.salt if room is not None and room.password is not None else None
 
-    def handle(self, peer: str, message: m.ClientMessage, now: float,
+    def handle(self, peer: str, message: m.ClientMessage, now: Now,
                password: PasswordHash | None = None) -> list[Action]:
         """A decoded message from ``peer``, other than ``signal`` (see :meth:`route_signal`).
 
+        ``now`` is the shell's reading of both clocks (:mod:`xes.core.timing`): the queue runs on
+        ``now.monotonic``, TURN credentials expire by ``now.unix``.
         ``password`` is the shell's hash of the message's password: for ``join``, hashed with the
         room's salt (:meth:`password_salt`); for ``set-rules``, a new hash with a fresh salt.
 
@@ -197,7 +206,7 @@ class Signalling:
             case m.IceRefresh():
                 if not self.settings.ice.stun_urls and not self.settings.ice.has_turn:
                     raise TurnUnavailable("this server has no STUN or TURN servers", ref="ice-refresh")
-                servers, expires = ice_servers_for(self.settings.ice, peer, now)
+                servers, expires = ice_servers_for(self.settings.ice, peer, now.unix)
                 actions.append(Send(peer, m.encode(m.IceServers(ice_servers=servers,
                                                                ice_expires_at=expires))))
             case m.SetRules():
@@ -207,11 +216,10 @@ class Signalling:
                 knocker = room.lobby.get(message.peer)
                 if knocker is None:
                     raise PeerNotFound(f"no peer {message.peer!r} in your lobby", ref="admit")
-                if len(room.members) >= room.max_peers:
-                    raise RoomFull("the room is full", ref="admit")
-                del room.lobby[knocker.id]
-                knocker.knocking = None
-                self._admit(room, knocker, now, actions)
+                refusal = self._admission(room, knocker, "admit")
+                if refusal is not None:
+                    raise refusal
+                self._let_in_from_lobby(room, knocker, now, actions)
             case m.Decline():
                 room = self._hosted_room(client, "decline")
                 knocker = room.lobby.get(message.peer)
@@ -233,27 +241,23 @@ class Signalling:
                 self._leave_anything(client, actions)
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
+            case _:
+                # Exhaustive: a message type added to m.ClientMessage but not handled above
+                # fails mypy here, instead of being silently ignored at run time.
+                assert_never(message)
         return actions
 
     # ------------------------------------------------------------------ rooms
 
-    def _join(self, client: Client, msg: m.Join, password: PasswordHash | None, now: float,
+    def _join(self, client: Client, msg: m.Join, password: PasswordHash | None, now: Now,
               actions: list[Action]) -> None:
         if client.room is not None or client.knocking is not None or client.queued is not None:
             raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
         room = self.rooms.get(msg.room)
         if room is not None:
-            if room.match or room.locked:
-                raise RoomLocked("this room is locked", ref="join")
-            if client.id in room.banned_peers or (msg.key is not None and msg.key in room.banned_keys):
-                raise Banned("you were banned from this room", ref="join")
-            if room.password is not None:
-                if msg.password is None:
-                    raise PasswordRequired("this room needs a password", ref="join")
-                if password is None or not room.password.matches(password):
-                    raise WrongPassword("wrong password", ref="join")
-            if len(room.members) >= room.max_peers:
-                raise RoomFull(f"this room is full ({room.max_peers} people)", ref="join")
+            refusal = self._admission(room, client, "join", join=msg, password=password)
+            if refusal is not None:
+                raise refusal
         client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
@@ -266,12 +270,41 @@ class Signalling:
             return
         self._admit(room, client, now, actions)
 
-    def _admit(self, room: Room, client: Client, now: float, actions: list[Action]) -> None:
-        """Put ``client`` in ``room`` (all checks done) and tell everyone."""
+    def _admission(self, room: Room, client: Client, ref: str, join: m.Join | None = None,
+                   password: PasswordHash | None = None) -> Refused | None:
+        """The one rule for entering an existing room: None to let ``client`` in, or the refusal.
+
+        Used by all three ways in: ``join`` (``join`` is the message, ``password`` its hash with
+        the room's salt), the host's ``admit``, and the host turning the lobby off (``join`` is
+        None for both: the host lets a knocker in). A joiner must pass the lock and the password;
+        for a knocker the host's decision stands in for the lock, and the password was checked
+        when it knocked. Bans and the size limit hold whoever lets someone in. Reads only.
+        """
+        if join is not None and (room.match or room.locked):
+            return RoomLocked("this room is locked", ref=ref)
+        key = join.key if join is not None else client.key
+        if client.id in room.banned_peers or (key is not None and key in room.banned_keys):
+            return Banned("you were banned from this room", ref=ref)
+        if join is not None and room.password is not None:
+            if join.password is None:
+                return PasswordRequired("this room needs a password", ref=ref)
+            if password is None or not room.password.matches(password):
+                return WrongPassword("wrong password", ref=ref)
+        if len(room.members) >= room.max_peers:
+            return RoomFull(f"this room is full ({room.max_peers} people)", ref=ref)
+        return None
+
+    def _let_in_from_lobby(self, room: Room, knocker: Client, now: Now, actions: list[Action]) -> None:
+        del room.lobby[knocker.id]
+        knocker.knocking = None
+        self._admit(room, knocker, now, actions)
+
+    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action]) -> None:
+        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone."""
         if room.host is None:
             room.host = client.id
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
-        servers, expires = ice_servers_for(self.settings.ice, client.id, now)
+        servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         relay = room.match and self.settings.ice.has_turn
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
@@ -357,7 +390,7 @@ class Signalling:
             raise NotHost("only the host can do that", ref=ref)
         return room
 
-    def _set_rules(self, client: Client, msg: m.SetRules, password: PasswordHash | None, now: float,
+    def _set_rules(self, client: Client, msg: m.SetRules, password: PasswordHash | None, now: Now,
                    actions: list[Action]) -> None:
         room = self._hosted_room(client, "set-rules")
         if isinstance(msg.max_peers, int) and msg.max_peers > self.settings.max_peers:
@@ -379,14 +412,14 @@ class Signalling:
         for member in room.members.values():
             actions.append(Send(member.id, notice))
         if not room.lobby_on and room.lobby:
-            # The lobby was turned off: let the waiting in while there is room, oldest first.
+            # The lobby was turned off: the host lets the waiting in, oldest first, by the same
+            # rule as `admit`; whoever it refuses (the room filled up) is turned away.
             for knocker in list(room.lobby.values()):
-                if len(room.members) < room.max_peers:
-                    del room.lobby[knocker.id]
-                    knocker.knocking = None
-                    self._admit(room, knocker, now, actions)
+                refusal = self._admission(room, knocker, "join")
+                if refusal is None:
+                    self._let_in_from_lobby(room, knocker, now, actions)
                 else:
-                    self._decline(room, knocker, "the room is full", actions)
+                    self._decline(room, knocker, refusal.message, actions)
 
     def _remove(self, client: Client, msg: m.Remove | m.Ban, actions: list[Action]) -> None:
         ref = "ban" if isinstance(msg, m.Ban) else "remove"
@@ -409,7 +442,7 @@ class Signalling:
 
     # ------------------------------------------------------------------ matchmaking
 
-    def _match(self, client: Client, msg: m.MatchRequest, now: float, actions: list[Action]) -> None:
+    def _match(self, client: Client, msg: m.MatchRequest, now: Now, actions: list[Action]) -> None:
         in_match_room = client.room is not None and client.room.match
         if client.queued is not None and not in_match_room and client.room is None:
             raise AlreadyJoined("you are already waiting for a match", ref="match")
@@ -421,7 +454,7 @@ class Signalling:
         client.queued = msg
         self._enqueue(client, now, actions)
 
-    def _next(self, client: Client, blocked: str | None, now: float, actions: list[Action]) -> None:
+    def _next(self, client: Client, blocked: str | None, now: Now, actions: list[Action]) -> None:
         ref = "block" if blocked is not None else "next"
         if client.queued is None:
             if blocked is not None:
@@ -444,23 +477,23 @@ class Signalling:
         self._leave(client, "left", actions)
         actions.append(Send(client.id, m.encode(m.Left(room=room.id))))
 
-    def _enqueue(self, client: Client, now: float, actions: list[Action]) -> None:
+    def _enqueue(self, client: Client, now: Now, actions: list[Action]) -> None:
         request = client.queued
         assert request is not None
-        for match in self.queue.tick(now):
+        for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
         ticket = Ticket(
             peer=client.id,
             tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
             language=request.language.lower() if request.language else None,
             avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
-            enqueued_at=now,
+            enqueued_at=now.monotonic,
         )
         actions.append(Send(client.id, m.encode(m.Queued())))
         for match in self.queue.enqueue(ticket):
             self._start_match(match, now, actions)
 
-    def _start_match(self, match: Match, now: float, actions: list[Action]) -> None:
+    def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
         room = self.rooms[room_id] = Room(room_id, 2, match=True)

@@ -44,15 +44,20 @@ def turn_credentials(secret: bytes, peer: str, expires_at: int) -> tuple[str, st
     return username, base64.b64encode(digest).decode()
 
 
-def ice_servers_for(settings: IceSettings, peer: str, now: float) -> tuple[list[IceServer], int | None]:
-    """The ``iceServers`` list for one peer, and when its TURN credentials expire (None: no TURN)."""
+def ice_servers_for(settings: IceSettings, peer: str, unix_now: float
+                    ) -> tuple[list[IceServer], int | None]:
+    """The ``iceServers`` list for one peer, and when its TURN credentials expire (None: no TURN).
+
+    ``unix_now`` is wall-clock time (``Now.unix``): coturn checks the expiry against its own wall
+    clock, so a monotonic reading here would stamp a meaningless expiry.
+    """
     servers: list[IceServer] = []
     if settings.stun_urls:
         servers.append(IceServer(urls=list(settings.stun_urls)))
     if not settings.turn_urls:
         return servers, None
     assert settings.turn_secret is not None  # checked in IceSettings.__post_init__
-    expires_at = int(now) + settings.ttl_seconds
+    expires_at = int(unix_now) + settings.ttl_seconds
     username, credential = turn_credentials(settings.turn_secret, peer, expires_at)
     servers.append(IceServer(urls=list(settings.turn_urls), username=username, credential=credential))
     return servers, expires_at

@@ -7,7 +7,7 @@ the protocol: the newcomer offers to everyone already in the room, and they wait
 So a link is started either with :meth:`Link.offer` (we joined after them) or just created and
 fed the other side's offer through :meth:`Link.handle_signal` (they joined after us).
 
-aiortc shapes the rest (RECIPES §3 and §6, STYLE §1.1):
+aiortc's limits shape the rest:
 
 - It cannot roll back a local offer, so we join with ``"rollback": false``, the server makes
   the browser polite toward us, and we never renegotiate. If an offer arrives while our own is

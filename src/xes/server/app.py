@@ -34,8 +34,9 @@ from picows import (
 )
 
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
-from ..core.actions import Action, Close, Send
+from ..core.actions import Action, Send
 from ..core.signalling import Signalling
+from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from .config import ServerSettings
@@ -58,6 +59,12 @@ _CLOSE_GRACE_SECONDS: Final = 2.0
 def new_id() -> str:
     """128 random bits as 22 base64url characters: peer and room ids (docs/protocol.md)."""
     return secrets.token_urlsafe(16)
+
+
+def _now() -> Now:
+    """The core's time (xes.core.timing): monotonic for its deadlines and queue, wall-clock
+    only for TURN credential expiry, so a wall-clock step cannot reorder or break the queue."""
+    return Now(monotonic=time.monotonic(), unix=time.time())
 
 
 def _random_ids() -> Iterator[str]:
@@ -256,7 +263,7 @@ class XesServer:
 
     def closed(self, connection: Connection) -> None:
         if self.connections.pop(connection.peer, None) is not None:
-            self.execute(self.core.disconnect(connection.peer, time.time()))
+            self.execute(self.core.disconnect(connection.peer))
 
     def receive(self, connection: Connection, data: bytes | memoryview) -> None:
         """One text message from a client. The ``signal`` branch is the hot path.
@@ -285,7 +292,7 @@ class XesServer:
             else:
                 if self.debug:
                     log.debug("< %s %s", connection.peer, bytes(data))
-                self.execute(self.core.handle(connection.peer, message, time.time()))
+                self.execute(self.core.handle(connection.peer, message, _now()))
                 if type(message) in _MATCH_MESSAGES:
                     self._schedule_tick()
         except SignallingError as exc:
@@ -306,7 +313,7 @@ class XesServer:
                     hashed = await asyncio.to_thread(hash_password, message.password, salt)
             if connection.peer not in self.connections:
                 return  # it left while we hashed
-            self.execute(self.core.handle(connection.peer, message, time.time(), password=hashed))
+            self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
             connection.error_streak = 0
         except SignallingError as exc:
             self.refuse(connection, exc)
@@ -347,10 +354,6 @@ class XesServer:
                     connection.transport.send(_TEXT, action.payload)
                     if self.debug:
                         log.debug("> %s %s", action.to, action.payload)
-            elif type(action) is Close:
-                connection = connections.get(action.peer)
-                if connection is not None:
-                    self.close(connection, action.code, action.reason)
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
@@ -390,12 +393,12 @@ class XesServer:
         if self._tick_handle is not None:
             self._tick_handle.cancel()
         self._tick_at = deadline
-        delay = max(0.0, deadline - time.time())
+        delay = max(0.0, deadline - time.monotonic())  # deadlines are monotonic
         self._tick_handle = asyncio.get_running_loop().call_later(delay, self._tick)
 
     def _tick(self) -> None:
         self._tick_handle = self._tick_at = None
-        self.execute(self.core.tick(time.time()))
+        self.execute(self.core.tick(_now()))
         self._schedule_tick()
 
 
