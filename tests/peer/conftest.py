@@ -1,8 +1,8 @@
 """Fixtures for the Python peer's tests: tone files and a private coturn.
 
 The xes server comes from tests/conftest.py (`xes_server`, `start_xes_server`). coturn is
-started here rather than borrowed from tests/turn so these tests stand on their own; it follows
-RECIPES §4: loopback only, TURN REST credentials (`--use-auth-secret`), UDP relay.
+started here rather than borrowed from tests/turn so these tests stand on their own: loopback
+only, TURN REST credentials (`--use-auth-secret`), UDP relay.
 """
 
 from __future__ import annotations

@@ -3,8 +3,8 @@
 Privacy: the RTP header extension ``urn:ietf:params:rtp-hdrext:ssrc-audio-level`` (RFC 6464)
 carries each packet's audio level in clear text, outside SRTP's encryption, so a TURN relay or
 anyone on the path could see when someone speaks. Removing its ``a=extmap`` line from both the
-local and the remote description means it is never negotiated and never sent (RECIPES §5:
-verified that audio still flows without it, in both aiortc and Chromium).
+local and the remote description means it is never negotiated and never sent (audio still flows
+without it, in both aiortc and Chromium: the peer and browser call tests play tones through it).
 """
 
 from __future__ import annotations
