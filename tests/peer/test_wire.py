@@ -11,8 +11,9 @@ import asyncio
 from typing import cast
 
 import picows
+import pytest
 
-from xes.peer import CloseCode, Disconnected, HostChanged, Joined, Peer
+from xes.peer import CloseCode, Disconnected, ErrorCode, HostChanged, Joined, JoinRefused, Peer
 from xes.peer.events import Event
 from xes.protocol import messages as m
 
@@ -88,3 +89,24 @@ async def test_peer_sends_server_structs_and_skips_what_it_cannot_read() -> None
     assert isinstance(lost, Disconnected) and lost.error is not None
     assert lost.error.close_code == CloseCode.FLOOD
     assert "rate" in str(lost.error) and "4029" in str(lost.error)
+
+
+async def test_a_blank_name_is_refused_as_the_server_would_without_sending_it() -> None:
+    script = ScriptedServer([])
+    server = await picows.ws_create_server(lambda request: script, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        async with Peer(f"ws://127.0.0.1:{port}/ws", name="   ") as peer:
+            with pytest.raises(JoinRefused) as refused:
+                await asyncio.wait_for(peer.join(ROOM), 10)
+            assert refused.value.code is ErrorCode.BAD_FIELD and "blank" in str(refused.value)
+            with pytest.raises(JoinRefused):
+                await asyncio.wait_for(peer.match(), 10)
+            peer.set_rules(locked=True)  # anything else still goes out, as the server's struct
+            async with asyncio.timeout(10):
+                while not script.received:
+                    await asyncio.sleep(0.01)
+    finally:
+        server.close()
+        await server.wait_closed()
+    assert script.received == [m.SetRules(locked=True)]
