@@ -6,50 +6,14 @@ text), so whatever the page would see is what is compared.
 
 from __future__ import annotations
 
-import json
 import re
-import shutil
-import subprocess
-from pathlib import Path
 
 import pytest
 
+from tests.protocol.conftest import markdown_table
 from xes import errors
 from xes.peer.signalling import close_reason
 from xes.protocol.codes import CloseCode, ErrorCode
-
-ROOT = Path(__file__).resolve().parents[2]
-PROTOCOL_JS = ROOT / "src" / "xes" / "web" / "protocol.js"
-PROTOCOL_MD = ROOT / "docs" / "protocol.md"
-
-
-@pytest.fixture(scope="module")
-def browser_tables(tmp_path_factory: pytest.TempPathFactory) -> dict[str, object]:
-    """CLOSE_CODES and ERROR_CODES as the browser module exports them."""
-    tmp_path = tmp_path_factory.mktemp("js")
-    node = shutil.which("node")
-    assert node is not None, "node is needed to read the browser's protocol module"
-    # A .mjs copy is an ES module to every Node version, whatever the file's directory says.
-    module = tmp_path / "protocol.mjs"
-    module.write_bytes(PROTOCOL_JS.read_bytes())
-    script = (
-        f"const p = await import({json.dumps(module.as_uri())});"
-        "console.log(JSON.stringify({close: p.CLOSE_CODES, errors: p.ERROR_CODES}));"
-    )
-    done = subprocess.run([node, "--input-type=module", "-e", script],
-                          capture_output=True, text=True, timeout=60, check=False)
-    assert done.returncode == 0, done.stderr
-    tables: dict[str, object] = json.loads(done.stdout)
-    return tables
-
-
-def markdown_table(heading: str) -> list[list[str]]:
-    """The body rows of the first table under `heading` in docs/protocol.md, as cell texts."""
-    text = PROTOCOL_MD.read_text(encoding="utf-8")
-    section = text.split(f"\n{heading}\n", 1)[1].split("\n## ", 1)[0]
-    rows = [line for line in section.splitlines() if line.startswith("|")]
-    assert len(rows) > 2, f"no table under {heading!r}"
-    return [[cell.strip() for cell in row.strip("|").split("|")] for row in rows[2:]]
 
 
 def test_browser_close_codes_are_exactly_the_servers(browser_tables: dict[str, object]) -> None:

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
+
 import msgspec
 import pytest
 
+from tests.protocol.conftest import markdown_section, markdown_table
 from xes.protocol import messages as m
 
 A, B, R = "A" * 22, "B" * 22, "R" * 22
@@ -56,6 +59,24 @@ def test_every_message_struct_is_in_its_union() -> None:
     assert client == {_tag(cls) for cls in m.ClientMessage.__args__}
     assert {_tag(type(message)) for message in SERVER_MESSAGES} == server
     assert {_tag(type(message)) for message in CLIENT_MESSAGES} == client
+
+
+def test_the_browser_and_the_document_list_exactly_these_server_messages(
+    browser_tables: dict[str, object],
+) -> None:
+    server = sorted(_tag(cls) for cls in m.ServerMessage.__args__)
+    browser = browser_tables["server_types"]
+    assert isinstance(browser, list) and sorted(browser) == server
+    headings = re.findall(r"^### (.*)$", markdown_section("## Messages from the server"), re.M)
+    documented = [name for heading in headings for name in re.findall(r"`([a-z-]+)`",
+                                                                        heading.split(" — ")[0])]
+    assert sorted(documented) == server
+
+
+def test_the_document_lists_exactly_these_client_messages() -> None:
+    rows = markdown_table("## Messages from the client")
+    documented = [name for row in rows for name in re.findall(r"`([a-z-]+)`", row[0])]
+    assert sorted(documented) == sorted(_tag(cls) for cls in m.ClientMessage.__args__)
 
 
 @pytest.mark.parametrize("message", CLIENT_MESSAGES, ids=lambda message: type(message).__name__)

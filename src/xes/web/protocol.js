@@ -268,6 +268,9 @@ const SERVER_SCHEMAS = Object.freeze({
   error: { code: isString },
 });
 
+/** Every message type the server sends, as listed in src/xes/protocol/messages.py (a test checks). */
+export const SERVER_MESSAGE_TYPES = Object.freeze(Object.keys(SERVER_SCHEMAS));
+
 /**
  * Parse and validate one text frame from the server.
  * @param {string} text the frame
