@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import struct
 from typing import assert_never
 
 import msgspec
@@ -57,7 +56,7 @@ def close_reason(code: int | None) -> str:
 
 
 class _Listener(picows.WSListener):
-    """Feeds decoded frames into an asyncio queue; ``None`` marks the end of the stream."""
+    """Feeds whole text messages (as bytes) into an asyncio queue; ``None`` marks the end."""
 
     def __init__(self) -> None:
         self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
@@ -70,7 +69,7 @@ class _Listener(picows.WSListener):
             payload = frame.get_payload_as_bytes()
             # Read the code from the payload: picows's enum has no members for 4xxx codes.
             if len(payload) >= 2:
-                self.close_code = struct.unpack("!H", payload[:2])[0]
+                self.close_code = int.from_bytes(payload[:2], "big")
             transport.send_close(picows.WSCloseCode.OK)
             transport.disconnect()
             return
