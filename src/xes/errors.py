@@ -1,8 +1,9 @@
 """The XES error tree.
 
-Every error a client can cause carries a stable wire code (docs/protocol.md, "Error codes") and is
-answered with an ``error`` message; nothing changes for anyone else. Errors that are XES's own fault
-are ordinary exceptions and never reach this tree.
+Every error a client can cause carries a stable wire code (docs/protocol.md, "Error codes"; defined
+once in :class:`xes.protocol.codes.ErrorCode`) and is answered with an ``error`` message; nothing
+changes for anyone else. Errors that are XES's own fault are ordinary exceptions and never reach
+this tree.
 
     SignallingError                       a client's message was refused
     ├── ProtocolError                     the message itself is unreadable
@@ -27,6 +28,10 @@ are ordinary exceptions and never reach this tree.
 
 from __future__ import annotations
 
+from typing import ClassVar
+
+from .protocol.codes import ErrorCode
+
 __all__ = [
     "SignallingError", "ProtocolError", "BadJson", "UnknownType", "BadField", "TooBig", "Refused",
     "NotJoined", "AlreadyJoined", "PeerNotFound", "RoomFull", "RoomLocked", "PasswordRequired",
@@ -37,7 +42,8 @@ __all__ = [
 class SignallingError(Exception):
     """A client's message was refused. ``code`` is the stable wire code."""
 
-    code: str = "error"
+    code: ClassVar[ErrorCode]
+    """Set by every concrete class below: one class per code of :class:`ErrorCode`."""
 
     def __init__(self, message: str, ref: str | None = None) -> None:
         super().__init__(message)
@@ -50,19 +56,19 @@ class ProtocolError(SignallingError):
 
 
 class BadJson(ProtocolError):
-    code = "bad-json"
+    code = ErrorCode.BAD_JSON
 
 
 class UnknownType(ProtocolError):
-    code = "unknown-type"
+    code = ErrorCode.UNKNOWN_TYPE
 
 
 class BadField(ProtocolError):
-    code = "bad-field"
+    code = ErrorCode.BAD_FIELD
 
 
 class TooBig(ProtocolError):
-    code = "too-big"
+    code = ErrorCode.TOO_BIG
 
 
 class Refused(SignallingError):
@@ -70,48 +76,48 @@ class Refused(SignallingError):
 
 
 class NotJoined(Refused):
-    code = "not-joined"
+    code = ErrorCode.NOT_JOINED
 
 
 class AlreadyJoined(Refused):
-    code = "already-joined"
+    code = ErrorCode.ALREADY_JOINED
 
 
 class PeerNotFound(Refused):
-    code = "peer-not-found"
+    code = ErrorCode.PEER_NOT_FOUND
 
 
 class RoomFull(Refused):
-    code = "room-full"
+    code = ErrorCode.ROOM_FULL
 
 
 class RoomLocked(Refused):
-    code = "room-locked"
+    code = ErrorCode.ROOM_LOCKED
 
 
 class PasswordRequired(Refused):
-    code = "password-required"
+    code = ErrorCode.PASSWORD_REQUIRED
 
 
 class WrongPassword(Refused):
-    code = "wrong-password"
+    code = ErrorCode.WRONG_PASSWORD
 
 
 class Banned(Refused):
-    code = "banned"
+    code = ErrorCode.BANNED
 
 
 class Declined(Refused):
-    code = "declined"
+    code = ErrorCode.DECLINED
 
 
 class NotHost(Refused):
-    code = "not-host"
+    code = ErrorCode.NOT_HOST
 
 
 class NotQueued(Refused):
-    code = "not-queued"
+    code = ErrorCode.NOT_QUEUED
 
 
 class TurnUnavailable(Refused):
-    code = "turn-unavailable"
+    code = ErrorCode.TURN_UNAVAILABLE

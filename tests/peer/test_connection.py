@@ -3,21 +3,21 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
 from xes.peer.connection import Link, LinkState
+from xes.protocol.messages import SessionDescription, SignalData
 
 
-def make_link(name: str, outbox: list[dict[str, Any]], timeout: float = 15.0) -> Link:
+def make_link(name: str, outbox: list[SignalData], timeout: float = 15.0) -> Link:
     return Link(name, configuration=RTCConfiguration(iceServers=[]),
                 send_signal=outbox.append, on_change=lambda link: None,
                 on_track=lambda track: None, source=None, allow_loopback=True,
                 connect_timeout=timeout)
 
 
-async def next_signal(outbox: list[dict[str, Any]], timeout: float = 10) -> dict[str, Any]:
+async def next_signal(outbox: list[SignalData], timeout: float = 10) -> SignalData:
     async with asyncio.timeout(timeout):
         while not outbox:
             await asyncio.sleep(0.01)
@@ -33,23 +33,25 @@ async def wait_state(link: Link, state: LinkState, timeout: float = 20) -> None:
 async def test_crossing_offer_is_ignored_and_our_offer_still_connects() -> None:
     """Glare: an offer arriving while ours is pending is dropped (we cannot roll back); the
     answer to our own offer then connects the link as usual."""
-    a_out: list[dict[str, Any]] = []
-    b_out: list[dict[str, Any]] = []
+    a_out: list[SignalData] = []
+    b_out: list[SignalData] = []
     a, b = make_link("B", a_out), make_link("A", b_out)
     intruder = RTCPeerConnection(RTCConfiguration(iceServers=[]))
     try:
         a.offer()
         a_offer = await next_signal(a_out)
-        assert a_offer["description"]["type"] == "offer"
+        assert a_offer.description is not None and a_offer.description.type == "offer"
         intruder.addTransceiver("audio")
         await intruder.setLocalDescription(await intruder.createOffer())
-        a.handle_signal({"description": {"type": "offer", "sdp": intruder.localDescription.sdp}})
+        a.handle_signal(SignalData(
+            description=SessionDescription("offer", intruder.localDescription.sdp)
+        ))
         await asyncio.sleep(0.2)
         assert a.peer_connection.signalingState == "have-local-offer"
         assert a_out == []  # no answer to the crossing offer
         b.handle_signal(a_offer)
         b_answer = await next_signal(b_out)
-        assert b_answer["description"]["type"] == "answer"
+        assert b_answer.description is not None and b_answer.description.type == "answer"
         a.handle_signal(b_answer)
         await wait_state(a, LinkState.CONNECTED)
         await wait_state(b, LinkState.CONNECTED)
@@ -63,7 +65,7 @@ async def test_crossing_offer_is_ignored_and_our_offer_still_connects() -> None:
 async def test_link_that_never_connects_fails_after_its_own_timeout() -> None:
     """An offer nobody answers: the link reports FAILED after connect_timeout, not aiortc's
     minute, and says why."""
-    outbox: list[dict[str, Any]] = []
+    outbox: list[SignalData] = []
     link = make_link("nobody", outbox, timeout=1.0)
     try:
         link.offer()

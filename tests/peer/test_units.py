@@ -5,11 +5,12 @@ from __future__ import annotations
 import aioice.ice
 import pytest
 
-from xes.peer.connection import _UNUSABLE, _parse_candidate
+from xes.peer.connection import _UNUSABLE, _parse_candidate, _Unusable
 from xes.peer.errors import RoomLinkError
 from xes.peer.gathering import loopback_gathering
 from xes.peer.links import is_loopback_url, resolve_room, websocket_url
 from xes.peer.sdp import AUDIO_LEVEL_URI, strip_audio_level
+from xes.protocol.messages import IceCandidate
 
 ROOM = "Jf3kq8ZC0yB1o5uVhYx1Aw"
 
@@ -70,13 +71,13 @@ def test_audio_level_extmap_is_stripped_and_nothing_else() -> None:
 
 def test_trickled_candidates_parse_like_a_browser_sends_them() -> None:
     line = "candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host generation 0"
-    parsed = _parse_candidate({"candidate": line, "sdpMid": "0", "sdpMLineIndex": 0})
+    parsed = _parse_candidate(IceCandidate(line, sdp_mid="0", sdp_mline_index=0))
     assert parsed is not None and parsed is not _UNUSABLE
+    assert not isinstance(parsed, _Unusable)
     assert (parsed.ip, parsed.port, parsed.type, parsed.sdpMid) == ("127.0.0.1", 50000, "host", "0")
     assert _parse_candidate(None) is None  # end of candidates
-    assert _parse_candidate({"candidate": "", "sdpMid": "0"}) is None
-    assert _parse_candidate({"candidate": "candidate:garbage"}) is _UNUSABLE
-    assert _parse_candidate("not an object") is _UNUSABLE
+    assert _parse_candidate(IceCandidate("", sdp_mid="0")) is None
+    assert _parse_candidate(IceCandidate("candidate:garbage")) is _UNUSABLE
 
 
 def test_loopback_gathering_is_scoped() -> None:

@@ -50,6 +50,7 @@ from xes.peer.events import (
 )
 from xes.peer.links import RoomTarget, resolve_room, websocket_url
 from xes.peer.peer import Peer, RemotePeer, Room
+from xes.protocol.codes import CloseCode, ErrorCode
 
 __all__ = [
     "Peer",
@@ -72,6 +73,8 @@ __all__ = [
     "JoinRefused",
     "ServerProtocolError",
     "AudioError",
+    "ErrorCode",
+    "CloseCode",
     "Event",
     "Joined",
     "Queued",

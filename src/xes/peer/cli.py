@@ -23,7 +23,7 @@ import signal
 import sys
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TextIO
+from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
 if importlib.util.find_spec("aiortc") is None:  # checked without importing aiortc (slow)
     raise ImportError("the Python peer needs aiortc: pip install 'xes[peer]'", name="aiortc")
@@ -34,8 +34,11 @@ if TYPE_CHECKING:
     from xes.peer.audio import WavRecorder
     from xes.peer.events import Event
     from xes.peer.peer import Peer, RemotePeer
+    from xes.protocol.messages import Rules
 
 __all__ = ["add_call_arguments", "run_call", "add_match_arguments", "run_match", "main"]
+
+_T = TypeVar("_T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -199,10 +202,10 @@ class _Session:
                 self.say("left the room")
         return status
 
-    async def _until_stopped(self, task: asyncio.Future[Any] | None) -> None:
+    async def _until_stopped(self, task: asyncio.Future[_T] | None) -> None:
         """Wait for `task` (if any), Ctrl-C, --duration, or the connection's end."""
         stopper = asyncio.ensure_future(self.stop.wait())
-        waiters: set[asyncio.Future[Any]] = {stopper}
+        waiters: set[asyncio.Future[_T] | asyncio.Future[Literal[True]]] = {stopper}
         if task is not None:
             waiters.add(task)
         try:
@@ -291,7 +294,7 @@ class _Session:
         elif isinstance(event, ev.HostChanged):
             self.say(f"host is now {event.peer_id}")
         elif isinstance(event, ev.RulesChanged):
-            self.say(f"room rules: {event.rules}")
+            self.say(f"room rules: {_describe_rules(event.rules)}")
         elif isinstance(event, ev.Knocked):
             self.say(f"{event.name} ({event.peer_id}) is waiting in the lobby")
         elif isinstance(event, ev.RoomLeft):
@@ -347,6 +350,13 @@ class _Session:
 
 def _who(member: RemotePeer) -> str:
     return f"{member.name} [{member.id}]"
+
+
+def _describe_rules(rules: Rules) -> str:
+    """The rules in words, as the browser shows them: "locked, password set, max 4 people"."""
+    words = [word for on, word in ((rules.locked, "locked"), (rules.password, "password set"),
+                                    (rules.lobby, "lobby on")) if on]
+    return ", ".join([*(words or ["open to anyone with the link"]), f"max {rules.max_peers} people"])
 
 
 def _per_peer_template(record: str) -> str | None:

@@ -24,7 +24,9 @@ aiortc's limits shape the rest:
 - Both descriptions lose their audio-level header extension (:mod:`xes.peer.sdp`).
 
 Signals are handled one at a time per link, in arrival order, by a small worker task, so a slow
-``setLocalDescription`` (gathering a TURN allocation) never reorders or blocks other links.
+``setLocalDescription`` (gathering a TURN allocation) never reorders or blocks other links. They
+arrive already decoded as :class:`xes.protocol.messages.SignalData` (``{description}`` or
+``{candidate}``), the same struct this side sends.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import asyncio
 import enum
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Literal
 
 from aiortc import (
     MediaStreamTrack,
@@ -46,6 +48,7 @@ from aiortc.sdp import candidate_from_sdp
 
 from xes.peer.gathering import loopback_gathering
 from xes.peer.sdp import strip_audio_level
+from xes.protocol import messages as m
 
 __all__ = ["LinkState", "Route", "Link"]
 
@@ -76,7 +79,14 @@ class Route(enum.Enum):
     """Through a TURN server (a relay candidate on at least one end)."""
 
 
-SignalSender = Callable[[dict[str, Any]], None]
+SignalSender = Callable[[m.SignalData], None]
+
+
+class _MakeOffer:
+    """Queued by :meth:`Link.offer` so that our offer takes its turn among incoming signals."""
+
+
+_MAKE_OFFER = _MakeOffer()
 
 
 class Link:
@@ -121,7 +131,7 @@ class Link:
         self._source = source
         self._allow_loopback = allow_loopback
         self._pending_candidates: list[RTCIceCandidate | None] = []
-        self._inbox: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._inbox: asyncio.Queue[m.SignalData | _MakeOffer] = asyncio.Queue()
         self._pc = RTCPeerConnection(configuration)
         self._pc.on("track", self._handle_track)
         self._pc.on("connectionstatechange", self._handle_connection_state)
@@ -135,9 +145,9 @@ class Link:
 
     def offer(self) -> None:
         """Make the offer to this member (we are the newcomer toward it)."""
-        self._inbox.put_nowait({"_make_offer": True})
+        self._inbox.put_nowait(_MAKE_OFFER)
 
-    def handle_signal(self, data: dict[str, Any]) -> None:
+    def handle_signal(self, data: m.SignalData) -> None:
         """Queue a ``signal`` payload this member sent us."""
         self._inbox.put_nowait(data)
 
@@ -170,14 +180,15 @@ class Link:
         while True:
             data = await self._inbox.get()
             try:
-                if data.get("_make_offer"):
+                if isinstance(data, _MakeOffer):
                     await self._make_offer()
-                elif isinstance(data.get("description"), dict):
-                    await self._handle_description(data["description"])
-                elif "candidate" in data:
-                    await self._handle_candidate(data["candidate"])
+                elif data.description is not None:
+                    await self._handle_description(data.description)
+                elif data.candidate is not m.UNSET:
+                    await self._handle_candidate(data.candidate)
                 else:
-                    logger.debug("< ignoring signal from %s with keys %s", self.remote_id, list(data))
+                    logger.debug("< ignoring a signal from %s with neither description nor "
+                                 "candidate", self.remote_id)
             except asyncio.CancelledError:
                 raise
             except Exception as error:  # aiortc raises many types; any of them ends this link
@@ -188,14 +199,10 @@ class Link:
         self._add_outgoing_audio()
         self._set_state(LinkState.CONNECTING)
         offer = await self._pc.createOffer()
-        await self._set_local(RTCSessionDescription(strip_audio_level(offer.sdp), "offer"))
+        await self._set_local(offer.sdp, "offer")
 
-    async def _handle_description(self, description: dict[str, Any]) -> None:
-        kind = description.get("type")
-        sdp = description.get("sdp")
-        if not isinstance(sdp, str) or kind not in ("offer", "answer"):
-            logger.warning("! ignoring a malformed description from %s", self.remote_id)
-            return
+    async def _handle_description(self, description: m.SessionDescription) -> None:
+        kind, sdp = description.type, description.sdp
         signaling_state = self._pc.signalingState
         if kind == "offer":
             if signaling_state == "have-local-offer":
@@ -210,7 +217,7 @@ class Link:
             self._add_outgoing_audio()
             self._set_state(LinkState.CONNECTING)
             answer = await self._pc.createAnswer()
-            await self._set_local(RTCSessionDescription(strip_audio_level(answer.sdp), "answer"))
+            await self._set_local(answer.sdp, "answer")
         else:
             if signaling_state != "have-local-offer":
                 logger.warning("! ignoring %s's answer in state %s", self.remote_id, signaling_state)
@@ -220,14 +227,13 @@ class Link:
             )
             await self._add_pending_candidates()
 
-    async def _set_local(self, description: RTCSessionDescription) -> None:
+    async def _set_local(self, sdp: str, kind: Literal["offer", "answer"]) -> None:
         # Gathering happens here, so this is where loopback has to be allowed.
         with loopback_gathering(self._allow_loopback):
-            await self._pc.setLocalDescription(description)
-        local = self._pc.localDescription
-        self._send_signal(
-            {"description": {"type": local.type, "sdp": strip_audio_level(local.sdp)}}
-        )
+            await self._pc.setLocalDescription(RTCSessionDescription(strip_audio_level(sdp), kind))
+        # Send the description as set, now carrying every gathered candidate (no trickle out).
+        local_sdp = strip_audio_level(self._pc.localDescription.sdp)
+        self._send_signal(m.SignalData(description=m.SessionDescription(kind, local_sdp)))
 
     def _add_outgoing_audio(self) -> None:
         if self._pc.getTransceivers() and any(
@@ -239,12 +245,11 @@ class Link:
         elif not self._pc.getTransceivers():
             self._pc.addTransceiver("audio", direction="recvonly")
 
-    async def _handle_candidate(self, candidate: Any) -> None:
+    async def _handle_candidate(self, candidate: m.IceCandidate | None) -> None:
         parsed = _parse_candidate(candidate)
-        if parsed is _UNUSABLE:
+        if isinstance(parsed, _Unusable):
             logger.debug("< ignoring unusable candidate from %s: %r", self.remote_id, candidate)
             return
-        assert not isinstance(parsed, _Unusable)
         if self._pc.remoteDescription is None:
             self._pending_candidates.append(parsed)
             return
@@ -293,31 +298,21 @@ class _Unusable:
 _UNUSABLE = _Unusable()
 
 
-def _parse_candidate(candidate: Any) -> RTCIceCandidate | None | _Unusable:
+def _parse_candidate(candidate: m.IceCandidate | None) -> RTCIceCandidate | None | _Unusable:
     """A trickled ``{candidate, sdpMid, sdpMLineIndex}`` as aiortc wants it.
 
     Returns None for end-of-candidates (a null candidate, or an empty candidate string, which
-    browsers use for the same), and :data:`_UNUSABLE` for anything malformed.
+    browsers use for the same), and :data:`_UNUSABLE` for a line aiortc cannot read.
     """
-    if candidate is None:
+    if candidate is None or candidate.candidate == "":
         return None
-    if not isinstance(candidate, dict):
-        return _UNUSABLE
-    line = candidate.get("candidate")
-    if line in (None, ""):
-        return None
-    if not isinstance(line, str):
-        return _UNUSABLE
-    if line.startswith("candidate:"):
-        line = line[len("candidate:"):]
+    line = candidate.candidate.removeprefix("candidate:")
     try:
         parsed = candidate_from_sdp(line)
     except (AssertionError, ValueError, IndexError):
         return _UNUSABLE
-    sdp_mid = candidate.get("sdpMid")
-    sdp_mline_index = candidate.get("sdpMLineIndex")
-    parsed.sdpMid = sdp_mid if isinstance(sdp_mid, str) else None
-    parsed.sdpMLineIndex = sdp_mline_index if isinstance(sdp_mline_index, int) else None
+    parsed.sdpMid = candidate.sdp_mid
+    parsed.sdpMLineIndex = candidate.sdp_mline_index
     if parsed.sdpMid is None and parsed.sdpMLineIndex is None:
         parsed.sdpMLineIndex = 0  # one bundled audio m-line: the only sensible target
     return parsed

@@ -16,6 +16,8 @@ unreachable server is the network's or the operator's, a protocol error is a bug
 
 from __future__ import annotations
 
+from xes.protocol.codes import ErrorCode
+
 __all__ = [
     "PeerError",
     "RoomLinkError",
@@ -43,8 +45,9 @@ class ConnectionLost(PeerError):
     """The signalling WebSocket closed while it was needed.
 
     Attributes:
-        close_code: The WebSocket close code the server sent (e.g. 4029 for flooding), or None
-            when the connection broke without a close frame.
+        close_code: The WebSocket close code the server sent (one of
+            :class:`xes.protocol.codes.CloseCode`, e.g. ``CloseCode.FLOOD``), or None when the
+            connection broke without a close frame.
     """
 
     def __init__(self, message: str, close_code: int | None = None) -> None:
@@ -56,11 +59,12 @@ class JoinRefused(PeerError):
     """The server answered `join` or `match` with an `error`.
 
     Attributes:
-        code: The protocol's error code, e.g. ``"room-full"``, ``"room-locked"``,
-            ``"password-required"``, ``"wrong-password"``, ``"banned"``, ``"declined"``.
+        code: The protocol's error code, e.g. ``ErrorCode.ROOM_FULL`` (a ``StrEnum``, so it also
+            equals ``"room-full"``), ``ROOM_LOCKED``, ``PASSWORD_REQUIRED``, ``WRONG_PASSWORD``,
+            ``BANNED``, ``DECLINED``.
     """
 
-    def __init__(self, code: str, message: str) -> None:
+    def __init__(self, code: ErrorCode, message: str) -> None:
         super().__init__(message)
         self.code = code
 

@@ -8,12 +8,13 @@ as states; each carries the :class:`~xes.peer.peer.RemotePeer` it is about, whos
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
     from xes.peer.connection import LinkState, Route
     from xes.peer.errors import ConnectionLost
     from xes.peer.peer import RemotePeer, Room
+    from xes.protocol.messages import Rules
 
 __all__ = [
     "Event",
@@ -92,9 +93,9 @@ class HostChanged:
 
 @dataclass(frozen=True)
 class RulesChanged:
-    """The host changed the room's rules."""
+    """The host changed the room's rules (``locked``, ``lobby``, ``password``, ``max_peers``)."""
 
-    rules: dict[str, Any]
+    rules: Rules
 
 
 @dataclass(frozen=True)
@@ -115,7 +116,10 @@ class RoomLeft:
 
 @dataclass(frozen=True)
 class ServerError:
-    """The server refused a message that was not a join (those raise instead)."""
+    """The server refused a message that was not a join (those raise instead).
+
+    `code` is one of :class:`xes.protocol.codes.ErrorCode`, or a code added by a later server.
+    """
 
     code: str
     message: str
@@ -144,4 +148,4 @@ Event = (
     | ServerError
     | Disconnected
 )
-"""Any of the events above."""
+"""One of the events above."""

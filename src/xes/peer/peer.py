@@ -21,8 +21,9 @@ import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Literal, assert_never
 
+import msgspec
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
@@ -56,7 +57,9 @@ from xes.peer.events import (
     WaitingInLobby,
 )
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
-from xes.peer.signalling import Message, SignallingClient
+from xes.peer.signalling import Incoming, SignallingClient
+from xes.protocol import messages as m
+from xes.protocol.codes import ErrorCode
 
 __all__ = ["Peer", "RemotePeer", "Room"]
 
@@ -64,8 +67,9 @@ logger = logging.getLogger(__name__)
 
 # Codes that answer a join or match. Anything else the server refuses surfaces as ServerError.
 _JOIN_REFUSALS = frozenset({
-    "room-full", "room-locked", "password-required", "wrong-password", "banned", "declined",
-    "already-joined", "bad-field", "not-joined",
+    ErrorCode.ROOM_FULL, ErrorCode.ROOM_LOCKED, ErrorCode.PASSWORD_REQUIRED,
+    ErrorCode.WRONG_PASSWORD, ErrorCode.BANNED, ErrorCode.DECLINED, ErrorCode.ALREADY_JOINED,
+    ErrorCode.BAD_FIELD, ErrorCode.NOT_JOINED,
 })
 
 # Ask for fresh TURN credentials this long before they expire.
@@ -116,7 +120,7 @@ class Room:
     id: str
     you: str
     host: str
-    rules: dict[str, Any]
+    rules: m.Rules
     match: bool
     peers: list[RemotePeer] = field(default_factory=list)
     """The members that were present when we joined, oldest first."""
@@ -163,8 +167,9 @@ class Peer:
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
         """The other members of the room, by peer id."""
-        self.ice_servers: list[dict[str, Any]] = []
-        self.ice_transport_policy = "all"
+        self.ice_servers: list[m.IceServer] = []
+        """The ICE (STUN/TURN) servers the server gave us last, used for every new link."""
+        self.ice_transport_policy: Literal["all", "relay"] = "all"
         self._audio = audio
         self._relay_hub = MediaRelay()
         self._client: SignallingClient | None = None
@@ -242,11 +247,12 @@ class Peer:
             PeerError: If relay was forced but the server offers no TURN server.
         """
         room_id = room if ROOM_ID_PATTERN.fullmatch(room) else resolve_room(room).room_id
-        message: Message = {
-            "type": "join", "room": room_id, "name": self.name, "key": self.key, "rollback": False,
-        }
-        if password is not None:
-            message["password"] = password
+        try:
+            message = m.Join(
+                room=room_id, name=self.name, password=password, key=self.key, rollback=False,
+            )
+        except ValueError as blank:  # the server's own check, made before sending
+            raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
         return await self._request_room(message)
 
     async def match(self, *, tags: Iterable[str] = (), language: str | None = None) -> Room:
@@ -256,12 +262,12 @@ class Peer:
             JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long).
             ConnectionLost: If the connection drops meanwhile.
         """
-        message: Message = {
-            "type": "match", "name": self.name, "key": self.key, "rollback": False,
-            "tags": list(tags),
-        }
-        if language is not None:
-            message["language"] = language
+        try:
+            message = m.MatchRequest(
+                name=self.name, tags=list(tags), language=language, key=self.key, rollback=False,
+            )
+        except ValueError as blank:  # the server's own check, made before sending
+            raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
         return await self._request_room(message)
 
     async def leave(self) -> None:
@@ -270,7 +276,7 @@ class Peer:
             return
         loop = asyncio.get_running_loop()
         self._waiting_left = loop.create_future()
-        self._send({"type": "leave"})
+        self._send(m.Leave())
         try:
             await self._waiting_left
         finally:
@@ -278,19 +284,26 @@ class Peer:
 
     async def next(self) -> None:
         """Leave the current match and queue again (protocol ``next``)."""
-        self._send({"type": "next"})
+        self._send(m.Next())
 
     def admit(self, peer_id: str) -> None:
         """As host: let `peer_id` in from the lobby."""
-        self._send({"type": "admit", "peer": peer_id})
+        self._send(m.Admit(peer=peer_id))
 
     def decline(self, peer_id: str) -> None:
         """As host: turn `peer_id` away from the lobby."""
-        self._send({"type": "decline", "peer": peer_id})
+        self._send(m.Decline(peer=peer_id))
 
-    def set_rules(self, **rules: Any) -> None:
-        """As host: change rules (``locked``, ``lobby``, ``password``, ``max_peers``)."""
-        self._send({"type": "set-rules", **rules})
+    def set_rules(
+        self,
+        *,
+        locked: bool | msgspec.UnsetType = m.UNSET,
+        lobby: bool | msgspec.UnsetType = m.UNSET,
+        password: str | None | msgspec.UnsetType = m.UNSET,
+        max_peers: int | msgspec.UnsetType = m.UNSET,
+    ) -> None:
+        """As host: change the rules named (``password=None`` clears it); the others stay."""
+        self._send(m.SetRules(locked=locked, lobby=lobby, password=password, max_peers=max_peers))
 
     async def events(self) -> AsyncIterator[Event]:
         """Every event, in order, until the peer closes or the connection drops."""
@@ -303,12 +316,12 @@ class Peer:
 
     # -- internals ---------------------------------------------------------------------------
 
-    def _send(self, message: Message) -> None:
+    def _send(self, message: m.ClientMessage) -> None:
         if self._client is None:
             raise PeerError("not connected: call connect() or use `async with Peer(...)`")
         self._client.send(message)
 
-    async def _request_room(self, message: Message) -> Room:
+    async def _request_room(self, message: m.Join | m.MatchRequest) -> Room:
         if self._waiting_room is not None:
             raise PeerError("a join or match is already in progress")
         loop = asyncio.get_running_loop()
@@ -331,11 +344,12 @@ class Peer:
         error: ConnectionLost | None = None
         try:
             while True:
-                message = await self._client.receive()
                 try:
-                    await self._dispatch(message)
-                except (KeyError, TypeError, ValueError, ServerProtocolError) as problem:
-                    logger.warning("! malformed %r from server: %s", message.get("type"), problem)
+                    message = await self._client.receive()
+                except ServerProtocolError as problem:  # one bad frame; the connection goes on
+                    logger.warning("! ignoring a message: %s", problem)
+                    continue
+                await self._dispatch(message)
         except ConnectionLost as lost:
             error = lost
         finally:
@@ -350,65 +364,60 @@ class Peer:
                 self._emit(Disconnected(error))
                 self._events.put_nowait(None)
 
-    async def _dispatch(self, message: Message) -> None:
-        kind = message["type"]
-        if kind == "joined":
-            await self._on_joined(message)
-        elif kind == "peer-joined":
-            self._on_peer_joined(message["peer"])
-        elif kind == "peer-left":
-            await self._on_peer_left(str(message["peer"]), str(message.get("reason", "left")))
-        elif kind == "signal":
-            member = self.members.get(str(message["from"]))
-            data = message.get("data")
-            if member is None or member.link is None or not isinstance(data, dict):
-                logger.debug("< ignoring signal from %r", message.get("from"))
-                return
-            member.link.handle_signal(data)
-        elif kind in ("left", "removed"):
-            room_id = self.room.id if self.room is not None else str(message.get("room"))
-            await self._close_links()
-            self.room = None
-            reason = "left" if kind == "left" else (
-                "banned" if message.get("banned") else "removed"
-            )
-            self._emit(RoomLeft(room_id, reason))
-            if self._waiting_left is not None and not self._waiting_left.done():
-                self._waiting_left.set_result(None)
-        elif kind == "host":
-            if self.room is not None:
-                self.room.host = str(message["peer"])
-            self._emit(HostChanged(str(message["peer"])))
-        elif kind == "rules":
-            if self.room is not None:
-                self.room.rules = dict(message["rules"])
-            self._emit(RulesChanged(dict(message["rules"])))
-        elif kind == "lobby":
-            self._emit(WaitingInLobby(str(message["room"])))
-        elif kind == "knock":
-            self._emit(Knocked(str(message["peer"]["id"]), str(message["peer"]["name"])))
-        elif kind == "queued":
-            self._emit(Queued())
-        elif kind == "ice-servers":
-            self._set_ice(message)
-        elif kind == "error":
-            self._on_error(message)
-        elif kind in ("hello", "unqueued", "knock-withdrawn"):
-            pass
-        else:
-            logger.debug("< ignoring unknown message type %r", kind)
+    async def _dispatch(self, message: Incoming) -> None:
+        # One case per server message: a new one in the protocol fails the type check here.
+        match message:
+            case m.Joined():
+                await self._on_joined(message)
+            case m.PeerJoined(peer=info):
+                self._emit(PeerJoined(self._add_member(info)))
+            case m.PeerLeft(peer=peer_id, reason=reason):
+                await self._on_peer_left(peer_id, reason)
+            case m.RelayedSignal(sender=sender, data=data):
+                member = self.members.get(sender)
+                if member is None or member.link is None:
+                    logger.debug("< ignoring signal from %s: not a member", sender)
+                    return
+                member.link.handle_signal(data)
+            case m.Left(room=room_id):
+                await self._on_room_left(room_id, "left")
+            case m.Removed(room=room_id, banned=banned):
+                await self._on_room_left(room_id, "banned" if banned else "removed")
+            case m.Host(peer=peer_id):
+                if self.room is not None:
+                    self.room.host = peer_id
+                self._emit(HostChanged(peer_id))
+            case m.RulesChanged(rules=rules):
+                if self.room is not None:
+                    self.room.rules = rules
+                self._emit(RulesChanged(rules))
+            case m.Lobby(room=room_id):
+                self._emit(WaitingInLobby(room_id))
+            case m.Knock(peer=knocker):
+                self._emit(Knocked(knocker.id, knocker.name))
+            case m.Queued():
+                self._emit(Queued())
+            case m.IceServers(ice_servers=servers, ice_expires_at=expires_at):
+                self._set_ice(servers, expires_at)
+            case m.Error():
+                self._on_error(message)
+            case m.Hello() | m.Unqueued() | m.KnockWithdrawn():
+                pass  # hello was read on connect; the other two change nothing kept here
+            case m.UnknownMessage(type=kind):
+                logger.debug("< ignoring unknown message type %r", kind)  # a later server's
+            case _:
+                assert_never(message)
 
-    async def _on_joined(self, message: Message) -> None:
-        self._set_ice(message)
-        policy = message.get("ice_transport_policy")
-        self.ice_transport_policy = policy if policy in ("all", "relay") else "all"
+    async def _on_joined(self, message: m.Joined) -> None:
+        self._set_ice(message.ice_servers, message.ice_expires_at)
+        self.ice_transport_policy = message.ice_transport_policy
         room = Room(
-            id=str(message["room"]), you=str(message["you"]), host=str(message["host"]),
-            rules=dict(message.get("rules") or {}), match=bool(message.get("match")),
+            id=message.room, you=message.you, host=message.host, rules=message.rules,
+            match=message.match,
         )
         self.room = room
-        for entry in message["peers"]:
-            member = self._add_member(entry)
+        for info in message.peers:
+            member = self._add_member(info)
             room.peers.append(member)
             assert member.link is not None
             member.link.offer()  # the newcomer offers to everyone already present
@@ -416,9 +425,14 @@ class Peer:
         if self._waiting_room is not None and not self._waiting_room.done():
             self._waiting_room.set_result(room)
 
-    def _on_peer_joined(self, entry: dict[str, Any]) -> None:
-        member = self._add_member(entry)
-        self._emit(PeerJoined(member))
+    async def _on_room_left(
+        self, room_id: str, reason: Literal["left", "removed", "banned"]
+    ) -> None:
+        await self._close_links()
+        self.room = None
+        self._emit(RoomLeft(room_id, reason))
+        if self._waiting_left is not None and not self._waiting_left.done():
+            self._waiting_left.set_result(None)
 
     async def _on_peer_left(self, peer_id: str, reason: str) -> None:
         member = self.members.pop(peer_id, None)
@@ -429,28 +443,24 @@ class Peer:
         await member.audio.close()
         self._emit(PeerLeft(member, reason))
 
-    def _on_error(self, message: Message) -> None:
-        code = str(message.get("code"))
-        text = str(message.get("message") or code)
-        ref = message.get("ref")
+    def _on_error(self, message: m.Error) -> None:
+        code, text, ref = message.code, message.message or message.code, message.ref
         waiting = self._waiting_room
         if (
             waiting is not None and not waiting.done()
             and ref in ("join", "match", None) and code in _JOIN_REFUSALS
         ):
-            waiting.set_exception(JoinRefused(code, text))
+            waiting.set_exception(JoinRefused(ErrorCode(code), text))
             return
         logger.info("! server refused %r: %s (%s)", ref, text, code)
-        self._emit(ServerError(code, text, ref if isinstance(ref, str) else None))
+        self._emit(ServerError(code, text, ref))
 
-    def _add_member(self, entry: dict[str, Any]) -> RemotePeer:
-        peer_id = str(entry["id"])
-        if not ROOM_ID_PATTERN.fullmatch(peer_id):
-            raise ServerProtocolError(f"bad peer id {peer_id!r}")
+    def _add_member(self, info: m.PeerInfo) -> RemotePeer:
+        peer_id = info.id  # a valid id: msgspec checked it against ID_PATTERN on decode
         old = self.members.pop(peer_id, None)
         if old is not None and old.link is not None:
             asyncio.ensure_future(old.link.close())
-        member = RemotePeer(peer_id, str(entry.get("name", "")), bool(entry.get("polite")))
+        member = RemotePeer(peer_id, info.name, info.polite)
         source = self._relay_hub.subscribe(self._audio) if self._audio is not None else None
 
         def on_change(link: Link) -> None:
@@ -474,11 +484,11 @@ class Peer:
         self.members[peer_id] = member
         return member
 
-    def _send_signal(self, peer_id: str, data: dict[str, Any]) -> None:
+    def _send_signal(self, peer_id: str, data: m.SignalData) -> None:
         if peer_id not in self.members:
             return  # it left while we were gathering
         with contextlib.suppress(ConnectionLost):
-            self._send({"type": "signal", "to": peer_id, "data": data})
+            self._send(m.signal_to(peer_id, data))
 
     async def _close_links(self) -> None:
         members, self.members = list(self.members.values()), {}
@@ -494,7 +504,7 @@ class Peer:
 
     def _turn_urls(self) -> list[str]:
         return [
-            url for server in self.ice_servers for url in _urls(server)
+            url for server in self.ice_servers for url in server.urls
             if url.startswith(("turn:", "turns:"))
         ]
 
@@ -502,37 +512,23 @@ class Peer:
         # Always an explicit list: RTCConfiguration() alone means Google's public STUN server.
         servers = [
             RTCIceServer(
-                urls=_urls(server),
-                username=server.get("username"),
-                credential=server.get("credential"),
+                urls=list(server.urls), username=server.username, credential=server.credential
             )
             for server in self.ice_servers
         ]
         policy = RTCIceTransportPolicy.RELAY if self._relay_forced() else RTCIceTransportPolicy.ALL
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
-    def _set_ice(self, message: Message) -> None:
-        servers = message.get("ice_servers")
-        if isinstance(servers, list):
-            self.ice_servers = [server for server in servers if isinstance(server, dict)]
-        expires_at = message.get("ice_expires_at")
+    def _set_ice(self, servers: list[m.IceServer], expires_at: int | None) -> None:
+        self.ice_servers = servers
         if self._ice_refresher is not None:
             self._ice_refresher.cancel()
             self._ice_refresher = None
-        if isinstance(expires_at, (int, float)) and self._turn_urls():
+        if expires_at is not None and self._turn_urls():
             self._ice_refresher = asyncio.ensure_future(self._refresh_ice_at(float(expires_at)))
 
     async def _refresh_ice_at(self, expires_at: float) -> None:
         # New links use the fresh credentials; aiortc cannot swap them on an existing link.
         await asyncio.sleep(max(1.0, expires_at - time.time() - _ICE_REFRESH_MARGIN))
         with contextlib.suppress(PeerError):
-            self._send({"type": "ice-refresh"})
-
-
-def _urls(server: dict[str, Any]) -> list[str]:
-    urls = server.get("urls")
-    if isinstance(urls, str):
-        return [urls]
-    if isinstance(urls, list):
-        return [url for url in urls if isinstance(url, str)]
-    return []
+            self._send(m.IceRefresh())

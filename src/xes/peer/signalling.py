@@ -1,47 +1,65 @@
-"""The signalling WebSocket client: JSON objects in and out, nothing about rooms.
+"""The signalling WebSocket client: protocol messages in and out, nothing about rooms.
 
 It speaks docs/protocol.md's transport: one text frame per JSON object, no ``Origin`` header
 (we are not a browser), automatic pongs to the server's heartbeat pings. It uses picows's
 client because the server already depends on picows, so ``xes[peer]`` adds nothing for it.
 
-Messages are plain ``dict``s: :class:`xes.peer.peer.Peer` reads the few fields it needs and
-ignores unknown ones, as the protocol asks.
+Messages are the server's own structs (:mod:`xes.protocol.messages`): client messages are
+encoded with :func:`~xes.protocol.messages.encode_client`, and every frame from the server is
+decoded with :func:`~xes.protocol.messages.decode_server` into the ``ServerMessage`` union, or
+``UnknownMessage`` for a type this client does not know (which the caller ignores).
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
-import struct
-from typing import Any
+from typing import assert_never
 
+import msgspec
 import picows
 
 from xes.peer.errors import ConnectionLost, ServerProtocolError, ServerUnreachable
+from xes.protocol import messages as m
+from xes.protocol.codes import CloseCode
 
-__all__ = ["Message", "SignallingClient"]
+__all__ = ["Incoming", "SignallingClient", "close_reason"]
 
 logger = logging.getLogger(__name__)
 
-Message = dict[str, Any]
-"""One decoded protocol message: a JSON object with a string field ``type``."""
+Incoming = m.ServerMessage | m.UnknownMessage
+"""One decoded server message."""
 
-_CLOSE_REASONS = {
-    1000: "the server closed the connection",
-    1001: "the server is going away",
-    1009: "a message was over the server's hard size cap",
-    4002: "too many refused messages in a row",
-    4008: "heartbeat lost",
-    4029: "message rate over the server's limit",
-}
+
+def close_reason(code: int | None) -> str:
+    """Why the server closed the connection, in words, from its close code (None: no close frame)."""
+    if code is None:
+        return "the connection to the server broke"
+    try:
+        known = CloseCode(code)
+    except ValueError:
+        return f"the server closed the connection (close code {code})"
+    match known:
+        case CloseCode.NORMAL:
+            reason = "the server closed the connection"
+        case CloseCode.GOING_AWAY:
+            reason = "the server is going away, or stopped hearing from us (heartbeat lost)"
+        case CloseCode.MESSAGE_TOO_BIG:
+            reason = "a message was over the server's hard size cap"
+        case CloseCode.TOO_MANY_ERRORS:
+            reason = "too many refused messages in a row"
+        case CloseCode.FLOOD:
+            reason = "message rate over the server's limit"
+        case _:
+            assert_never(known)
+    return f"{reason} (close code {code})"
 
 
 class _Listener(picows.WSListener):
-    """Feeds decoded frames into an asyncio queue; ``None`` marks the end of the stream."""
+    """Feeds whole text messages (as bytes) into an asyncio queue; ``None`` marks the end."""
 
     def __init__(self) -> None:
-        self.inbox: asyncio.Queue[Message | None] = asyncio.Queue()
+        self.inbox: asyncio.Queue[bytes | None] = asyncio.Queue()
         self.close_code: int | None = None
         self._fragments: list[bytes] = []
 
@@ -51,7 +69,7 @@ class _Listener(picows.WSListener):
             payload = frame.get_payload_as_bytes()
             # Read the code from the payload: picows's enum has no members for 4xxx codes.
             if len(payload) >= 2:
-                self.close_code = struct.unpack("!H", payload[:2])[0]
+                self.close_code = int.from_bytes(payload[:2], "big")
             transport.send_close(picows.WSCloseCode.OK)
             transport.disconnect()
             return
@@ -63,17 +81,9 @@ class _Listener(picows.WSListener):
             return  # binary frames are not part of the protocol; pings are answered by picows
         if not frame.fin:
             return
-        raw = b"".join(self._fragments)
+        frame_bytes = b"".join(self._fragments)
         self._fragments = []
-        try:
-            message = json.loads(raw)
-        except (UnicodeDecodeError, json.JSONDecodeError):
-            logger.warning("! ignoring a frame that is not JSON (%d bytes)", len(raw))
-            return
-        if not isinstance(message, dict) or not isinstance(message.get("type"), str):
-            logger.warning("! ignoring a message without a string 'type'")
-            return
-        self.inbox.put_nowait(message)
+        self.inbox.put_nowait(frame_bytes)  # decoded by the reader, which can report errors
 
     def on_ws_disconnected(self, transport: picows.WSTransport) -> None:
         self.inbox.put_nowait(None)
@@ -85,16 +95,22 @@ class SignallingClient:
     Use :meth:`connect`, then :meth:`send` and :meth:`receive`; :meth:`close` when done.
     """
 
-    def __init__(self, transport: picows.WSTransport, listener: _Listener, hello: Message):
+    def __init__(self, transport: picows.WSTransport, listener: _Listener) -> None:
         self._transport = transport
         self._listener = listener
-        self.hello = hello
+        self._hello: m.Hello | None = None
+
+    @property
+    def hello(self) -> m.Hello:
         """The server's ``hello`` message (``peer`` is our id, ``limits`` the limits in force)."""
+        if self._hello is None:
+            raise ServerProtocolError("no hello from the server yet")
+        return self._hello
 
     @property
     def peer_id(self) -> str:
         """Our peer id for this connection, assigned by the server."""
-        return str(self.hello["peer"])
+        return self.hello.peer
 
     @classmethod
     async def connect(cls, ws_url: str, timeout: float = 10.0) -> SignallingClient:
@@ -118,7 +134,7 @@ class SignallingClient:
         except OSError as error:
             raise ServerUnreachable(f"cannot reach {ws_url}: {error.strerror or error}") from None
         assert isinstance(listener, _Listener)
-        client = cls(transport, listener, hello={})
+        client = cls(transport, listener)
         try:
             async with asyncio.timeout(timeout):
                 hello = await client.receive()
@@ -127,42 +143,48 @@ class SignallingClient:
             raise ServerUnreachable(f"{ws_url} sent no hello within {timeout:g} s") from None
         except ConnectionLost as error:
             raise ServerUnreachable(f"{ws_url} closed the connection at once: {error}") from None
-        if hello.get("type") != "hello" or not isinstance(hello.get("peer"), str):
+        except ServerProtocolError as error:
             client.abort()
-            raise ServerProtocolError(f"expected hello from {ws_url}, got {hello.get('type')!r}")
-        if hello.get("protocol") != 1:
+            raise ServerProtocolError(f"expected hello from {ws_url}: {error}") from None
+        if not isinstance(hello, m.Hello):
+            client.abort()
+            raise ServerProtocolError(f"expected hello from {ws_url}, got {_type_of(hello)!r}")
+        if hello.protocol != m.PROTOCOL_VERSION:
             client.abort()
             raise ServerProtocolError(
-                f"{ws_url} speaks protocol {hello.get('protocol')!r}; this client speaks 1"
+                f"{ws_url} speaks protocol {hello.protocol}; this client speaks "
+                f"{m.PROTOCOL_VERSION}"
             )
-        client.hello = hello
+        client._hello = hello
         return client
 
-    def send(self, message: Message) -> None:
-        """Send one message (a JSON object with ``type``).
+    def send(self, message: m.ClientMessage) -> None:
+        """Send one client message.
 
         Raises:
             ConnectionLost: If the WebSocket is already closed.
         """
         if self._transport.is_disconnected or self._transport.is_close_frame_sent:
             raise ConnectionLost("the signalling connection is closed", self._listener.close_code)
-        data = json.dumps(message, separators=(",", ":")).encode()
-        self._transport.send(picows.WSMsgType.TEXT, data)
+        self._transport.send(picows.WSMsgType.TEXT, m.encode_client(message))
 
-    async def receive(self) -> Message:
+    async def receive(self) -> Incoming:
         """The next message from the server.
 
         Raises:
             ConnectionLost: When the WebSocket has closed (``close_code`` says why).
+            ServerProtocolError: When a frame is not a message of docs/protocol.md (not JSON, or
+                a known type with a missing or mistyped field). The connection stays usable.
         """
-        message = await self._listener.inbox.get()
-        if message is None:
+        frame = await self._listener.inbox.get()
+        if frame is None:
             self._listener.inbox.put_nowait(None)  # later calls see the end too
             code = self._listener.close_code
-            reason = _CLOSE_REASONS.get(code or 0, "the connection to the server broke")
-            suffix = f" (close code {code})" if code is not None else ""
-            raise ConnectionLost(reason + suffix, code)
-        return message
+            raise ConnectionLost(close_reason(code), code)
+        try:
+            return m.decode_server(frame)
+        except msgspec.DecodeError as error:
+            raise ServerProtocolError(f"unreadable message from the server: {error}") from None
 
     async def close(self) -> None:
         """Close the WebSocket politely (code 1000) and wait until it is down."""
@@ -179,3 +201,10 @@ class SignallingClient:
     def abort(self) -> None:
         """Drop the connection at once, without a close handshake."""
         self._transport.disconnect(graceful=False)
+
+
+def _type_of(message: Incoming) -> str:
+    if isinstance(message, m.UnknownMessage):
+        return message.type
+    tag = type(message).__struct_config__.tag
+    return tag if isinstance(tag, str) else type(message).__name__

@@ -1,10 +1,17 @@
-"""The wire contract: every message of docs/protocol.md as a frozen msgspec struct.
+"""The wire contract: every message of docs/protocol.md as a msgspec struct, for every Python speaker.
 
-Client messages are decoded in one pass into a tagged union (the ``type`` field is the tag), with
-field types and limits checked by msgspec itself; a ``signal``'s ``data`` is kept as raw JSON bytes,
-so the server relays it without ever parsing or re-encoding the SDP or ICE inside.
-Server messages are encoded with :func:`encode`, except the hot ``signal`` relay, which is spliced
-from bytes by :func:`encode_signal`.
+Both directions are tagged unions on ``type``, so each side reads the other's messages in one
+typed pass and a renamed field fails the type check on both sides:
+
+- the server decodes client messages with :func:`decode` (field types and limits checked by
+  msgspec itself) and encodes its own with :func:`encode`;
+- the Python peer (:mod:`xes.peer`) encodes client messages with :func:`encode_client` and decodes
+  the server's with :func:`decode_server`.
+
+A client ``signal``'s ``data`` is kept as raw JSON bytes, so the server relays it without ever
+parsing or re-encoding the SDP or ICE inside: the relayed ``signal`` is spliced from bytes by
+:func:`encode_signal`, and :class:`SignalData` (the shape browsers and the Python peer put in it)
+is read only by the receiving client.
 """
 
 from __future__ import annotations
@@ -19,10 +26,12 @@ from ..errors import BadField, BadJson, TooBig, UnknownType
 __all__ = [
     "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
-    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode", "encode_signal",
+    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode_client",
+    "SessionDescription", "IceCandidate", "SignalData",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
-    "Host", "RulesChanged", "Lobby", "Knock", "KnockWithdrawn", "Removed", "Queued", "Unqueued",
-    "IceServers", "Error", "signal_head",
+    "Host", "RulesChanged", "Lobby", "KnockPeer", "Knock", "KnockWithdrawn", "Removed", "Queued",
+    "Unqueued", "IceServers", "Error", "RelayedSignal", "ServerMessage", "UnknownMessage",
+    "encode", "decode_server", "encode_signal", "signal_head",
 ]
 
 PROTOCOL_VERSION: Final = 1
@@ -39,8 +48,12 @@ Key = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern=r"^[A-Z
 MaxPeers = Annotated[int, msgspec.Meta(ge=2, le=64)]
 
 
-class _ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=False):
-    """Decoded once and never mutated after ``__post_init__`` (not frozen only so that it may clean)."""
+class _ClientMessage(msgspec.Struct, tag_field="type", forbid_unknown_fields=False, omit_defaults=True):
+    """Decoded once and never mutated after ``__post_init__`` (not frozen only so that it may clean).
+
+    ``omit_defaults`` only shapes what the Python peer sends: fields left at their default are
+    not written, as the browser does not write them either.
+    """
 
     pass
 
@@ -69,6 +82,9 @@ class Leave(_ClientMessage, tag="leave"):
 
 
 class Signal(_ClientMessage, tag="signal"):
+    """``data`` is opaque to the server (raw bytes, never parsed); clients put :class:`SignalData`
+    in it (see :func:`signal_to`)."""
+
     to: Id
     data: msgspec.Raw
 
@@ -177,11 +193,58 @@ def _classify(detail: str, frame: bytes | memoryview) -> Exception:
     return BadField(detail.split(" - at ")[0] + (f" (field `{path}`)" if path else ""), ref=ref)
 
 
+_client_encoder: Final = msgspec.json.Encoder()
+
+
+def encode_client(message: ClientMessage) -> bytes:
+    """Serialise a client message (what the Python peer sends) to the bytes of one text frame."""
+    return _client_encoder.encode(message)
+
+
+# --------------------------------------------------------------- signal payloads, client to client
+
+
+class SessionDescription(msgspec.Struct, frozen=True):
+    """An SDP offer or answer, as ``RTCSessionDescriptionInit``."""
+
+    type: Literal["offer", "answer"]
+    sdp: str
+
+
+class IceCandidate(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One trickled ICE candidate, as ``RTCIceCandidateInit`` (W3C field names on the wire)."""
+
+    candidate: str
+    """The ``candidate:...`` line; an empty string also means end of candidates."""
+    sdp_mid: str | None = msgspec.field(default=None, name="sdpMid")
+    sdp_mline_index: int | None = msgspec.field(default=None, name="sdpMLineIndex")
+
+
+class SignalData(msgspec.Struct, frozen=True, omit_defaults=True):
+    """What a client puts in a ``signal``'s ``data``: a description, or one candidate.
+
+    The server never reads it (it relays the bytes); only the receiving client decodes it, as part
+    of :class:`RelayedSignal`. ``candidate: null`` is the end of the sender's candidates, which is
+    why an absent candidate is UNSET rather than None. Other keys are ignored.
+    """
+
+    description: SessionDescription | None = None
+    candidate: IceCandidate | None | msgspec.UnsetType = msgspec.UNSET
+
+
+_data_encoder: Final = msgspec.json.Encoder()
+
+
+def signal_to(peer: str, data: SignalData) -> Signal:
+    """The client ``signal`` that sends `data` to `peer`."""
+    return Signal(to=peer, data=msgspec.Raw(_data_encoder.encode(data)))
+
+
 # ----------------------------------------------------------------------------- server messages
 
 
 class _ServerMessage(msgspec.Struct, tag_field="type"):
-    pass
+    """Encoded by the server, decoded by the Python peer; unknown fields are ignored on decode."""
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -194,12 +257,12 @@ class Limits(msgspec.Struct, frozen=True):
 
 class Hello(_ServerMessage, tag="hello"):
     protocol: int
-    peer: str
+    peer: Id
     limits: Limits
 
 
 class PeerInfo(msgspec.Struct, frozen=True):
-    id: str
+    id: Id
     name: str
     polite: bool
 
@@ -220,9 +283,9 @@ class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class Joined(_ServerMessage, tag="joined"):
-    room: str
-    you: str
-    host: str
+    room: Id
+    you: Id
+    host: Id
     peers: list[PeerInfo]
     rules: Rules
     ice_servers: list[IceServer]
@@ -236,16 +299,16 @@ class PeerJoined(_ServerMessage, tag="peer-joined"):
 
 
 class PeerLeft(_ServerMessage, tag="peer-left"):
-    peer: str
+    peer: Id
     reason: Literal["left", "disconnected", "removed", "banned"]
 
 
 class Left(_ServerMessage, tag="left"):
-    room: str
+    room: Id
 
 
 class Host(_ServerMessage, tag="host"):
-    peer: str
+    peer: Id
 
 
 class RulesChanged(_ServerMessage, tag="rules"):
@@ -253,11 +316,11 @@ class RulesChanged(_ServerMessage, tag="rules"):
 
 
 class Lobby(_ServerMessage, tag="lobby"):
-    room: str
+    room: Id
 
 
 class KnockPeer(msgspec.Struct, frozen=True):
-    id: str
+    id: Id
     name: str
 
 
@@ -266,11 +329,11 @@ class Knock(_ServerMessage, tag="knock"):
 
 
 class KnockWithdrawn(_ServerMessage, tag="knock-withdrawn"):
-    peer: str
+    peer: Id
 
 
 class Removed(_ServerMessage, tag="removed"):
-    room: str
+    room: Id
     banned: bool
 
 
@@ -289,16 +352,62 @@ class IceServers(_ServerMessage, tag="ice-servers"):
 
 class Error(_ServerMessage, tag="error"):
     code: str
+    """One of :class:`xes.protocol.codes.ErrorCode`; a string on the wire, so that a client still
+    reads a code added after it was written (and shows it as a refusal it cannot explain)."""
     message: str
     ref: str | None = None
+
+
+class RelayedSignal(_ServerMessage, tag="signal"):
+    """A ``signal`` relayed from another member. The server never builds this struct: it splices
+    the frame from bytes (:func:`encode_signal`); clients decode it."""
+
+    sender: Id = msgspec.field(name="from")
+    data: SignalData
+
+
+ServerMessage = (
+    Hello | Joined | PeerJoined | PeerLeft | RelayedSignal | Left | Host | RulesChanged | Lobby
+    | Knock | KnockWithdrawn | Removed | Queued | Unqueued | IceServers | Error
+)
+
+
+class UnknownMessage(msgspec.Struct, frozen=True):
+    """A server message of a type this client does not know (from a later server): ignored."""
+
+    type: str
 
 
 _encoder: Final = msgspec.json.Encoder()
 
 
-def encode(message: _ServerMessage) -> bytes:
+def encode(message: ServerMessage) -> bytes:
     """Serialise a server message to the bytes of one text frame."""
     return _encoder.encode(message)
+
+
+_server_decoder: Final = msgspec.json.Decoder(ServerMessage)
+_type_decoder: Final = msgspec.json.Decoder(UnknownMessage)
+_SERVER_TYPES: Final = frozenset(t.__struct_config__.tag for t in ServerMessage.__args__)
+
+
+def decode_server(frame: bytes | memoryview) -> ServerMessage | UnknownMessage:
+    """Parse one server frame (what a client receives).
+
+    A message of a type this version does not know comes back as :class:`UnknownMessage`, so a
+    client can ignore it; unknown fields of known messages are ignored by msgspec.
+
+    Raises:
+        msgspec.DecodeError: Not JSON, not an object with a string ``type``, or a known message
+            with a field missing or of the wrong type (msgspec.ValidationError, a subclass).
+    """
+    try:
+        return _server_decoder.decode(frame)
+    except msgspec.ValidationError:
+        kind = _type_decoder.decode(frame).type
+        if kind in _SERVER_TYPES:
+            raise
+        return UnknownMessage(kind)
 
 
 def signal_head(sender: str) -> bytes:
@@ -311,5 +420,8 @@ def signal_head(sender: str) -> bytes:
 
 
 def encode_signal(sender: str, data: msgspec.Raw) -> bytes:
-    """The relayed ``signal``: the sender stamped by the server, ``data`` byte for byte."""
+    """The relayed ``signal``: the sender stamped by the server, ``data`` byte for byte.
+
+    The bytes are exactly what :func:`encode` makes of a :class:`RelayedSignal` (a test checks).
+    """
     return b"".join((signal_head(sender), data, b"}"))

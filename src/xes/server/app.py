@@ -39,15 +39,17 @@ from ..core.signalling import Signalling
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
+from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 
-__all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD"]
+__all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY"]
 
 log = logging.getLogger("xes.server")
 
-CLOSE_TOO_MANY_ERRORS: Final = 4002
-CLOSE_FLOOD: Final = 4029
+CLOSE_TOO_MANY_ERRORS: Final = CloseCode.TOO_MANY_ERRORS
+CLOSE_FLOOD: Final = CloseCode.FLOOD
+CLOSE_GOING_AWAY: Final = CloseCode.GOING_AWAY
 _TEXT: Final = WSMsgType.TEXT
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
@@ -377,7 +379,7 @@ class XesServer:
                 connection.pinged = False
             idle = connection.idle = connection.idle + elapsed
             if idle >= drop_after:
-                self.close(connection, 1001, "heartbeat lost: no answer to ping")
+                self.close(connection, CLOSE_GOING_AWAY, "heartbeat lost: no answer to ping")
             elif idle >= ping_after and not connection.pinged:
                 connection.pinged = True
                 connection.transport.send_ping()

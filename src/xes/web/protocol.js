@@ -15,10 +15,15 @@ export const NAME_MAX_LENGTH = 64;
 export const MAX_TAGS = 8;
 export const TAG_MAX_LENGTH = 32;
 
-/** Values the server closes the socket with (besides 1000 and 1009). */
+/**
+ * Every code the server closes the socket with (docs/protocol.md, "Close codes"), named as in
+ * src/xes/protocol/codes.py; a test checks that the two tables and the document agree.
+ */
 export const CLOSE_CODES = Object.freeze({
+  NORMAL: 1000,
+  GOING_AWAY: 1001,
+  MESSAGE_TOO_BIG: 1009,
   TOO_MANY_ERRORS: 4002,
-  HEARTBEAT_LOST: 4008,
   FLOOD: 4029,
 });
 
@@ -31,8 +36,9 @@ export class ProtocolError extends Error {
   }
 }
 
-// A human sentence for every `error` code in docs/protocol.md. Written for the person using the
-// page, so they say what happened and, where there is one, what to do about it.
+// A human sentence for every `error` code in docs/protocol.md (and in src/xes/protocol/codes.py:
+// a test checks that the keys are exactly those codes). Written for the person using the page, so
+// they say what happened and, where there is one, what to do about it.
 const ERROR_SENTENCES = Object.freeze({
   'bad-json': 'The server could not read a message from this page. Reloading the page should fix it.',
   'unknown-type': 'The server did not understand a message from this page. Reload the page; it may be out of date.',
@@ -51,6 +57,9 @@ const ERROR_SENTENCES = Object.freeze({
   'not-queued': 'You are not waiting for a match.',
   'turn-unavailable': 'This server has no relay (TURN) configured.',
 });
+
+/** Every `error` code the server sends; each has a sentence above. */
+export const ERROR_CODES = Object.freeze(Object.keys(ERROR_SENTENCES));
 
 /**
  * A sentence a person can act on for a protocol `error` message.
@@ -258,6 +267,9 @@ const SERVER_SCHEMAS = Object.freeze({
   'ice-servers': { ice_servers: isIceServers },
   error: { code: isString },
 });
+
+/** Every message type the server sends, as listed in src/xes/protocol/messages.py (a test checks). */
+export const SERVER_MESSAGE_TYPES = Object.freeze(Object.keys(SERVER_SCHEMAS));
 
 /**
  * Parse and validate one text frame from the server.
