@@ -73,6 +73,7 @@ async def test_match_pairs_the_command_with_a_stranger(
     command = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "xes.peer.cli", "match", "--server", xes_server.http_url,
         "--name", "Cli", "--tags", "chess", "--play", str(tones(880)), "--loop", "--once",
+        "--allow-direct",  # this server has no relay: only consenting strangers meet
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert command.stdout is not None
     seen: list[str] = []
@@ -80,7 +81,7 @@ async def test_match_pairs_the_command_with_a_stranger(
         await read_until(command.stdout, "waiting for a stranger", seen)
         async with Peer(xes_server.http_url, name="Stranger",
                         audio=open_file_source(tones(440), loop=True)) as stranger:
-            room = await stranger.match(tags=["chess"])
+            room = await stranger.match(tags=["chess"], direct=True)
             assert room.match and [m.name for m in room.peers] == ["Cli"]
             assert await wait_for_tone(room.peers[0].listen(), 880) > 0
             await read_until(command.stdout, "connected, direct", seen)

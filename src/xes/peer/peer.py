@@ -66,6 +66,8 @@ logger = logging.getLogger(__name__)
 _JOIN_REFUSALS = frozenset({
     "room-full", "room-locked", "password-required", "wrong-password", "banned", "declined",
     "already-joined", "bad-field", "not-joined",
+    # A match without consent to a direct connection, on a server with no relay.
+    "turn-unavailable",
 })
 
 # Ask for fresh TURN credentials this long before they expire.
@@ -249,16 +251,24 @@ class Peer:
             message["password"] = password
         return await self._request_room(message)
 
-    async def match(self, *, tags: Iterable[str] = (), language: str | None = None) -> Room:
+    async def match(self, *, tags: Iterable[str] = (), language: str | None = None,
+                    direct: bool = False) -> Room:
         """Queue for a stranger and return once paired (a fresh private room of two).
 
+        Args:
+            tags: Interests; strangers sharing one are paired first.
+            language: A language to prefer.
+            direct: Consent to a direct connection, which shows the stranger our IP address.
+                Without it the call goes through the relay, and a server with no relay refuses.
+
         Raises:
-            JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long).
+            JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long, or
+                ``turn-unavailable`` without `direct` on a server with no relay).
             ConnectionLost: If the connection drops meanwhile.
         """
         message: Message = {
             "type": "match", "name": self.name, "key": self.key, "rollback": False,
-            "tags": list(tags),
+            "tags": list(tags), "direct": direct,
         }
         if language is not None:
             message["language"] = language
