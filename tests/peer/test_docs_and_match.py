@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.peer.test_cli import read_until
 from tests.peer.test_mesh import new_room_id, wait_connected
 from tests.peer.tones import read_wav, tone_share, wait_for_tone
-from xes.peer import Peer, PeerJoined, open_file_source
+from xes.peer import JoinRefused, Peer, PeerJoined, open_file_source
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "python.md"
 
@@ -94,3 +96,12 @@ async def test_match_pairs_the_command_with_a_stranger(
     assert command.returncode == 0, (output, errors)
     assert "matched in room" in output
     assert "peer left: Stranger" in output
+
+
+async def test_match_without_consent_is_refused_where_there_is_no_relay(xes_server: Any) -> None:
+    """This server has no relay: a Python stranger that did not pass `direct=True` (`xes match`
+    without --allow-direct) is told why instead of waiting forever."""
+    async with Peer(xes_server.http_url, name="Shy") as shy:
+        with pytest.raises(JoinRefused) as refused:
+            await asyncio.wait_for(shy.match(tags=["chess"]), 10)
+    assert refused.value.code == "turn-unavailable"
