@@ -18,7 +18,7 @@ from typing import Any
 
 import websockets
 
-from tests.conftest import XesServerProcess
+from tests.conftest import ROOT, XesServerProcess
 
 from .turnclient import allocation
 
@@ -112,3 +112,31 @@ def test_no_turn_and_a_turn_url_are_refused_together() -> None:
                            "--turn-url", "turn:127.0.0.1:3478"], capture_output=True, text=True,
                           timeout=30)
     assert done.returncode == 2 and "contradict" in done.stderr
+
+
+async def test_scripts_serve_sh_runs_with_a_relay() -> None:
+    """What the README's `bash scripts/serve.sh` starts has a relay: the start-up lines say so,
+    and the page is told (`hello.relay`). Stopping it stops the relay."""
+    process = subprocess.Popen(["bash", str(ROOT / "scripts" / "serve.sh"), "--port", "0"],
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    assert process.stdout is not None
+    try:
+        lines = []
+        for line in process.stdout:  # set-up lines first (the virtualenv is checked, coturn too)
+            lines.append(line)
+            if "XES is running" in line:
+                break
+        url = re.search(r"Open (http://[^/\s]+)/", lines[-1])
+        assert url, "".join(lines)
+        assert any(line.startswith("Relay: built-in coturn at turn:") for line in lines), lines
+        [coturn] = children_named(process.pid, "turnserver")
+        ws = await websockets.connect(url[1].replace("http://", "ws://") + "/ws")
+        try:
+            assert json.loads(await ws.recv())["relay"] is True
+        finally:
+            await ws.close()
+    finally:
+        process.terminate()
+        process.wait(15)
+        process.stdout.close()
+    assert not alive(coturn)
