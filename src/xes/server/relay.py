@@ -17,7 +17,8 @@ relay, so the default install has one: when coturn's ``turnserver`` is installed
   reach the relay. A wildcard ``--host`` (0.0.0.0, ::) names no address to hand out, so there is no
   built-in relay then: run coturn with `xes turn-config` and give ``--turn-url`` (docs/deploy.md).
 - The child gets SIGTERM if `xes serve` dies without cleaning up (Linux ``PR_SET_PDEATHSIG``), so
-  no orphaned relay outlives the server.
+  no orphaned relay outlives the server. (After a SIGKILL the private directory stays behind; the
+  secret in it opens nothing once that coturn is gone, since every run makes a new one.)
 """
 
 from __future__ import annotations
@@ -129,33 +130,21 @@ def start_builtin_relay(host: str, *, turnserver: str, port: int = 0,
         timeout: Seconds to wait for the listener.
 
     Raises:
-        RelayUnavailable: If it cannot run here, or coturn does not start (its log is in the
-            message).
+        RelayUnavailable: If it cannot run here; `RelayFailed` if coturn does not start (its
+            log is in the message).
+        ValueError: If `port` is out of range.
     """
     address = relay_address(host)
+    if not 0 <= port <= 65535:
+        raise ValueError(f"--relay-port {port} is out of range")
     port = port or _free_port(address)
     secret = secrets.token_urlsafe(32)
     run_dir = Path(tempfile.mkdtemp(prefix="xes-relay-"))  # mode 700
-    config = TurnConfig(
-        secret=secret, realm=REALM, listening_ips=(address,), relay_ips=(address,),
-        listening_port=port, min_port=port_range[0], max_port=port_range[1],
-        log_file=str(run_dir / "turn.log"),
-    )
-    own_address = [f"allowed-peer-ip={address}",
-                   "# Both strangers meet at this relay's own address (see xes.server.relay)."]
-    if ipaddress.ip_address(address).is_loopback:
-        own_address.insert(0, "allow-loopback-peers")
-    config_path = run_dir / "turnserver.conf"
-    # Created 0600 from the start: it holds the secret.
-    with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
-                   encoding="utf-8") as output:
-        output.write(render(config) + "\n".join(own_address) + "\n")
-    process = subprocess.Popen(
-        [turnserver, "-c", str(config_path), f"--pidfile={run_dir / 'turn.pid'}",
-         f"--db={run_dir / 'turndb.sqlite'}", "--no-stdout-log"],
-        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
-    )
+    try:
+        process = _launch(run_dir, address, port, secret, port_range, turnserver)
+    except BaseException:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise
     shown = f"[{address}]" if ":" in address else address
     relay = BuiltinRelay(
         urls=(f"turn:{shown}:{port}?transport=udp", f"turn:{shown}:{port}?transport=tcp"),
@@ -174,3 +163,28 @@ def start_builtin_relay(host: str, *, turnserver: str, port: int = 0,
         log = ""
     relay.stop()
     raise RelayFailed(f"coturn did not start on {shown}:{port}:\n{log}")
+
+
+def _launch(run_dir: Path, address: str, port: int, secret: str, port_range: tuple[int, int],
+            turnserver: str) -> subprocess.Popen[bytes]:
+    """Write the configuration into run_dir and start coturn with it."""
+    config = TurnConfig(
+        secret=secret, realm=REALM, listening_ips=(address,), relay_ips=(address,),
+        listening_port=port, min_port=port_range[0], max_port=port_range[1],
+        log_file=str(run_dir / "turn.log"),
+    )
+    own_address = [f"allowed-peer-ip={address}",
+                   "# Both strangers meet at this relay's own address (see xes.server.relay)."]
+    if ipaddress.ip_address(address).is_loopback:
+        own_address.insert(0, "allow-loopback-peers")
+    config_path = run_dir / "turnserver.conf"
+    # Created 0600 from the start: it holds the secret.
+    with os.fdopen(os.open(config_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600), "w",
+                   encoding="utf-8") as output:
+        output.write(render(config) + "\n".join(own_address) + "\n")
+    return subprocess.Popen(
+        [turnserver, "-c", str(config_path), f"--pidfile={run_dir / 'turn.pid'}",
+         f"--db={run_dir / 'turndb.sqlite'}", "--no-stdout-log"],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        preexec_fn=_die_with_parent,
+    )
