@@ -12,6 +12,7 @@ import re
 import stat
 import subprocess
 import sys
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -140,3 +141,16 @@ async def test_scripts_serve_sh_runs_with_a_relay() -> None:
         process.wait(15)
         process.stdout.close()
     assert not alive(coturn)
+
+
+def test_the_relay_does_not_outlive_a_killed_server(
+        start_xes_server: Callable[..., XesServerProcess]) -> None:
+    """Even a SIGKILL, which leaves the server no time to clean up, takes the relay with it."""
+    server = start_xes_server(builtin_relay=True)
+    [coturn] = children_named(server.process.pid, "turnserver")
+    server.process.kill()
+    server.process.wait(10)
+    deadline = time.monotonic() + 10  # a wait for the kernel's signal, not a measurement
+    while alive(coturn) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not alive(coturn), "an orphaned relay outlived its server"
