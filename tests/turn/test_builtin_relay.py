@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+import shutil
 import stat
 import subprocess
 import sys
@@ -148,9 +149,11 @@ def test_the_relay_does_not_outlive_a_killed_server(
     """Even a SIGKILL, which leaves the server no time to clean up, takes the relay with it."""
     server = start_xes_server(builtin_relay=True)
     [coturn] = children_named(server.process.pid, "turnserver")
+    config = Path(re.search(r"-c\x00([^\x00]+)", Path(f"/proc/{coturn}/cmdline").read_text())[1])
     server.process.kill()
     server.process.wait(10)
     deadline = time.monotonic() + 10  # a wait for the kernel's signal, not a measurement
     while alive(coturn) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not alive(coturn), "an orphaned relay outlived its server"
+    shutil.rmtree(config.parent)  # left behind by the kill, as documented; private and now useless
