@@ -61,9 +61,17 @@ def _xes_command() -> list[str]:
 
 
 def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None = None,
-                      host: str = "127.0.0.1", wrapper: list[str] | None = None) -> XesServerProcess:
-    """Start `xes serve --port 0` and wait until it prints its URL."""
-    command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *(args or [])]
+                      host: str = "127.0.0.1", wrapper: list[str] | None = None,
+                      builtin_relay: bool = False) -> XesServerProcess:
+    """Start `xes serve --port 0` and wait until it prints its URL.
+
+    Without TURN unless the test asks for it (`--turn-url` in `args`, or `builtin_relay` for the
+    coturn `xes serve` starts by itself): a test states the relay it relies on.
+    """
+    args = list(args or [])
+    if not builtin_relay and "--turn-url" not in args:
+        args.append("--no-turn")
+    command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, bufsize=1)
     assert process.stdout is not None

@@ -7,9 +7,14 @@ import asyncio
 import importlib
 import logging
 import os
+import shutil
 import signal
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .server.relay import BuiltinRelay
 
 __all__ = ["main", "build_parser"]
 
@@ -31,6 +36,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="file holding coturn's static-auth-secret (or set XES_TURN_SECRET)")
     p.add_argument("--turn-secret", metavar="SECRET",
                    help="the secret itself; visible to every user in `ps`, prefer the file or env")
+    p.add_argument("--no-turn", action="store_true",
+                   help="do not start the built-in relay (a local coturn, started when no --turn-url "
+                        "is given and coturn is installed); strangers then meet only if both allow "
+                        "a direct connection")
+    p.add_argument("--relay-port", type=int, default=0, metavar="PORT",
+                   help="UDP and TCP port of the built-in relay (default: a free one)")
     p.add_argument("--turn-ttl", type=int, default=3600, metavar="SECONDS",
                    help="lifetime of TURN credentials (default 3600; clients refresh before expiry)")
     p.add_argument("--allow-origin", action="append", default=[], metavar="ORIGIN",
@@ -89,6 +100,35 @@ def _read_turn_secret(args: argparse.Namespace) -> bytes | None:
     return None
 
 
+def _start_relay(args: argparse.Namespace) -> tuple[BuiltinRelay | None, str]:
+    """The built-in relay, if this server should run one, and the start-up line about the relay.
+
+    Raises:
+        SystemExit: coturn is installed but failed to start (status 1, the reason printed).
+    """
+    from .server.relay import RelayFailed, RelayUnavailable, start_builtin_relay
+
+    without = ("Strangers can talk only if both allow a direct connection, which shows each "
+               "their IP address; 'Hide my IP' is unavailable.")
+    if args.turn_url:
+        return None, f"Relay: {', '.join(args.turn_url)} (calls with strangers go through it)."
+    if args.no_turn:
+        return None, f"Relay: none (--no-turn). {without}"
+    turnserver = shutil.which("turnserver")
+    if turnserver is None:
+        return None, f"Relay: none (coturn is not installed: apt-get install coturn). {without}"
+    try:
+        relay = start_builtin_relay(args.host, turnserver=turnserver, port=args.relay_port)
+    except RelayFailed as exc:
+        print(f"xes serve: the built-in relay failed: {exc}\n"
+              "(run with --no-turn to serve without a relay)", file=sys.stderr)
+        raise SystemExit(1) from None
+    except RelayUnavailable as exc:
+        return None, f"Relay: none ({exc}). {without}"
+    return relay, (f"Relay: built-in coturn at {relay.urls[0]} with a fresh secret "
+                   "(calls with strangers go through it).")
+
+
 def _serve(args: argparse.Namespace) -> int:
     from .core.signalling import CoreSettings
     from .core.turn import IceSettings
@@ -98,9 +138,17 @@ def _serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # picows logs peer addresses on every connection at INFO: quiet unless the operator debugs.
     logging.getLogger("picows").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if args.no_turn and args.turn_url:
+        print("xes serve: --no-turn and --turn-url contradict each other", file=sys.stderr)
+        return 2
+    relay: BuiltinRelay | None = None
     try:
-        ice = IceSettings(stun_urls=tuple(args.stun_url), turn_urls=tuple(args.turn_url),
-                          turn_secret=_read_turn_secret(args), ttl_seconds=args.turn_ttl)
+        turn_urls, turn_secret = tuple(args.turn_url), _read_turn_secret(args)
+        relay, relay_line = _start_relay(args)
+        if relay is not None:
+            turn_urls, turn_secret = relay.urls, relay.secret
+        ice = IceSettings(stun_urls=tuple(args.stun_url), turn_urls=turn_urls,
+                          turn_secret=turn_secret, ttl_seconds=args.turn_ttl)
         settings = ServerSettings(
             host=args.host, port=args.port,
             core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice),
@@ -108,9 +156,16 @@ def _serve(args: argparse.Namespace) -> int:
             rate_per_second=args.rate_per_second, rate_burst=args.rate_burst,
             heartbeat_seconds=args.heartbeat, debug=args.debug)
     except (ValueError, OSError) as exc:
+        if relay is not None:
+            relay.stop()
         print(f"xes serve: {exc}", file=sys.stderr)
         return 2
-    return asyncio.run(_run_server(settings))
+    print(relay_line, flush=True)
+    try:
+        return asyncio.run(_run_server(settings))
+    finally:
+        if relay is not None:
+            relay.stop()
 
 
 async def _run_server(settings: object) -> int:

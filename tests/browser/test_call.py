@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from contextlib import ExitStack
 from pathlib import Path
 from typing import Any, Protocol
@@ -219,16 +220,18 @@ def test_copy_link_puts_the_room_link_on_the_clipboard(
 
 
 def test_display_name_and_hide_my_ip_are_remembered(
-    xes_server: _Server, launch_browser: Any
+    start_xes_server: Callable[..., _Server], launch_browser: Any
 ) -> None:
-    """Both settings survive a reload (localStorage). With the setting on and a server that has no
-    TURN relay, the page says relay mode is unavailable instead of silently going direct."""
+    """Both settings survive a reload (localStorage), on a server that has a relay to hide
+    behind (TURN configured; nobody else joins, so no coturn is needed)."""
+    server = start_xes_server(args=["--turn-url", "turn:127.0.0.1:3478?transport=udp"],
+                              env={"XES_TURN_SECRET": "remembered-settings-test"})
     page = launch_browser().new_page()
-    room_url = open_new_room(page, xes_server)
+    room_url = open_new_room(page, server)
     relay_only = page.get_by_label("Hide my IP (always relay)")
+    expect(relay_only).to_be_enabled()
     relay_only.check()
-    join(page, room_url, "Grace")
-    expect(page.get_by_role("alert")).to_contain_text("Relay mode is unavailable")
+    join(page, room_url, "Grace")  # alone in the room: no link, so no relay is contacted
     page.get_by_role("button", name="Leave").click()
     page.reload()
     expect(page.get_by_label("Display name")).to_have_value("Grace")
@@ -236,3 +239,21 @@ def test_display_name_and_hide_my_ip_are_remembered(
     relay_only.uncheck()
     page.reload()
     expect(page.get_by_label("Hide my IP (always relay)")).not_to_be_checked()
+
+
+def test_hide_my_ip_is_not_offered_where_there_is_no_relay(
+    xes_server: _Server, launch_browser: Any
+) -> None:
+    """On a server with no relay the page says so before Join and does not offer the setting
+    (with it a call could never connect), even when this browser had turned it on elsewhere."""
+    page = launch_browser().new_page()
+    room_url = open_new_room(page, xes_server)
+    page.evaluate("localStorage.setItem('xes.relayOnly', 'true')")
+    page.reload()
+    relay_only = page.get_by_label("Hide my IP (always relay)")
+    expect(relay_only).to_be_disabled()
+    expect(relay_only).not_to_be_checked()
+    expect(page.get_by_text("this server has no relay")).to_be_visible()
+    join(page, room_url, "Grace")
+    expect(page.get_by_role("list", name="Participants")).to_contain_text("Grace")
+    expect(page.get_by_text("Relay mode is unavailable")).to_have_count(0)

@@ -454,15 +454,21 @@ def test_turn_without_a_secret_is_a_configuration_error() -> None:
 # ---------------------------------------------------------------------------------------------- matchmaking
 
 def match(core: Signalling, peer: str, now: Now = NOW, **fields: Any) -> list[Action]:
+    """Queue `peer` for a stranger. Consenting to a direct connection unless `direct=False` is
+    given, so that the pairing rules can be tested on a core without a relay."""
     if peer not in core.clients:
         core.connect(peer)
+    fields.setdefault("direct", True)
     return core.handle(peer, m.MatchRequest(name=f"s-{peer[-2:]}", **fields), now)
 
 
+WITH_RELAY = IceSettings(turn_urls=("turn:t",), turn_secret=SECRET)
+
+
 def test_two_strangers_meet_in_a_private_room_of_two() -> None:
-    core = make_core(ice=IceSettings(turn_urls=("turn:t",), turn_secret=SECRET))
-    assert types(match(core, pid(1)), pid(1)) == ["queued"]
-    actions = match(core, pid(2))
+    core = make_core(ice=WITH_RELAY)
+    assert types(match(core, pid(1), direct=False), pid(1)) == ["queued"]
+    actions = match(core, pid(2), direct=False)
     first, second = to(actions, pid(1)), to(actions, pid(2))
     assert [x["type"] for x in first] == ["joined", "peer-joined"]
     assert [x["type"] for x in second] == ["queued", "joined"]
@@ -584,3 +590,80 @@ def test_times_must_be_finite(bad: float) -> None:
         Now(monotonic=bad, unix=NOW.unix)
     with pytest.raises(ValueError):
         Now(monotonic=NOW.monotonic, unix=bad)
+
+
+# ---------------------------------------------------------------------------------------------- consent
+
+def test_hello_says_whether_the_server_has_a_relay() -> None:
+    for ice, relay in ((IceSettings(), False), (IceSettings(stun_urls=("stun:s",)), False),
+                       (WITH_RELAY, True)):
+        core = make_core(ice=ice)
+        assert to(core.connect(pid(1)), pid(1))[0]["relay"] is relay
+
+
+def test_without_a_relay_a_stranger_who_did_not_consent_is_refused_and_not_queued() -> None:
+    """No relay means the only path is direct, which shows each their IP: never without consent."""
+    core = make_core(ice=IceSettings(stun_urls=("stun:s",)))  # STUN finds addresses, relays nothing
+    core.connect(pid(1))
+    before = snapshot(core)
+    with pytest.raises(errors.TurnUnavailable):
+        match(core, pid(1), direct=False)
+    assert snapshot(core) == before and len(core.queue) == 0
+
+
+def test_without_a_relay_no_pair_is_formed_without_both_consenting() -> None:
+    core = make_core()
+    match(core, pid(1))  # consents
+    before = snapshot(core)
+    with pytest.raises(errors.TurnUnavailable) as refused:
+        match(core, pid(2), direct=False)
+    assert refused.value.ref == "match" and "direct" in str(refused.value)
+    assert snapshot(core)[0] == before[0] and len(core.queue) == 1  # nothing queued, nobody paired
+    assert core.clients[pid(2)].queued is None
+
+
+def test_without_a_relay_two_consenting_strangers_are_paired_direct() -> None:
+    core = make_core()
+    match(core, pid(1), direct=True)
+    actions = match(core, pid(2), direct=True)
+    for peer in (pid(1), pid(2)):
+        joined = next(x for x in to(actions, peer) if x["type"] == "joined")
+        assert joined["ice_transport_policy"] == "all"
+
+
+def test_a_refused_match_from_a_match_room_keeps_the_call() -> None:
+    core = make_core()
+    match(core, pid(1))
+    match(core, pid(2))
+    before = snapshot(core)
+    with pytest.raises(errors.TurnUnavailable):
+        match(core, pid(2), direct=False)
+    assert snapshot(core) == before
+
+
+@pytest.mark.parametrize(("first", "second", "policy"), [
+    (False, False, "relay"), (True, False, "relay"), (False, True, "relay"), (True, True, "all"),
+])
+def test_with_a_relay_a_pair_goes_direct_only_if_both_consented(
+        first: bool, second: bool, policy: str) -> None:
+    core = make_core(ice=WITH_RELAY)
+    match(core, pid(1), direct=first)
+    actions = match(core, pid(2), direct=second)
+    for peer in (pid(1), pid(2)):
+        joined = next(x for x in to(actions, peer) if x["type"] == "joined")
+        assert joined["ice_transport_policy"] == policy
+
+
+def test_with_a_relay_next_keeps_each_ones_consent() -> None:
+    """A re-queue after `next` pairs with the consent given in `match`, not a default."""
+    core = make_core(ice=WITH_RELAY)
+    match(core, pid(1), direct=True)
+    match(core, pid(2), direct=False)
+    core.handle(pid(2), m.Next(), NOW)  # 2 waits again; 1 is alone in the room
+    core.handle(pid(1), m.Next(), NOW)  # 1 re-queues; it skipped 2, so waits
+    actions = match(core, pid(3), direct=True)  # meets 2, the earliest waiting, who did not consent
+    joined = next(x for x in to(actions, pid(3)) if x["type"] == "joined")
+    assert joined["peers"][0]["id"] == pid(2) and joined["ice_transport_policy"] == "relay"
+    actions = match(core, pid(4), direct=True)  # meets 1, who consented
+    joined = next(x for x in to(actions, pid(4)) if x["type"] == "joined")
+    assert joined["peers"][0]["id"] == pid(1) and joined["ice_transport_policy"] == "all"

@@ -9,10 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from tests.peer.test_cli import read_until
 from tests.peer.test_mesh import new_room_id, wait_connected
 from tests.peer.tones import read_wav, tone_share, wait_for_tone
-from xes.peer import Peer, PeerJoined, open_file_source
+from xes.peer import JoinRefused, Peer, PeerJoined, open_file_source
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "python.md"
 
@@ -73,6 +75,7 @@ async def test_match_pairs_the_command_with_a_stranger(
     command = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "xes.peer.cli", "match", "--server", xes_server.http_url,
         "--name", "Cli", "--tags", "chess", "--play", str(tones(880)), "--loop", "--once",
+        "--allow-direct",  # this server has no relay: only consenting strangers meet
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert command.stdout is not None
     seen: list[str] = []
@@ -80,7 +83,7 @@ async def test_match_pairs_the_command_with_a_stranger(
         await read_until(command.stdout, "waiting for a stranger", seen)
         async with Peer(xes_server.http_url, name="Stranger",
                         audio=open_file_source(tones(440), loop=True)) as stranger:
-            room = await stranger.match(tags=["chess"])
+            room = await stranger.match(tags=["chess"], direct=True)
             assert room.match and [m.name for m in room.peers] == ["Cli"]
             assert await wait_for_tone(room.peers[0].listen(), 880) > 0
             await read_until(command.stdout, "connected, direct", seen)
@@ -93,3 +96,12 @@ async def test_match_pairs_the_command_with_a_stranger(
     assert command.returncode == 0, (output, errors)
     assert "matched in room" in output
     assert "peer left: Stranger" in output
+
+
+async def test_match_without_consent_is_refused_where_there_is_no_relay(xes_server: Any) -> None:
+    """This server has no relay: a Python stranger that did not pass `direct=True` (`xes match`
+    without --allow-direct) is told why instead of waiting forever."""
+    async with Peer(xes_server.http_url, name="Shy") as shy:
+        with pytest.raises(JoinRefused) as refused:
+            await asyncio.wait_for(shy.match(tags=["chess"]), 10)
+    assert refused.value.code == "turn-unavailable"

@@ -25,12 +25,12 @@ CLIENT_MESSAGES: list[m.ClientMessage] = [
     m.SetRules(locked=True, password=None),
     m.SetRules(max_peers=3),
     m.Admit(peer=B), m.Decline(peer=B), m.Remove(peer=B), m.Ban(peer=B),
-    m.MatchRequest(name="Ada", tags=["chess"], language="en", key=KEY, rollback=False),
+    m.MatchRequest(name="Ada", tags=["chess"], language="en", key=KEY, rollback=False, direct=True),
     m.Next(), m.Block(peer=B), m.Stop(),
 ]
 
 SERVER_MESSAGES: list[m.ServerMessage] = [
-    m.Hello(protocol=1, peer=A, limits=m.Limits(65536, 8, 400, 100.0, 10.0)),
+    m.Hello(protocol=1, peer=A, limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=True),
     m.Joined(room=R, you=A, host=B, peers=[m.PeerInfo(B, "Bob", True)], rules=RULES,
              ice_servers=ICE, ice_expires_at=1_790_000_000, ice_transport_policy="relay",
              match=False),

@@ -129,9 +129,9 @@ async def test_strangers_are_matched_skipped_and_rematched(
         start_xes_server: Callable[..., XesServerProcess]) -> None:
     server = start_xes_server(args=["--match-relax", "1"])
     a, b, c = [await Client.connect(server.ws_url) for _ in range(3)]
-    await a.send({"type": "match", "name": "A", "tags": ["chess"]})
+    await a.send({"type": "match", "name": "A", "tags": ["chess"], "direct": True})
     await a.expect("queued")
-    await b.send({"type": "match", "name": "B", "tags": ["Chess"]})
+    await b.send({"type": "match", "name": "B", "tags": ["Chess"], "direct": True})
     await b.expect("queued")
     joined_b = await b.expect("joined")
     joined_a = await a.expect("joined")
@@ -151,7 +151,7 @@ async def test_strangers_are_matched_skipped_and_rematched(
     await b.expect("queued")
     await asyncio.sleep(1.5)  # past --match-relax: A and B would accept anyone, but not each other
     await a.silent(0.2)
-    await c.send({"type": "match", "name": "C"})
+    await c.send({"type": "match", "name": "C", "direct": True})
     await c.expect("queued")
     assert (await c.expect("joined"))["peers"][0]["id"] == a.peer  # the earliest waiting
     await c.send({"type": "stop"})

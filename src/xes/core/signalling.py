@@ -105,6 +105,8 @@ class Room:
     id: str
     max_peers: int
     match: bool = False
+    # "relay" keeps both members' addresses from each other (a match where either did not consent).
+    ice_transport_policy: Literal["all", "relay"] = "all"
     host: str | None = None
     members: dict[str, Client] = field(default_factory=dict)
     lobby: dict[str, Client] = field(default_factory=dict)
@@ -136,7 +138,8 @@ class Signalling:
     def connect(self, peer: str) -> list[Action]:
         """A connection opened; ``peer`` is its fresh random id."""
         self.clients[peer] = Client(peer)
-        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits)
+        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits,
+                        relay=self.settings.ice.has_turn)
         return [Send(peer, m.encode(hello))]
 
     def disconnect(self, peer: str) -> list[Action]:
@@ -305,10 +308,9 @@ class Signalling:
             room.host = client.id
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
         servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
-        relay = room.match and self.settings.ice.has_turn
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
-                          ice_transport_policy="relay" if relay else "all", match=room.match)
+                          ice_transport_policy=room.ice_transport_policy, match=room.match)
         actions.append(Send(client.id, m.encode(joined)))
         # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
         notices = {
@@ -448,6 +450,12 @@ class Signalling:
             raise AlreadyJoined("you are already waiting for a match", ref="match")
         if (client.room is not None and not in_match_room) or client.knocking is not None:
             raise AlreadyJoined("leave your room before looking for a match", ref="match")
+        if not msg.direct and not self.settings.ice.has_turn:
+            # Without a relay the only path between strangers is direct, which shows each the
+            # other's IP address: only those who consented (`direct: true`) may be paired.
+            raise TurnUnavailable("this server has no relay, so strangers see each other's IP "
+                                  "address: send `direct: true` to consent, or talk to no stranger here",
+                                  ref="match")
         if in_match_room:
             self._leave_match_room(client, actions)
         client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
@@ -496,6 +504,13 @@ class Signalling:
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
-        room = self.rooms[room_id] = Room(room_id, 2, match=True)
+        # Direct only if both consented; without a relay, `_match` let in only those who did.
+        consented = all(self._consents_to_direct(peer) for peer in (match.first, match.second))
+        room = self.rooms[room_id] = Room(room_id, 2, match=True,
+                                          ice_transport_policy="all" if consented else "relay")
         for peer in (match.first, match.second):
             self._admit(room, self.clients[peer], now, actions)
+
+    def _consents_to_direct(self, peer: str) -> bool:
+        request = self.clients[peer].queued
+        return request is not None and request.direct

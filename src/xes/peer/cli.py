@@ -93,6 +93,9 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--language", help="a language to prefer, e.g. en")
     parser.add_argument("--once", action="store_true",
                         help="exit when the first match ends instead of queueing again")
+    parser.add_argument("--allow-direct", action="store_true",
+                        help="consent to a direct connection, which shows the stranger your IP "
+                             "address (a server with no relay pairs only those who consent)")
     _add_common_arguments(parser)
 
 
@@ -219,7 +222,8 @@ class _Session:
         args = self.args
         while not self.stop.is_set():
             self.partner_gone.clear()
-            matching = asyncio.ensure_future(peer.match(tags=args.tags, language=args.language))
+            matching = asyncio.ensure_future(peer.match(tags=args.tags, language=args.language,
+                                                    direct=args.allow_direct))
             await self._until_stopped(matching)
             if not matching.done() or matching.cancelled():
                 return EXIT_OK

@@ -70,6 +70,8 @@ _JOIN_REFUSALS = frozenset({
     ErrorCode.ROOM_FULL, ErrorCode.ROOM_LOCKED, ErrorCode.PASSWORD_REQUIRED,
     ErrorCode.WRONG_PASSWORD, ErrorCode.BANNED, ErrorCode.DECLINED, ErrorCode.ALREADY_JOINED,
     ErrorCode.BAD_FIELD, ErrorCode.NOT_JOINED,
+    # A match without consent to a direct connection, on a server with no relay.
+    ErrorCode.TURN_UNAVAILABLE,
 })
 
 # Ask for fresh TURN credentials this long before they expire.
@@ -255,16 +257,25 @@ class Peer:
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
         return await self._request_room(message)
 
-    async def match(self, *, tags: Iterable[str] = (), language: str | None = None) -> Room:
+    async def match(self, *, tags: Iterable[str] = (), language: str | None = None,
+                    direct: bool = False) -> Room:
         """Queue for a stranger and return once paired (a fresh private room of two).
 
+        Args:
+            tags: Interests; strangers sharing one are paired first.
+            language: A language to prefer.
+            direct: Consent to a direct connection, which shows the stranger our IP address.
+                Without it the call goes through the relay, and a server with no relay refuses.
+
         Raises:
-            JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long).
+            JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long, or
+                ``turn-unavailable`` without `direct` on a server with no relay).
             ConnectionLost: If the connection drops meanwhile.
         """
         try:
             message = m.MatchRequest(
                 name=self.name, tags=list(tags), language=language, key=self.key, rollback=False,
+                direct=direct,
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None

@@ -131,6 +131,9 @@ class MatchRequest(_ClientMessage, tag="match"):
     language: Language | None = None
     key: Key | None = None
     rollback: bool = True
+    # The user's consent to a direct connection, which shows the stranger their IP address.
+    # False (the default) means relay only; the server pairs accordingly (docs/protocol.md).
+    direct: bool = False
 
     def __post_init__(self) -> None:
         self.name = _clean_name(self.name)
@@ -259,6 +262,9 @@ class Hello(_ServerMessage, tag="hello"):
     protocol: int
     peer: Id
     limits: Limits
+    # Whether this server hands out a TURN relay: without one, "Hide my IP" cannot work and a
+    # stranger can only be met by consenting to a direct connection.
+    relay: bool
 
 
 class PeerInfo(msgspec.Struct, frozen=True):

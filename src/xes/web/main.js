@@ -27,6 +27,21 @@ const JOIN_REFUSALS = new Set([
   'room-full', 'room-locked', 'password-required', 'wrong-password', 'banned', 'declined',
 ]);
 
+// What the relay settings mean, with and without a relay on this server (`hello.relay`).
+const RELAY_HINT = 'Audio goes through the encrypted relay, so the others never see your IP address. ' +
+  'Slightly more delay.';
+const RELAY_HINT_NO_RELAY = 'Unavailable: this server has no relay (TURN), so calls can only be ' +
+  'direct, and the others in the room see your IP address.';
+const ALLOW_DIRECT_HINT = 'Off by default: the call goes through the encrypted relay. A direct ' +
+  'connection can have less delay, but it shows the stranger your IP address, which tells them ' +
+  'roughly where you are and who your internet provider is.';
+const ALLOW_DIRECT_HINT_NO_RELAY = 'Needed on this server, which has no relay: the call is direct ' +
+  'and shows the stranger your IP address, which tells them roughly where you are and who your ' +
+  'internet provider is.';
+const NO_RELAY_FOR_STRANGERS = 'This server has no relay, so you can only talk to strangers who ' +
+  'also allow a direct connection, and they will see your IP address. Tick “Allow a direct ' +
+  'connection with strangers” if you accept that.';
+
 const CONNECTION_WORDS = Object.freeze({
   new: 'Connecting…',
   connecting: 'Connecting…',
@@ -93,6 +108,10 @@ const call = {
   iceServers: [],
   iceExpiresAt: null,
   serverPolicy: 'all',
+  // `hello.relay`: whether this server hands out a TURN relay; null until hello (or an older
+  // server that does not say). Without one "Hide my IP" cannot work, and strangers meet only
+  // if both allow a direct connection.
+  serverRelay: null,
   localStream: null,
   muted: false,
   mesh: null,
@@ -115,8 +134,9 @@ function parseRoute(pathname) {
   return { view: 'landing', roomId: null };
 }
 
+/** "Hide my IP (always relay)", unless the server said it has no relay to hide behind. */
 function relayOnly() {
-  return load(STORAGE_KEYS.relayOnly) === 'true';
+  return load(STORAGE_KEYS.relayOnly) === 'true' && call.serverRelay !== false;
 }
 
 /** Whether the user lets calls with strangers go direct (which shows them the user's IP). */
@@ -126,10 +146,12 @@ function allowDirectWithStrangers() {
 
 /**
  * The RTCConfiguration for new links: the server's ICE servers, relay if the user asked for it
- * ("Hide my IP") or the server advises it (a stranger) and the user did not allow direct.
+ * ("Hide my IP") or the server says so. For a stranger it does unless both allowed a direct
+ * connection, which the server knows from `match`; so one side's consent never overrides the
+ * other's refusal.
  */
 function configuration() {
-  const relay = relayOnly() || (call.serverPolicy === 'relay' && !allowDirectWithStrangers());
+  const relay = relayOnly() || call.serverPolicy === 'relay';
   return { iceServers: call.iceServers, iceTransportPolicy: relay ? 'relay' : 'all' };
 }
 
@@ -354,6 +376,7 @@ function onServerMessage({ detail: message }) {
   switch (message.type) {
     case 'hello':
       call.maxCeiling = message.limits?.max_peers ?? call.maxCeiling;
+      call.serverRelay = typeof message.relay === 'boolean' ? message.relay : null;
       break;
     case 'joined':
       onJoined(message);
@@ -467,6 +490,13 @@ function onServerError(message) {
       render(); // enables the field again: a disabled input cannot take focus
       $('room-password').focus();
     }
+    return;
+  }
+  if (message.code === 'turn-unavailable' && message.ref === 'match') {
+    // No relay and no consent: the page normally stops this before sending (see sendMatch).
+    leaveCall();
+    call.phase = 'idle';
+    showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
     return;
   }
   if (message.code === 'already-joined' || message.code === 'not-queued') {
@@ -627,11 +657,22 @@ async function startMatch(event) {
 }
 
 function sendMatch() {
+  const direct = allowDirectWithStrangers();
+  if (call.serverRelay === false && !direct) {
+    // Learnt from `hello` only now, with the socket: say so instead of queueing (the server
+    // would refuse anyway), and free the microphone.
+    leaveCall();
+    call.phase = 'idle';
+    render();
+    $('allow-direct').focus();
+    return;
+  }
   signalling.send(protocol.match({
     name: call.me.name,
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
     key: browserKey(),
+    direct,
   }));
 }
 
@@ -681,7 +722,10 @@ function renderRoomView(inCall) {
   $('lobby-note').hidden = call.phase !== 'lobby';
   $('display-name').disabled = call.phase !== 'idle';
   $('room-password').disabled = call.phase !== 'idle';
-  $('relay-only').disabled = call.phase !== 'idle';
+  const noRelay = call.serverRelay === false;
+  $('relay-only').disabled = call.phase !== 'idle' || noRelay;
+  $('relay-only').checked = relayOnly();
+  $('relay-hint').textContent = noRelay ? RELAY_HINT_NO_RELAY : RELAY_HINT;
   const others = `${call.peers.size} other${call.peers.size === 1 ? '' : 's'}`;
   const states = {
     idle: 'Not joined yet.',
@@ -702,9 +746,14 @@ function renderLandingView(inCall) {
     joined: 'Connected with a stranger.',
   };
   $('match-status').textContent = words[call.phase] ?? '';
-  $('match-start').disabled = call.phase !== 'idle';
-  // Read when a match's links are made, so it may change until then, not during a call.
-  $('allow-direct').disabled = inCall;
+  // Without a relay, asking for a stranger is consenting to show them your address: the button
+  // waits for that consent, and the page says why before anything is queued.
+  const noRelay = call.serverRelay === false;
+  $('match-no-relay').hidden = !noRelay;
+  $('allow-direct-hint').textContent = noRelay ? ALLOW_DIRECT_HINT_NO_RELAY : ALLOW_DIRECT_HINT;
+  $('match-start').disabled = call.phase !== 'idle' || (noRelay && !allowDirectWithStrangers());
+  // Sent with `match`, so it may change until then, not while queued or in a call.
+  $('allow-direct').disabled = call.phase !== 'idle';
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
   if (inCall && call.isMatch && call.peers.size === 0) {
@@ -923,6 +972,7 @@ function setUpRoomView() {
   $('relay-only').checked = relayOnly();
   $('relay-only').addEventListener('change', (event) => {
     store(STORAGE_KEYS.relayOnly, String(event.target.checked));
+    render();
   });
   $('copy-link').addEventListener('click', async () => {
     try {
@@ -957,6 +1007,8 @@ function setUpLandingView() {
   $('allow-direct').checked = allowDirectWithStrangers();
   $('allow-direct').addEventListener('change', (event) => {
     store(STORAGE_KEYS.allowDirect, String(event.target.checked));
+    clearAlert('match-refused');
+    render();
   });
   $('match-next').addEventListener('click', nextMatch);
   $('match-stop').addEventListener('click', stopMatch);
@@ -973,6 +1025,9 @@ function start() {
   $('leave').addEventListener('click', onLeaveClick);
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
+  // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
+  // page must tell before the user picks "Hide my IP" or asks for a stranger.
+  signalling.connect();
 }
 
 // A read-only window into the call for tests and curious users: no methods that change anything.

@@ -202,11 +202,14 @@ export function ban(peer) {
 }
 
 /**
- * `match`: queue to talk to a stranger.
- * @param {{name: string, tags?: string[], language?: string, key?: string, rollback?: boolean}} fields
+ * `match`: queue to talk to a stranger. `direct` is the user's consent to a direct connection,
+ * which shows the stranger their IP address; without it the server keeps the call on the relay,
+ * or refuses (`turn-unavailable`) when it has none.
+ * @param {{name: string, tags?: string[], language?: string, key?: string, rollback?: boolean,
+ *          direct?: boolean}} fields
  */
-export function match({ name, tags = [], language = '', key, rollback = true }) {
-  const message = { type: 'match', name, rollback };
+export function match({ name, tags = [], language = '', key, rollback = true, direct = false }) {
+  const message = { type: 'match', name, rollback, direct };
   if (tags.length > 0) message.tags = tags;
   if (language) message.language = language;
   if (key !== undefined) message.key = key;
