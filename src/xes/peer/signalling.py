@@ -32,7 +32,9 @@ _CLOSE_REASONS = {
     1001: "the server is going away",
     1009: "a message was over the server's hard size cap",
     4002: "too many refused messages in a row",
+    1011: "the server hit an unexpected error",
     4008: "heartbeat lost",
+    4009: "this client did not read the server's messages (over 1 MiB waiting)",
     4029: "message rate over the server's limit",
 }
 

@@ -19,7 +19,8 @@ from ..errors import BadField, BadJson, TooBig, UnknownType
 __all__ = [
     "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
-    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode", "encode_signal",
+    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "check_utf8", "encode",
+    "encode_signal",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
     "Host", "RulesChanged", "Lobby", "Knock", "KnockWithdrawn", "Removed", "Queued", "Unqueued",
     "IceServers", "Error", "signal_head",
@@ -27,6 +28,9 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 65_536
+# JSON nesting always accepted (docs/protocol.md, "Limits"); deeper nesting is refused from where
+# the decoder's recursion guard stops it (about 980 levels on CPython 3.11), never by a crash.
+MAX_NESTING: Final = 500
 ID_PATTERN: Final = r"^[A-Za-z0-9_-]{22}$"
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -148,9 +152,11 @@ _TYPE_OF = re.compile(rb'"type"\s*:\s*"([a-z-]{1,20})"')
 def decode(frame: bytes | memoryview) -> ClientMessage:
     """Parse one client frame.
 
+    A ``signal``'s ``data`` is skipped, not checked for UTF-8: see :func:`check_utf8`.
+
     Raises:
         TooBig: The frame is over MAX_MESSAGE_BYTES.
-        BadJson: Not UTF-8 JSON, or not an object.
+        BadJson: Not UTF-8 JSON, not an object, or nested too deeply for the decoder.
         UnknownType: ``type`` missing, not a string, or not a client message type.
         BadField: A field is missing, mistyped or out of its limits.
     """
@@ -162,6 +168,23 @@ def decode(frame: bytes | memoryview) -> ClientMessage:
         if isinstance(exc, msgspec.ValidationError):
             raise _classify(str(exc), frame) from None
         raise BadJson(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec follows nesting on the C stack, guarded by Python's recursion limit; catching
+        # it here costs well-formed messages nothing (docs/protocol.md, "Limits": nesting).
+        raise BadJson(f"JSON nested too deeply; {MAX_NESTING} levels are always accepted, "
+                      "protocol messages need fewer than 10") from None
+
+
+def check_utf8(frame: bytes, ref: str | None = None) -> None:
+    """Raise BadJson unless ``frame`` is valid UTF-8 (no surrogates, nothing above U+10FFFF).
+
+    msgspec checks every string it decodes, but skips a ``signal``'s ``data`` (kept raw, to be
+    relayed byte for byte): the relay checks the frame it is about to send with this.
+    """
+    try:
+        frame.decode()
+    except UnicodeDecodeError:
+        raise BadJson("not valid UTF-8 (a text frame must be)", ref=ref) from None
 
 
 def _classify(detail: str, frame: bytes | memoryview) -> Exception:

@@ -19,7 +19,9 @@ export const TAG_MAX_LENGTH = 32;
 export const CLOSE_CODES = Object.freeze({
   TOO_MANY_ERRORS: 4002,
   HEARTBEAT_LOST: 4008,
+  NOT_READING: 4009,
   FLOOD: 4029,
+  INTERNAL_ERROR: 1011,
 });
 
 /** Thrown by {@link parseServerMessage} for a frame that breaks the contract. */
