@@ -17,7 +17,7 @@ import pytest
 import websockets
 
 from tests.conftest import XesServerProcess
-from tests.server.rawws import RawWebSocket
+from tests.server.rawws import TEXT, RawWebSocket, frame
 from tests.server.wsclient import Client, new_room
 from xes.core.access import hash_password
 from xes.server import app
@@ -282,3 +282,55 @@ async def test_an_unexpected_exception_closes_that_connection_only(
     assert not problems[0].exc_info  # no traceback
     assert secret not in caplog.text and "boom" not in caplog.text
     assert loop_errors == []
+
+
+CLOSE_PATHS = ["heartbeat lost", "the client's close frame", "flood", "error streak", "server stop"]
+
+
+@pytest.mark.parametrize("path", CLOSE_PATHS)
+async def test_every_close_ends_in_time_even_for_a_client_that_never_reads(
+        monkeypatch: pytest.MonkeyPatch, loop_errors: list[dict[str, Any]], path: str) -> None:
+    """Every close used to wait for a graceful drain, which a client that does not read never
+    allows: its room was never told, and its socket and queue were kept for ever."""
+    # A high outgoing limit, so a queue that is stuck but not over it is what gets closed.
+    monkeypatch.setattr(app, "OUTGOING_LIMIT_BYTES", 256 * MIB)
+    server = XesServer(ServerSettings(port=0, heartbeat_seconds=1.0 if path == "heartbeat lost" else 10.0))
+    url = f"ws://127.0.0.1:{await server.start()}/ws"
+    stopped = False
+    try:
+        room = new_room()
+        ada, bob = await Client.connect(url), await Client.connect(url)
+        await ada.join(room, "Ada")
+        await bob.join(room, "Bob")
+        await ada.expect("peer-joined")
+        silent = await asyncio.to_thread(RawWebSocket, url, 4096)
+        silent.send_text(json.dumps({"type": "join", "room": room, "name": "Silent"}).encode())
+        silent_id = (await ada.expect("peer-joined"))["peer"]["id"]
+        await bob.expect("peer-joined")
+        transport = server.connections[silent_id].transport
+        signal = json.dumps({"type": "signal", "to": silent_id, "data": {"pad": "x" * 65_000}})
+        while (silent_id in server.connections
+               and transport.underlying_transport.get_write_buffer_size() < 2 * MIB):
+            await ada.send(signal)
+            await asyncio.sleep(0.005)
+
+        small = json.dumps({"type": "signal", "to": ada.peer, "data": {}}).encode()
+        if path == "the client's close frame":
+            silent.send_close()
+        elif path == "flood":
+            silent.sock.sendall(b"".join(frame(TEXT, small) for _ in range(500)))
+        elif path == "error streak":
+            silent.sock.sendall(b"".join(frame(TEXT, b"{") for _ in range(50)))
+        elif path == "server stop":
+            await asyncio.wait_for(server.stop(), 10)
+            stopped = True
+        if path != "server stop":
+            left = await bob.expect("peer-left", timeout=5)
+            assert left == {"type": "peer-left", "peer": silent_id, "reason": "disconnected"}
+        # Its socket is dropped within the close grace, though it never read a byte.
+        await _until(lambda: transport.is_disconnected)
+        silent.close()
+        assert loop_errors == []
+    finally:
+        if not stopped:
+            await server.stop()
