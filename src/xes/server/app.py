@@ -250,7 +250,9 @@ class XesServer:
             await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)
             for connection in connections:
                 _abort(connection.transport)
-            await asyncio.wait(gone)
+            _, stuck = await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)  # aborts are prompt
+            for waiter in stuck:
+                waiter.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
