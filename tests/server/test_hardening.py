@@ -9,6 +9,8 @@ import gc
 import json
 import logging
 import threading
+import urllib.error
+import urllib.request
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -346,3 +348,29 @@ async def test_every_close_ends_in_time_even_for_a_client_that_never_reads(
     finally:
         if not stopped:
             await server.stop()
+
+
+async def test_an_unexpected_exception_routing_a_page_is_a_bare_500(
+        local_server: tuple[XesServer, str], monkeypatch: pytest.MonkeyPatch,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """picows answered with the exception's own text; now a plain 500 and one log line."""
+    server, url = local_server
+    http = url.replace("ws://", "http://").removesuffix("/ws")
+
+    def broken(name: str) -> object:
+        raise RuntimeError("boom: /etc/secret-path")
+
+    monkeypatch.setattr(server, "_file", broken)
+
+    def get(path: str) -> tuple[int, bytes]:
+        try:
+            with urllib.request.urlopen(http + path, timeout=5) as response:
+                return response.status, response.read()
+        except urllib.error.HTTPError as error:
+            return error.code, error.read()
+
+    status, body = await asyncio.to_thread(get, "/")
+    assert status == 500 and b"secret" not in body and b"boom" not in body
+    assert await asyncio.to_thread(get, "/healthz") == (200, b"ok\n")
+    [line] = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert "RuntimeError" in line and "secret" not in caplog.text

@@ -259,6 +259,15 @@ class XesServer:
     # ------------------------------------------------------------------ HTTP and upgrades
 
     def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        try:
+            return self._route_request(request)
+        except Exception as exc:
+            # picows would answer with the exception's text: a bare 500 and a payload-free line.
+            log.error("unexpected %s at %s while routing an HTTP request", type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+            return _http(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error.\n")
+
+    def _route_request(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
         path = request.path.split(b"?", 1)[0]
         headers = request.headers
         if request.method != b"GET":
@@ -481,14 +490,14 @@ class XesServer:
             if connection.idle == 0.0:  # a frame (perhaps our ping's pong) since the last sweep
                 connection.pinged = False
             idle = connection.idle = connection.idle + elapsed
-            if idle >= drop_after:
-                try:
+            try:
+                if idle >= drop_after:
                     self.close(connection, 1001, "heartbeat lost: no answer to ping")
-                except Exception as exc:
-                    self.fail(connection, exc)
-            elif idle >= ping_after and not connection.pinged:
-                connection.pinged = True
-                connection.transport.send_ping()
+                elif idle >= ping_after and not connection.pinged:
+                    connection.pinged = True
+                    connection.transport.send_ping()
+            except Exception as exc:  # one connection's trouble must not stop the sweep
+                self.fail(connection, exc)
 
     # ------------------------------------------------------------------ matchmaking timer
 
