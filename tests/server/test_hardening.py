@@ -144,6 +144,7 @@ async def test_deep_nesting_gets_an_error_and_keeps_the_connection(
     await bob.send(message)
     error = await bob.expect("error")
     assert error["code"] == "bad-json" and "nested" in error["message"]
+    assert error["ref"] == ("signal" if where == "signal data" else "leave")
     await ada.silent(0.2)
     # Nesting within the documented 500 levels is accepted and relayed.
     shallow = "[" * 500 + "]" * 500

@@ -17,7 +17,7 @@ import msgspec
 from ..errors import BadField, BadJson, TooBig, UnknownType
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "ID_PATTERN",
+    "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "MAX_NESTING", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
     "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "check_utf8", "encode",
     "encode_signal",
@@ -172,7 +172,7 @@ def decode(frame: bytes | memoryview) -> ClientMessage:
         # msgspec follows nesting on the C stack, guarded by Python's recursion limit; catching
         # it here costs well-formed messages nothing (docs/protocol.md, "Limits": nesting).
         raise BadJson(f"JSON nested too deeply; {MAX_NESTING} levels are always accepted, "
-                      "protocol messages need fewer than 10") from None
+                      "protocol messages need fewer than 10", ref=_guess_type(frame)) from None
 
 
 def check_utf8(frame: bytes, ref: str | None = None) -> None:
@@ -187,12 +187,17 @@ def check_utf8(frame: bytes, ref: str | None = None) -> None:
         raise BadJson("not valid UTF-8 (a text frame must be)", ref=ref) from None
 
 
+def _guess_type(frame: bytes | memoryview) -> str | None:
+    """The refused message's ``type`` for ``error.ref``, when a known one can be seen."""
+    guess = _TYPE_OF.search(bytes(frame[:4096]))
+    return guess.group(1).decode() if guess and guess.group(1).decode() in _KNOWN_TYPES else None
+
+
 def _classify(detail: str, frame: bytes | memoryview) -> Exception:
     """Turn msgspec's validation message into the protocol's error code."""
     match = _PATH.search(detail)
     path = match.group(1) if match else ""
-    guess = _TYPE_OF.search(bytes(frame[:4096]))
-    ref = guess.group(1).decode() if guess and guess.group(1).decode() in _KNOWN_TYPES else None
+    ref = _guess_type(frame)
     if detail.startswith("Expected `object`") and not path:
         return BadJson("a message must be a JSON object")
     if path == "type" or "missing required field `type`" in detail:
