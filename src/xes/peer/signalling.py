@@ -50,6 +50,10 @@ def close_reason(code: int | None) -> str:
             reason = "too many refused messages in a row"
         case CloseCode.FLOOD:
             reason = "message rate over the server's limit"
+        case CloseCode.NOT_READING:
+            reason = "this client did not read the server's messages (over 1 MiB waiting)"
+        case CloseCode.INTERNAL_ERROR:
+            reason = "the server hit an unexpected error"
         case _:
             assert_never(known)
     return f"{reason} (close code {code})"

@@ -51,7 +51,11 @@ class CloseCode(IntEnum):
     """Heartbeat lost (no pong in time), or the server is shutting down."""
     MESSAGE_TOO_BIG = 1009
     """A frame over the hard cap (sent by picows itself, from the server's ``max_frame_size``)."""
+    INTERNAL_ERROR = 1011
+    """An exception XES did not expect while handling this connection; only this one is closed."""
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
+    NOT_READING = 4009
+    """The client left more than the outgoing limit (1 MiB) unread: dropped, not buffered for."""
     FLOOD = 4029
     """Message rate over the limit."""

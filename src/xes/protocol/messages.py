@@ -24,9 +24,9 @@ import msgspec
 from ..errors import BadField, BadJson, TooBig, UnknownType
 
 __all__ = [
-    "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "ID_PATTERN",
+    "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "MAX_NESTING", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
-    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "encode_client",
+    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "check_utf8", "encode_client",
     "SessionDescription", "IceCandidate", "SignalData",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
     "Host", "RulesChanged", "Lobby", "KnockPeer", "Knock", "KnockWithdrawn", "Removed", "Queued",
@@ -36,6 +36,9 @@ __all__ = [
 
 PROTOCOL_VERSION: Final = 1
 MAX_MESSAGE_BYTES: Final = 65_536
+# JSON nesting always accepted (docs/protocol.md, "Limits"); deeper nesting is refused from where
+# the decoder's recursion guard stops it (about 980 levels on CPython 3.11), never by a crash.
+MAX_NESTING: Final = 500
 ID_PATTERN: Final = r"^[A-Za-z0-9_-]{22}$"
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
@@ -167,9 +170,11 @@ _TYPE_OF = re.compile(rb'"type"\s*:\s*"([a-z-]{1,20})"')
 def decode(frame: bytes | memoryview) -> ClientMessage:
     """Parse one client frame.
 
+    A ``signal``'s ``data`` is skipped, not checked for UTF-8: see :func:`check_utf8`.
+
     Raises:
         TooBig: The frame is over MAX_MESSAGE_BYTES.
-        BadJson: Not UTF-8 JSON, or not an object.
+        BadJson: Not UTF-8 JSON, not an object, or nested too deeply for the decoder.
         UnknownType: ``type`` missing, not a string, or not a client message type.
         BadField: A field is missing, mistyped or out of its limits.
     """
@@ -181,14 +186,36 @@ def decode(frame: bytes | memoryview) -> ClientMessage:
         if isinstance(exc, msgspec.ValidationError):
             raise _classify(str(exc), frame) from None
         raise BadJson(f"not valid JSON: {exc}") from None
+    except RecursionError:
+        # msgspec follows nesting on the C stack, guarded by Python's recursion limit; catching
+        # it here costs well-formed messages nothing (docs/protocol.md, "Limits": nesting).
+        raise BadJson(f"JSON nested too deeply; {MAX_NESTING} levels are always accepted, "
+                      "protocol messages need fewer than 10", ref=_guess_type(frame)) from None
+
+
+def check_utf8(frame: bytes, ref: str | None = None) -> None:
+    """Raise BadJson unless ``frame`` is valid UTF-8 (no surrogates, nothing above U+10FFFF).
+
+    msgspec checks every string it decodes, but skips a ``signal``'s ``data`` (kept raw, to be
+    relayed byte for byte): the relay checks the frame it is about to send with this.
+    """
+    try:
+        frame.decode()
+    except UnicodeDecodeError:
+        raise BadJson("not valid UTF-8 (a text frame must be)", ref=ref) from None
+
+
+def _guess_type(frame: bytes | memoryview) -> str | None:
+    """The refused message's ``type`` for ``error.ref``, when a known one can be seen."""
+    guess = _TYPE_OF.search(bytes(frame[:4096]))
+    return guess.group(1).decode() if guess and guess.group(1).decode() in _KNOWN_TYPES else None
 
 
 def _classify(detail: str, frame: bytes | memoryview) -> Exception:
     """Turn msgspec's validation message into the protocol's error code."""
     match = _PATH.search(detail)
     path = match.group(1) if match else ""
-    guess = _TYPE_OF.search(bytes(frame[:4096]))
-    ref = guess.group(1).decode() if guess and guess.group(1).decode() in _KNOWN_TYPES else None
+    ref = _guess_type(frame)
     if detail.startswith("Expected `object`") and not path:
         return BadJson("a message must be a JSON object")
     if path == "type" or "missing required field `type`" in detail:

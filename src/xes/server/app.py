@@ -43,18 +43,28 @@ from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 
-__all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY"]
+__all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY",
+           "CLOSE_NOT_READING", "CLOSE_INTERNAL_ERROR", "OUTGOING_LIMIT_BYTES"]
 
 log = logging.getLogger("xes.server")
 
 CLOSE_TOO_MANY_ERRORS: Final = CloseCode.TOO_MANY_ERRORS
 CLOSE_FLOOD: Final = CloseCode.FLOOD
 CLOSE_GOING_AWAY: Final = CloseCode.GOING_AWAY
+# The client leaves more than OUTGOING_LIMIT_BYTES unread: it is dropped rather than buffered for.
+CLOSE_NOT_READING: Final = CloseCode.NOT_READING
+# An exception XES did not expect while handling one connection's event: that connection only.
+CLOSE_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
+# Bytes the server holds for one connection that the socket would not take (docs/protocol.md,
+# "Limits"). asyncio calls Connection.pause_writing once when a write goes past it.
+OUTGOING_LIMIT_BYTES: Final = 1_048_576
 _TEXT: Final = WSMsgType.TEXT
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
 _HASHING_SLOTS: Final = 2
 _SWEEP_SECONDS: Final = 1.0
+# How long a closed connection may take to answer our close frame before its TCP connection is
+# aborted: a client that does not read would otherwise hold its socket (and buffer) for ever.
 _CLOSE_GRACE_SECONDS: Final = 2.0
 
 
@@ -102,29 +112,38 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
-        self.server.opened(self)
+        # Past this many unsent bytes asyncio calls pause_writing (once): see there.
+        transport.underlying_transport.set_write_buffer_limits(high=OUTGOING_LIMIT_BYTES)
+        try:
+            self.server.opened(self)
+        except Exception as exc:
+            self.server.fail(self, exc)
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
-        self.idle = 0.0
-        kind = frame.msg_type
-        if kind is _TEXT and frame.fin:
-            self.tokens -= 1.0
-            if self.tokens >= 0.0:
-                self.server.receive(self, frame.get_payload_as_memoryview())
-            else:
-                self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
-        elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
-            self._reassemble(frame)
-        elif kind is WSMsgType.BINARY:
-            self.tokens -= 1.0
-            if self.tokens >= 0.0:
-                self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
-            else:
-                self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
-        elif kind is WSMsgType.CLOSE:
-            if not transport.is_close_frame_sent:
-                transport.send_close(WSCloseCode.OK)
-            transport.disconnect()
+        # A try block costs nothing in CPython 3.11 until something raises.
+        try:
+            self.idle = 0.0
+            kind = frame.msg_type
+            if kind is _TEXT and frame.fin:
+                self.tokens -= 1.0
+                if self.tokens >= 0.0:
+                    self.server.receive(self, frame.get_payload_as_memoryview())
+                else:
+                    self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+            elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
+                self._reassemble(frame)
+            elif kind is WSMsgType.BINARY:
+                self.tokens -= 1.0
+                if self.tokens >= 0.0:
+                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
+                else:
+                    self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+            elif kind is WSMsgType.CLOSE:
+                # The client hangs up: its room hears now, not when (if ever) our reply drains.
+                self.server.close(self, WSCloseCode.OK.value, "")
+                transport.disconnect()
+        except Exception as exc:
+            self.server.fail(self, exc)
 
     def _reassemble(self, frame: WSFrame) -> None:
         """Fragmented text messages are legal WebSocket; rare in practice, so kept off the fast path."""
@@ -144,8 +163,27 @@ class Connection(WSListener):
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
 
+    def pause_writing(self) -> None:
+        """More than OUTGOING_LIMIT_BYTES wait unsent: the client is not reading what we send.
+
+        Buffering on would let one silent client grow the server without bound, so it is closed
+        (4009) and its room told at once; see :meth:`XesServer.close`. Called from inside a
+        ``transport.send``, so nothing more is written to it after this (picows ignores sends
+        after a close frame).
+        """
+        try:
+            self.server.close(self, CLOSE_NOT_READING, "not reading: outgoing buffer over 1 MiB")
+        except Exception as exc:
+            self.server.fail(self, exc)
+
+    def resume_writing(self) -> None:
+        """Never needed: a connection that paused is already closed."""
+
     def on_ws_disconnected(self, transport: WSTransport) -> None:
-        self.server.closed(self)
+        try:
+            self.server.closed(self)
+        except Exception as exc:
+            self.server.fail(self, exc)
 
 
 class XesServer:
@@ -171,6 +209,10 @@ class XesServer:
         self._tick_at: float | None = None
         self._hashing = asyncio.Semaphore(_HASHING_SLOTS)
         self._tasks: set[asyncio.Task[None]] = set()
+        # Actions produced while others are being carried out (a send that overflows a buffer
+        # closes that connection, whose room must then be told): queued, so order is kept.
+        self._executing = False
+        self._pending: deque[Action] = deque()
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -196,21 +238,45 @@ class XesServer:
         return port
 
     async def stop(self) -> None:
-        """Close every connection (1001, going away) and stop listening."""
+        """Close every connection (1001, going away) and stop listening.
+
+        Clients get the close grace period to answer; whoever has not by then (one that does not
+        read) is aborted, so stopping never waits on a client.
+        """
         if self._server is not None:
             self._server.close()
-        for connection in list(self.connections.values()):
-            connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
-            connection.transport.disconnect()
         for handle in (self._tick_handle, self._sweep_handle):
             if handle is not None:
                 handle.cancel()
+        connections = list(self.connections.values())
+        for connection in connections:
+            connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
+            connection.transport.disconnect()
+        for connection in connections:  # the core forgets them; nothing more is sent after a close
+            self.closed(connection)
+        if connections:
+            gone = [asyncio.ensure_future(c.transport.wait_disconnected()) for c in connections]
+            await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)
+            for connection in connections:
+                _abort(connection.transport)
+            _, stuck = await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)  # aborts are prompt
+            for waiter in stuck:
+                waiter.cancel()
         if self._server is not None:
             await self._server.wait_closed()
 
     # ------------------------------------------------------------------ HTTP and upgrades
 
     def _route(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
+        try:
+            return self._route_request(request)
+        except Exception as exc:
+            # picows would answer with the exception's text: a bare 500 and a payload-free line.
+            log.error("unexpected %s at %s while routing an HTTP request", type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+            return _http(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error.\n")
+
+    def _route_request(self, request: WSUpgradeRequest) -> WSListener | WSUpgradeResponseWithListener:
         path = request.path.split(b"?", 1)[0]
         headers = request.headers
         if request.method != b"GET":
@@ -264,6 +330,7 @@ class XesServer:
         self.execute(self.core.connect(connection.peer))
 
     def closed(self, connection: Connection) -> None:
+        """The connection is gone, or is being closed: leave everything it was part of (once)."""
         if self.connections.pop(connection.peer, None) is not None:
             self.execute(self.core.disconnect(connection.peer))
 
@@ -281,8 +348,12 @@ class XesServer:
             if type(message) is m.Signal:
                 to = self.core.route_signal(connection.peer, message.to)
                 # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte.
-                self.connections[to].transport.send(
-                    _TEXT, b"".join((connection.signal_head, message.data, b"}")))
+                relayed = b"".join((connection.signal_head, message.data, b"}"))
+                # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
+                # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
+                if not relayed.isascii():
+                    m.check_utf8(relayed, "signal")
+                self.connections[to].transport.send(_TEXT, relayed)
                 if self.debug:
                     log.debug("< %s signal -> %s: %s", connection.peer, to, bytes(data))
             elif _needs_password_hash(message):
@@ -300,6 +371,9 @@ class XesServer:
         except SignallingError as exc:
             self.refuse(connection, exc)
             return
+        except Exception as exc:
+            self.fail(connection, exc)
+            return
         connection.error_streak = 0
 
     async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
@@ -313,19 +387,22 @@ class XesServer:
                 elif isinstance(message.password, str):
                     salt = secrets.token_bytes(SALT_BYTES)
                     hashed = await asyncio.to_thread(hash_password, message.password, salt)
-            if connection.peer not in self.connections:
-                return  # it left while we hashed
-            self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
-            connection.error_streak = 0
+            if connection.peer in self.connections:  # it may have left while we hashed
+                self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
+                connection.error_streak = 0
         except SignallingError as exc:
-            self.refuse(connection, exc)
-        finally:
-            pending, connection.backlog = connection.backlog, None
-            while pending:
-                self.receive(connection, pending.popleft())
-                if connection.backlog is not None:  # another hash started: keep the order
-                    connection.backlog.extend(pending)
-                    break
+            if connection.peer in self.connections:
+                self.refuse(connection, exc)
+        except Exception as exc:
+            self.fail(connection, exc)
+        pending, connection.backlog = connection.backlog, None
+        # Replay what arrived meanwhile, unless the connection went away while we hashed: the
+        # core has forgotten its peer, and replaying for it would fail.
+        while pending and connection.peer in self.connections:
+            self.receive(connection, pending.popleft())
+            if connection.backlog is not None:  # another hash started: keep the order
+                connection.backlog.extend(pending)
+                break
 
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
@@ -336,26 +413,65 @@ class XesServer:
             self.close(connection, CLOSE_TOO_MANY_ERRORS, "too many errors in a row")
 
     def close(self, connection: Connection, code: int, reason: str) -> None:
-        """Send a close frame and ignore whatever else the client sends; drop the TCP connection
-        when it answers (see Connection.on_ws_frame) or after a grace period if it does not."""
+        """Close one connection, whatever the reason, and tell its room now.
+
+        Sends a close frame and ignores whatever else the client sends. The TCP connection is
+        dropped when the client answers (see Connection.on_ws_frame); if it has not within the
+        grace period, it is aborted: a client that does not read never drains a graceful close.
+        The disconnect handling does not wait for either, so room-mates get ``peer-left`` at once.
+        """
+        if self.connections.get(connection.peer) is not connection:
+            return  # already closed: once is enough
         transport = connection.transport
-        if transport.is_disconnected or transport.is_close_frame_sent:
-            return
         connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
-        # picows accepts any code on the wire; its enum names only the standard ones.
-        transport.send_close(cast(WSCloseCode, code), reason.encode())
-        asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, transport.disconnect)
+        if not transport.is_close_frame_sent and not transport.is_disconnected:
+            # picows accepts any code on the wire; its enum names only the standard ones.
+            transport.send_close(cast(WSCloseCode, code), reason.encode())
+        if not transport.is_disconnected:
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, _abort, transport)
+        self.closed(connection)
+
+    def fail(self, connection: Connection, exc: Exception) -> None:
+        """An exception XES did not expect while handling one connection: close that one (1011).
+
+        One log line with the exception's type and where it was raised, never its message nor a
+        traceback: either may quote the client's message (SDP, addresses). ``--debug`` adds the
+        traceback, as debug logging already shows contents.
+        """
+        log.error("unexpected %s at %s while handling peer %s; closing it (1011)",
+                  type(exc).__name__, _where(exc), connection.peer, exc_info=self.debug)
+        try:
+            self.close(connection, CLOSE_INTERNAL_ERROR, "internal error")
+        except Exception as again:  # the disconnect handling itself failed: drop the socket
+            log.error("unexpected %s at %s while closing peer %s", type(again).__name__,
+                      _where(again), connection.peer, exc_info=self.debug)
+            self.connections.pop(connection.peer, None)
+            _abort(connection.transport)
 
     def execute(self, actions: list[Action]) -> None:
-        """Carry out the core's commands, in order."""
+        """Carry out the core's commands, in order.
+
+        A send may close its connection (over the outgoing limit), which produces more actions
+        (``peer-left`` to its room) while this loop runs: those wait in ``_pending`` until the
+        earlier ones are out, so every client sees events in the core's order.
+        """
+        pending = self._pending
+        pending.extend(actions)
+        if self._executing:
+            return
+        self._executing = True
         connections = self.connections
-        for action in actions:
-            if type(action) is Send:
-                connection = connections.get(action.to)
-                if connection is not None:
-                    connection.transport.send(_TEXT, action.payload)
-                    if self.debug:
-                        log.debug("> %s %s", action.to, action.payload)
+        try:
+            while pending:
+                action = pending.popleft()
+                if type(action) is Send:
+                    connection = connections.get(action.to)
+                    if connection is not None:
+                        connection.transport.send(_TEXT, action.payload)
+                        if self.debug:
+                            log.debug("> %s %s", action.to, action.payload)
+        finally:
+            self._executing = False
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
@@ -367,6 +483,7 @@ class XesServer:
         2 × heartbeat + one sweep, and a busy connection is never pinged at all.
         """
         loop = asyncio.get_running_loop()
+        self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
         now = loop.time()
         elapsed, self._last_sweep = now - self._last_sweep, now
         settings = self.settings
@@ -378,12 +495,14 @@ class XesServer:
             if connection.idle == 0.0:  # a frame (perhaps our ping's pong) since the last sweep
                 connection.pinged = False
             idle = connection.idle = connection.idle + elapsed
-            if idle >= drop_after:
-                self.close(connection, CLOSE_GOING_AWAY, "heartbeat lost: no answer to ping")
-            elif idle >= ping_after and not connection.pinged:
-                connection.pinged = True
-                connection.transport.send_ping()
-        self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
+            try:
+                if idle >= drop_after:
+                    self.close(connection, CLOSE_GOING_AWAY, "heartbeat lost: no answer to ping")
+                elif idle >= ping_after and not connection.pinged:
+                    connection.pinged = True
+                    connection.transport.send_ping()
+            except Exception as exc:  # one connection's trouble must not stop the sweep
+                self.fail(connection, exc)
 
     # ------------------------------------------------------------------ matchmaking timer
 
@@ -400,11 +519,31 @@ class XesServer:
 
     def _tick(self) -> None:
         self._tick_handle = self._tick_at = None
-        self.execute(self.core.tick(_now()))
+        try:
+            self.execute(self.core.tick(_now()))
+        except Exception as exc:  # not one connection's fault: log it, keep the timer going
+            log.error("unexpected %s at %s in the matchmaking timer", type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
         self._schedule_tick()
 
 
 _MATCH_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave})
+
+
+def _abort(transport: WSTransport) -> None:
+    """Drop a TCP connection now, unsent data and all (no-op if it is already gone)."""
+    if not transport.is_disconnected:
+        transport.disconnect(graceful=False)
+
+
+def _where(exc: BaseException) -> str:
+    """``file:line`` where ``exc`` was raised: enough to find the bug, no payload in it."""
+    tb = exc.__traceback__
+    if tb is None:
+        return "?"
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
 
 
 def _needs_password_hash(message: m.ClientMessage) -> TypeGuard[m.Join | m.SetRules]:

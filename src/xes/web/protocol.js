@@ -24,7 +24,9 @@ export const CLOSE_CODES = Object.freeze({
   GOING_AWAY: 1001,
   MESSAGE_TOO_BIG: 1009,
   TOO_MANY_ERRORS: 4002,
+  NOT_READING: 4009,
   FLOOD: 4029,
+  INTERNAL_ERROR: 1011,
 });
 
 /** Thrown by {@link parseServerMessage} for a frame that breaks the contract. */
