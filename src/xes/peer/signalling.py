@@ -2,7 +2,7 @@
 
 It speaks docs/protocol.md's transport: one text frame per JSON object, no ``Origin`` header
 (we are not a browser), automatic pongs to the server's heartbeat pings. It uses picows's
-client because the server already depends on picows, so ``xes[peer]`` adds nothing for it.
+client because the server already depends on picows, so the ``peer`` extra adds nothing for it.
 
 Messages are plain ``dict``s: :class:`xes.peer.peer.Peer` reads the few fields it needs and
 ignores unknown ones, as the protocol asks.
