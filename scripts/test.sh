@@ -5,7 +5,7 @@
 #     README "Dependencies"), then xes itself, editable. A second run installs nothing.
 #   - Debian, when missing: chromium, coturn, tshark, sox, iproute2 and iptables, which the tests
 #     drive; and redis-server and postgresql, which no XES code uses yet: they are the machine
-#     set-up for the shared-state backends the architecture plans (README "Dependencies").
+#     set-up for the backends that are coming (README "Dependencies").
 source "$(dirname "$0")/lib.sh"
 apt_ensure /usr/bin/chromium chromium turnserver coturn tshark tshark sox sox ip iproute2 \
            iptables iptables redis-server redis-server '/usr/lib/postgresql/*/bin/postgres' postgresql
