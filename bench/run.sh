@@ -10,24 +10,22 @@ ROOT="$(cd "$BENCH/.." && pwd)"
 VENV="$ROOT/.venv"
 say() { printf '\033[1mbench:\033[0m %s\n' "$*" >&2; }
 
-# 1. Python: the project's virtualenv with xes (via the project's own set-up) plus bench's extras.
-if [ ! -x "$VENV/bin/xes" ]; then
-  # shellcheck source=/dev/null
-  source "$ROOT/scripts/lib.sh"
-  venv_ensure test
-fi
-stamp="$VENV/.bench-requirements"
-if [ ! -f "$stamp" ] || [ "$BENCH/requirements.txt" -nt "$stamp" ]; then
-  say "installing bench/requirements.txt into $VENV"
-  "$VENV/bin/pip" install -q -r "$BENCH/requirements.txt"
-  touch "$stamp"
-fi
+# 1. Python: the project's virtualenv with exactly the versions locked in bench/requirements.txt
+#    (the test lock plus bench/requirements.in; bash scripts/lock.sh makes it), via the project's
+#    own set-up.
+# shellcheck source=/dev/null
+source "$ROOT/scripts/lib.sh"
+venv_ensure bench/requirements.txt
 
-# 2. Node: the PeerJS server, exactly the version in package-lock.json.
+# 2. Node: the PeerJS server, exactly the versions in package-lock.json (npm ci installs nothing
+#    else and refuses a lock that disagrees with package.json). Installed again when the lock changes.
 command -v node >/dev/null || { say "node is missing (apt-get install nodejs npm)"; exit 1; }
-if [ ! -f "$BENCH/node_modules/peer/package.json" ]; then
+npm_stamp="$BENCH/node_modules/.xes-package-lock"
+npm_want="$(sha256sum "$BENCH/package-lock.json" | cut -d' ' -f1)"
+if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$npm_want" ]; then
   say "installing the PeerJS server (npm peer) into bench/node_modules"
   (cd "$BENCH" && npm ci --no-audit --no-fund --loglevel=error)
+  echo "$npm_want" > "$npm_stamp"
 fi
 
 # 3. File descriptors: 10,000 clients means 10,000 sockets in the server and as many in the

@@ -1,4 +1,5 @@
-# Shared set-up for scripts/serve.sh and scripts/test.sh. Sourced, not run.
+# Shared set-up for scripts/serve.sh, scripts/test.sh, scripts/test-heavy.sh and bench/run.sh.
+# Sourced, not run.
 # Idempotent: each step checks first, so a second run costs a second or two.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
@@ -9,10 +10,12 @@ command -v "$PY" >/dev/null 2>&1 || PY=python3
 log() { printf '\033[1mxes:\033[0m %s\n' "$*" >&2; }
 
 # apt_ensure CMD PACKAGE [CMD PACKAGE ...]: install the Debian packages whose command is missing.
+# CMD is a name on PATH or a path, which may be a glob (postgresql's binaries live under
+# /usr/lib/postgresql/VERSION/bin, off PATH).
 apt_ensure() {
   local missing=()
   while [ $# -gt 0 ]; do
-    command -v "$1" >/dev/null 2>&1 || [ -x "$1" ] || missing+=("$2")
+    command -v "$1" >/dev/null 2>&1 || compgen -G "$1" >/dev/null || missing+=("$2")
     shift 2
   done
   [ ${#missing[@]} -eq 0 ] && return 0
@@ -28,9 +31,14 @@ apt_ensure() {
   apt-get install -y -q --no-install-recommends "${missing[@]}" >/dev/null
 }
 
-# venv_ensure EXTRAS: a virtualenv with xes installed (editable) plus the given extras.
+# venv_ensure LOCK...: a virtualenv with exactly the versions in the given lock files (paths from
+# the repository root, e.g. requirements/test.txt; bash scripts/lock.sh makes them), then xes itself,
+# editable. --require-hashes: pip installs only the files whose sha256 the lock lists, whichever
+# index or mirror it finds them on. The project is installed with --no-deps (its dependencies came
+# from the lock) and --no-build-isolation (the build backend came from the lock too, so nothing
+# unpinned is fetched). A stamp per lock records the hash of the lock and of pyproject.toml: a
+# second run installs nothing, and a changed lock or pyproject.toml installs again.
 venv_ensure() {
-  local extras="$1" stamp="$VENV/.xes-installed-$1"
   if [ ! -x "$VENV/bin/python" ]; then
     log "creating virtualenv $VENV"
     if ! "$PY" -m venv "$VENV" >/dev/null 2>&1; then
@@ -41,10 +49,17 @@ venv_ensure() {
       "$PY" -m venv "$VENV"
     fi
   fi
-  if [ ! -f "$stamp" ] || [ "$ROOT/pyproject.toml" -nt "$stamp" ]; then
-    log "installing Python packages (xes[$extras])"
-    "$VENV/bin/pip" install -q --upgrade pip >/dev/null
-    "$VENV/bin/pip" install -q -e "$ROOT[$extras]"
-    touch "$stamp"
-  fi
+  local lock stamp want
+  for lock in "$@"; do
+    stamp="$VENV/.xes-lock-${lock//\//-}"
+    want="$(cat "$ROOT/$lock" "$ROOT/pyproject.toml" | sha256sum | cut -d' ' -f1)"
+    [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && continue
+    log "installing the Python packages locked in $lock"
+    "$VENV/bin/pip" install -q --require-hashes -r "$ROOT/$lock"
+    # "xes" was this project's distribution name before xes-voice; an old editable install of it
+    # would shadow the new one.
+    "$VENV/bin/pip" uninstall -q -y xes >/dev/null 2>&1 || true
+    "$VENV/bin/pip" install -q --no-deps --no-build-isolation -e "$ROOT"
+    echo "$want" > "$stamp"
+  done
 }

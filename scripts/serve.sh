@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# Run the XES server: installs what it needs (a virtualenv with xes, and coturn for the built-in
-# relay), then prints the URL to open.
+# Run the XES server: installs what it needs (a virtualenv with the versions locked in
+# requirements/peer.txt and xes, and coturn for the built-in relay), then prints the URL to open.
+# The peer extra comes along so that `xes call` works from the same virtualenv; the test tools do not.
 # Extra arguments go to `xes serve` (for example --port 8080, --turn-url, --turn-secret-file, or
 # --no-turn to run without a relay).
 source "$(dirname "$0")/lib.sh"
-venv_ensure peer
+venv_ensure requirements/peer.txt
 
 # Without a relay, strangers can only meet by showing each other their IP addresses; so unless
 # told otherwise (--no-turn, or a TURN server of your own with --turn-url), install coturn:

@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
-# Run the whole test suite: installs what the tests need (virtualenv and Python packages; chromium,
-# coturn, redis-server, tshark, sox, iproute2, iptables from Debian when missing), then runs
-# ruff, mypy --strict and pytest. Extra arguments go to pytest.
+# Run the whole test suite: installs what the tests need, then runs ruff, mypy --strict and pytest.
+# Extra arguments go to pytest.
+#   - Python: a virtualenv with exactly the versions locked in requirements/test.txt (hashed; see
+#     README "Dependencies"), then xes itself, editable. A second run installs nothing.
+#   - Debian, when missing: chromium, coturn, tshark, sox, iproute2 and iptables, which the tests
+#     drive; and redis-server and postgresql, which no XES code uses yet: they are the machine
+#     set-up for the backends that are coming (README "Dependencies").
 source "$(dirname "$0")/lib.sh"
-apt_ensure /usr/bin/chromium chromium turnserver coturn redis-server redis-server \
-           tshark tshark sox sox ip iproute2 iptables iptables
+apt_ensure /usr/bin/chromium chromium turnserver coturn tshark tshark sox sox ip iproute2 \
+           iptables iptables redis-server redis-server '/usr/lib/postgresql/*/bin/postgres' postgresql
 # coturn's Debian package starts a system daemon on 3478; the tests run their own on other ports.
-venv_ensure "test,peer,redis"
+venv_ensure requirements/test.txt
 cd "$ROOT"
 log "ruff"
 "$VENV/bin/ruff" check src tests bench

@@ -65,8 +65,8 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="run the signalling server and serve the web client")
     _add_serve_arguments(serve)
     for name, help_text, adder in (
-        ("call", "join a room from the terminal (needs xes[peer])", "add_call_arguments"),
-        ("match", "talk to a stranger from the terminal (needs xes[peer])", "add_match_arguments"),
+        ("call", "join a room from the terminal (needs the peer extra)", "add_call_arguments"),
+        ("match", "talk to a stranger from the terminal (needs the peer extra)", "add_match_arguments"),
     ):
         sub = commands.add_parser(name, help=help_text)
         try:
@@ -202,7 +202,8 @@ def main(argv: list[str] | None = None) -> int:
         try:
             peer_cli = importlib.import_module("xes.peer.cli")
         except ImportError:
-            print("xes: the Python peer needs aiortc: pip install 'xes[peer]'", file=sys.stderr)
+            print("xes: the Python peer needs aiortc: install the peer extra"
+                  " (from a clone: pip install '.[peer]')", file=sys.stderr)
             return 2
         runner = peer_cli.run_call if args.command == "call" else peer_cli.run_match
         return int(runner(args))

@@ -1,6 +1,6 @@
 """The Python XES peer: join voice calls from a program or a terminal (``xes call``).
 
-Needs the ``peer`` extra (``pip install 'xes[peer]'``: aiortc and numpy). The API in brief::
+Needs the ``peer`` extra (from a clone: ``pip install '.[peer]'``; aiortc and numpy). The API in brief::
 
     from xes.peer import Peer, open_file_source
 

@@ -2,7 +2,7 @@
 
 ``src/xes/cli.py`` builds the ``xes`` command and imports this module lazily; importing it
 raises ImportError when aiortc is not installed (without importing aiortc, so ``xes serve``
-stays fast), and the ``xes`` command then says to install ``xes[peer]``. It also runs
+stays fast), and the ``xes`` command then says to install the ``peer`` extra. It also runs
 standalone: ``python -m xes.peer.cli call <room link or id> ...``.
 
 Exit status: 0 after a clean leave (Ctrl-C, SIGTERM, ``--duration``, or the match ended with
@@ -26,7 +26,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Literal, TextIO, TypeVar
 
 if importlib.util.find_spec("aiortc") is None:  # checked without importing aiortc (slow)
-    raise ImportError("the Python peer needs aiortc: pip install 'xes[peer]'", name="aiortc")
+    raise ImportError("the Python peer needs aiortc: install the peer extra"
+                      " (from a clone: pip install '.[peer]')", name="aiortc")
 
 if TYPE_CHECKING:
     from aiortc import MediaStreamTrack

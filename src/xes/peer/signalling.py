@@ -2,7 +2,7 @@
 
 It speaks docs/protocol.md's transport: one text frame per JSON object, no ``Origin`` header
 (we are not a browser), automatic pongs to the server's heartbeat pings. It uses picows's
-client because the server already depends on picows, so ``xes[peer]`` adds nothing for it.
+client because the server already depends on picows, so the ``peer`` extra adds nothing for it.
 
 Messages are the server's own structs (:mod:`xes.protocol.messages`): client messages are
 encoded with :func:`~xes.protocol.messages.encode_client`, and every frame from the server is
