@@ -103,7 +103,8 @@ def test_three_browsers_hear_each_other_directly_and_one_leaves(
         assert len(pairs) == 2
         assert set(pairs.values()) == {("host", "host")}, pairs
 
-    # The clear-text audio-level RTP extension was negotiated on no link (RECIPES §5).
+    # The audio-level RTP extension was negotiated on no link: SRTP leaves it in clear text, so it
+    # would tell a relay how loudly each person speaks.
     for page in pages:
         descriptions: list[str] = page.evaluate(
             "[...window.xes.pcs().values()].flatMap("
