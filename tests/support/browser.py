@@ -242,7 +242,9 @@ def detect_tones(
 # that replaces the microphone: getUserMedia answers with a real MediaStream whose track is an
 # OscillatorNode at the given frequency. Chromium's fake-capture file is one per browser process,
 # so this is how several contexts of one Chromium get distinct voices. Constraints are ignored (no
-# echo cancellation or gain control to bend the tone). The AudioContext is left on
+# echo cancellation or gain control to bend the tone). The AudioContext asks for large buffers
+# ('playback'), so its real-time thread wakes rarely: a real microphone costs no AudioContext at
+# all, and eight of these on two cores otherwise starve the pages' main threads. It is left on
 # `window.__xesTestAudio` so a tone listener in the same page can share its audio thread.
 _OSCILLATOR_MICROPHONE_JS = """
 (() => {
@@ -254,7 +256,7 @@ _OSCILLATOR_MICROPHONE_JS = """
       throw new DOMException('This test microphone only gives audio.', 'NotFoundError');
     }
     if (oscillator === null) {
-      window.__xesTestAudio = new AudioContext();
+      window.__xesTestAudio = new AudioContext({latencyHint: 'playback'});
       oscillator = window.__xesTestAudio.createOscillator();
       oscillator.frequency.value = frequency;
       oscillator.start();
