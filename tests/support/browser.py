@@ -35,6 +35,9 @@ __all__ = [
     "launch_chromium",
     "launch_with_tone",
     "detect_tones",
+    "oscillator_microphone_script",
+    "start_tone_listener",
+    "tones_heard",
     "selected_pair_types",
 ]
 
@@ -232,6 +235,147 @@ def detect_tones(
             "minHits": min_hits,
         },
     )
+    return result
+
+
+# An init script (run before the page's own scripts, on every document of a browser context)
+# that replaces the microphone: getUserMedia answers with a real MediaStream whose track is an
+# OscillatorNode at the given frequency. Chromium's fake-capture file is one per browser process,
+# so this is how several contexts of one Chromium get distinct voices. Constraints are ignored (no
+# echo cancellation or gain control to bend the tone). The AudioContext asks for large buffers
+# ('playback'), so its real-time thread wakes rarely: a real microphone costs no AudioContext at
+# all, and eight of these on two cores otherwise starve the pages' main threads. It is left on
+# `window.__xesTestAudio` so a tone listener in the same page can share its audio thread.
+_OSCILLATOR_MICROPHONE_JS = """
+(() => {
+  if (!navigator.mediaDevices) return;
+  const frequency = %r;
+  let oscillator = null;
+  navigator.mediaDevices.getUserMedia = async (constraints) => {
+    if (!constraints || !constraints.audio) {
+      throw new DOMException('This test microphone only gives audio.', 'NotFoundError');
+    }
+    if (oscillator === null) {
+      window.__xesTestAudio = new AudioContext({latencyHint: 'playback'});
+      oscillator = window.__xesTestAudio.createOscillator();
+      oscillator.frequency.value = frequency;
+      oscillator.start();
+    }
+    await window.__xesTestAudio.resume();
+    const gain = window.__xesTestAudio.createGain();
+    gain.gain.value = 0.5;
+    const destination = window.__xesTestAudio.createMediaStreamDestination();
+    oscillator.connect(gain).connect(destination);
+    return destination.stream;
+  };
+})();
+"""
+
+
+def oscillator_microphone_script(frequency: float) -> str:
+    """JavaScript for `BrowserContext.add_init_script`: that context's microphone plays a steady
+    sine at `frequency` Hz. The page still gets a real MediaStream from getUserMedia."""
+    return _OSCILLATOR_MICROPHONE_JS % float(frequency)
+
+
+# Runs in the page and keeps running: a timer that, a few times a second, looks at every remote
+# stream in window.xes.remoteStreams() (new or replaced streams are picked up) and finds the
+# loudest bin of a small FFT. Cheap on purpose, for pages with many streams: a 2,048-point FFT
+# (23 Hz bins at 48 kHz) every 250 ms per stream, where one 8,192-point FFT every few tens of
+# milliseconds on each of 56 streams is enough to starve two cores by itself. Acceptance is
+# `detect_tones`'s: the peak within `binTolerance` bins of an expected tone, loud enough, well
+# above the spectrum's median, `minHits` times. Results accumulate in
+# window.__xesToneListener.heard(): {peer id: [expected frequencies heard on that stream]}.
+_TONE_LISTENER_JS = """
+({expected, fftSize, intervalMs, binTolerance, minDb, minProminenceDb, minHits}) => {
+  if (window.__xesToneListener) return;
+  const context = window.__xesTestAudio ?? new AudioContext();
+  context.resume().catch(() => {});
+  const binHz = context.sampleRate / fftSize;
+  const lowestBin = Math.floor(100 / binHz);
+  const probes = new Map();
+  const listen = () => {
+    for (const [id, stream] of window.xes.remoteStreams()) {
+      const known = probes.get(id);
+      if ((known && known.stream === stream) || stream.getAudioTracks().length === 0) continue;
+      if (known) known.source.disconnect();
+      const analyser = context.createAnalyser();
+      analyser.fftSize = fftSize;
+      analyser.smoothingTimeConstant = 0;
+      const source = context.createMediaStreamSource(stream);
+      source.connect(analyser);
+      probes.set(id, {stream, source, analyser, bins: new Float32Array(analyser.frequencyBinCount),
+                      hits: new Map(), heard: new Set()});
+    }
+    for (const probe of probes.values()) {
+      probe.analyser.getFloatFrequencyData(probe.bins);
+      let best = -Infinity;
+      let bestBin = -1;
+      const finite = [];
+      for (let i = lowestBin; i < probe.bins.length; i++) {
+        const v = probe.bins[i];
+        if (Number.isFinite(v)) finite.push(v);
+        if (v > best) { best = v; bestBin = i; }
+      }
+      if (bestBin < 0 || !(best > minDb) || finite.length === 0) continue;
+      finite.sort((a, b) => a - b);
+      if (best - finite[Math.floor(finite.length / 2)] < minProminenceDb) continue;
+      const peakHz = bestBin * binHz;
+      for (const f of expected) {
+        if (Math.abs(peakHz - f) <= binTolerance * binHz) {
+          const hits = (probe.hits.get(f) || 0) + 1;
+          probe.hits.set(f, hits);
+          if (hits >= minHits) probe.heard.add(f);
+        }
+      }
+    }
+  };
+  window.__xesToneListener = {
+    timer: setInterval(listen, intervalMs),
+    heard: () => {
+      const result = {};
+      for (const [id, probe] of probes) result[id] = [...probe.heard].sort((a, b) => a - b);
+      return result;
+    },
+  };
+}
+"""
+
+
+def start_tone_listener(
+    page: Page,
+    expected_freqs: Iterable[float],
+    *,
+    fft_size: int = 2048,
+    interval_ms: int = 250,
+    min_db: float = -90.0,
+    min_prominence_db: float = 15.0,
+    min_hits: int = 3,
+) -> None:
+    """Start listening, in the background, for the expected tones on each of the page's remote
+    streams, including streams that arrive later; read the results with `tones_heard`.
+
+    Made for many streams at once (see the comment above its JavaScript); with 23 Hz bins and a
+    two-bin tolerance, expected tones should be 100 Hz or more apart. Idempotent per document.
+    """
+    page.evaluate(
+        _TONE_LISTENER_JS,
+        {
+            "expected": [float(f) for f in expected_freqs],
+            "fftSize": fft_size,
+            "intervalMs": interval_ms,
+            "binTolerance": 2,
+            "minDb": min_db,
+            "minProminenceDb": min_prominence_db,
+            "minHits": min_hits,
+        },
+    )
+
+
+def tones_heard(page: Page) -> dict[str, list[float]]:
+    """What `start_tone_listener` has heard so far: {remote peer id: sorted expected frequencies
+    heard on that peer's stream}; a peer whose stream carried none of them maps to []."""
+    result: dict[str, list[float]] = page.evaluate("window.__xesToneListener.heard()")
     return result
 
 
