@@ -1,4 +1,4 @@
-# Shared set-up for scripts/serve.sh, scripts/test.sh, scripts/test-heavy.sh and bench/run.sh.
+# Shared set-up for scripts/serve.sh, scripts/test.sh and bench/run.sh.
 # Sourced, not run.
 # Idempotent: each step checks first, so a second run costs a second or two.
 set -euo pipefail

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Regenerate the lock files: the exact, hashed versions that scripts/serve.sh, scripts/test.sh,
-# scripts/test-heavy.sh, bench/run.sh and CI install. One command:
+# bench/run.sh and CI install. One command:
 #   bash scripts/lock.sh             add or drop what pyproject.toml / bench/requirements.in changed,
 #                                    keeping every other pin as it is
 #   bash scripts/lock.sh --upgrade   move every pin to the newest release the bounds allow

@@ -146,7 +146,6 @@ def test_the_scripts_install_the_locks_and_only_with_hashes() -> None:
         return (ROOT / path).read_text()
     assert "venv_ensure requirements/peer.txt" in script("scripts/serve.sh")
     assert "venv_ensure requirements/test.txt" in script("scripts/test.sh")
-    assert "venv_ensure requirements/test.txt" in script("scripts/test-heavy.sh")
     assert "venv_ensure bench/requirements.txt" in script("bench/run.sh")
     assert "npm ci" in script("bench/run.sh") and "npm install" not in script("bench/run.sh")
     pip_lines = [line for line in script("scripts/lib.sh").splitlines() if "pip\" install" in line]
