@@ -9,6 +9,9 @@
 //   on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
 //   so the answer is sendrecv and nothing needs renegotiating.
 // - A failed link is restarted (ICE restart) by the side that made the first offer.
+// - A link that has not connected within LINK_CONNECT_TIMEOUT_MS, or fails again after the
+//   restart, emits `linkfailure` with a plain-words reason, so the page never shows
+//   "Connecting…" forever (Chromium alone never says "failed" when no candidate was gathered).
 // - Any later renegotiation (ICE restart, for example) may glare. Then the `polite` side (told by
 //   the server per pair) rolls back its own offer, and the impolite side ignores the incoming one.
 //   A peer that cannot roll back (aiortc) is always made impolite by the server, so the browser
@@ -87,8 +90,8 @@ export function cleanDescription(description) {
  * - `statechange` (detail: pc.connectionState),
  * - `turnerror` (detail: {reason, url?, errorCode?}) when the TURN relay cannot be used,
  * - `linkfailure` (detail: {reason}, one of LINK_FAILURE's values) when the link has not
- *   connected within LINK_CONNECT_TIMEOUT_MS, or failed again after our ICE restart (or failed
- *   and the other side restarts); a later `statechange` to "connected" supersedes it,
+ *   connected within LINK_CONNECT_TIMEOUT_MS, or failed again after its ICE restart; a later
+ *   `statechange` to "connected" supersedes it,
  * - `error` (detail: an Error that broke negotiation; the link may be dead).
  */
 export class Negotiation extends EventTarget {
@@ -140,10 +143,10 @@ export class Negotiation extends EventTarget {
       }
       this.emit('statechange', state);
       if (state === 'failed') {
-        // The initiator's first failure gets an ICE restart and the full bound again before it
-        // is reported; a failure after that restart, or on the side that does not restart, is
+        // A first failure gets an ICE restart (made by the initiator, awaited by the other side)
+        // and the full bound again before it is reported; a failure after that restart is
         // reported at once (a later restart that succeeds still turns the link "connected").
-        if (this.initiator && !this.restarted) {
+        if (!this.restarted) {
           this.restarted = true;
           clearTimeout(this.connectTimer);
           this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
