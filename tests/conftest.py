@@ -65,11 +65,12 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
                       builtin_relay: bool = False) -> XesServerProcess:
     """Start `xes serve --port 0` and wait until it prints its URL.
 
-    Without TURN unless the test asks for it (`--turn-url` in `args`, or `builtin_relay` for the
-    coturn `xes serve` starts by itself): a test states the relay it relies on.
+    Without TURN unless the test asks for it (`--turn-url` or `--turn-host` in `args`, or
+    `builtin_relay` for the coturn `xes serve` starts by itself): a test states the relay it
+    relies on.
     """
     args = list(args or [])
-    if not builtin_relay and "--turn-url" not in args:
+    if not builtin_relay and "--turn-url" not in args and "--turn-host" not in args:
         args.append("--no-turn")
     command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,

@@ -32,6 +32,15 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="a STUN server for clients, e.g. stun:turn.example.org:3478 (repeatable)")
     p.add_argument("--turn-url", action="append", default=[], metavar="URL",
                    help="a TURN server URL, e.g. turn:turn.example.org:3478?transport=udp (repeatable)")
+    p.add_argument("--turn-host", metavar="NAME",
+                   help="a coturn set up by `xes turn-config`: hands out turn:NAME:3478 over UDP "
+                        "and TCP and turns:NAME:443 (TLS) together, so browsers behind firewalls "
+                        "that drop UDP still reach it (combines with --turn-url)")
+    p.add_argument("--turn-port", type=int, default=3478, metavar="PORT",
+                   help="with --turn-host: the plain TURN port, UDP and TCP (default 3478)")
+    p.add_argument("--turn-tls-port", type=int, default=443, metavar="PORT",
+                   help="with --turn-host: the TURN over TLS port (default 443; 0: no turns: URL, "
+                        "for a relay without a certificate)")
     p.add_argument("--turn-secret-file", type=Path, metavar="PATH",
                    help="file holding coturn's static-auth-secret (or set XES_TURN_SECRET)")
     p.add_argument("--turn-secret", metavar="SECRET",
@@ -100,6 +109,22 @@ def _read_turn_secret(args: argparse.Namespace) -> bytes | None:
     return None
 
 
+def _turn_urls(args: argparse.Namespace) -> list[str]:
+    """Every TURN URL the operator gave: --turn-url as given, then --turn-host's three.
+
+    Raises:
+        ValueError: If --turn-host or its ports are malformed.
+    """
+    urls = list(args.turn_url)
+    if args.turn_host is not None:
+        from .turnconfig import turn_urls_for_host
+
+        tls_port = args.turn_tls_port if args.turn_tls_port != 0 else None
+        urls += [url for url in turn_urls_for_host(args.turn_host, args.turn_port, tls_port)
+                 if url not in urls]
+    return urls
+
+
 def _start_relay(args: argparse.Namespace) -> tuple[BuiltinRelay | None, str]:
     """The built-in relay, if this server should run one, and the start-up line about the relay.
 
@@ -138,8 +163,14 @@ def _serve(args: argparse.Namespace) -> int:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     # picows logs peer addresses on every connection at INFO: quiet unless the operator debugs.
     logging.getLogger("picows").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    try:
+        args.turn_url = _turn_urls(args)
+    except ValueError as exc:
+        print(f"xes serve: {exc}", file=sys.stderr)
+        return 2
     if args.no_turn and args.turn_url:
-        print("xes serve: --no-turn and --turn-url contradict each other", file=sys.stderr)
+        print("xes serve: --no-turn and --turn-url/--turn-host contradict each other",
+              file=sys.stderr)
         return 2
     relay: BuiltinRelay | None = None
     try:

@@ -36,9 +36,18 @@ __all__ = [
     "render",
     "run",
     "suggested_turn_urls",
+    "turn_urls_for_host",
 ]
 
 SECRET_ENV = "XES_TURN_SECRET"
+
+# The production port plan. 3478 is TURN's registered port, plain TURN over UDP and TCP. 443 is
+# where TURN over TLS goes: the one TCP port almost every firewall passes (HTTPS), and TLS there
+# looks like any other HTTPS connection, so a network that drops all UDP and all other ports
+# still reaches the relay. Binding 443 needs root or CAP_NET_BIND_SERVICE (docs/deploy.md), and
+# nothing else (no web server) may already listen on 443 on the relay's address.
+TURN_PORT = 3478
+TURNS_PORT = 443
 
 # Peer addresses a relay must never send to. A client names the peer in CreatePermission and
 # ChannelBind, so without these lines anyone holding a credential can reach services on the
@@ -120,8 +129,8 @@ class TurnConfig:
     listening_ips: tuple[str, ...] = ()
     external_ip: str | None = None
     relay_ips: tuple[str, ...] = ()
-    listening_port: int = 3478
-    tls_listening_port: int = 5349
+    listening_port: int = TURN_PORT
+    tls_listening_port: int = TURNS_PORT
     min_port: int = 49152
     max_port: int = 65535
     cert: str | None = None
@@ -271,20 +280,46 @@ def render(config: TurnConfig) -> str:
     lines += [
         "# Matching `xes serve` flags (secret from the same file or XES_TURN_SECRET):",
         *(f"#   --turn-url {url}" for url in suggested_turn_urls(config)),
+        "# or, the same three (two without a certificate) in one flag:",
+        "#   --turn-host " + config.realm
+        + ("" if config.listening_port == TURN_PORT else f" --turn-port {config.listening_port}")
+        + ("" if config.cert is None or config.tls_listening_port == TURNS_PORT
+           else f" --turn-tls-port {config.tls_listening_port}")
+        + (" --turn-tls-port 0" if config.cert is None else ""),
     ]
     return "\n".join(lines) + "\n"
 
 
+def turn_urls_for_host(host: str, port: int = TURN_PORT, tls_port: int | None = TURNS_PORT
+                       ) -> list[str]:
+    """The three URLs browsers get for one relay: TURN over UDP, over TCP, and over TLS.
+
+    Browsers try them all at once and keep what works: UDP when it passes, else TCP to
+    `port`, else TLS to `tls_port` (443 by default, which even HTTPS-only firewalls pass).
+    `tls_port` None leaves out the ``turns:`` URL (a relay without a certificate).
+
+    Raises:
+        ValueError: If `host` is empty or holds characters that do not belong in a host name,
+            or a port is out of range.
+    """
+    bracketed = host.startswith("[") and host.endswith("]")  # an IPv6 literal
+    if (not host or any(c in host for c in "/?#@ \t\r\n")
+            or (":" in host and not bracketed)):
+        raise ValueError(f"--turn-host {host!r} is not a host name (no port: see --turn-port; "
+                         "IPv6 in [brackets])")
+    for number in (port, tls_port):
+        if number is not None and not 1 <= number <= 65535:
+            raise ValueError(f"port {number} is out of range")
+    urls = [f"turn:{host}:{port}?transport=udp", f"turn:{host}:{port}?transport=tcp"]
+    if tls_port is not None:
+        urls.append(f"turns:{host}:{tls_port}?transport=tcp")
+    return urls
+
+
 def suggested_turn_urls(config: TurnConfig) -> list[str]:
     """The `--turn-url` values for `xes serve` that reach this coturn (host = the realm)."""
-    host = config.realm
-    urls = [
-        f"turn:{host}:{config.listening_port}?transport=udp",
-        f"turn:{host}:{config.listening_port}?transport=tcp",
-    ]
-    if config.cert is not None:
-        urls.append(f"turns:{host}:{config.tls_listening_port}?transport=tcp")
-    return urls
+    return turn_urls_for_host(config.realm, config.listening_port,
+                              config.tls_listening_port if config.cert is not None else None)
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -301,8 +336,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="address relayed traffic leaves from (repeatable)")
     parser.add_argument("--external-ip", metavar="PUBLIC[/PRIVATE]",
                         help="public address when coturn is behind 1:1 NAT (cloud VMs)")
-    parser.add_argument("--listening-port", type=int, default=3478)
-    parser.add_argument("--tls-listening-port", type=int, default=5349)
+    parser.add_argument("--listening-port", type=int, default=TURN_PORT,
+                        help=f"plain TURN port, UDP and TCP (default {TURN_PORT})")
+    parser.add_argument("--tls-listening-port", type=int, default=TURNS_PORT,
+                        help=f"TURN over TLS port, with --cert/--pkey (default {TURNS_PORT}, "
+                             "which HTTPS-only firewalls pass; binding it needs root or "
+                             "CAP_NET_BIND_SERVICE)")
     parser.add_argument("--min-port", type=int, default=49152, help="lowest UDP relay port")
     parser.add_argument("--max-port", type=int, default=65535, help="highest UDP relay port")
     parser.add_argument("--cert", metavar="PEM", help="TLS certificate chain for turns:")

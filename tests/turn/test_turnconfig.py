@@ -149,7 +149,7 @@ def test_hardening_lines_are_present() -> None:
     lines = set(text.splitlines())
     for required in ("use-auth-secret", "static-auth-secret=x", "realm=turn.example.org",
                      "no-multicast-peers", "no-cli", "no-tcp-relay", "fingerprint",
-                     "user-quota=32", "total-quota=1200", "tls-listening-port=5349",
+                     "user-quota=32", "total-quota=1200", "tls-listening-port=443",
                      "cert=/c.pem", "pkey=/k.pem", "min-port=49152", "max-port=65535",
                      "denied-peer-ip=127.0.0.0-127.255.255.255",
                      "denied-peer-ip=10.0.0.0-10.255.255.255", "denied-peer-ip=::1"):

@@ -7,6 +7,7 @@
 import * as protocol from './protocol.js';
 import { Signalling, SignallingState, signallingUrl } from './signalling.js';
 import { Mesh } from './mesh.js';
+import { LINK_FAILURE } from './negotiation.js';
 import { LevelMeters, MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
 
@@ -443,6 +444,7 @@ function onServerMessage({ detail: message }) {
 function newPeer(peer) {
   return {
     id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
+    linkFailure: null,
   };
 }
 
@@ -530,6 +532,10 @@ function wireMesh(mesh) {
   mesh.addEventListener('statechange', ({ detail }) => {
     const peer = call.peers.get(detail.peerId);
     if (peer) peer.connectionState = detail.detail;
+    if (peer && detail.detail === 'connected' && peer.linkFailure) {
+      peer.linkFailure = null; // a restart found a path after all
+      clearAlert(`link-${detail.peerId}`);
+    }
     if (peer && peer.turnError && detail.detail === 'failed') showTurnAlert(peer.turnError);
     if (detail.detail === 'connected') linkStats.poll();
     render();
@@ -544,6 +550,13 @@ function wireMesh(mesh) {
       showTurnAlert(peer.turnError);
     }
   });
+  mesh.addEventListener('linkfailure', ({ detail }) => {
+    const peer = call.peers.get(detail.peerId);
+    if (!peer) return;
+    peer.linkFailure = detail.detail.reason;
+    showAlert(`link-${detail.peerId}`, couldNotConnect(peer));
+    render();
+  });
   mesh.addEventListener('error', ({ detail }) => {
     const peer = call.peers.get(detail.peerId);
     showAlert(`link-${detail.peerId}`,
@@ -555,6 +568,13 @@ function wireMesh(mesh) {
     meters.detach(detail.peerId);
     clearAlert(`link-${detail.peerId}`);
   });
+}
+
+/** "Could not connect to Ada: no network path (the relay could not be reached)". */
+function couldNotConnect(peer) {
+  const why = peer.linkFailure === LINK_FAILURE.noPath ? peer.linkFailure
+    : `no network path (${peer.linkFailure})`;
+  return `Could not connect to ${peer.name}: ${why}.`;
 }
 
 function showTurnAlert(reason) {
@@ -807,7 +827,10 @@ function renderParticipants() {
     });
   }
   for (const peer of call.peers.values()) {
-    const meta = [CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
+    // Past the bound (or after a failed restart) the list says why, instead of "Connecting…".
+    const meta = [peer.linkFailure && peer.connectionState !== 'connected'
+      ? `Could not connect: ${peer.linkFailure}`
+      : CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
     if (peer.link) meta.push(peer.link);
     entries.push({ key: peer.id, id: peer.id, name: peer.name, self: false, meta, link: peer.link });
   }

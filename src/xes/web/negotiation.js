@@ -9,6 +9,9 @@
 //   on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
 //   so the answer is sendrecv and nothing needs renegotiating.
 // - A failed link is restarted (ICE restart) by the side that made the first offer.
+// - A link that has not connected within LINK_CONNECT_TIMEOUT_MS, or fails again after the
+//   restart, emits `linkfailure` with a plain-words reason, so the page never shows
+//   "Connecting…" forever (Chromium alone never says "failed" when no candidate was gathered).
 // - Any later renegotiation (ICE restart, for example) may glare. Then the `polite` side (told by
 //   the server per pair) rolls back its own offer, and the impolite side ignores the incoming one.
 //   A peer that cannot roll back (aiortc) is always made impolite by the server, so the browser
@@ -25,6 +28,39 @@ export const AUDIO_LEVEL_URI = 'urn:ietf:params:rtp-hdrext:ssrc-audio-level';
 
 /** In relay mode, how long to wait for a relay candidate before reporting TURN failure. */
 export const RELAY_GATHER_TIMEOUT_MS = 5000;
+
+/**
+ * How long a link may take to connect before the page says it could not, and why. A relayed
+ * link over TURN/TLS on a slow network connects in a few seconds; Chromium itself gives up on
+ * a pair after about 15 s; 25 s leaves room for one ICE restart and a busy machine, and is
+ * still short enough that nobody stares at "Connecting…" wondering. Documented in README.
+ */
+export const LINK_CONNECT_TIMEOUT_MS = 25_000;
+
+/** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
+export const LINK_FAILURE = Object.freeze({
+  relayUnreachable: 'the relay could not be reached',
+  relayRefused: 'the relay refused our credentials',
+  noPath: 'no network path between you (firewalls may block it)',
+});
+
+/**
+ * Why a link did not connect, from what ICE told us about the relay.
+ * @param {object} facts
+ * @param {boolean} facts.relayOnly iceTransportPolicy "relay" ("Hide my IP")
+ * @param {boolean} facts.gotRelayCandidate a relay candidate was gathered
+ * @param {Set<number>} facts.turnErrorCodes icecandidateerror codes for turn:/turns: URLs
+ * @param {boolean} facts.hasTurn the configuration names a TURN server
+ * @returns {string} one of LINK_FAILURE's values
+ */
+export function linkFailureReason({ relayOnly, gotRelayCandidate, turnErrorCodes, hasTurn }) {
+  if (gotRelayCandidate) return LINK_FAILURE.noPath;
+  if (turnErrorCodes.has(401)) return LINK_FAILURE.relayRefused;
+  // No relay candidate although one was needed (relay only) or errors say the relay is down:
+  // the relay is what failed, not the path between the two peers.
+  if (hasTurn && (relayOnly || turnErrorCodes.size > 0)) return LINK_FAILURE.relayUnreachable;
+  return LINK_FAILURE.noPath;
+}
 
 /**
  * Remove the audio-level RTP header extension from an SDP.
@@ -53,6 +89,9 @@ export function cleanDescription(description) {
  * - `track` (detail: the remote MediaStream, once it has an audio track),
  * - `statechange` (detail: pc.connectionState),
  * - `turnerror` (detail: {reason, url?, errorCode?}) when the TURN relay cannot be used,
+ * - `linkfailure` (detail: {reason}, one of LINK_FAILURE's values) when the link has not
+ *   connected within LINK_CONNECT_TIMEOUT_MS, or failed again after its ICE restart; a later
+ *   `statechange` to "connected" supersedes it,
  * - `error` (detail: an Error that broke negotiation; the link may be dead).
  */
 export class Negotiation extends EventTarget {
@@ -81,6 +120,13 @@ export class Negotiation extends EventTarget {
     this.closed = false;
     this.gotRelayCandidate = false;
     this.relayTimer = null;
+    this.hasTurn = (configuration.iceServers ?? []).some((server) =>
+      [server.urls].flat().some((url) => /^turns?:/i.test(String(url))));
+    /** @type {Set<number>} */
+    this.turnErrorCodes = new Set();
+    this.restarted = false;
+    this.failureReported = false;
+    this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
     this.queue = Promise.resolve();
 
     this.pc.addEventListener('negotiationneeded', () => this.onNegotiationNeeded());
@@ -89,7 +135,25 @@ export class Negotiation extends EventTarget {
     this.pc.addEventListener('icegatheringstatechange', () => this.onGatheringStateChange());
     this.pc.addEventListener('track', ({ track, streams }) => this.onTrack(track, streams));
     this.pc.addEventListener('connectionstatechange', () => {
-      this.emit('statechange', this.pc.connectionState);
+      const state = this.pc.connectionState;
+      if (state === 'connected') {
+        clearTimeout(this.connectTimer);
+        this.failureReported = false;
+        this.restarted = false;
+      }
+      this.emit('statechange', state);
+      if (state === 'failed') {
+        // A first failure gets an ICE restart (made by the initiator, awaited by the other side)
+        // and the full bound again before it is reported; a failure after that restart is
+        // reported at once (a later restart that succeeds still turns the link "connected").
+        if (!this.restarted) {
+          this.restarted = true;
+          clearTimeout(this.connectTimer);
+          this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
+        } else {
+          this.reportFailure();
+        }
+      }
       this.maybeRestartIce();
     });
 
@@ -131,6 +195,7 @@ export class Negotiation extends EventTarget {
     if (this.closed) return;
     this.closed = true;
     clearTimeout(this.relayTimer);
+    clearTimeout(this.connectTimer);
     this.pc.close();
   }
 
@@ -168,6 +233,20 @@ export class Negotiation extends EventTarget {
   maybeRestartIce() {
     if (this.closed || !this.initiator || this.pc.connectionState !== 'failed') return;
     this.pc.restartIce();
+  }
+
+  /** Say (once per attempt) that the link could not connect, and why. */
+  reportFailure() {
+    if (this.closed || this.failureReported || this.pc.connectionState === 'connected') return;
+    this.failureReported = true;
+    this.emit('linkfailure', {
+      reason: linkFailureReason({
+        relayOnly: this.relayOnly,
+        gotRelayCandidate: this.gotRelayCandidate,
+        turnErrorCodes: this.turnErrorCodes,
+        hasTurn: this.hasTurn,
+      }),
+    });
   }
 
   /** @param {object} data */
@@ -229,6 +308,9 @@ export class Negotiation extends EventTarget {
   onIceCandidateError(event) {
     if (this.closed) return;
     const url = event.url ?? '';
+    if (/^turns?:/i.test(url) && typeof event.errorCode === 'number') {
+      this.turnErrorCodes.add(event.errorCode);
+    }
     // 401: the TURN server refused our credentials; 701: it could not be reached at all.
     if (/^turns?:/i.test(url) && (event.errorCode === 401 || event.errorCode === 701)) {
       this.emit('turnerror', {
