@@ -92,7 +92,8 @@ def test_push_to_talk_opens_a_muted_microphone_only_while_held(
     xes_server: _Server, launch_tone_browser: Any
 ) -> None:
     """Muted Ada holds Space: Bob and Cy hear her; she lets go: silence within 500 ms. The same
-    with the "Hold to talk" button under the mouse. Mute stays on (aria-pressed) throughout."""
+    with the "Hold to talk" button, under the mouse and with Enter. Mute stays on (aria-pressed)
+    throughout."""
     pages = three_in_a_room(xes_server, launch_tone_browser)
     ada, bob, cy = pages["Ada"], pages["Bob"], pages["Cy"]
     mute_button(ada).click()
@@ -103,11 +104,16 @@ def test_push_to_talk_opens_a_muted_microphone_only_while_held(
     wait_for_reading(bob, ada_on_bob, heard=False, after_ms=started_ms + 1000, timeout_s=TONE_TIMEOUT_S)
     assert not hears(cy, "Ada", timeout=SILENCE_PROOF_S)
 
+    talk = ada.get_by_role("button", name="Hold to talk")
+    talk.hover()
     for hold, release in (
+        # Space anywhere (focus is on the Mute button, which Space must not press) ...
         (lambda: ada.keyboard.down("Space"), lambda: ada.keyboard.up("Space")),
+        # ... the button under the mouse ...
         (ada.mouse.down, ada.mouse.up),
+        # ... and Enter on the focused button.
+        (lambda: (talk.focus(), ada.keyboard.down("Enter")), lambda: ada.keyboard.up("Enter")),
     ):
-        ada.get_by_role("button", name="Hold to talk").hover()
         pressed_ms = time.time() * 1000
         hold()
         wait_for_reading(bob, ada_on_bob, heard=True, after_ms=pressed_ms, timeout_s=TONE_TIMEOUT_S)

@@ -412,8 +412,8 @@ function isTyping(target) {
 
 function onKeyDown(event) {
   if (call.phase !== 'joined' || event.ctrlKey || event.metaKey || event.altKey) return;
-  if (isTyping(event.target) || event.target === $('talk')) return; // the button handles its own keys
-  if (event.code === 'Space') {
+  if (isTyping(event.target)) return;
+  if (event.code === 'Space' && event.target !== $('talk')) { // the button handles its own keys
     event.preventDefault(); // Space would also press the focused button (e.g. Leave)
     if (!event.repeat) holdToTalk('space', true);
   } else if (event.code === 'KeyM' && !event.repeat) {
