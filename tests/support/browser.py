@@ -38,6 +38,8 @@ __all__ = [
     "oscillator_microphone_script",
     "start_tone_listener",
     "tones_heard",
+    "start_tone_monitor",
+    "read_tone_monitor",
     "selected_pair_types",
 ]
 
@@ -147,7 +149,7 @@ def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) 
 # sender keeps echo cancellation, noise suppression and AGC on, which makes a steady tone about
 # 20 dB quieter after a few seconds, but its frequency stays put.
 _DETECT_TONES_JS = """
-async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits}) => {
+async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits, streams}) => {
   const context = new AudioContext();
   await context.resume();
   const fftSize = 8192;
@@ -159,7 +161,7 @@ async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits}) => 
     (f) => [...probes.values()].some((p) => p.heard.has(f)));
   try {
     while (performance.now() < deadline) {
-      for (const [id, stream] of window.xes.remoteStreams()) {
+      for (const [id, stream] of window.xes[streams]()) {
         if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
         const analyser = context.createAnalyser();
         analyser.fftSize = fftSize;
@@ -214,8 +216,12 @@ def detect_tones(
     min_db: float = -90.0,
     min_prominence_db: float = 15.0,
     min_hits: int = 5,
+    streams: str = "remoteStreams",
 ) -> dict[str, list[float]]:
     """Listen to each remote stream in `page` and report which expected tones each one carries.
+
+    `streams` names the `window.xes` method giving the streams: "remoteStreams" (as received)
+    or "heardStreams" (after the listener's per-person volume, as sent to the speakers).
 
     Returns as soon as every expected frequency was heard on some stream, or at `timeout`
     (seconds) with whatever was heard by then; the caller asserts on the result.
@@ -233,6 +239,7 @@ def detect_tones(
             "minDb": min_db,
             "minProminenceDb": min_prominence_db,
             "minHits": min_hits,
+            "streams": streams,
         },
     )
     return result
@@ -377,6 +384,85 @@ def tones_heard(page: Page) -> dict[str, list[float]]:
     heard on that peer's stream}; a peer whose stream carried none of them maps to []."""
     result: dict[str, list[float]] = page.evaluate("window.__xesToneListener.heard()")
     return result
+
+
+# Runs in the page: every ~20 ms, for every stream of window.xes[streams](), one reading of
+# whether `frequency` is the loudest prominent bin, stamped with Date.now() (the machine's clock,
+# which the test process shares). A short FFT window (2048 samples, ~43 ms at 48 kHz) so a tone
+# that stops leaves the window quickly. The readings pile up in window.__xesToneMonitor.
+_TONE_MONITOR_JS = """
+async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
+  const context = new AudioContext();
+  await context.resume();
+  const fftSize = 2048;
+  const binHz = context.sampleRate / fftSize;
+  const lowestBin = Math.floor(100 / binHz);
+  const probes = new Map();
+  const readings = [];
+  const read = () => {
+    for (const [id, stream] of window.xes[streams]()) {
+      if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
+      const analyser = context.createAnalyser();
+      analyser.fftSize = fftSize;
+      analyser.smoothingTimeConstant = 0;
+      context.createMediaStreamSource(stream).connect(analyser);
+      probes.set(id, {analyser, bins: new Float32Array(analyser.frequencyBinCount)});
+    }
+    const now = Date.now();
+    for (const [id, probe] of probes) {
+      probe.analyser.getFloatFrequencyData(probe.bins);
+      let best = -Infinity;
+      let bestBin = -1;
+      const finite = [];
+      for (let i = lowestBin; i < probe.bins.length; i++) {
+        const v = probe.bins[i];
+        if (Number.isFinite(v)) finite.push(v);
+        if (v > best) { best = v; bestBin = i; }
+      }
+      let heard = false;
+      if (bestBin >= 0 && best > minDb && finite.length > 0) {
+        finite.sort((a, b) => a - b);
+        const median = finite[Math.floor(finite.length / 2)];
+        heard = best - median >= minProminenceDb &&
+          Math.abs(bestBin * binHz - frequency) <= binTolerance * binHz;
+      }
+      readings.push({t: now, peer: id, heard});
+    }
+  };
+  window.__xesToneMonitor = {readings, timer: setInterval(read, 20), context};
+}
+"""
+
+
+def start_tone_monitor(
+    page: Page,
+    frequency: float,
+    *,
+    streams: str = "remoteStreams",
+    min_db: float = -90.0,
+    min_prominence_db: float = 15.0,
+) -> None:
+    """Start recording, in `page`, timestamped readings of whether each stream carries `frequency`.
+
+    Read them with `read_tone_monitor`. For timing how soon a tone starts or stops: each reading
+    carries Date.now(), comparable with the test process's `time.time()`.
+    """
+    page.evaluate(
+        _TONE_MONITOR_JS,
+        {"frequency": float(frequency), "streams": streams, "binTolerance": 2,
+         "minDb": min_db, "minProminenceDb": min_prominence_db},
+    )
+
+
+def read_tone_monitor(page: Page, peer_id: str | None = None) -> list[tuple[float, bool]]:
+    """The readings so far, oldest first: (Date.now() in ms, tone heard), of one peer's stream
+    (or of all streams when `peer_id` is None)."""
+    readings: list[dict[str, Any]] = page.evaluate("window.__xesToneMonitor.readings")
+    return [
+        (float(reading["t"]), bool(reading["heard"]))
+        for reading in readings
+        if peer_id is None or reading["peer"] == peer_id
+    ]
 
 
 _SELECTED_PAIRS_JS = """

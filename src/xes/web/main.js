@@ -8,7 +8,10 @@ import * as protocol from './protocol.js';
 import { Signalling, SignallingState, signallingUrl } from './signalling.js';
 import { Mesh } from './mesh.js';
 import { LINK_FAILURE } from './negotiation.js';
-import { LevelMeters, MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
+import {
+  LevelMeters, MicrophoneError, RemoteVolumes, VOLUME_DEFAULT, VOLUME_MAX, VOLUME_MIN, clampVolume,
+  openMicrophone, setMuted, stopStream,
+} from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
 
 const STORAGE_KEYS = Object.freeze({
@@ -17,6 +20,8 @@ const STORAGE_KEYS = Object.freeze({
   allowDirect: 'xes.allowDirectWithStrangers',
   key: 'xes.key',
 });
+// Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
+const VOLUMES_KEY = 'xes.volumes';
 
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
@@ -114,7 +119,12 @@ const call = {
   // if both allow a direct connection.
   serverRelay: null,
   localStream: null,
+  // A clone of the microphone track that stays enabled while muted: it feeds our own level
+  // meter, so the page can say "You are muted" when the user talks into a muted microphone.
+  meterStream: null,
   muted: false,
+  // What holds the microphone open while muted (push-to-talk): 'space' and/or 'button'.
+  talkHeld: new Set(),
   mesh: null,
   refreshTimer: null,
   knocks: new Map(), // id -> name, while we are host
@@ -127,6 +137,7 @@ const call = {
 
 const signalling = new Signalling(signallingUrl(location));
 const meters = new LevelMeters();
+const volumes = new RemoteVolumes(() => meters.audioContext());
 const linkStats = new LinkStats(() => (call.mesh ? call.mesh.peerConnections() : new Map()));
 
 function parseRoute(pathname) {
@@ -196,8 +207,9 @@ async function ensureMicrophone() {
     return false;
   }
   clearAlert('microphone');
-  setMuted(call.localStream, call.muted);
-  meters.attach('self', call.localStream);
+  applyMicrophone();
+  call.meterStream = new MediaStream(call.localStream.getAudioTracks().map((track) => track.clone()));
+  meters.attach('self', call.meterStream);
   return true;
 }
 
@@ -272,8 +284,13 @@ function leaveCall({ keepMicrophone = false } = {}) {
   call.confirmingBan = null;
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
   for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
+  for (const key of [...volumes.voices.keys()]) volumes.detach(key);
+  call.talkHeld.clear();
+  applyMicrophone();
   if (!keepMicrophone) {
     meters.detach('self');
+    stopStream(call.meterStream);
+    call.meterStream = null;
     stopStream(call.localStream);
     call.localStream = null;
   }
@@ -365,10 +382,119 @@ function answerKnock(peerId, admit) {
   }
 }
 
+// --- talking controls ------------------------------------------------------------------------------
+
+/** The microphone sends while unmuted, or while muted and push-to-talk is held. */
+function applyMicrophone() {
+  setMuted(call.localStream, call.muted && call.talkHeld.size === 0);
+}
+
 function onMuteClick() {
   call.muted = !call.muted;
-  setMuted(call.localStream, call.muted);
+  applyMicrophone();
   render();
+}
+
+/** Push-to-talk: `holder` ('space' or 'button') starts or stops holding the microphone open. */
+function holdToTalk(holder, held) {
+  const before = call.talkHeld.size > 0;
+  if (held && call.phase === 'joined') call.talkHeld.add(holder);
+  else call.talkHeld.delete(holder);
+  if (before === call.talkHeld.size > 0) return;
+  applyMicrophone();
+  render();
+}
+
+/** Typing a name, a password or a number must not mute the call or open the microphone. */
+function isTyping(target) {
+  if (!(target instanceof HTMLElement)) return false;
+  return target.isContentEditable || target.matches('input, textarea, select');
+}
+
+function onKeyDown(event) {
+  if (call.phase !== 'joined' || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (isTyping(event.target)) return;
+  if (event.code === 'Space' && event.target !== $('talk')) { // the button handles its own keys
+    event.preventDefault(); // Space would also press the focused button (e.g. Leave)
+    if (!event.repeat) holdToTalk('space', true);
+  } else if (event.code === 'KeyM' && !event.repeat) {
+    event.preventDefault();
+    onMuteClick();
+  }
+}
+
+function onKeyUp(event) {
+  if (event.code !== 'Space' || !call.talkHeld.has('space')) return;
+  event.preventDefault();
+  holdToTalk('space', false);
+}
+
+function setUpTalkButton() {
+  const button = $('talk');
+  button.addEventListener('pointerdown', (event) => {
+    if (event.button !== 0) return;
+    button.setPointerCapture(event.pointerId); // the release counts even off the button
+    holdToTalk('button', true);
+  });
+  for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
+    button.addEventListener(type, () => holdToTalk('button', false));
+  }
+  button.addEventListener('keydown', (event) => {
+    if (event.code !== 'Space' && event.code !== 'Enter') return;
+    event.preventDefault();
+    if (!event.repeat) holdToTalk('button', true);
+  });
+  button.addEventListener('keyup', (event) => {
+    if (event.code !== 'Space' && event.code !== 'Enter') return;
+    event.preventDefault();
+    holdToTalk('button', false);
+  });
+  button.addEventListener('blur', () => holdToTalk('button', false));
+  button.addEventListener('contextmenu', (event) => event.preventDefault()); // long press on touch
+  // A key released in another window never reaches us: losing focus ends every hold.
+  window.addEventListener('blur', () => {
+    holdToTalk('space', false);
+    holdToTalk('button', false);
+  });
+}
+
+// --- per-person volume -----------------------------------------------------------------------------
+
+function storedVolumes() {
+  try {
+    const parsed = JSON.parse(sessionStorage.getItem(VOLUMES_KEY) ?? '{}');
+    return parsed !== null && typeof parsed === 'object' ? parsed : {};
+  } catch {
+    return {}; // storage disabled or garbled: everyone at 100 %
+  }
+}
+
+function volumeFor(name) {
+  const stored = storedVolumes();
+  return Object.hasOwn(stored, name) ? clampVolume(stored[name]) : VOLUME_DEFAULT;
+}
+
+function rememberVolume(name, percent) {
+  const stored = storedVolumes();
+  stored[name] = percent;
+  try {
+    sessionStorage.setItem(VOLUMES_KEY, JSON.stringify(stored));
+  } catch {
+    // see storedVolumes()
+  }
+}
+
+function onVolumeInput(peerId, input) {
+  const percent = clampVolume(input.value);
+  const peer = call.peers.get(peerId);
+  volumes.setVolume(peerId, percent);
+  if (peer) rememberVolume(peer.name, percent);
+  showVolume(input, percent);
+}
+
+function showVolume(input, percent) {
+  input.setAttribute('aria-valuetext', `${percent}%`);
+  input.closest('.participant__volume').querySelector('output').textContent = `${percent}%`;
 }
 
 // --- server messages -----------------------------------------------------------------------------
@@ -566,6 +692,7 @@ function wireMesh(mesh) {
     const sink = document.querySelector(`audio[data-peer="${CSS.escape(detail.peerId)}"]`);
     if (sink) sink.remove();
     meters.detach(detail.peerId);
+    volumes.detach(detail.peerId);
     clearAlert(`link-${detail.peerId}`);
   });
 }
@@ -583,26 +710,39 @@ function showTurnAlert(reason) {
     'Try again later, or turn off \u201cHide my IP (always relay)\u201d.');
 }
 
-/** Play a remote stream. Chromium only feeds WebAudio (our level meter) once it plays. */
+/**
+ * Play a remote stream through its volume control. Chromium only feeds WebAudio (the volume and
+ * our level meter) while the stream also plays in a media element, so it plays in a muted one.
+ */
 function attachRemoteStream(peerId, stream) {
   let sink = document.querySelector(`audio[data-peer="${CSS.escape(peerId)}"]`);
   if (!sink) {
     sink = document.createElement('audio');
     sink.autoplay = true;
+    sink.muted = true; // the sound comes from the volume control's GainNode
     sink.dataset.peer = peerId;
     $('sinks').append(sink);
   }
   if (sink.srcObject !== stream) sink.srcObject = stream;
-  sink.play().catch(() => {
-    showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
-    document.addEventListener('click', resumePlayback, { once: true });
-  });
+  sink.play().catch(blockedPlayback);
+  const peer = call.peers.get(peerId);
+  volumes.attach(peerId, stream, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
   meters.attach(peerId, stream);
+  // Without a user gesture the autoplay policy keeps the AudioContext suspended: say so.
+  setTimeout(() => {
+    if (volumes.suspended()) blockedPlayback();
+  }, 1000);
 }
 
-/** A click is the user gesture autoplay wants: start every sink that is paused. */
+function blockedPlayback() {
+  showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
+  document.addEventListener('click', resumePlayback, { once: true });
+}
+
+/** A click is the user gesture autoplay wants: start every sink that is paused, and the audio. */
 function resumePlayback() {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.play().catch(() => {});
+  meters.audioContext();
   clearAlert('autoplay');
 }
 
@@ -723,6 +863,10 @@ function render() {
   $('mute').setAttribute('aria-pressed', String(call.muted));
   $('mute').textContent = call.muted ? 'Unmute' : 'Mute';
   $('mute').classList.toggle('is-active', call.muted);
+  // Held while unmuted changes nothing, so only a held-open muted microphone lights up (the
+  // name stays "Hold to talk": it is a momentary button, not a toggle).
+  const talking = call.muted && call.talkHeld.size > 0;
+  $('talk').classList.toggle('is-active', talking);
 
   if (route.view === 'room') renderRoomView(inCall);
   else renderLandingView(inCall);
@@ -823,7 +967,7 @@ function renderParticipants() {
       id: call.me.id,
       name: call.me.name,
       self: true,
-      meta: [call.muted ? 'Muted' : 'Microphone on'],
+      meta: [call.muted ? (call.talkHeld.size > 0 ? 'Muted, talking while held' : 'Muted') : 'Microphone on'],
     });
   }
   for (const peer of call.peers.values()) {
@@ -861,14 +1005,39 @@ function participantItem(key) {
   const speaking = element('span', 'participant__speaking');
   speaking.setAttribute('aria-hidden', 'true');
   speaking.title = 'Speaking';
-  item.append(avatar, body, speaking, element('div', 'participant__actions'));
+  item.append(avatar, body, speaking);
+  if (key !== 'self') item.append(volumeControl(key));
+  item.append(element('div', 'participant__actions'));
   return item;
+}
+
+/** "Volume for <name>": 0–200 % for this listener only; the label follows the name. */
+function volumeControl(peerId) {
+  const wrapper = element('div', 'participant__volume');
+  const input = document.createElement('input');
+  input.type = 'range';
+  input.id = `volume-${peerId}`;
+  input.min = String(VOLUME_MIN);
+  input.max = String(VOLUME_MAX);
+  input.step = '10';
+  const peer = call.peers.get(peerId);
+  input.value = String(peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
+  const label = element('label', 'participant__volume-label');
+  label.htmlFor = input.id;
+  const output = element('output', 'participant__volume-value');
+  output.htmlFor = input.id;
+  wrapper.append(label, input, output);
+  input.addEventListener('input', () => onVolumeInput(peerId, input));
+  showVolume(input, Number(input.value));
+  return wrapper;
 }
 
 function updateParticipantItem(item, { id, name, self, meta, link }) {
   item.classList.toggle('is-muted', self && call.muted);
   item.querySelector('.participant__avatar').textContent = [...name][0]?.toUpperCase() ?? '?';
   item.querySelector('.participant__label').textContent = name;
+  const volumeLabel = item.querySelector('.participant__volume-label');
+  if (volumeLabel && volumeLabel.textContent !== `Volume for ${name}`) volumeLabel.textContent = `Volume for ${name}`;
   const badges = [];
   if (self) badges.push(element('span', 'badge', 'you'));
   if (id && id === call.hostId && !call.isMatch) badges.push(element('span', 'badge badge--host', 'host'));
@@ -975,11 +1144,17 @@ function renderSettings() {
 }
 
 function updateSpeaking() {
+  const silenced = call.muted && call.talkHeld.size === 0;
   for (const item of document.querySelectorAll('#participants li[data-peer]')) {
     const key = item.dataset.peer;
-    const speaking = key === 'self' && call.muted ? false : meters.level(key) > SPEAKING_DB;
+    const speaking = key === 'self' && silenced ? false : meters.level(key) > SPEAKING_DB;
     item.classList.toggle('is-speaking', speaking);
   }
+  // Talking into a muted microphone: the meter listens to a clone that mute leaves on.
+  const unheard = call.phase === 'joined' && silenced && meters.level('self') > SPEAKING_DB;
+  const notice = $('muted-notice');
+  const text = unheard ? 'You are muted' : '';
+  if (notice.textContent !== text) notice.textContent = text;
 }
 
 // --- start-up ------------------------------------------------------------------------------------
@@ -1045,6 +1220,9 @@ function start() {
   if (route.view === 'room') setUpRoomView();
   else setUpLandingView();
   $('mute').addEventListener('click', onMuteClick);
+  setUpTalkButton();
+  document.addEventListener('keydown', onKeyDown);
+  document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
@@ -1070,6 +1248,8 @@ window.xes = Object.freeze({
   peers: () => [...call.peers.values()].map((peer) => ({ ...peer })),
   remoteStreams: () => (call.mesh ? call.mesh.remoteStreams() : new Map()),
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
+  // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
+  heardStreams: () => volumes.heardStreams(),
 });
 
 start();

@@ -93,16 +93,21 @@ export class LevelMeters {
   attach(key, stream) {
     this.detach(key);
     if (stream.getAudioTracks().length === 0) return;
-    // A meter read every ~150 ms needs no low latency. 'playback' lets the browser use large
-    // buffers, so its real-time audio thread wakes far less often: in an 8-person room on two
-    // cores that is what leaves the main thread time to set up the newcomer's links.
-    if (this.context === null) this.context = new AudioContext({ latencyHint: 'playback' });
-    if (this.context.state === 'suspended') this.context.resume().catch(() => {});
-    const source = this.context.createMediaStreamSource(stream);
+    const source = this.audioContext().createMediaStreamSource(stream);
     const analyser = this.context.createAnalyser();
     analyser.fftSize = 1024;
     source.connect(analyser);
     this.meters.set(key, { source, analyser, samples: new Float32Array(analyser.fftSize) });
+  }
+
+  /**
+   * The one AudioContext of the page (created on first use), shared with the volume controls.
+   * @returns {AudioContext}
+   */
+  audioContext() {
+    if (this.context === null) this.context = new AudioContext();
+    if (this.context.state === 'suspended') this.context.resume().catch(() => {});
+    return this.context;
   }
 
   /** @param {string} key */
@@ -134,4 +139,88 @@ export class LevelMeters {
     if (this.context !== null) this.context.close().catch(() => {});
     this.context = null;
   }
+}
+
+/** The range of the per-person volume, in percent (100 is as received). */
+export const VOLUME_MIN = 0;
+export const VOLUME_MAX = 200;
+export const VOLUME_DEFAULT = 100;
+
+/**
+ * What we hear of each remote person: their stream → GainNode → the speakers, so each listener
+ * sets each voice's loudness (0–200 %) for themselves alone; nothing is sent to anyone.
+ *
+ * Chromium only feeds a remote WebRTC stream into Web Audio while it is also attached to a
+ * media element, so main.js keeps a muted <audio> element per stream; the sound itself comes
+ * from this graph (with the element unmuted we would hear everyone twice).
+ *
+ * Each gain also feeds a MediaStreamAudioDestinationNode: `heardStream(key)` is exactly what
+ * goes to the speakers for that person, so a test can measure the volume where it applies.
+ */
+export class RemoteVolumes {
+  /** @param {() => AudioContext} audioContext the page's shared context */
+  constructor(audioContext) {
+    this.audioContext = audioContext;
+    /** @type {Map<string, {source: MediaStreamAudioSourceNode, gain: GainNode, tap: MediaStreamAudioDestinationNode}>} */
+    this.voices = new Map();
+  }
+
+  /**
+   * Play `stream` under `key` at `percent` (replacing what that key played before).
+   * @param {string} key
+   * @param {MediaStream} stream
+   * @param {number} percent
+   */
+  attach(key, stream, percent) {
+    this.detach(key);
+    if (stream.getAudioTracks().length === 0) return;
+    const context = this.audioContext();
+    const source = context.createMediaStreamSource(stream);
+    const gain = context.createGain();
+    gain.gain.value = clampVolume(percent) / 100;
+    const tap = context.createMediaStreamDestination();
+    source.connect(gain);
+    gain.connect(context.destination);
+    gain.connect(tap);
+    this.voices.set(key, { source, gain, tap });
+  }
+
+  /**
+   * @param {string} key
+   * @param {number} percent
+   */
+  setVolume(key, percent) {
+    const voice = this.voices.get(key);
+    if (voice !== undefined) voice.gain.gain.value = clampVolume(percent) / 100;
+  }
+
+  /** @param {string} key */
+  detach(key) {
+    const voice = this.voices.get(key);
+    if (voice === undefined) return;
+    voice.source.disconnect();
+    voice.gain.disconnect();
+    this.voices.delete(key);
+  }
+
+  /** Whether the speakers are silent for lack of a user gesture (autoplay policy). */
+  suspended() {
+    return this.voices.size > 0 && this.audioContext().state !== 'running';
+  }
+
+  /** @returns {Map<string, MediaStream>} what reaches the speakers, per key, after the gain */
+  heardStreams() {
+    return new Map([...this.voices].map(([key, voice]) => [key, voice.tap.stream]));
+  }
+}
+
+/**
+ * A volume in percent, whole and within range; anything unreadable is the default.
+ * @param {unknown} percent
+ * @returns {number}
+ */
+export function clampVolume(percent) {
+  const value = Number(percent);
+  if (!Number.isFinite(value)) return VOLUME_DEFAULT;
+  return Math.min(VOLUME_MAX, Math.max(VOLUME_MIN, Math.round(value)));
 }
