@@ -142,6 +142,31 @@ def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) 
     return launch_chromium(playwright, fake_audio=write_tone_wav(directory, frequency))
 
 
+# One JavaScript function, spliced into each in-page detector below (at `/*LOUDEST_BIN*/`): the
+# loudest bin of an analyser's spectrum above 100 Hz, or -1 unless it is loud enough (`minDb`)
+# and well above the spectrum's median (`minProminenceDb`).
+_LOUDEST_BIN_JS = """
+  const loudestBin = (analyser, bins, lowestBin, minDb, minProminenceDb) => {
+    analyser.getFloatFrequencyData(bins);
+    let best = -Infinity;
+    let bestBin = -1;
+    const finite = [];
+    for (let i = lowestBin; i < bins.length; i++) {
+      const v = bins[i];
+      if (Number.isFinite(v)) finite.push(v);
+      if (v > best) { best = v; bestBin = i; }
+    }
+    if (bestBin < 0 || !(best > minDb) || finite.length === 0) return -1;
+    finite.sort((a, b) => a - b);
+    return best - finite[Math.floor(finite.length / 2)] >= minProminenceDb ? bestBin : -1;
+  };
+"""
+
+
+def _with_loudest_bin(script: str) -> str:
+    return script.replace("/*LOUDEST_BIN*/", _LOUDEST_BIN_JS)
+
+
 # Runs in the page. For every remote stream in window.xes.remoteStreams() (new ones are picked up
 # as they appear) an AnalyserNode finds the loudest bin every ~20 ms. A stream "delivers" an
 # expected frequency once the loudest bin sat within `binTolerance` bins of it, `minHits` times,
@@ -150,6 +175,7 @@ def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) 
 # 20 dB quieter after a few seconds, but its frequency stays put.
 _DETECT_TONES_JS = """
 async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits, streams}) => {
+/*LOUDEST_BIN*/
   const context = new AudioContext();
   await context.resume();
   const fftSize = 8192;
@@ -172,19 +198,8 @@ async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits, stre
                         hits: new Map(), heard: new Set()});
       }
       for (const probe of probes.values()) {
-        probe.analyser.getFloatFrequencyData(probe.bins);
-        let best = -Infinity;
-        let bestBin = -1;
-        const finite = [];
-        for (let i = lowestBin; i < probe.bins.length; i++) {
-          const v = probe.bins[i];
-          if (Number.isFinite(v)) finite.push(v);
-          if (v > best) { best = v; bestBin = i; }
-        }
-        if (bestBin < 0 || !(best > minDb) || finite.length === 0) continue;
-        finite.sort((a, b) => a - b);
-        const median = finite[Math.floor(finite.length / 2)];
-        if (best - median < minProminenceDb) continue;
+        const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
+        if (bestBin < 0) continue;
         const peakHz = bestBin * binHz;
         for (const f of expected) {
           if (Math.abs(peakHz - f) <= binTolerance * binHz) {
@@ -206,6 +221,7 @@ async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits, stre
   return result;
 }
 """
+_DETECT_TONES_JS = _with_loudest_bin(_DETECT_TONES_JS)
 
 
 def detect_tones(
@@ -295,6 +311,7 @@ def oscillator_microphone_script(frequency: float) -> str:
 # window.__xesToneListener.heard(): {peer id: [expected frequencies heard on that stream]}.
 _TONE_LISTENER_JS = """
 ({expected, fftSize, intervalMs, binTolerance, minDb, minProminenceDb, minHits}) => {
+/*LOUDEST_BIN*/
   if (window.__xesToneListener) return;
   const context = window.__xesTestAudio ?? new AudioContext();
   context.resume().catch(() => {});
@@ -315,18 +332,8 @@ _TONE_LISTENER_JS = """
                       hits: new Map(), heard: new Set()});
     }
     for (const probe of probes.values()) {
-      probe.analyser.getFloatFrequencyData(probe.bins);
-      let best = -Infinity;
-      let bestBin = -1;
-      const finite = [];
-      for (let i = lowestBin; i < probe.bins.length; i++) {
-        const v = probe.bins[i];
-        if (Number.isFinite(v)) finite.push(v);
-        if (v > best) { best = v; bestBin = i; }
-      }
-      if (bestBin < 0 || !(best > minDb) || finite.length === 0) continue;
-      finite.sort((a, b) => a - b);
-      if (best - finite[Math.floor(finite.length / 2)] < minProminenceDb) continue;
+      const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
+      if (bestBin < 0) continue;
       const peakHz = bestBin * binHz;
       for (const f of expected) {
         if (Math.abs(peakHz - f) <= binTolerance * binHz) {
@@ -347,6 +354,7 @@ _TONE_LISTENER_JS = """
   };
 }
 """
+_TONE_LISTENER_JS = _with_loudest_bin(_TONE_LISTENER_JS)
 
 
 def start_tone_listener(
@@ -392,6 +400,7 @@ def tones_heard(page: Page) -> dict[str, list[float]]:
 # that stops leaves the window quickly. The readings pile up in window.__xesToneMonitor.
 _TONE_MONITOR_JS = """
 async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
+/*LOUDEST_BIN*/
   const context = new AudioContext();
   await context.resume();
   const fftSize = 2048;
@@ -410,28 +419,15 @@ async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
     }
     const now = Date.now();
     for (const [id, probe] of probes) {
-      probe.analyser.getFloatFrequencyData(probe.bins);
-      let best = -Infinity;
-      let bestBin = -1;
-      const finite = [];
-      for (let i = lowestBin; i < probe.bins.length; i++) {
-        const v = probe.bins[i];
-        if (Number.isFinite(v)) finite.push(v);
-        if (v > best) { best = v; bestBin = i; }
-      }
-      let heard = false;
-      if (bestBin >= 0 && best > minDb && finite.length > 0) {
-        finite.sort((a, b) => a - b);
-        const median = finite[Math.floor(finite.length / 2)];
-        heard = best - median >= minProminenceDb &&
-          Math.abs(bestBin * binHz - frequency) <= binTolerance * binHz;
-      }
+      const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
+      const heard = bestBin >= 0 && Math.abs(bestBin * binHz - frequency) <= binTolerance * binHz;
       readings.push({t: now, peer: id, heard});
     }
   };
   window.__xesToneMonitor = {readings, timer: setInterval(read, 20), context};
 }
 """
+_TONE_MONITOR_JS = _with_loudest_bin(_TONE_MONITOR_JS)
 
 
 def start_tone_monitor(
