@@ -115,9 +115,13 @@ def server_command(kind: str, port: int) -> list[str]:
     if kind == "xes":
         # The per-connection rate limit stays on (it is part of the hot path); its budget is
         # raised so that the benchmark's deliberately fast clients are not closed with 4029.
+        # --no-turn: the PeerJS server runs no relay, so neither does XES here (without it,
+        # `xes serve` starts its built-in coturn). A BENCH_XES_CMD older than the built-in relay
+        # does not know the flag: give such a command without it by setting BENCH_XES_NO_TURN=0.
         cmd = os.environ.get("BENCH_XES_CMD")
         base = cmd.split() if cmd else [str(ROOT / ".venv/bin/xes"), "serve"]
-        return base + ["--host", HOST, "--port", str(port),
+        no_turn = [] if os.environ.get("BENCH_XES_NO_TURN") == "0" else ["--no-turn"]
+        return base + ["--host", HOST, "--port", str(port), *no_turn,
                        "--rate-per-second", "1000000", "--rate-burst", "1000000"]
     if kind == "xes-uvloop":
         # An experiment, not a configuration XES ships: the same server on uvloop's event loop,
@@ -126,7 +130,7 @@ def server_command(kind: str, port: int) -> list[str]:
         boot = ("import asyncio, sys, uvloop;"
                 " asyncio.set_event_loop_policy(uvloop.EventLoopPolicy());"
                 " from xes.cli import main; sys.argv[0] = 'xes'; sys.exit(main())")
-        return [PY, "-c", boot, "serve", "--host", HOST, "--port", str(port),
+        return [PY, "-c", boot, "serve", "--host", HOST, "--port", str(port), "--no-turn",
                 "--rate-per-second", "1000000", "--rate-burst", "1000000"]
     if kind == "peerjs":
         return ["node", str(HERE / "peerjs_server.cjs"), str(port), "100000"]
