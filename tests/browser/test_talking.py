@@ -141,10 +141,16 @@ def test_m_toggles_mute_except_while_typing_and_muted_speech_is_pointed_out(
     notice = ada.get_by_role("status").filter(has_text="You are muted")
     expect(notice).to_have_count(0)
 
+    # Audio already on its way when M is pressed still arrives: judge silence from the moment of
+    # the key press with timestamped readings, as for push-to-talk's release.
+    ada_on_bob = peer_id(bob, "Ada")
+    start_tone_monitor(bob, TONES["Ada"], streams="heardStreams")
+    pressed_ms = time.time() * 1000
     ada.keyboard.press("m")
     expect(mute_button(ada)).to_have_attribute("aria-pressed", "true")
     expect(mute_button(ada)).to_have_text("Unmute")
     expect(notice).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
+    assert_silent_soon_after_release(bob, ada_on_bob, pressed_ms)
     assert not hears(bob, "Ada", timeout=SILENCE_PROOF_S)
 
     # Ada is the host: the room password field is a text field she can type in during the call.

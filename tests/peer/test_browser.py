@@ -56,7 +56,7 @@ async def browser_hears(page: Page, frequency: float, timeout: float = 30) -> li
     result: dict[str, list[float]] = await page.evaluate(
         browser_support._DETECT_TONES_JS,
         {"expected": [frequency], "timeoutMs": timeout * 1000, "binTolerance": 2,
-         "minDb": -90.0, "minProminenceDb": 15.0, "minHits": 5})
+         "minDb": -90.0, "minProminenceDb": 15.0, "minHits": 5, "streams": "remoteStreams"})
     return sorted({f for heard in result.values() for f in heard})
 
 

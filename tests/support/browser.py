@@ -174,7 +174,8 @@ def _with_loudest_bin(script: str) -> str:
 # sender keeps echo cancellation, noise suppression and AGC on, which makes a steady tone about
 # 20 dB quieter after a few seconds, but its frequency stays put.
 _DETECT_TONES_JS = """
-async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits, streams}) => {
+async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits,
+        streams = 'remoteStreams'}) => {
 /*LOUDEST_BIN*/
   const context = new AudioContext();
   await context.resume();
