@@ -142,9 +142,10 @@ def launch_with_tone(playwright: Playwright, directory: Path, frequency: float) 
     return launch_chromium(playwright, fake_audio=write_tone_wav(directory, frequency))
 
 
-# One JavaScript function, spliced into each in-page detector below (at `/*LOUDEST_BIN*/`): the
-# loudest bin of an analyser's spectrum above 100 Hz, or -1 unless it is loud enough (`minDb`)
-# and well above the spectrum's median (`minProminenceDb`).
+# Two JavaScript functions, spliced into each in-page detector below (at `/*LOUDEST_BIN*/`):
+# `loudestBin`, the loudest bin of an analyser's spectrum above 100 Hz, or -1 unless it is loud
+# enough (`minDb`) and well above the spectrum's median (`minProminenceDb`); and `newProbe`, an
+# unsmoothed analyser listening to one stream.
 _LOUDEST_BIN_JS = """
   const loudestBin = (analyser, bins, lowestBin, minDb, minProminenceDb) => {
     analyser.getFloatFrequencyData(bins);
@@ -159,6 +160,14 @@ _LOUDEST_BIN_JS = """
     if (bestBin < 0 || !(best > minDb) || finite.length === 0) return -1;
     finite.sort((a, b) => a - b);
     return best - finite[Math.floor(finite.length / 2)] >= minProminenceDb ? bestBin : -1;
+  };
+  const newProbe = (context, stream, fftSize) => {
+    const analyser = context.createAnalyser();
+    analyser.fftSize = fftSize;
+    analyser.smoothingTimeConstant = 0;
+    const source = context.createMediaStreamSource(stream);
+    source.connect(analyser);
+    return {stream, source, analyser, bins: new Float32Array(analyser.frequencyBinCount)};
   };
 """
 
@@ -190,13 +199,7 @@ async ({expected, timeoutMs, binTolerance, minDb, minProminenceDb, minHits,
     while (performance.now() < deadline) {
       for (const [id, stream] of window.xes[streams]()) {
         if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
-        const analyser = context.createAnalyser();
-        analyser.fftSize = fftSize;
-        analyser.smoothingTimeConstant = 0;
-        const source = context.createMediaStreamSource(stream);
-        source.connect(analyser);
-        probes.set(id, {source, analyser, bins: new Float32Array(analyser.frequencyBinCount),
-                        hits: new Map(), heard: new Set()});
+        probes.set(id, {...newProbe(context, stream, fftSize), hits: new Map(), heard: new Set()});
       }
       for (const probe of probes.values()) {
         const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
@@ -324,13 +327,7 @@ _TONE_LISTENER_JS = """
       const known = probes.get(id);
       if ((known && known.stream === stream) || stream.getAudioTracks().length === 0) continue;
       if (known) known.source.disconnect();
-      const analyser = context.createAnalyser();
-      analyser.fftSize = fftSize;
-      analyser.smoothingTimeConstant = 0;
-      const source = context.createMediaStreamSource(stream);
-      source.connect(analyser);
-      probes.set(id, {stream, source, analyser, bins: new Float32Array(analyser.frequencyBinCount),
-                      hits: new Map(), heard: new Set()});
+      probes.set(id, {...newProbe(context, stream, fftSize), hits: new Map(), heard: new Set()});
     }
     for (const probe of probes.values()) {
       const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
@@ -412,11 +409,7 @@ async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
   const read = () => {
     for (const [id, stream] of window.xes[streams]()) {
       if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
-      const analyser = context.createAnalyser();
-      analyser.fftSize = fftSize;
-      analyser.smoothingTimeConstant = 0;
-      context.createMediaStreamSource(stream).connect(analyser);
-      probes.set(id, {analyser, bins: new Float32Array(analyser.frequencyBinCount)});
+      probes.set(id, newProbe(context, stream, fftSize));
     }
     const now = Date.now();
     for (const [id, probe] of probes) {

@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from xes.server import relay
 from xes.turnconfig import TurnConfig, render
 
 __all__ = [
@@ -49,20 +50,9 @@ def turn_rest_credentials(secret: str, user: str, expires_at: int) -> tuple[str,
     return username, base64.b64encode(digest).decode()
 
 
-def free_port(kind: int = socket.SOCK_STREAM) -> int:
+def free_port() -> int:
     """A port the kernel says is free for both TCP and UDP on 127.0.0.1 right now."""
-    for _ in range(50):
-        with socket.socket(socket.AF_INET, kind) as probe:
-            probe.bind(("127.0.0.1", 0))
-            port: int = probe.getsockname()[1]
-        other = socket.SOCK_DGRAM if kind == socket.SOCK_STREAM else socket.SOCK_STREAM
-        try:
-            with socket.socket(socket.AF_INET, other) as twin:
-                twin.bind(("127.0.0.1", port))
-        except OSError:
-            continue
-        return port
-    raise RuntimeError("no free port found")
+    return relay.free_port("127.0.0.1")
 
 
 def wait_for_tcp(host: str, port: int, timeout: float, netns: str | None = None) -> None:
@@ -132,13 +122,7 @@ class Coturn:
 
     def stop(self) -> None:
         """Stop coturn (terminate, then kill) and wait for it."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        relay.stop_process(self.process)
 
 
 def start_coturn(

@@ -38,7 +38,8 @@ from pathlib import Path
 
 from ..turnconfig import TurnConfig, render
 
-__all__ = ["BuiltinRelay", "RelayFailed", "RelayUnavailable", "relay_address", "start_builtin_relay"]
+__all__ = ["BuiltinRelay", "RelayFailed", "RelayUnavailable", "free_port", "relay_address",
+           "start_builtin_relay", "stop_process"]
 
 REALM = "xes"
 DEFAULT_PORT_RANGE = (49152, 65535)
@@ -62,15 +63,20 @@ class BuiltinRelay:
     run_dir: Path
 
     def stop(self) -> None:
-        """Stop coturn (terminate, then kill) and delete its directory, secret and log included."""
-        if self.process.poll() is None:
-            self.process.terminate()
-            try:
-                self.process.wait(timeout=5)
-            except subprocess.TimeoutExpired:
-                self.process.kill()
-                self.process.wait(timeout=5)
+        """Stop coturn and delete its directory, secret and log included."""
+        stop_process(self.process)
         shutil.rmtree(self.run_dir, ignore_errors=True)
+
+
+def stop_process(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """Stop a child: SIGTERM, then SIGKILL if it has not exited within `timeout` seconds."""
+    if process.poll() is None:
+        process.terminate()
+        try:
+            process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(timeout=timeout)
 
 
 def relay_address(host: str) -> str:
@@ -93,7 +99,7 @@ def relay_address(host: str) -> str:
     return str(address)
 
 
-def _free_port(address: str) -> int:
+def free_port(address: str) -> int:
     """A port free for both TCP and UDP on `address` now (coturn listens on both)."""
     family = socket.AF_INET6 if ":" in address else socket.AF_INET
     for _ in range(50):
@@ -106,7 +112,7 @@ def _free_port(address: str) -> int:
         except OSError:
             continue
         return port
-    raise RelayUnavailable(f"no free port for the relay on {address}")
+    raise RelayUnavailable(f"no port free for both TCP and UDP on {address}")
 
 
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
@@ -137,7 +143,7 @@ def start_builtin_relay(host: str, *, turnserver: str, port: int = 0,
     address = relay_address(host)
     if not 0 <= port <= 65535:
         raise ValueError(f"--relay-port {port} is out of range")
-    port = port or _free_port(address)
+    port = port or free_port(address)
     secret = secrets.token_urlsafe(32)
     run_dir = Path(tempfile.mkdtemp(prefix="xes-relay-"))  # mode 700
     try:
