@@ -62,7 +62,7 @@ def join(core: Signalling, peer: str, room: str = ROOM, name: str | None = None,
 def snapshot(core: Signalling) -> Any:
     """Everything observable about the core's state, to prove a refusal changed nothing."""
     rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
-                   sorted(r.banned_keys)) for rid, r in core.rooms.items()}
+                   sorted(r.banned_key_digests)) for rid, r in core.rooms.items()}
     clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
                      c.queued is not None, sorted(c.avoid)) for cid, c in core.clients.items()}
     return copy.deepcopy((rooms, clients, len(core.queue)))

@@ -29,7 +29,8 @@ present is polite unless it cannot roll back an offer (aiortc), then the newcome
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import hmac
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
@@ -53,6 +54,7 @@ from ..protocol import messages as m
 from .access import PasswordHash
 from .actions import Action, Send
 from .matchmaking import Match, MatchQueue, Ticket
+from .saved import SavedRoom, digest_secret
 from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
@@ -68,6 +70,9 @@ class CoreSettings:
 
     max_peers: int = 8
     match_relax_seconds: float = 10.0
+    # How long a room restored after a restart waits for its people (docs/protocol.md, "Restarts"):
+    # its host's seat is kept that long, and a room nobody came back to is then forgotten.
+    restore_seconds: float = 120.0
     ice: IceSettings = field(default_factory=IceSettings)
     limits: m.Limits = field(
         default_factory=lambda: m.Limits(
@@ -113,25 +118,49 @@ class Room:
     locked: bool = False
     lobby_on: bool = False
     password: PasswordHash | None = None
-    # Empty and shared until someone is banned: most rooms never ban anyone.
-    banned_keys: frozenset[str] = frozenset()
+    # Empty and shared until someone is banned: most rooms never ban anyone. Browser keys are
+    # kept as digests (saved.digest_secret), so a saved room holds none of them in the clear.
+    banned_key_digests: frozenset[str] = frozenset()
     banned_peers: frozenset[str] = frozenset()
+    # The digest of the secret the host was given (`host_key`), so that after a restart the
+    # host's client, not whoever comes back first, gets the role back. None in match rooms.
+    host_key_digest: str | None = None
+    # Set while a room restored after a restart waits for its people (monotonic deadline): it is
+    # kept even if empty, and while `host` is None its host's seat is reserved for the key.
+    restored_until: float | None = None
 
     def rules(self) -> m.Rules:
         return m.Rules(locked=self.locked, lobby=self.lobby_on, password=self.password is not None,
                        max_peers=self.max_peers)
 
+    def protected(self, server_max: int) -> bool:
+        """Whether anything keeps someone out: such a room is saved, so a crash cannot open it."""
+        return (self.locked or self.lobby_on or self.password is not None
+                or bool(self.banned_key_digests) or self.max_peers < server_max)
+
+    def host_reserved(self) -> bool:
+        """Restored, and its host has not proved itself yet: nobody else may take the role."""
+        return self.host is None and self.restored_until is not None and not self.match
+
 
 class Signalling:
     """All signalling state of one server process. See the module docstring."""
 
-    def __init__(self, settings: CoreSettings, room_ids: Iterator[str]) -> None:
+    def __init__(self, settings: CoreSettings, room_ids: Iterator[str],
+                 host_keys: Iterator[str] | None = None) -> None:
+        """``room_ids`` and ``host_keys`` are the shell's randomness: fresh 128-bit secrets for
+        match rooms and for host keys (``room_ids`` serves both when ``host_keys`` is None)."""
         self.settings = settings
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
         self.queue = MatchQueue(relax_after=settings.match_relax_seconds)
         self._room_ids = room_ids
+        self._host_keys = host_keys if host_keys is not None else room_ids
         self._hello_limits = settings.limits
+        # Rooms restored by `restore` still waiting for their people, by deadline order of entry.
+        self._restored: dict[str, Room] = {}
+        # Goes up whenever what `saved_rooms` returns may have changed: the shell saves then.
+        self.saved_version = 0
 
     # ------------------------------------------------------------------ facts from the shell
 
@@ -157,15 +186,74 @@ class Signalling:
         return actions
 
     def tick(self, now: Now) -> list[Action]:
-        """Time passed: pair waiting users whose preferences relaxed."""
+        """Time passed: pair waiting users whose preferences relaxed; settle restored rooms
+        whose wait is over."""
         actions: list[Action] = []
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
+        for room in [r for r in self._restored.values()
+                     if r.restored_until is not None and r.restored_until <= now.monotonic]:
+            self._end_restore(room, actions)
         return actions
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (monotonic seconds, as ``now.monotonic``), or None."""
-        return self.queue.next_deadline()
+        deadlines = [r.restored_until for r in self._restored.values() if r.restored_until is not None]
+        queued = self.queue.next_deadline()
+        if queued is not None:
+            deadlines.append(queued)
+        return min(deadlines) if deadlines else None
+
+    # ------------------------------------------------------------------ saving and restoring
+
+    def saved_rooms(self) -> list[SavedRoom]:
+        """Every protected room as plain values (:mod:`xes.core.saved`), for the shell to write."""
+        server_max = self.settings.max_peers
+        return [self._save(room) for room in self.rooms.values()
+                if not room.match and (room.protected(server_max) or room.restored_until is not None)]
+
+    @staticmethod
+    def _save(room: Room) -> SavedRoom:
+        password = room.password
+        return SavedRoom(
+            id=room.id, max_peers=room.max_peers, locked=room.locked, lobby=room.lobby_on,
+            password_salt=password.salt if password is not None else None,
+            password_digest=password.digest if password is not None else None,
+            banned_key_digests=sorted(room.banned_key_digests), host_key_digest=room.host_key_digest)
+
+    def restore(self, saved: Sequence[SavedRoom], now: Now) -> None:
+        """Re-create saved rooms, empty, with their rules and bans, after a restart.
+
+        Each waits ``restore_seconds`` for its people: its host gets the role back by presenting
+        its ``host_key`` in ``join`` (before anyone else can take it), and a room nobody came back
+        to is then forgotten. Records for rooms that already exist are ignored.
+        """
+        for record in saved:
+            if record.id in self.rooms:
+                continue
+            password = (PasswordHash(record.password_salt, record.password_digest)
+                        if record.password_salt is not None and record.password_digest is not None
+                        else None)
+            room = Room(record.id, min(record.max_peers, self.settings.max_peers), locked=record.locked,
+                        lobby_on=record.lobby, password=password,
+                        banned_key_digests=frozenset(record.banned_key_digests),
+                        host_key_digest=record.host_key_digest,
+                        restored_until=now.monotonic + self.settings.restore_seconds)
+            self.rooms[room.id] = self._restored[room.id] = room
+        self.saved_version += 1
+
+    def _end_restore(self, room: Room, actions: list[Action]) -> None:
+        """A restored room's wait is over: forget it if nobody came back; if its host did not,
+        the role passes on as when a host leaves."""
+        del self._restored[room.id]
+        room.restored_until = None
+        self.saved_version += 1
+        if not room.members:
+            del self.rooms[room.id]
+            for knocker in list(room.lobby.values()):
+                self._decline(room, knocker, "the host did not come back", actions)
+        elif room.host is None:
+            self._promote(room, next(iter(room.members.values())), actions)
 
     def route_signal(self, peer: str, to: str) -> str:
         """The relay's hot path: check that ``to`` shares ``peer``'s room, and return it.
@@ -257,21 +345,24 @@ class Signalling:
         if client.room is not None or client.knocking is not None or client.queued is not None:
             raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
         room = self.rooms.get(msg.room)
-        if room is not None:
+        # The host of a room restored after a restart, proving itself with its key: it set the
+        # rules, so they do not keep it out, and its seat was kept (see `_admission`).
+        reclaims = room is not None and _proves_host(room, msg.host_key)
+        if room is not None and not reclaims:
             refusal = self._admission(room, client, "join", join=msg, password=password)
             if refusal is not None:
                 raise refusal
         client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
-        elif room.lobby_on:
+        elif room.lobby_on and not reclaims:
             room.lobby[client.id] = client
             client.knocking = room
             actions.append(Send(client.id, m.encode(m.Lobby(room=room.id))))
-            assert room.host is not None
-            actions.append(Send(room.host, self._knock(client)))
+            if room.host is not None:  # else the knock waits for the host (see `_admit`)
+                actions.append(Send(room.host, self._knock(client)))
             return
-        self._admit(room, client, now, actions)
+        self._admit(room, client, now, actions, reclaims=reclaims)
 
     def _admission(self, room: Room, client: Client, ref: str, join: m.Join | None = None,
                    password: PasswordHash | None = None) -> Refused | None:
@@ -286,14 +377,17 @@ class Signalling:
         if join is not None and (room.match or room.locked):
             return RoomLocked("this room is locked", ref=ref)
         key = join.key if join is not None else client.key
-        if client.id in room.banned_peers or (key is not None and key in room.banned_keys):
+        banned = room.banned_key_digests
+        if client.id in room.banned_peers or (
+                key is not None and banned and digest_secret(key) in banned):
             return Banned("you were banned from this room", ref=ref)
         if join is not None and room.password is not None:
             if join.password is None:
                 return PasswordRequired("this room needs a password", ref=ref)
             if password is None or not room.password.matches(password):
                 return WrongPassword("wrong password", ref=ref)
-        if len(room.members) >= room.max_peers:
+        # A restored room keeps its absent host's seat, so its host is never the one left out.
+        if len(room.members) + room.host_reserved() >= room.max_peers:
             return RoomFull(f"this room is full ({room.max_peers} people)", ref=ref)
         return None
 
@@ -302,15 +396,26 @@ class Signalling:
         knocker.knocking = None
         self._admit(room, knocker, now, actions)
 
-    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action]) -> None:
-        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone."""
-        if room.host is None:
+    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action],
+               reclaims: bool = False) -> None:
+        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone.
+
+        ``reclaims``: the client proved it is the host of this restored room (:meth:`_join`).
+        """
+        host_key = None
+        if reclaims or (room.host is None and not room.host_reserved()):
             room.host = client.id
+            if not room.match:
+                host_key = self._new_host_key(room)
+        if reclaims:
+            del self._restored[room.id]  # its host is back: from now on an ordinary room
+            room.restored_until = None
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
         servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
-                          ice_transport_policy=room.ice_transport_policy, match=room.match)
+                          ice_transport_policy=room.ice_transport_policy, match=room.match,
+                          host_key=host_key)
         actions.append(Send(client.id, m.encode(joined)))
         # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
         notices = {
@@ -321,6 +426,25 @@ class Signalling:
             actions.append(Send(other.id, notices[other.rollback]))
         room.members[client.id] = client
         client.room = room
+        if reclaims:
+            host_notice = m.encode(m.Host(peer=client.id))
+            for other in room.members.values():
+                if other is not client:
+                    actions.append(Send(other.id, host_notice))
+            for knocker in room.lobby.values():
+                actions.append(Send(client.id, self._knock(knocker)))
+
+    def _new_host_key(self, room: Room) -> str:
+        """A fresh secret for the room's (new) host; the room keeps only its digest."""
+        key = next(self._host_keys)
+        room.host_key_digest = digest_secret(key)
+        self._saved_changed(room)
+        return key
+
+    def _saved_changed(self, room: Room) -> None:
+        """``room``'s saved record (if it has one) changed: the shell should save again."""
+        if room.restored_until is not None or room.protected(self.settings.max_peers):
+            self.saved_version += 1
 
     def _leave_anything(self, client: Client, actions: list[Action]) -> None:
         """`leave`: out of the room or lobby, answered with `left`; leaving a match room or the
@@ -343,22 +467,30 @@ class Signalling:
         del room.members[client.id]
         client.room = None
         if not room.members:
-            self._forget(room, actions)
+            if room.restored_until is None:  # a restored room waits for its people until then
+                self._forget(room, actions)
             return
         notice = m.encode(m.PeerLeft(peer=client.id, reason=reason))
         for other in room.members.values():
             actions.append(Send(other.id, notice))
         if room.host == client.id and not room.match:
             # The role passes to the longest-present member: the first in insertion order.
-            room.host = next(iter(room.members))
-            host_notice = m.encode(m.Host(peer=room.host))
-            for other in room.members.values():
-                actions.append(Send(other.id, host_notice))
-            for knocker in room.lobby.values():
-                actions.append(Send(room.host, self._knock(knocker)))
+            self._promote(room, next(iter(room.members.values())), actions)
+
+    def _promote(self, room: Room, member: Client, actions: list[Action]) -> None:
+        """``member`` becomes host: everyone is told, only it gets the key, and the knocks."""
+        room.host = member.id
+        host_key = self._new_host_key(room)
+        host_notice = m.encode(m.Host(peer=member.id))
+        for other in room.members.values():
+            actions.append(Send(other.id, host_notice if other is not member
+                                else m.encode(m.Host(peer=member.id, host_key=host_key))))
+        for knocker in room.lobby.values():
+            actions.append(Send(member.id, self._knock(knocker)))
 
     def _forget(self, room: Room, actions: list[Action]) -> None:
         """The last member left: drop the room, its rules and bans; knockers are turned away."""
+        self._saved_changed(room)
         del self.rooms[room.id]
         for knocker in list(room.lobby.values()):
             self._decline(room, knocker, "everyone left the room", actions)
@@ -373,7 +505,7 @@ class Signalling:
         client.knocking = None
         if room.host is not None:
             actions.append(Send(room.host, m.encode(m.KnockWithdrawn(peer=client.id))))
-        if not room.members and not room.lobby:
+        if not room.members and not room.lobby and room.restored_until is None:
             self.rooms.pop(room.id, None)
 
     def _decline(self, room: Room, knocker: Client, why: str, actions: list[Action]) -> None:
@@ -410,6 +542,7 @@ class Signalling:
             room.password = password
         if isinstance(msg.lobby, bool):
             room.lobby_on = msg.lobby
+        self.saved_version += 1  # protected now, or no longer: either way the saved set changed
         notice = m.encode(m.RulesChanged(rules=room.rules()))
         for member in room.members.values():
             actions.append(Send(member.id, notice))
@@ -435,7 +568,8 @@ class Signalling:
         if banned:
             room.banned_peers = room.banned_peers | {target.id}
             if target.key is not None:
-                room.banned_keys = room.banned_keys | {target.key}
+                room.banned_key_digests = room.banned_key_digests | {digest_secret(target.key)}
+            self.saved_version += 1
         if target.knocking is room:
             self._decline(room, target, "the host declined your request to join", actions)
             return
@@ -514,3 +648,9 @@ class Signalling:
     def _consents_to_direct(self, peer: str) -> bool:
         request = self.clients[peer].queued
         return request is not None and request.direct
+
+
+def _proves_host(room: Room, host_key: str | None) -> bool:
+    """``host_key`` is the key of this restored room's absent host (compared in constant time)."""
+    return (host_key is not None and room.host_reserved() and room.host_key_digest is not None
+            and hmac.compare_digest(digest_secret(host_key), room.host_key_digest))

@@ -121,7 +121,8 @@ class Room:
 
     id: str
     you: str
-    host: str
+    host: str | None
+    """None while a room restored after a server restart waits for its host to come back."""
     rules: m.Rules
     match: bool
     peers: list[RemotePeer] = field(default_factory=list)
@@ -168,6 +169,9 @@ class Peer:
         self.key = key or secrets.token_urlsafe(24)
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
+        # Room id -> the secret the server gave us as that room's host (never logged): sent in
+        # `join` so that after a server restart we get the host role back (docs/protocol.md).
+        self._host_keys: dict[str, str] = {}
         """The other members of the room, by peer id."""
         self.ice_servers: list[m.IceServer] = []
         """The ICE (STUN/TURN) servers the server gave us last, used for every new link."""
@@ -252,6 +256,7 @@ class Peer:
         try:
             message = m.Join(
                 room=room_id, name=self.name, password=password, key=self.key, rollback=False,
+                host_key=self._host_keys.get(room_id),
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
@@ -394,9 +399,11 @@ class Peer:
                 await self._on_room_left(room_id, "left")
             case m.Removed(room=room_id, banned=banned):
                 await self._on_room_left(room_id, "banned" if banned else "removed")
-            case m.Host(peer=peer_id):
+            case m.Host(peer=peer_id, host_key=host_key):
                 if self.room is not None:
                     self.room.host = peer_id
+                    if host_key is not None:
+                        self._host_keys[self.room.id] = host_key
                 self._emit(HostChanged(peer_id))
             case m.RulesChanged(rules=rules):
                 if self.room is not None:
@@ -422,6 +429,8 @@ class Peer:
     async def _on_joined(self, message: m.Joined) -> None:
         self._set_ice(message.ice_servers, message.ice_expires_at)
         self.ice_transport_policy = message.ice_transport_policy
+        if message.host_key is not None:
+            self._host_keys[message.room] = message.host_key
         room = Room(
             id=message.room, you=message.you, host=message.host, rules=message.rules,
             match=message.match,

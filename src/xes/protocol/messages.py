@@ -74,6 +74,9 @@ class Join(_ClientMessage, tag="join"):
     password: Password | None = None
     key: Key | None = None
     rollback: bool = True
+    # The secret this client got as host (`joined`/`host` `host_key`): after a restart, it gives
+    # the host its role back in the restored room (docs/protocol.md, "Restarts").
+    host_key: Id | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError naming the message.
@@ -315,16 +318,19 @@ class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
     credential: str | None = None
 
 
-class Joined(_ServerMessage, tag="joined"):
+class Joined(_ServerMessage, tag="joined", omit_defaults=True):
     room: Id
     you: Id
-    host: Id
+    # None while a room restored after a restart waits for its host (docs/protocol.md, "Restarts").
+    host: Id | None
     peers: list[PeerInfo]
     rules: Rules
     ice_servers: list[IceServer]
     ice_expires_at: int | None
     ice_transport_policy: Literal["all", "relay"]
     match: bool
+    # Only when you are the host of a room (not a match): keep it secret, send it in `join`.
+    host_key: Id | None = None
 
 
 class PeerJoined(_ServerMessage, tag="peer-joined"):
@@ -340,8 +346,10 @@ class Left(_ServerMessage, tag="left"):
     room: Id
 
 
-class Host(_ServerMessage, tag="host"):
+class Host(_ServerMessage, tag="host", omit_defaults=True):
     peer: Id
+    # Only in the copy sent to the new host itself.
+    host_key: Id | None = None
 
 
 class RulesChanged(_ServerMessage, tag="rules"):

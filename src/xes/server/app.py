@@ -35,6 +35,7 @@ from picows import (
 
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
 from ..core.actions import Action, Send
+from ..core.saved import decode_saved, encode_saved
 from ..core.signalling import Signalling
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
@@ -42,6 +43,7 @@ from ..protocol import messages as m
 from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
+from .store import ROOMS_FILE, DataDir
 
 __all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY",
            "CLOSE_NOT_READING", "CLOSE_INTERNAL_ERROR", "OUTGOING_LIMIT_BYTES"]
@@ -213,12 +215,33 @@ class XesServer:
         # closes that connection, whose room must then be told): queued, so order is kept.
         self._executing = False
         self._pending: deque[Action] = deque()
+        # Saving protected rooms (server.store): the core's saved_version last written or being
+        # written, the newest encoding waiting for the writer, and the one writer at a time.
+        self.data: DataDir | None = None
+        self._saved_version = self.core.saved_version
+        self._unsaved: bytes | None = None
+        self._saving = asyncio.Lock()
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
+        """Open the data directory and restore its rooms, then listen; returns the bound port.
+
+        Raises:
+            DataDirBusy: Another server uses the data directory.
+            ValueError: Its saved rooms cannot be read (nothing is guessed: the operator decides).
+            OSError: The data directory cannot be opened, or the port cannot be bound.
+        """
         s = self.settings
+        if s.data_dir is not None and self.data is None:
+            self.data = DataDir(s.data_dir)
+            try:
+                self._restore(self.data)
+            except BaseException:
+                self.data.close()
+                self.data = None
+                raise
         self._server = await ws_create_server(
             self._route, s.host, s.port,
             # Heartbeats come from one sweep for all connections, not a task per connection.
@@ -234,8 +257,22 @@ class XesServer:
         loop = asyncio.get_running_loop()
         self._last_sweep = loop.time()
         self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
+        self._schedule_tick()  # restored rooms have a deadline
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    def _restore(self, data: DataDir) -> None:
+        saved = data.read(ROOMS_FILE)
+        if saved is None:
+            return
+        try:
+            rooms = decode_saved(saved)
+        except ValueError as exc:
+            raise ValueError(f"{data.rooms_path}: {exc}; move it away to start without the "
+                             "rooms saved in it") from None
+        self.core.restore(rooms, _now())
+        self._saved_version = self.core.saved_version
+        log.info("restored %d protected room(s) from %s", len(rooms), data.rooms_path)
 
     async def stop(self) -> None:
         """Close every connection (1001, going away) and stop listening.
@@ -245,6 +282,9 @@ class XesServer:
         """
         if self._server is not None:
             self._server.close()
+        # From here on rooms empty because their connections close, not because people left:
+        # the saved rooms must stay as they are, for the next start.
+        self._stopping = True
         for handle in (self._tick_handle, self._sweep_handle):
             if handle is not None:
                 handle.cancel()
@@ -262,6 +302,10 @@ class XesServer:
             _, stuck = await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)  # aborts are prompt
             for waiter in stuck:
                 waiter.cancel()
+        async with self._saving:  # a save under way finishes
+            pass
+        if self.data is not None:
+            self.data.close()
         if self._server is not None:
             await self._server.wait_closed()
 
@@ -365,7 +409,12 @@ class XesServer:
             else:
                 if self.debug:
                     log.debug("< %s %s", connection.peer, bytes(data))
-                self.execute(self.core.handle(connection.peer, message, _now()))
+                actions = self.core.handle(connection.peer, message, _now())
+                saving = self._save_rooms()
+                if saving is None:
+                    self.execute(actions)
+                else:
+                    self._tell_when_saved(connection, saving, actions)
                 if type(message) in _MATCH_MESSAGES:
                     self._schedule_tick()
         except SignallingError as exc:
@@ -388,13 +437,66 @@ class XesServer:
                     salt = secrets.token_bytes(SALT_BYTES)
                     hashed = await asyncio.to_thread(hash_password, message.password, salt)
             if connection.peer in self.connections:  # it may have left while we hashed
-                self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
+                actions = self.core.handle(connection.peer, message, _now(), password=hashed)
                 connection.error_streak = 0
+                saving = self._save_rooms()
+                if saving is not None:
+                    await saving
+                self.execute(actions)
         except SignallingError as exc:
             if connection.peer in self.connections:
                 self.refuse(connection, exc)
         except Exception as exc:
             self.fail(connection, exc)
+        self._replay_backlog(connection)
+
+    def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[None],
+                         actions: list[Action]) -> None:
+        """Carry out ``actions`` once the rooms they changed are on disk; meanwhile this
+        connection's next messages wait, in order (as while a password hashes)."""
+        connection.backlog = deque()
+
+        async def tell() -> None:
+            try:
+                await saving
+                self.execute(actions)
+            except Exception as exc:
+                self.fail(connection, exc)
+            self._replay_backlog(connection)
+
+        task = asyncio.get_running_loop().create_task(tell())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _save_rooms(self) -> asyncio.Future[None] | None:
+        """If the protected rooms changed, write them: a future done once they are on disk.
+
+        Writes are one at a time, in a thread (two fsyncs); changes made while one is under way
+        are written together by the next, so a flood of `set-rules` costs one write per fsync.
+        """
+        if self.data is None or self._stopping or self.core.saved_version == self._saved_version:
+            return None
+        self._saved_version = self.core.saved_version
+        self._unsaved = encode_saved(self.core.saved_rooms())
+        task = asyncio.get_running_loop().create_task(self._write_rooms(self.data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _write_rooms(self, data: DataDir) -> None:
+        async with self._saving:
+            unsaved, self._unsaved = self._unsaved, None
+            if unsaved is None:
+                return  # a write that began after our change was queued took it along
+            try:
+                await asyncio.to_thread(data.write, ROOMS_FILE, unsaved)
+            except OSError as exc:
+                # The rules hold in memory; only a crash before the next successful write could
+                # lose them. Say so loudly (no path contents, no secrets in the message).
+                log.error("could not save the protected rooms to %s: %s", data.rooms_path,
+                          exc.strerror or type(exc).__name__)
+
+    def _replay_backlog(self, connection: Connection) -> None:
         pending, connection.backlog = connection.backlog, None
         # Replay what arrived meanwhile, unless the connection went away while we hashed: the
         # core has forgotten its peer, and replaying for it would fail.
@@ -472,6 +574,9 @@ class XesServer:
                             log.debug("> %s %s", action.to, action.payload)
         finally:
             self._executing = False
+        # A room emptied or a restored room settled by a disconnect or the timer: nobody waits
+        # on that save, so it just starts.
+        self._save_rooms()
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 

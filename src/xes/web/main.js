@@ -22,6 +22,9 @@ const STORAGE_KEYS = Object.freeze({
 });
 // Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
 const VOLUMES_KEY = 'xes.volumes';
+// The secret that proves this tab is a room's host after a server restart, per room, in
+// sessionStorage: this tab only, gone when it closes (docs/protocol.md, "Restarts").
+const HOST_KEY_PREFIX = 'xes.hostKey.';
 
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
@@ -266,7 +269,18 @@ function sendJoin() {
     name: call.me.name,
     key: browserKey(),
     password: $('room-password') ? $('room-password').value : undefined,
+    hostKey: sessionValue(HOST_KEY_PREFIX + call.roomId),
   }));
+}
+
+function sessionValue(key, value) {
+  try {
+    if (value === undefined) return sessionStorage.getItem(key);
+    sessionStorage.setItem(key, value);
+  } catch {
+    // storage disabled: after a restart someone else may become host, as before
+  }
+  return null;
 }
 
 /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
@@ -525,6 +539,7 @@ function onServerMessage({ detail: message }) {
       break;
     case 'host':
       call.hostId = message.peer;
+      if (message.host_key) sessionValue(HOST_KEY_PREFIX + call.roomId, message.host_key);
       break;
     case 'rules':
       call.rules = message.rules;
@@ -583,6 +598,7 @@ function onJoined(message) {
   call.isMatch = message.match === true;
   call.me = { id: message.you, name: call.me ? call.me.name : '' };
   call.hostId = message.host;
+  if (message.host_key) sessionValue(HOST_KEY_PREFIX + message.room, message.host_key);
   call.rules = message.rules;
   // A server older than `hello.limits.max_peers`: a fresh room's size is its maximum.
   call.maxCeiling = Math.max(call.maxCeiling ?? 0, message.rules.max_peers);

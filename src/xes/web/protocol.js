@@ -146,13 +146,16 @@ export function describeRemoval(banned) {
 // --- messages from the client ------------------------------------------------------------------
 
 /**
- * `join`: enter a room (created on first join).
- * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean}} fields
+ * `join`: enter a room (created on first join). `hostKey` is the secret the server gave this page
+ * as the room's host: after a server restart it gives the host its role back.
+ * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean,
+ *          hostKey?: string|null}} fields
  */
-export function join({ room, name, key, password, rollback = true }) {
+export function join({ room, name, key, password, rollback = true, hostKey = null }) {
   const message = { type: 'join', room, name, rollback };
   if (key !== undefined) message.key = key;
   if (password !== undefined && password !== '') message.password = password;
+  if (hostKey) message.host_key = hostKey;
   return message;
 }
 
@@ -251,7 +254,7 @@ const SERVER_SCHEMAS = Object.freeze({
   joined: {
     room: isId,
     you: isId,
-    host: isId,
+    host: (v) => v === null || isId(v), // null: a restored room waits for its host
     peers: (v) => Array.isArray(v) && v.every((p) => isPeer(p) && isBool(p.polite)),
     rules: isRules,
     ice_servers: isIceServers,
