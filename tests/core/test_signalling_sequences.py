@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.test_signalling import NOW, make_core, pid, snapshot
+from tests.core.test_signalling import NOW, TOKEN, make_core, pid, snapshot
 from xes.core.access import PasswordHash
 from xes.core.signalling import Signalling
 from xes.core.timing import Now
@@ -61,7 +61,7 @@ def fake_hash(password: str, salt: bytes) -> PasswordHash:
 def apply(core: Signalling, peer: str, fact: Any, now: Now) -> None:
     if fact == "connect":
         if peer not in core.clients:
-            core.connect(peer)
+            core.connect(peer, TOKEN)
     elif fact == "disconnect":
         core.disconnect(peer)
     elif fact == "tick":
@@ -105,7 +105,7 @@ def test_any_sequence_only_refuses_and_a_refusal_changes_nothing(
         sequence: list[tuple[str, Any, float, float]]) -> None:
     core = make_core(match_relax_seconds=10)
     for peer in PEERS:
-        core.connect(peer)
+        core.connect(peer, TOKEN)
     monotonic, unix = NOW.monotonic, NOW.unix
     for peer, fact, mono_step, wall_step in sequence:
         monotonic, unix = monotonic + mono_step, unix + mono_step + wall_step

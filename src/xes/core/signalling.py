@@ -47,6 +47,7 @@ from ..errors import (
     Refused,
     RoomFull,
     RoomLocked,
+    SessionGone,
     TurnUnavailable,
     WrongPassword,
 )
@@ -164,11 +165,11 @@ class Signalling:
 
     # ------------------------------------------------------------------ facts from the shell
 
-    def connect(self, peer: str) -> list[Action]:
-        """A connection opened; ``peer`` is its fresh random id."""
+    def connect(self, peer: str, token: str) -> list[Action]:
+        """A connection opened; ``peer`` is its fresh random id, ``token`` its resume secret."""
         self.clients[peer] = Client(peer)
-        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits,
-                        relay=self.settings.ice.has_turn)
+        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, resume=token,
+                        limits=self._hello_limits, relay=self.settings.ice.has_turn)
         return [Send(peer, m.encode(hello))]
 
     def disconnect(self, peer: str) -> list[Action]:
@@ -330,6 +331,10 @@ class Signalling:
                 if client.queued is None:
                     raise NotQueued("you are not waiting for a match", ref="stop")
                 self._leave_anything(client, actions)
+            case m.Resume():
+                raise SessionGone("this session cannot be resumed", ref="resume")
+            case m.Hearing():
+                pass
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
             case _:

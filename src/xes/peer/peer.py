@@ -421,6 +421,8 @@ class Peer:
                 self._on_error(message)
             case m.Hello() | m.Unqueued() | m.KnockWithdrawn():
                 pass  # hello was read on connect; the other two change nothing kept here
+            case m.Resumed() | m.PeerAway() | m.PeerBack():
+                pass  # sessions (protocol v2): this peer does not resume yet
             case m.UnknownMessage(type=kind):
                 logger.debug("< ignoring unknown message type %r", kind)  # a later server's
             case _:

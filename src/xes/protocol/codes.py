@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     NOT_HOST = "not-host"
     NOT_QUEUED = "not-queued"
     TURN_UNAVAILABLE = "turn-unavailable"
+    SESSION_GONE = "session-gone"
 
 
 class CloseCode(IntEnum):
@@ -56,6 +57,9 @@ class CloseCode(IntEnum):
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
     NOT_READING = 4009
-    """The client left more than the outgoing limit (1 MiB) unread: dropped, not buffered for."""
+    """The client left more than the outgoing limit (1 MiB) unread: dropped, not buffered for.
+    Its session detaches and may be resumed (docs/protocol.md, "Sessions")."""
+    REPLACED = 4010
+    """Another connection resumed this session: this socket is superseded. Do not reconnect."""
     FLOOD = 4029
     """Message rate over the limit."""

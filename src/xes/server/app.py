@@ -371,7 +371,7 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
-        self.execute(self.core.connect(connection.peer))
+        self.execute(self.core.connect(connection.peer, new_id()))
 
     def closed(self, connection: Connection) -> None:
         """The connection is gone, or is being closed: leave everything it was part of (once)."""
