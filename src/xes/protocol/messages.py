@@ -451,7 +451,7 @@ class RoomState(msgspec.Struct, frozen=True):
 
     room: Id
     you: Id
-    host: Id
+    host: Id | None  # None while a room restored after a crash waits for its host, as in Joined
     peers: list[PeerInfo]
     rules: Rules
     ice_transport_policy: Literal["all", "relay"]

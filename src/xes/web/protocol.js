@@ -300,7 +300,7 @@ const SERVER_SCHEMAS = Object.freeze({
     peer: isId,
     resume: isId,
     last_seq: isNumber,
-    room: (v) => v === null || (isObject(v) && isId(v.room) && isId(v.host) && Array.isArray(v.peers)
+    room: (v) => v === null || (isObject(v) && isId(v.room) && (v.host === null || isId(v.host)) && Array.isArray(v.peers)
       && v.peers.every((p) => isPeer(p) && isBool(p.polite)) && isRules(v.rules)
       && Array.isArray(v.away)),
     queued: isBool,
