@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from tests.core.test_signalling import NOW, ROOM, join, later, make_core, pid, room_ids, to, types
+from tests.core.test_signalling import NOW, ROOM, TOKEN, join, later, make_core, pid, room_ids, to, types
 from xes import errors
 from xes.core.access import hash_password
 from xes.core.saved import SavedRoom, decode_saved, digest_secret, encode_saved
@@ -111,7 +111,7 @@ def test_the_host_gets_its_room_back_with_its_key_and_nobody_else_is_promoted() 
     [first] = to(join(old, pid(1)), pid(1))
     old.handle(pid(1), m.SetRules(password="pw"), NOW, password=PASSWORD)
     core = restored(old)
-    core.connect(pid(2))
+    core.connect(pid(2), TOKEN)
     core.handle(pid(2), m.Join(room=ROOM, name="two", password="pw"), NOW, password=PASSWORD)
     assert core.rooms[ROOM].host is None
     actions = join(core, pid(11), host_key=first["host_key"])  # no password needed: it set it
@@ -202,7 +202,7 @@ def test_a_host_key_counts_only_in_a_restored_room() -> None:
 def test_a_match_room_has_no_host_key() -> None:
     core = make_core()
     for n in (1, 2):
-        core.connect(pid(n))
+        core.connect(pid(n), TOKEN)
         actions = core.handle(pid(n), m.MatchRequest(name=f"n{n}", direct=True), NOW)
     assert all("host_key" not in msg for n in (1, 2) for msg in to(actions, pid(n)))
     assert core.saved_rooms() == []

@@ -89,7 +89,8 @@ class Client:
 
     id: str
     name: str = ""
-    key: str | None = None
+    # Its browser key's digest (saved.digest_secret): all a ban needs, and all a snapshot keeps.
+    key_digest: str | None = None
     rollback: bool = True
     room: Room | None = None
     knocking: Room | None = None
@@ -357,7 +358,7 @@ class Signalling:
             refusal = self._admission(room, client, "join", join=msg, password=password)
             if refusal is not None:
                 raise refusal
-        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
         elif room.lobby_on and not reclaims:
@@ -381,10 +382,9 @@ class Signalling:
         """
         if join is not None and (room.match or room.locked):
             return RoomLocked("this room is locked", ref=ref)
-        key = join.key if join is not None else client.key
         banned = room.banned_key_digests
-        if client.id in room.banned_peers or (
-                key is not None and banned and digest_secret(key) in banned):
+        key_digest = (_digest(join.key) if banned and join is not None else client.key_digest)
+        if client.id in room.banned_peers or (key_digest is not None and key_digest in banned):
             return Banned("you were banned from this room", ref=ref)
         if join is not None and room.password is not None:
             if join.password is None:
@@ -572,8 +572,8 @@ class Signalling:
             raise PeerNotFound(f"no peer {msg.peer!r} in your room", ref=ref)
         if banned:
             room.banned_peers = room.banned_peers | {target.id}
-            if target.key is not None:
-                room.banned_key_digests = room.banned_key_digests | {digest_secret(target.key)}
+            if target.key_digest is not None:
+                room.banned_key_digests = room.banned_key_digests | {target.key_digest}
             self.saved_version += 1
         if target.knocking is room:
             self._decline(room, target, "the host declined your request to join", actions)
@@ -597,7 +597,7 @@ class Signalling:
                                   ref="match")
         if in_match_room:
             self._leave_match_room(client, actions)
-        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
         client.queued = msg
         self._enqueue(client, now, actions)
 
@@ -659,3 +659,7 @@ def _proves_host(room: Room, host_key: str | None) -> bool:
     """``host_key`` is the key of this restored room's absent host (compared in constant time)."""
     return (host_key is not None and room.host_reserved() and room.host_key_digest is not None
             and hmac.compare_digest(digest_secret(host_key), room.host_key_digest))
+
+
+def _digest(key: str | None) -> str | None:
+    return digest_secret(key) if key is not None else None
