@@ -294,7 +294,7 @@ CLOSE_PATHS = {  # how the server ends it: the close code it sends (docs/protoco
     "the client's close frame": 1000,
     "flood": 4029,
     "error streak": 4002,
-    "server stop": 1001,
+    "server stop": 1012,
 }
 
 

@@ -43,7 +43,7 @@ def close_reason(code: int | None) -> str:
         case CloseCode.NORMAL:
             reason = "the server closed the connection"
         case CloseCode.GOING_AWAY:
-            reason = "the server is going away, or stopped hearing from us (heartbeat lost)"
+            reason = "the server stopped hearing from us (heartbeat lost)"
         case CloseCode.MESSAGE_TOO_BIG:
             reason = "a message was over the server's hard size cap"
         case CloseCode.TOO_MANY_ERRORS:
@@ -54,6 +54,8 @@ def close_reason(code: int | None) -> str:
             reason = "this client did not read the server's messages (over 1 MiB waiting)"
         case CloseCode.INTERNAL_ERROR:
             reason = "the server hit an unexpected error"
+        case CloseCode.SERVICE_RESTART:
+            reason = "the server is restarting"
         case CloseCode.REPLACED:
             reason = "another connection resumed this session"
         case _:

@@ -49,11 +49,13 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     """The client closed, and the server answered."""
     GOING_AWAY = 1001
-    """Heartbeat lost (no pong in time), or the server is shutting down."""
+    """Heartbeat lost (no pong in time)."""
     MESSAGE_TOO_BIG = 1009
     """A frame over the hard cap (sent by picows itself, from the server's ``max_frame_size``)."""
     INTERNAL_ERROR = 1011
     """An exception XES did not expect while handling this connection; only this one is closed."""
+    SERVICE_RESTART = 1012
+    """The server is restarting (it was stopped: SIGTERM or SIGINT): reconnect, and resume."""
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
     NOT_READING = 4009

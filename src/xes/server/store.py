@@ -18,9 +18,11 @@ import os
 from pathlib import Path
 from typing import Final
 
-__all__ = ["DataDir", "DataDirBusy", "default_data_dir", "write_atomically"]
+__all__ = ["DataDir", "DataDirBusy", "default_data_dir", "write_atomically", "ROOMS_FILE",
+           "SNAPSHOT_FILE"]
 
 ROOMS_FILE: Final = "rooms.json"
+SNAPSHOT_FILE: Final = "snapshot.json"
 _LOCK_FILE: Final = "lock"
 
 
