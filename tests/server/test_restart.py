@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import signal
 import stat
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import XesServerProcess, launch_xes_server
 from tests.server.wsclient import Client, new_room
@@ -16,6 +20,8 @@ pytestmark = pytest.mark.timeout(90)
 MALLORY_KEY = "browser-key-of-mallory-0001"
 GUEST_KEY = "browser-key-of-the-guest-01"
 PASSWORD = "correct horse"
+# docs/protocol.md, "Restarts": how long `xes serve` may take to stop on SIGTERM.
+STOP_BOUND_SECONDS = 5.0
 
 
 @pytest.fixture
@@ -111,3 +117,82 @@ async def test_sigkill_then_restart_no_room_comes_back_weaker(
     host_b_again = await Client.connect(after.ws_url)
     joined_b = await host_b_again.join(room_b, "Host B", host_key=key_b)
     assert joined_b["host"] == host_b_again.peer and joined_b["rules"] == rules_b
+
+
+async def closed_with(client: Client) -> int | None:
+    """Read until the server closes ``client``'s socket; the close code it sent."""
+    with pytest.raises(ConnectionClosed):
+        while True:
+            await client.recv(timeout=10)
+    return client.ws.close_code
+
+
+async def test_sigterm_then_restart_every_client_resumes_where_it_was(
+        servers: list[XesServerProcess], tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    before = start(servers, data_dir)
+    room, lobby_room = new_room(), new_room()
+    host = await Client.connect(before.ws_url)
+    assert (await host.join(room, "Host"))["host"] == host.peer
+    ada, bob = await Client.connect(before.ws_url), await Client.connect(before.ws_url)
+    await ada.join(room, "Ada")
+    await host.expect("peer-joined")
+    await bob.join(room, "Bob")
+    for member in (host, ada):
+        await member.expect("peer-joined")
+    rules = await set_rules(host, password=PASSWORD)
+    for member in (ada, bob):
+        await member.expect("rules")
+    doorkeeper, knocker = await Client.connect(before.ws_url), await Client.connect(before.ws_url)
+    await doorkeeper.join(lobby_room, "Doorkeeper")
+    await set_rules(doorkeeper, lobby=True)
+    assert (await knocker.join(lobby_room, "Knocker"))["type"] == "lobby"
+    await doorkeeper.expect("knock")
+    stranger = await Client.connect(before.ws_url)
+    await stranger.send({"type": "match", "name": "Stranger", "direct": True})
+    await stranger.expect("queued")
+    everyone = [host, ada, bob, doorkeeper, knocker, stranger]
+
+    asked = time.monotonic()
+    before.process.send_signal(signal.SIGTERM)
+    for client in everyone:
+        assert await closed_with(client) == 1012
+    assert await asyncio.to_thread(before.process.wait, 30) == 0
+    took = time.monotonic() - asked
+    assert took <= STOP_BOUND_SECONDS, f"xes serve took {took:.1f} s to stop"
+    snapshot = data_dir / "snapshot.json"
+    assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
+    content = snapshot.read_bytes()
+    for client in everyone:
+        assert client.token.encode() not in content  # only the tokens' digests
+    assert PASSWORD.encode() not in content
+
+    after = start(servers, data_dir)
+    assert not snapshot.exists()  # read once, then gone
+    resumed: dict[str, dict[str, object]] = {}
+    for client in everyone:
+        fresh, answer = await client.resume(after.ws_url)
+        assert answer["type"] == "resumed" and answer["peer"] == client.peer, answer
+        resumed[client.peer] = answer
+        client.ws, client.token, client.last_seq = fresh.ws, fresh.token, fresh.last_seq
+    in_room = [resumed[c.peer]["room"] for c in (host, ada, bob)]
+    assert all(r["room"] == room and r["host"] == host.peer and r["rules"] == rules  # type: ignore[index]
+               for r in in_room), in_room
+    assert resumed[doorkeeper.peer]["room"]["knocks"] == [  # type: ignore[index]
+        {"id": knocker.peer, "name": "Knocker"}]
+    assert resumed[knocker.peer]["lobby"] == lobby_room and resumed[knocker.peer]["room"] is None
+    assert resumed[stranger.peer]["queued"] is True
+
+    # Nobody left, joined or became host: a restart is a blip every room-mate resumed from.
+    for client in everyone:
+        while True:
+            try:
+                message = await client.recv(timeout=0.5)
+            except TimeoutError:
+                break
+            assert message["type"] == "peer-back", message
+    # And the relay works on the resumed sessions, the host's commands too.
+    await ada.send({"type": "signal", "to": bob.peer, "data": {"candidate": None}})
+    assert (await bob.expect("signal"))["from"] == ada.peer
+    await doorkeeper.send({"type": "admit", "peer": knocker.peer})
+    assert (await knocker.expect("joined"))["host"] == doorkeeper.peer
