@@ -54,6 +54,8 @@ def close_reason(code: int | None) -> str:
             reason = "this client did not read the server's messages (over 1 MiB waiting)"
         case CloseCode.INTERNAL_ERROR:
             reason = "the server hit an unexpected error"
+        case CloseCode.SERVICE_RESTART:
+            reason = "the server is restarting"
         case CloseCode.REPLACED:
             reason = "another connection resumed this session"
         case _:

@@ -54,6 +54,9 @@ class CloseCode(IntEnum):
     """A frame over the hard cap (sent by picows itself, from the server's ``max_frame_size``)."""
     INTERNAL_ERROR = 1011
     """An exception XES did not expect while handling this connection; only this one is closed."""
+    SERVICE_RESTART = 1012
+    """The server is restarting on purpose and kept the sessions for its successor: reconnect and
+    resume at once, without backing off."""
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
     NOT_READING = 4009

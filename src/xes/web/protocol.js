@@ -28,6 +28,7 @@ export const CLOSE_CODES = Object.freeze({
   REPLACED: 4010,
   FLOOD: 4029,
   INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
 });
 
 /** Thrown by {@link parseServerMessage} for a frame that breaks the contract. */
