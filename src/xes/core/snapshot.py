@@ -29,7 +29,6 @@ import msgspec
 
 from ..protocol import messages as m
 from .access import PasswordHash
-from .matchmaking import Ticket
 from .outbox import Outbox
 from .saved import digest_secret
 from .signalling import Client, Room, Signalling

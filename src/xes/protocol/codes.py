@@ -55,7 +55,8 @@ class CloseCode(IntEnum):
     INTERNAL_ERROR = 1011
     """An exception XES did not expect while handling this connection; only this one is closed."""
     SERVICE_RESTART = 1012
-    """The server is restarting (it was stopped: SIGTERM or SIGINT): reconnect, and resume."""
+    """The server is restarting on purpose (SIGTERM) and kept the sessions for its successor:
+    reconnect at once and resume (docs/protocol.md, "Restarts")."""
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
     NOT_READING = 4009

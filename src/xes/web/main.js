@@ -13,6 +13,7 @@ import {
   openMicrophone, setMuted, stopStream,
 } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
+import { HearingReporter } from './hearing.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
@@ -142,6 +143,10 @@ const signalling = new Signalling(signallingUrl(location));
 const meters = new LevelMeters();
 const volumes = new RemoteVolumes(() => meters.audioContext());
 const linkStats = new LinkStats(() => (call.mesh ? call.mesh.peerConnections() : new Map()));
+const hearing = new HearingReporter({
+  peerConnections: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
+  report: (peerId) => signalling.send(protocol.hearing(peerId)),
+});
 
 function parseRoute(pathname) {
   const roomMatch = /^\/r\/([^/]+)\/?$/.exec(pathname);
@@ -288,6 +293,7 @@ function leaveCall({ keepMicrophone = false } = {}) {
   if (call.mesh) call.mesh.closeAll();
   call.mesh = null;
   linkStats.stop();
+  hearing.stop();
   clearTimeout(call.refreshTimer);
   call.refreshTimer = null;
   call.peers.clear();
@@ -517,17 +523,31 @@ function onServerMessage({ detail: message }) {
   switch (message.type) {
     case 'hello':
       call.maxCeiling = message.limits?.max_peers ?? call.maxCeiling;
+      if (message.limits?.resume_grace_seconds) hearing.setInterval(message.limits.resume_grace_seconds * 250);
       call.serverRelay = typeof message.relay === 'boolean' ? message.relay : null;
       break;
     case 'joined':
       onJoined(message);
       break;
+    case 'resumed':
+      onResumed(message);
+      break;
+    case 'peer-away':
+      // Nothing to show: the member is still in the call. We only vouch for its audio.
+      if (call.peers.has(message.peer)) hearing.away(message.peer);
+      break;
+    case 'peer-back':
+      hearing.back(message.peer);
+      break;
     case 'peer-joined':
+      // A replay after a resume may repeat a join we saw: keep the link we have.
+      if (call.peers.has(message.peer.id) && call.mesh && call.mesh.links.has(message.peer.id)) break;
       call.peers.set(message.peer.id, newPeer(message.peer));
       call.knocks.delete(message.peer.id);
       if (call.mesh) call.mesh.add(message.peer, false);
       break;
     case 'peer-left':
+      hearing.back(message.peer);
       call.peers.delete(message.peer);
       if (call.mesh) call.mesh.remove(message.peer);
       break;
@@ -784,31 +804,73 @@ signalling.addEventListener('protocolerror', ({ detail }) => {
 
 signalling.addEventListener('statechange', ({ detail }) => {
   if (detail.state === SignallingState.LOST) {
-    const inCall = call.phase === 'joined';
-    showAlert('signalling', inCall
-      ? 'Connection to the server lost. Calls already connected keep going; reconnecting…'
-      : 'Connection to the server lost. Reconnecting…');
+    showConnectionNotice(call.phase === 'joined' ? RESTORING_IN_CALL : RESTORING);
   } else if (detail.state === SignallingState.OPEN) {
-    clearAlert('signalling');
-    // The server forgot us with the old socket; come back under the new peer id.
-    if (detail.previous === SignallingState.LOST && call.me && !call.awaitingSocket) {
-      if (call.phase === 'joined' || call.phase === 'joining' || call.phase === 'lobby') {
-        if (call.isMatch) {
-          leaveCall({ keepMicrophone: false });
-          call.phase = 'idle';
-          call.isMatch = false;
-          showAlert('signalling-match', 'The connection dropped, so the conversation ended. Press “Talk to someone” to meet someone new.');
-        } else {
-          call.phase = 'joining';
-          sendJoin();
-        }
-      } else if (call.phase === 'queued') {
-        call.phase = 'idle';
-      }
+    showConnectionNotice('');
+    // A resumed session is the same seat: links, members and phase all stand (the server
+    // replays whatever we missed). Only a fresh session means the server forgot us.
+    if (!detail.resumed && detail.previous === SignallingState.LOST && call.me && !call.awaitingSocket) {
+      rejoinAfterSessionLost();
     }
+  } else if (detail.state === SignallingState.IDLE && detail.closeCode === protocol.CLOSE_CODES.REPLACED) {
+    showConnectionNotice('');
+    showAlert('signalling', 'This call was taken over by another connection. Reload the page to come back.');
   }
   render();
 });
+
+// --- resuming (begin) ------------------------------------------------------------------------------
+// The server keeps our session for a grace period after the socket goes, so a lost socket is
+// announced politely ("being restored", in its own live region) and the call is left alone.
+
+const RESTORING = 'The connection to the server is being restored…';
+const RESTORING_IN_CALL = 'The connection to the server is being restored. Your call goes on meanwhile.';
+
+function showConnectionNotice(text) {
+  const notice = $('connection-notice');
+  if (notice.textContent === text) return;
+  notice.replaceChildren();
+  if (text) {
+    const item = element('div', 'alert alert--info');
+    item.append(element('p', 'alert__text', text));
+    notice.append(item);
+  }
+}
+
+/**
+ * `resumed`: our seat is back, every link untouched. The replay that follows brings whatever
+ * changed while we were away (members, host, rules, signals), applied like live traffic; from the
+ * snapshot we take the fresh ICE credentials and who is away now.
+ */
+function onResumed(message) {
+  call.iceServers = message.ice_servers;
+  call.iceExpiresAt = message.ice_expires_at ?? null;
+  if (call.mesh) call.mesh.setConfiguration(configuration());
+  scheduleIceRefresh();
+  const away = new Set(message.room ? message.room.away : []);
+  for (const peerId of hearing.awayPeers()) if (!away.has(peerId)) hearing.back(peerId);
+  for (const peerId of away) if (call.peers.has(peerId)) hearing.away(peerId);
+}
+
+/** The server no longer knew our session (grace over, or restarted without it). */
+function rejoinAfterSessionLost() {
+  if (call.phase === 'joined' || call.phase === 'joining' || call.phase === 'lobby') {
+    if (call.isMatch) {
+      // The stranger was told we left when our grace ran out: that conversation is over.
+      leaveCall({ keepMicrophone: false });
+      call.phase = 'idle';
+      call.isMatch = false;
+      showAlert('signalling-match', 'The connection to the server was lost for too long, so the ' +
+        'conversation ended. Press “Talk to someone” to meet someone new.');
+    } else {
+      call.phase = 'joining';
+      sendJoin();
+    }
+  } else if (call.phase === 'queued') {
+    call.phase = 'idle';
+  }
+}
+// --- resuming (end) --------------------------------------------------------------------------------
 
 window.addEventListener('pagehide', () => {
   // Tell the room at once instead of leaving it to the heartbeat.
