@@ -34,7 +34,7 @@ def servers() -> Iterator[list[XesServerProcess]]:
 
 
 def start(servers: list[XesServerProcess], data_dir: Path) -> XesServerProcess:
-    server = launch_xes_server(["--data-dir", str(data_dir), "--restore-grace", "60"])
+    server = launch_xes_server(["--data-dir", str(data_dir), "--room-wait", "60"])
     servers.append(server)
     return server
 

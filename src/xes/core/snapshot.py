@@ -30,12 +30,11 @@ import msgspec
 from ..protocol import messages as m
 from .access import PasswordHash
 from .outbox import Outbox
-from .saved import digest_secret
 from .signalling import Client, Room, Signalling
 from .timing import Now
 
-__all__ = ["Snapshot", "SessionRecord", "RoomRecord", "export_snapshot", "import_snapshot",
-           "encode_snapshot", "decode_snapshot", "SNAPSHOT_FORMAT"]
+__all__ = ["Snapshot", "SessionRecord", "RoomRecord", "TicketRecord", "export_snapshot",
+           "import_snapshot", "encode_snapshot", "decode_snapshot", "SNAPSHOT_FORMAT"]
 
 SNAPSHOT_FORMAT: Final = 1
 
@@ -177,20 +176,12 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
     for client in clients.values():
         core.adopt_detached(client)
     for room in rooms.values():
-        core.rooms[room.id] = room
-        if room.restored_until is not None:
-            core.adopt_restored(room)
+        core.adopt_room(room)
     for ticket in snapshot.queue:
-        client = clients.get(ticket.peer)
-        if client is None or client.queued is None:
-            raise ValueError(f"snapshot does not hold together: ticket {ticket.peer} has no request")
-        core.requeue_suspended(client, now.monotonic - ticket.waited)
+        if ticket.peer not in clients:
+            raise ValueError(f"snapshot does not hold together: ticket {ticket.peer} has no session")
+        core.requeue_suspended(clients[ticket.peer], now.monotonic - ticket.waited)
     core.saved_version += 1
-
-
-def token_digest(token: str) -> str:
-    """What a session keeps of its resume token (and all a snapshot holds of it)."""
-    return digest_secret(token)
 
 
 _encoder: Final = msgspec.json.Encoder()
