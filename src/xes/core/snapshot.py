@@ -50,7 +50,8 @@ class SessionRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     knocking: str | None = None
     queued: m.MatchRequest | None = None   # the request `next` re-uses, its key left out
     seq: int = 0                            # the last seq sent (0: no outbox yet)
-    frames: list[str] = []                  # the replay buffer, oldest first, ending at `seq`
+    # The replay buffer, oldest first, ending at `seq`: each frame is a JSON object, kept as is.
+    frames: list[msgspec.Raw] = []
     detached_for: float | None = None       # seconds it had been detached, if it was
 
 
@@ -105,7 +106,7 @@ def _export_session(client: Client, now: Now) -> SessionRecord:
         knocking=client.knocking.id if client.knocking is not None else None,
         queued=msgspec.structs.replace(queued, key=None) if queued is not None else None,
         seq=outbox.seq if outbox is not None else 0,
-        frames=[frame.decode() for frame in outbox.frames] if outbox is not None else [],
+        frames=[msgspec.Raw(frame) for frame in outbox.frames] if outbox is not None else [],
         detached_for=(now.monotonic - client.detached_at) if client.detached_at is not None else None)
 
 
@@ -147,7 +148,7 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
                         avoid=tuple(record.avoid), queued=record.queued)
         if record.seq:
             outbox = client.outbox = Outbox(settings.replay_messages, settings.replay_bytes)
-            outbox.restore(record.seq, [frame.encode() for frame in record.frames])
+            outbox.restore(record.seq, [bytes(frame) for frame in record.frames])
         away_for = record.detached_for or 0.0
         client.detached_at = now.monotonic - away_for
         client.expires_at = min(now.monotonic + settings.resume_grace_seconds,
