@@ -7,14 +7,16 @@ host, the same RTCPeerConnections, and the tones never stop.
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import expect
+from playwright.sync_api import Browser, expect
 
+from tests.browser import test_rules_ui as rules_ui
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room, tones_by_name
 from tests.conftest import XesServerProcess
 from tests.support.browser import read_tone_monitor, start_tone_monitor
@@ -73,3 +75,36 @@ def test_sigterm_restart_mid_call_is_not_heard_and_nobody_leaves(
             for name, page in (("Ada", ada), ("Bob", bob))}
     print(f"longest silence across the restart: {gaps}")
     assert all(gap < MAX_GAP_S for gap in gaps.values()), gaps
+
+
+def test_sigkill_the_room_comes_back_with_its_password_and_its_host(
+    start_xes_server: Callable[..., XesServerProcess], launch_browser: Callable[..., Browser],
+    tmp_path: Path,
+) -> None:
+    """A crash saves no session: the pages join afresh. The host's page proves itself with the
+    host key it kept, so the role is its own again, and the password still holds."""
+    data_dir = tmp_path / "data"
+    server = start_xes_server(args=["--data-dir", str(data_dir)])
+    room_url = f"{server.http_url}/r/{secrets.token_urlsafe(16)}"
+    browser = launch_browser()
+    ada, bob, cy = (browser.new_context().new_page() for _ in range(3))
+    for page in (ada, bob, cy):
+        page.set_default_timeout(CONNECT_TIMEOUT_MS)
+    rules_ui.join(ada, room_url, "Ada")
+    rules_ui.settings(ada).get_by_label("Room password").fill("open sesame")
+    rules_ui.settings(ada).get_by_role("button", name="Set password").click()
+    expect(rules_ui.rules(ada)).to_contain_text("Password set")
+    rules_ui.press_join(bob, room_url, "Bob")
+    expect(bob.get_by_role("alert")).to_contain_text("This room has a password")
+    rules_ui.join(bob, room_url, "Bob", password="open sesame")
+
+    server.process.kill()
+    server.process.wait(10)
+    start_xes_server(args=["--port", str(server.port), "--data-dir", str(data_dir)])
+    for page in (ada, bob):
+        expect(page.get_by_text(LOST)).to_have_count(0)
+        expect(rules_ui.rules(page)).to_contain_text("Password set")
+        expect(rules_ui.entry(page, "Ada")).to_contain_text("host")
+        expect(rules_ui.entry(page, "Bob")).not_to_contain_text("host")
+    rules_ui.press_join(cy, room_url, "Cy")
+    expect(cy.get_by_role("alert")).to_contain_text("This room has a password")
