@@ -368,11 +368,15 @@ class XesServer:
             await self._server.wait_closed()
 
     def _snapshot(self) -> bytes | None:
-        """The whole signalling state, encoded, for the next start; None without a data dir."""
+        """The whole signalling state, encoded, for the next start; None without a data dir or
+        when there is nothing to carry over."""
         if self.data is None:
             return None
         started = time.perf_counter()
-        snapshot = encode_snapshot(export_snapshot(self.core, _now()))
+        state = export_snapshot(self.core, _now())
+        if not (state.sessions or state.rooms):
+            return None  # nothing to carry over: no file at all
+        snapshot = encode_snapshot(state)
         log.info("snapshot of %d session(s) taken: %d bytes in %.0f ms", len(self.core.clients),
                  len(snapshot), (time.perf_counter() - started) * 1000)
         return snapshot
