@@ -58,7 +58,13 @@ class Outbox:
         self.seq += 1
         frames = self.frames
         frames.append(frame)
-        self.size += len(frame)
+        size = self.size = self.size + len(frame)
+        if size > self.max_bytes or len(frames) > self.max_frames:  # once full: drop the oldest
+            return self._trim()
+        return True
+
+    def _trim(self) -> bool:
+        frames = self.frames
         while len(frames) > self.max_frames or self.size > self.max_bytes:
             if self.held_from is not None and self.seq - len(frames) + 1 >= self.held_from:
                 return False

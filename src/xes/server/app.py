@@ -474,8 +474,7 @@ class XesServer:
                 outbox = target.outbox or self.core.outbox(target)
                 # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte, and
                 # the recipient's next `seq` appended (see messages.with_seq).
-                relayed = b"".join((connection.signal_head, message.data, b',"seq":',
-                                    str(outbox.seq + 1).encode(), b"}"))
+                relayed = b'%s%s,"seq":%d}' % (connection.signal_head, message.data, outbox.seq + 1)
                 # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
                 if not relayed.isascii():
