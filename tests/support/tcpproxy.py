@@ -5,8 +5,8 @@ loop), so synchronous tests (Playwright) and asyncio tests alike can drive it::
 
     with TcpProxy("127.0.0.1", server.port) as proxy:
         page.goto(f"http://127.0.0.1:{proxy.port}/r/...")  # the page's origin is the proxy
-        proxy.cut()          # every connection reset at once (RST to both sides, no close frame)
-        proxy.refuse()       # ...and new ones reset as soon as they arrive
+        proxy.cut(then="refuse")  # every connection reset at once (RST to both sides, no
+                                  # close frame), and new ones reset as soon as they arrive
         time.sleep(10)
         proxy.restore()      # forward again
 
@@ -79,9 +79,11 @@ class TcpProxy:
 
     # -- what the test does ---------------------------------------------------------------------
 
-    def cut(self) -> int:
-        """Reset every open connection, both sides. Returns how many were cut."""
-        return self._run(self._cut())
+    def cut(self, *, then: Mode | None = None) -> int:
+        """Reset every open connection, both sides, and switch to mode `then` ("refuse",
+        "black-hole") in the same step, so no reconnection slips in between. Returns how many
+        connections were cut."""
+        return self._run(self._cut(then))
 
     def refuse(self) -> None:
         """From now on, reset new connections as soon as they are accepted."""
@@ -157,7 +159,9 @@ class TcpProxy:
                     break
         _reset(writer)
 
-    async def _cut(self) -> int:
+    async def _cut(self, then: Mode | None = None) -> int:
+        if then is not None:
+            self.mode = then
         pairs = list(self._pairs)
         for pair in pairs:
             for side in pair:
