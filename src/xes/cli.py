@@ -61,8 +61,20 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages a connection may send at once before the rate applies (default 400)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
                    help="ping a silent connection after this long; drop it if no pong as long again")
+    p.add_argument("--resume-grace", type=float, default=20.0, metavar="SECONDS",
+                   help="keep a session whose socket was lost this long for it to resume; "
+                        "room-mates still hearing it extend it (default 20)")
+    p.add_argument("--resume-cap", type=float, default=120.0, metavar="SECONDS",
+                   help="never keep a lost session longer than this after its socket was lost, "
+                        "whatever its room-mates report (default 120)")
+    p.add_argument("--replay-messages", type=int, default=256, metavar="N",
+                   help="messages kept per session to replay on resume (default 256)")
+    p.add_argument("--replay-bytes", type=int, default=262_144, metavar="BYTES",
+                   help="bytes of messages kept per session to replay on resume (default 262144, "
+                        "at least 131072: two messages of the largest size)")
     p.add_argument("--debug", action="store_true",
-                   help="log every message, with SDP, candidates and addresses (off: none of them)")
+                   help="log every message, with SDP, candidates and addresses (off: none of them; "
+                        "resume tokens never)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -182,7 +194,11 @@ def _serve(args: argparse.Namespace) -> int:
                           turn_secret=turn_secret, ttl_seconds=args.turn_ttl)
         settings = ServerSettings(
             host=args.host, port=args.port,
-            core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice),
+            core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice,
+                              resume_grace_seconds=args.resume_grace,
+                              resume_cap_seconds=args.resume_cap,
+                              replay_messages=args.replay_messages,
+                              replay_bytes=args.replay_bytes),
             allowed_origins=frozenset(o.rstrip("/") for o in args.allow_origin),
             rate_per_second=args.rate_per_second, rate_burst=args.rate_burst,
             heartbeat_seconds=args.heartbeat, debug=args.debug)

@@ -22,6 +22,13 @@ changes nothing for anyone.
 Rule 2: the relay is hot. :meth:`Signalling.route_signal` is two dictionary lookups and returns the
 recipient's id; the shell splices the frame itself. Nothing else is on that path.
 
+Rule 4: sessions outlive sockets (docs/protocol.md, "Sessions"). A lost socket *detaches* its
+session (:meth:`Signalling.detach`): it keeps its seat, host role, lobby place and queue ticket,
+its room-mates get ``peer-away``, and it ends (:meth:`Signalling.disconnect`, ``peer-left``) when
+its grace runs out in :meth:`Signalling.tick`, unless it resumes (:meth:`Signalling.resume`).
+Every message for a session is numbered and kept in its :class:`~xes.core.outbox.Outbox` by the
+shell as it sends it; the core reads the outbox back on resume.
+
 Rule 3: the newcomer offers. A joiner receives the members already present and sends each an
 offer; the members wait. ``polite`` (perfect negotiation) is given per pair: the member already
 present is polite unless it cannot roll back an offer (aiortc), then the newcomer is.
@@ -29,6 +36,8 @@ present is polite unless it cannot roll back an offer (aiortc), then the newcome
 
 from __future__ import annotations
 
+import heapq
+import hmac
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
@@ -54,12 +63,15 @@ from ..protocol import messages as m
 from .access import PasswordHash
 from .actions import Action, Send
 from .matchmaking import Match, MatchQueue, Ticket
+from .outbox import Outbox
 from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
-__all__ = ["CoreSettings", "Signalling", "Client", "Room"]
+__all__ = ["CoreSettings", "Signalling", "Client", "Room", "StaleSession"]
 
 LeaveReason = Literal["left", "disconnected", "removed", "banned"]
+# One answer for every failed resume, so that a guess learns nothing (docs/protocol.md).
+_SESSION_GONE = "this session cannot be resumed: join or match afresh"
 MAX_AVOIDED = 256
 
 
@@ -69,6 +81,12 @@ class CoreSettings:
 
     max_peers: int = 8
     match_relax_seconds: float = 10.0
+    # Sessions (docs/protocol.md, "Sessions"): how long a detached session is kept, the cap that
+    # `hearing` reports cannot extend it past (both from the detach), and the replay bounds.
+    resume_grace_seconds: float = 20.0
+    resume_cap_seconds: float = 120.0
+    replay_messages: int = 256
+    replay_bytes: int = 262_144
     ice: IceSettings = field(default_factory=IceSettings)
     limits: m.Limits = field(
         default_factory=lambda: m.Limits(
@@ -77,12 +95,32 @@ class CoreSettings:
         )
     )
 
+    def __post_init__(self) -> None:
+        if not 0 < self.resume_grace_seconds <= self.resume_cap_seconds:
+            raise ValueError("the resume grace must be positive and at most the resume cap")
+        if self.replay_messages < 1 or self.replay_bytes < 2 * m.MAX_MESSAGE_BYTES:
+            raise ValueError(f"the replay buffer must hold at least 1 message and "
+                             f"{2 * m.MAX_MESSAGE_BYTES} bytes (two of the largest messages)")
+
+
+class StaleSession(SessionGone):
+    """``resume`` with the right token, but messages after ``last_seq`` were dropped: the session
+    can never resume, so the shell ends it at once (if detached) after refusing."""
+
 
 @dataclass(slots=True, eq=False)
 class Client:
-    """One connection: a peer id, and where it stands (idle, knocking, in a room, or queued)."""
+    """One session: a peer id, and where it stands (idle, knocking, in a room, or queued).
+
+    It lives as long as its connection, or longer: detached (``detached_at`` set) until it
+    resumes or ``expires_at`` passes (docs/protocol.md, "Sessions").
+    """
 
     id: str
+    token: str = ""                   # the resume token: a secret, never logged
+    outbox: Outbox | None = None      # seq and replay buffer, from its first numbered message
+    detached_at: float | None = None  # monotonic; None while a socket is attached
+    expires_at: float = 0.0           # while detached: when the grace runs out (monotonic)
     name: str = ""
     key: str | None = None
     rollback: bool = True
@@ -133,18 +171,140 @@ class Signalling:
         self.queue = MatchQueue(relax_after=settings.match_relax_seconds)
         self._room_ids = room_ids
         self._hello_limits = settings.limits
+        # Grace deadlines of detached sessions, earliest first: (expires_at, peer). An entry made
+        # stale by a `hearing` (the session's expires_at moved on) or a resume is skipped.
+        self._expiries: list[tuple[float, str]] = []
 
     # ------------------------------------------------------------------ facts from the shell
 
     def connect(self, peer: str, token: str) -> list[Action]:
         """A connection opened; ``peer`` is its fresh random id, ``token`` its resume secret."""
-        self.clients[peer] = Client(peer)
+        self.clients[peer] = Client(peer, token=token)
         hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, resume=token,
                         limits=self._hello_limits, relay=self.settings.ice.has_turn)
-        return [Send(peer, m.encode(hello))]
+        return [Send(peer, m.encode(hello), numbered=False)]
+
+    def outbox(self, client: Client) -> Outbox:
+        """``client``'s outbox, made on its first numbered message (idle sessions have none)."""
+        outbox = client.outbox
+        if outbox is None:
+            s = self.settings
+            outbox = client.outbox = Outbox(s.replay_messages, s.replay_bytes)
+            if client.detached_at is not None:
+                outbox.hold()
+        return outbox
+
+    def detach(self, peer: str, now: Now) -> list[Action]:
+        """A socket was lost without the client hanging up: keep its session for the grace.
+
+        A session that stands nowhere (no room, lobby or queue) has nothing to keep and ends.
+        """
+        client = self.clients.get(peer)
+        if client is None or client.detached_at is not None:
+            return []
+        if client.room is None and client.knocking is None and client.queued is None:
+            return self.disconnect(peer)
+        client.detached_at = now.monotonic
+        client.expires_at = now.monotonic + self.settings.resume_grace_seconds
+        heapq.heappush(self._expiries, (client.expires_at, peer))
+        if client.outbox is not None:
+            client.outbox.hold()
+        if client.queued is not None and client.room is None:
+            self.queue.suspend(peer)
+        actions: list[Action] = []
+        if client.room is not None:
+            notice = m.encode(m.PeerAway(peer=peer))
+            for other in client.room.members.values():
+                if other is not client:
+                    actions.append(Send(other.id, notice))
+        return actions
+
+    def resume(self, peer: str, request: m.Resume, token: str, now: Now) -> list[Action]:
+        """``peer``, a fresh connection's provisional session, asks to continue ``request.peer``.
+
+        On success the provisional session is forgotten, the old one is attached again under the
+        new ``token``, and the actions are ``resumed``, the replay, ``peer-back`` to its
+        room-mates and any match its queue ticket now makes. If the old session was still
+        attached, the shell closes that socket (4010) itself.
+
+        Raises:
+            SessionGone: Unknown, wrong token, ended: nothing changed.
+            StaleSession: The right token, but the replay is no longer complete: nothing changed
+                (the shell ends the session if it is detached).
+        """
+        session = self.clients.get(request.peer)
+        if (session is None or session.id == peer
+                or not hmac.compare_digest(session.token.encode(), request.token.encode())):
+            raise SessionGone(_SESSION_GONE, ref="resume")
+        outbox = session.outbox
+        if outbox is None:
+            replay: list[bytes] | None = [] if request.last_seq == 0 else None
+        else:
+            replay = outbox.since(request.last_seq)
+        if replay is None:
+            raise StaleSession(_SESSION_GONE, ref="resume")
+        del self.clients[peer]
+        session.token = token
+        was_away = session.detached_at is not None
+        session.detached_at = None
+        if outbox is not None:
+            outbox.release()
+        servers, expires = ice_servers_for(self.settings.ice, session.id, now.unix)
+        resumed = m.Resumed(
+            peer=session.id, resume=token, last_seq=outbox.seq if outbox is not None else 0,
+            room=self._room_state(session), lobby=session.knocking.id if session.knocking else None,
+            queued=session.queued is not None and session.room is None,
+            ice_servers=servers, ice_expires_at=expires)
+        actions: list[Action] = [Send(session.id, m.encode(resumed), numbered=False)]
+        actions.extend(Send(session.id, frame, numbered=False) for frame in replay)
+        if was_away and session.room is not None:
+            notice = m.encode(m.PeerBack(peer=session.id))
+            for other in session.room.members.values():
+                if other is not session:
+                    actions.append(Send(other.id, notice))
+        if was_away and session.queued is not None and session.room is None:
+            for match in self.queue.reinstate(session.id, now.monotonic):
+                self._start_match(match, now, actions)
+        return actions
+
+    def _room_state(self, client: Client) -> m.RoomState | None:
+        """Where ``client`` stands in its room, for ``resumed``: ``joined``'s shape."""
+        room = client.room
+        if room is None:
+            return None
+        peers: list[m.PeerInfo] = []
+        before = True  # members are kept in arrival order
+        for other in room.members.values():
+            if other is client:
+                before = False
+                continue
+            # Rule 3 per pair: the one present first is polite unless it cannot roll back.
+            polite = (not other.rollback) if before else client.rollback
+            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite))
+        assert room.host is not None
+        return m.RoomState(
+            room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
+            ice_transport_policy=room.ice_transport_policy, match=room.match,
+            away=[o.id for o in room.members.values() if o.detached_at is not None and o is not client],
+            knocks=[m.KnockPeer(id=k.id, name=k.name) for k in room.lobby.values()]
+            if room.host == client.id else [])
+
+    def _hear(self, client: Client, target_id: str, now: Now) -> None:
+        """``client`` still receives ``target_id``'s audio: push its grace, up to the cap."""
+        target = self.clients.get(target_id)
+        if (target is None or target.detached_at is None or client.room is None
+                or target.room is not client.room):
+            return  # races (it came back, or is gone) and strangers to the room: ignored
+        settings = self.settings
+        until = min(now.monotonic + settings.resume_grace_seconds,
+                    target.detached_at + settings.resume_cap_seconds)
+        if until > target.expires_at:
+            target.expires_at = until
+            heapq.heappush(self._expiries, (until, target_id))
 
     def disconnect(self, peer: str) -> list[Action]:
-        """A connection closed or its heartbeat was lost: leave everything it was part of."""
+        """The session ends now (a hang-up, a punitive close, or its grace ran out): leave
+        everything it was part of."""
         client = self.clients.pop(peer, None)
         if client is None:
             return []
@@ -158,18 +318,36 @@ class Signalling:
         return actions
 
     def tick(self, now: Now) -> list[Action]:
-        """Time passed: pair waiting users whose preferences relaxed."""
+        """Time passed: pair waiting users whose preferences relaxed, end expired sessions."""
         actions: list[Action] = []
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now.monotonic:
+            _, peer = heapq.heappop(expiries)
+            client = self.clients.get(peer)
+            if client is not None and client.detached_at is not None \
+                    and client.expires_at <= now.monotonic:
+                actions.extend(self.disconnect(peer))
         return actions
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (monotonic seconds, as ``now.monotonic``), or None."""
-        return self.queue.next_deadline()
+        expiries = self._expiries
+        while expiries:  # drop stale entries: resumed, ended, or moved on by `hearing`
+            at, peer = expiries[0]
+            client = self.clients.get(peer)
+            if client is not None and client.detached_at is not None and client.expires_at == at:
+                break
+            heapq.heappop(expiries)
+        queue = self.queue.next_deadline()
+        if not expiries:
+            return queue
+        return expiries[0][0] if queue is None else min(queue, expiries[0][0])
 
-    def route_signal(self, peer: str, to: str) -> str:
-        """The relay's hot path: check that ``to`` shares ``peer``'s room, and return it.
+    def route_signal(self, peer: str, to: str) -> Client:
+        """The relay's hot path: check that ``to`` shares ``peer``'s room, and return its session
+        (attached or not: a detached one keeps what it is sent for its resume).
 
         Raises:
             NotJoined: ``peer`` is in no room.
@@ -179,9 +357,10 @@ class Signalling:
         room = self.clients[peer].room
         if room is None:
             raise NotJoined("join a room before signalling", ref="signal")
-        if to not in room.members or to == peer:
+        target = room.members.get(to)
+        if target is None or to == peer:
             raise PeerNotFound(f"no peer {to!r} in your room", ref="signal")
-        return to
+        return target
 
     def password_salt(self, room_id: str) -> bytes | None:
         """The salt of a room's password, so the shell can hash a joiner's guess off the loop."""
@@ -244,9 +423,11 @@ class Signalling:
                     raise NotQueued("you are not waiting for a match", ref="stop")
                 self._leave_anything(client, actions)
             case m.Resume():
-                raise SessionGone("this session cannot be resumed", ref="resume")
+                # The shell hands a connection's first message to `resume`; any later one is this.
+                raise AlreadyJoined("resume only as the first message on a new connection",
+                                    ref="resume")
             case m.Hearing():
-                pass
+                self._hear(client, message.peer, now)
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
             case _:
