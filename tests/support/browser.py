@@ -41,7 +41,7 @@ __all__ = [
     "start_tone_monitor",
     "read_tone_monitor",
     "read_monitored_tones",
-    "longest_silence_ms",
+    "longest_silence",
     "selected_pair_types",
 ]
 
@@ -475,12 +475,13 @@ def read_monitored_tones(page: Page) -> dict[str, list[tuple[float, float | None
     return result
 
 
-def longest_silence_ms(readings: Sequence[tuple[float, float | None]], expected: float,
-                       since_ms: float = 0.0) -> float:
+def longest_silence(readings: Sequence[tuple[float, float | None]], expected: float,
+                    since_ms: float = 0.0) -> tuple[float, float]:
     """The longest stretch of readings (from `since_ms` on) in which `expected` was not heard:
-    from the first reading without it to the next reading with it (or the last reading). Only
-    readings count, so a page too busy to take readings never passes for a silent one."""
-    longest = 0.0
+    from the first reading without it to the next reading with it (or the last reading), as
+    (its length in ms, when it began in Date.now() ms). Only readings count, so a page too busy
+    to take readings never passes for a silent one."""
+    longest = (0.0, since_ms)
     silent_from: float | None = None
     last = since_ms
     for t, tone in readings:
@@ -488,13 +489,13 @@ def longest_silence_ms(readings: Sequence[tuple[float, float | None]], expected:
             continue
         last = t
         if tone == expected:
-            if silent_from is not None:
-                longest = max(longest, t - silent_from)
+            if silent_from is not None and t - silent_from > longest[0]:
+                longest = (t - silent_from, silent_from)
             silent_from = None
         elif silent_from is None:
             silent_from = t
-    if silent_from is not None:
-        longest = max(longest, last - silent_from)
+    if silent_from is not None and last - silent_from > longest[0]:
+        longest = (last - silent_from, silent_from)
     return longest
 
 
