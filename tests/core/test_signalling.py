@@ -65,7 +65,8 @@ def snapshot(core: Signalling) -> Any:
     rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
                    sorted(r.banned_keys)) for rid, r in core.rooms.items()}
     clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
-                     c.queued is not None, sorted(c.avoid)) for cid, c in core.clients.items()}
+                     c.queued is not None, sorted(c.avoid), c.token, c.detached_at, c.expires_at)
+               for cid, c in core.clients.items()}
     return copy.deepcopy((rooms, clients, len(core.queue)))
 
 
@@ -181,7 +182,7 @@ def test_route_signal_within_a_room() -> None:
     core = make_core()
     join(core, pid(1))
     join(core, pid(2))
-    assert core.route_signal(pid(2), pid(1)) == pid(1)
+    assert core.route_signal(pid(2), pid(1)) is core.clients[pid(1)]
 
 
 @pytest.mark.parametrize("target", ["member of another room", "unknown", "self"])
