@@ -201,14 +201,15 @@ def cut_for_a_while(proxy: TcpProxy, pages: dict[str, Page], cut_page: str) -> C
     page = pages[cut_page]
     before = audio_counters(pages)
     began = time.time()
-    assert proxy.cut(then="refuse") >= 1, "the page had no connection through the proxy to cut"
+    proxy.refuse = True  # first, so that no reconnection slips in after the cut
+    assert proxy.cut() >= 1, "the page had no connection through the proxy to cut"
     notice = page.get_by_role("alert")
     expect(notice).to_contain_text(RESTORING, timeout=CUT_SECONDS * 800)
     expect(notice).to_have_attribute("aria-live", "polite")
     time.sleep(max(0.0, began + CUT_SECONDS / 2 - time.time()))
     during = audio_counters(pages)
     time.sleep(max(0.0, began + CUT_SECONDS - time.time()))
-    proxy.restore()
+    proxy.refuse = False
     restored_at = time.time()
     page.wait_for_function("() => window.xes.signallingState === 'open'", polling=50,
                            timeout=CONNECT_TIMEOUT_MS)

@@ -80,9 +80,10 @@ async def test_python_peer_resumes_after_its_socket_is_cut(
 
             await asyncio.sleep(0.1)  # the collectors take what came before the cut
             cut_at = time.monotonic()
-            assert proxy.cut(then="refuse") == 1
+            proxy.refuse = True  # first, so that no reconnection slips in after the cut
+            assert proxy.cut() == 1
             await asyncio.sleep(CUT_SECONDS)
-            proxy.restore()
+            proxy.refuse = False
             restored_at = time.monotonic()
             async with asyncio.timeout(30):
                 while not any(isinstance(event, Resumed | Reconnected | Disconnected)
