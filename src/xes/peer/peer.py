@@ -86,7 +86,7 @@ _ICE_REFRESH_MARGIN = 60.0
 # _FIRST_RETRY·2ⁿ seconds, at most _MAX_RETRY, times a random factor in [0.5, 1] (so clients cut off
 # together do not return in lockstep); each attempt may take _ATTEMPT_TIMEOUT to connect and answer.
 _FIRST_RETRY = 0.5
-_MAX_RETRY = 4.0
+_MAX_RETRY = 2.0
 _ATTEMPT_TIMEOUT = 5.0
 # How the server ended a connection it will not take back: it shut us out (start afresh would just
 # repeat it), or another connection resumed our session.

@@ -141,7 +141,10 @@ class SignallingClient:
             raise ServerUnreachable(f"{ws_url} refused the WebSocket: {error}") from None
         except OSError as error:
             raise ServerUnreachable(f"cannot reach {ws_url}: {error.strerror or error}") from None
-        assert isinstance(listener, _Listener)
+        if not isinstance(listener, _Listener):
+            # picows hands back no listener when the connection dies during the handshake.
+            transport.disconnect(graceful=False)
+            raise ServerUnreachable(f"{ws_url} closed the connection during the handshake")
         client = cls(transport, listener)
         try:
             async with asyncio.timeout(timeout):

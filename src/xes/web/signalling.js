@@ -27,8 +27,8 @@ export const SignallingState = Object.freeze({
 // [0.5, 1] so that clients cut off together (a server restart) do not come back in lockstep.
 const FIRST_RETRY_MS = 500;
 // While the server may still hold our session, try often enough to land inside its grace
-// (20 s by default); without one, back off further.
-const MAX_RETRY_RESUMABLE_MS = 4000;
+// (20 s by default) and to be back soon after the network is; without one, back off further.
+const MAX_RETRY_RESUMABLE_MS = 2000;
 const MAX_RETRY_MS = 15000;
 // A socket that neither opens nor greets within this is given up and tried again: a network that
 // silently drops packets would otherwise keep one attempt pending for minutes.
