@@ -65,7 +65,7 @@ def snapshot(core: Signalling) -> Any:
     rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
                    sorted(r.banned_key_digests)) for rid, r in core.rooms.items()}
     clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
-                     c.queued is not None, sorted(c.avoid), c.token, c.detached_at, c.expires_at)
+                     c.queued is not None, sorted(c.avoid), c.token_digest, c.detached_at, c.expires_at)
                for cid, c in core.clients.items()}
     return copy.deepcopy((rooms, clients, len(core.queue)))
 

@@ -76,7 +76,7 @@ def apply(core: Signalling, peer: str, fact: Any, now: Now) -> None:
         client = core.clients.get(peer)
         if client is not None and client.detached_at is not None:
             core.connect(RESUMER, TOKEN)
-            core.resume(RESUMER, m.Resume(peer=peer, token=client.token, last_seq=0), TOKEN, now)
+            core.resume(RESUMER, m.Resume(peer=peer, token=TOKEN, last_seq=0), TOKEN, now)
     elif peer in core.clients:
         password = None
         if isinstance(fact, m.Join) and fact.password is not None:
