@@ -508,8 +508,9 @@ class Peer:
         logger.info("! the session was gone; continuing as %s", hello.peer)
         self._emit(Reconnected(hello.peer))
         if room is not None and not room.match and self._last_join is not None:
-            # Enter the same room again, as a newcomer: the `joined` comes through _dispatch.
-            self._send(self._last_join)
+            # Enter the same room again, as a newcomer: the `joined` comes through _dispatch. With
+            # the host key we hold now, so a host gets its role back after a crash.
+            self._send(msgspec.structs.replace(self._last_join, host_key=self._host_keys.get(room.id)))
 
     async def _dispatch(self, message: Incoming) -> None:
         # One case per server message: a new one in the protocol fails the type check here.
