@@ -159,6 +159,7 @@ async def test_sigterm_then_restart_every_client_resumes_where_it_was(
         assert await closed_with(client) == 1012
     assert await asyncio.to_thread(before.process.wait, 30) == 0
     took = time.monotonic() - asked
+    print(f"SIGTERM to exit: {took:.2f} s")
     assert took <= STOP_BOUND_SECONDS, f"xes serve took {took:.1f} s to stop"
     snapshot = data_dir / "snapshot.json"
     assert stat.S_IMODE(snapshot.stat().st_mode) == 0o600
