@@ -221,6 +221,14 @@ def test_a_match_keeps_its_room_while_one_side_is_away() -> None:
     assert core.clients[pid(2)].room is match_room
 
 
+@pytest.mark.parametrize("settings", [{"resume_grace_seconds": 0.0},
+                                      {"resume_grace_seconds": 30.0, "resume_cap_seconds": 20.0},
+                                      {"replay_bytes": 1000}, {"replay_messages": 0}])
+def test_session_limits_that_make_no_sense_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        make_core(**settings)
+
+
 # ------------------------------------------------------------------ the outbox
 
 
