@@ -39,7 +39,10 @@ export class FakeWebSocket extends EventTarget {
   open(peer, extra = {}) {
     this.readyState = OPEN;
     this.dispatchEvent(new Event('open'));
-    this.serverSends({ type: 'hello', protocol: 1, peer, limits: { max_peers: 8 }, ...extra });
+    this.serverSends({
+      type: 'hello', protocol: 2, peer, resume: 'TokenTokenTokenToken00', limits: { max_peers: 8 },
+      ...extra,
+    });
   }
 
   serverSends(message) {
