@@ -152,7 +152,7 @@ def test_the_replay_is_what_came_after_last_seq_and_a_gap_is_stale() -> None:
     assert b'"last_seq":3' in mine[0]
     # A client claiming a seq never sent, or one older than what is kept, cannot resume.
     core.detach(pid(3), later(2))
-    outbox.frames.popleft()
+    del outbox.frames[0]
     for last_seq in (0, 4):
         with pytest.raises(StaleSession):
             resume(core, pid(3), token=ROTATED, last_seq=last_seq)
@@ -219,6 +219,14 @@ def test_a_match_keeps_its_room_while_one_side_is_away() -> None:
     assert to(core.detach(pid(2), NOW), pid(1)) == [{"type": "peer-away", "peer": pid(2)}]
     assert types(resume(core, pid(2)), pid(1)) == ["peer-back"]
     assert core.clients[pid(2)].room is match_room
+
+
+@pytest.mark.parametrize("settings", [{"resume_grace_seconds": 0.0},
+                                      {"resume_grace_seconds": 30.0, "resume_cap_seconds": 20.0},
+                                      {"replay_bytes": 1000}, {"replay_messages": 0}])
+def test_session_limits_that_make_no_sense_are_refused(settings: dict[str, Any]) -> None:
+    with pytest.raises(ValueError):
+        make_core(**settings)
 
 
 # ------------------------------------------------------------------ the outbox

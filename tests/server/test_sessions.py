@@ -378,3 +378,9 @@ async def test_messages_lost_in_flight_on_a_silently_dead_socket_are_replayed(
     await back.silent()
     for member in (ada, bob):  # it was never even away for them
         await member.silent()
+
+
+def test_serve_refuses_a_grace_longer_than_its_cap() -> None:
+    """The other nonsensical limits: tests/core/test_sessions.py (CoreSettings refuses them)."""
+    with pytest.raises(RuntimeError, match="xes serve: the resume grace must be positive"):
+        launch_xes_server(["--resume-grace", "30", "--resume-cap", "20"])
