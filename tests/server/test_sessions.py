@@ -360,3 +360,21 @@ async def test_resume_tokens_are_never_logged_even_with_debug(
     assert re.search(r"resume .* \(token not logged\)", log), "the resume was logged, redacted"
     for token in (ada.token, bob.token, cy.token, back.token, resumed["resume"]):
         assert token not in log
+
+
+async def test_messages_lost_in_flight_on_a_silently_dead_socket_are_replayed(
+        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+    """A black hole: the server still writes to Cy's socket and hears no error, but nothing
+    arrives. Cy reconnects before the heartbeat notices; what was lost is replayed, once."""
+    ada, bob, cy = trio
+    proxy.cut("blackhole")
+    for n in range(2):
+        await ada.send({"type": "signal", "to": cy.peer, "data": {"lost": n}})
+    await asyncio.sleep(0.3)
+    back, resumed = await cy.resume(server.ws_url)
+    assert resumed["type"] == "resumed" and resumed["last_seq"] == cy.last_seq + 2
+    for n in range(2):
+        assert (await back.expect("signal"))["data"] == {"lost": n}
+    await back.silent()
+    for member in (ada, bob):  # it was never even away for them
+        await member.silent()

@@ -58,7 +58,21 @@ class Outbox:
         self.seq += 1
         frames = self.frames
         frames.append(frame)
-        self.size += len(frame)
+        size = self.size + len(frame)
+        if size > self.max_bytes or len(frames) > self.max_frames:
+            if self.held_from is not None:
+                self.size = size
+                return self._trim()
+            # Attached and full (the relay's steady state): drop the oldest, inline.
+            size -= len(frames.popleft())
+            if size > self.max_bytes:  # a big frame pushed out more than one
+                self.size = size
+                return self._trim()
+        self.size = size
+        return True
+
+    def _trim(self) -> bool:
+        frames = self.frames
         while len(frames) > self.max_frames or self.size > self.max_bytes:
             if self.held_from is not None and self.seq - len(frames) + 1 >= self.held_from:
                 return False

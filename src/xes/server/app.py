@@ -383,7 +383,7 @@ class XesServer:
                 # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte, and
                 # the recipient's next `seq` appended (see messages.with_seq).
                 relayed = b"".join((connection.signal_head, message.data, b',"seq":',
-                                    str(outbox.seq + 1).encode(), b"}"))
+                                    b"%d" % (outbox.seq + 1), b"}"))
                 # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
                 if not relayed.isascii():
