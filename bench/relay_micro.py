@@ -86,6 +86,24 @@ def memory_per_connection(count: int) -> float:
     return grown / count
 
 
+def memory_per_joined_connection(count: int) -> float:
+    """Bytes of Python objects per idle connection in a room of two (as bench.py's idle clients):
+    hello, `joined` and `peer-joined` sent, and kept for replay."""
+    server = XesServer(ServerSettings(port=0))
+    gc.collect()
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    conns = []
+    for n in range(count):
+        conn = connection(server)
+        server.receive(conn, json.dumps({"type": "join", "room": f"{n // 2:022d}", "name": "M"}).encode())
+        conns.append(conn)
+    gc.collect()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    return sum(stat.size_diff for stat in after.compare_to(before, "filename")) / count
+
+
 def memory_per_detached_session(count: int, signals: int) -> float:
     """Bytes per session detached in a room, having been sent ``signals`` candidate-sized
     signals (kept in its replay buffer), beyond what it cost while attached and empty."""
@@ -131,6 +149,7 @@ def main() -> int:
         print(f"receive(signal, {label}): best {min(runs):.0f} ns, median "
               f"{statistics.median(runs):.0f} ns per message")
     print(f"idle connection: {memory_per_connection(2000) / 1024:.2f} KiB of Python objects")
+    print(f"idle connection in a room of two: {memory_per_joined_connection(2000) / 1024:.2f} KiB")
     if not hasattr(XesServer(ServerSettings(port=0)).core, "detach"):
         return 0  # a server from before sessions
     for signals in (0, 20, 256):

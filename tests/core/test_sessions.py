@@ -152,7 +152,7 @@ def test_the_replay_is_what_came_after_last_seq_and_a_gap_is_stale() -> None:
     assert b'"last_seq":3' in mine[0]
     # A client claiming a seq never sent, or one older than what is kept, cannot resume.
     core.detach(pid(3), later(2))
-    outbox.frames.popleft()
+    del outbox.frames[0]
     for last_seq in (0, 4):
         with pytest.raises(StaleSession):
             resume(core, pid(3), token=ROTATED, last_seq=last_seq)

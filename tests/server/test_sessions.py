@@ -378,3 +378,10 @@ async def test_messages_lost_in_flight_on_a_silently_dead_socket_are_replayed(
     await back.silent()
     for member in (ada, bob):  # it was never even away for them
         await member.silent()
+
+
+@pytest.mark.parametrize("args", [["--resume-grace", "0"], ["--resume-grace", "30", "--resume-cap", "20"],
+                                  ["--replay-bytes", "1000"], ["--replay-messages", "0"]])
+def test_serve_refuses_session_limits_that_make_no_sense(args: list[str]) -> None:
+    with pytest.raises(RuntimeError, match="xes serve: the re"):
+        launch_xes_server(args)

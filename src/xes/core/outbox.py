@@ -13,12 +13,13 @@ Rules:
   drop out. While detached (:meth:`hold`), a frame produced since the detach is never dropped:
   :meth:`keep` says False when one would have to be, and the core ends the session.
 
-Plain values only (ints and a deque of bytes), so a snapshot of the server's state can copy them.
+Plain values only (ints and a list of bytes), so a snapshot of the server's state can copy them.
+A list, not a deque: an idle session holds one or two frames, and an empty deque costs ~600
+bytes where a short list costs ~90 (measured per idle connection); dropping the oldest of 256
+pointers is one short memmove.
 """
 
 from __future__ import annotations
-
-from collections import deque
 
 from ..protocol.messages import with_seq
 
@@ -32,7 +33,7 @@ class Outbox:
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.seq = 0                       # the last seq assigned
-        self.frames: deque[bytes] = deque()  # frames first_seq .. seq, oldest first
+        self.frames: list[bytes] = []      # frames first_seq .. seq, oldest first
         self.size = 0                      # their bytes
         self.held_from: int | None = None  # while detached: the first seq produced since
         self.max_frames = max_frames
@@ -64,7 +65,7 @@ class Outbox:
                 self.size = size
                 return self._trim()
             # Attached and full (the relay's steady state): drop the oldest, inline.
-            size -= len(frames.popleft())
+            size -= len(frames.pop(0))
             if size > self.max_bytes:  # a big frame pushed out more than one
                 self.size = size
                 return self._trim()
@@ -76,7 +77,7 @@ class Outbox:
         while len(frames) > self.max_frames or self.size > self.max_bytes:
             if self.held_from is not None and self.seq - len(frames) + 1 >= self.held_from:
                 return False
-            self.size -= len(frames.popleft())
+            self.size -= len(frames.pop(0))
         return True
 
     def hold(self) -> None:
@@ -93,4 +94,4 @@ class Outbox:
         if last_seq > self.seq or last_seq + 1 < self.first_seq:
             return None
         skip = last_seq + 1 - self.first_seq
-        return list(self.frames)[skip:]
+        return self.frames[skip:]
