@@ -20,7 +20,7 @@ import pytest
 from playwright.sync_api import Browser, Page, Playwright, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
-from tests.browser.test_match import ask_for_someone
+from tests.browser.test_match import ask_for_someone, record_frames
 from tests.conftest import XesServerProcess, launch_xes_server
 from tests.support.browser import (
     launch_chromium,
@@ -31,7 +31,7 @@ from tests.support.browser import (
 )
 from tests.support.tcpproxy import TcpProxy
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
 
 TONES = {"Ada": 440.0, "Bob": 660.0, "Cy": 990.0}
 CUT_SECONDS = 10.0
@@ -73,6 +73,11 @@ _WATCH_JS = """
       }
     }
   }).observe(list, {childList: true});
+  window.__xesNotices = [];
+  const notice = document.getElementById('connection-notice');
+  new MutationObserver(() => {
+    if (notice.textContent) window.__xesNotices.push(notice.textContent);
+  }).observe(notice, {childList: true, subtree: true, characterData: true});
 }
 """
 
@@ -203,9 +208,6 @@ def cut_for_a_while(proxy: TcpProxy, pages: dict[str, Page], cut_page: str) -> C
     began = time.time()
     proxy.refuse = True  # first, so that no reconnection slips in after the cut
     assert proxy.cut() >= 1, "the page had no connection through the proxy to cut"
-    notice = page.get_by_role("alert")
-    expect(notice).to_contain_text(RESTORING, timeout=CUT_SECONDS * 800)
-    expect(notice).to_have_attribute("aria-live", "polite")
     time.sleep(max(0.0, began + CUT_SECONDS / 2 - time.time()))
     during = audio_counters(pages)
     time.sleep(max(0.0, began + CUT_SECONDS - time.time()))
@@ -214,6 +216,13 @@ def cut_for_a_while(proxy: TcpProxy, pages: dict[str, Page], cut_page: str) -> C
     page.wait_for_function("() => window.xes.signallingState === 'open'", polling=50,
                            timeout=CONNECT_TIMEOUT_MS)
     resumed_after = time.time() - restored_at
+    # While it was cut, the page said so politely; and says nothing once back. (Recorded by an
+    # observer rather than awaited, so that a page slow to draw under load does not matter.)
+    notices = page.evaluate("window.__xesNotices")
+    assert any(notice.startswith(RESTORING) for notice in notices), notices
+    notice = page.locator("#connection-notice")
+    expect(notice).to_have_attribute("role", "alert")
+    expect(notice).to_have_attribute("aria-live", "polite")
     expect(page.get_by_text(RESTORING)).to_have_count(0)
     return Cut(began, resumed_after, before, during)
 
@@ -266,6 +275,7 @@ def test_three_in_a_room_one_socket_cut_for_10_s_nobody_notices(
     server: XesServerProcess, proxy: TcpProxy, person: Any
 ) -> None:
     pages = {name: person(tone) for name, tone in TONES.items()}
+    sent_by_bob, _ = record_frames(pages["Bob"])
     via_proxy = Origin(f"http://127.0.0.1:{proxy.port}")
     room_url = open_new_room(pages["Ada"], via_proxy)
     join(pages["Ada"], room_url, "Ada")
@@ -282,6 +292,8 @@ def test_three_in_a_room_one_socket_cut_for_10_s_nobody_notices(
     lost = check_call_went_on(pages, ids, cut)
     for name in ("Bob", "Cy"):
         expect(pages[name].get_by_role("alert")).to_have_count(0)
+    # Bob still received Ada's audio while she was away, and said so (getStats-based).
+    assert {"type": "hearing", "peer": ids["Ada"]} in sent_by_bob
     print(f"room: resumed {cut.resumed_after:.2f} s after the cut ended; "
           f"at most {lost:.0f} ms of audio lost")
 

@@ -32,7 +32,7 @@ const MAX_RETRY_RESUMABLE_MS = 2000;
 const MAX_RETRY_MS = 15000;
 // A socket that neither opens nor greets within this is given up and tried again: a network that
 // silently drops packets would otherwise keep one attempt pending for minutes.
-const HANDSHAKE_TIMEOUT_MS = 8000;
+const HANDSHAKE_TIMEOUT_MS = 15000;
 // Client messages held while the socket is down and our session may resume (e.g. an ICE
 // candidate a link trickles meanwhile), sent once it has; dropped if it cannot resume.
 const MAX_HELD_MESSAGES = 256;
