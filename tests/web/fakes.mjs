@@ -35,11 +35,14 @@ export class FakeWebSocket extends EventTarget {
     this.drop(1000);
   }
 
-  /** The server accepts: open, then `hello` as the real server sends it first. */
+  /** The server accepts: open, then `hello` as the real server sends it first (its resume
+   * token is the peer id spelt backwards: distinct, and easy to check). */
   open(peer, extra = {}) {
     this.readyState = OPEN;
     this.dispatchEvent(new Event('open'));
-    this.serverSends({ type: 'hello', protocol: 1, peer, limits: { max_peers: 8 }, ...extra });
+    this.serverSends({
+      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), limits: { max_peers: 8 }, ...extra,
+    });
   }
 
   serverSends(message) {
@@ -60,6 +63,11 @@ export class FakeWebSocket extends EventTarget {
   sentOf(type) {
     return this.sent.filter((message) => message.type === type);
   }
+}
+
+/** The resume token FakeWebSocket's `hello` gives `peer`. */
+export function tokenOf(peer) {
+  return [...peer].reverse().join('').replace(/^./, 'T');
 }
 
 export class FakeTrack {

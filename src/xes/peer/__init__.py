@@ -43,6 +43,9 @@ from xes.peer.events import (
     PeerJoined,
     PeerLeft,
     Queued,
+    Reconnected,
+    Reconnecting,
+    Resumed,
     RoomLeft,
     RulesChanged,
     ServerError,
@@ -88,5 +91,8 @@ __all__ = [
     "Knocked",
     "RoomLeft",
     "ServerError",
+    "Reconnecting",
+    "Resumed",
+    "Reconnected",
     "Disconnected",
 ]

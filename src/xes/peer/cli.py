@@ -303,9 +303,23 @@ class _Session:
         elif isinstance(event, ev.Knocked):
             self.say(f"{event.name} ({event.peer_id}) is waiting in the lobby")
         elif isinstance(event, ev.RoomLeft):
-            if event.reason != "left":
+            if event.reason == "disconnected":
+                # The server's grace ran out before we were back: a room is joined again by
+                # the peer itself; a stranger is gone, so `xes match` looks for someone new.
+                if self.command == "match":
+                    self.say("the server lost this session while we were away; the call ended")
+                    self.partner_gone.set()
+                else:
+                    self.say("the server lost this session while we were away; joining again")
+            elif event.reason != "left":
                 self.say(f"you were {event.reason} from the room")
                 self.stop.set()
+        elif isinstance(event, ev.Reconnecting):
+            self.say(f"lost the server ({event.error}); reconnecting, the call goes on")
+        elif isinstance(event, ev.Resumed):
+            self.say(f"reconnected: the session goes on as {event.peer_id}")
+        elif isinstance(event, ev.Reconnected):
+            self.say(f"reconnected as {event.peer_id} (a new session)")
         elif isinstance(event, ev.ServerError):
             self.say(f"server refused {event.ref}: {event.message} ({event.code})")
         elif isinstance(event, ev.Disconnected):

@@ -20,6 +20,24 @@ const STORAGE_KEYS = Object.freeze({
 });
 // Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
 const VOLUMES_KEY = 'xes.volumes';
+// Per room, the secret proving this tab is the host after a server restart: this tab only.
+const HOST_KEY_PREFIX = 'xes.hostKey.';
+const hostKeys = {
+  get(room) {
+    try {
+      return sessionStorage.getItem(HOST_KEY_PREFIX + room);
+    } catch {
+      return null; // storage disabled: after a crash the room waits for its host, then moves on
+    }
+  },
+  set(room, key) {
+    try {
+      sessionStorage.setItem(HOST_KEY_PREFIX + room, key);
+    } catch {
+      // see get()
+    }
+  },
+};
 
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
@@ -98,6 +116,7 @@ const call = new Call({
   signalling,
   roomId: route.roomId,
   browserKey,
+  hostKeys,
   preferences: {
     relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
     allowDirect: load(STORAGE_KEYS.allowDirect) === 'true',
@@ -133,6 +152,18 @@ function renderAlerts() {
     close.addEventListener('click', () => call.clearAlert(key));
     item.append(close);
     container.append(item);
+  }
+}
+
+/** The signalling connection's state, in its own polite live region (index.html). */
+function renderConnectionNotice() {
+  const notice = $('connection-notice');
+  if (notice.textContent === call.connectionNotice) return;
+  notice.replaceChildren();
+  if (call.connectionNotice) {
+    const item = element('div', 'alert alert--info');
+    item.append(element('p', 'alert__text', call.connectionNotice));
+    notice.append(item);
   }
 }
 
@@ -398,6 +429,7 @@ async function startMatch(event) {
 
 function render() {
   const inCall = call.inCall;
+  renderConnectionNotice();
   const callSection = $('call');
   callSection.hidden = !inCall;
   $('mute').setAttribute('aria-pressed', String(call.muted));
