@@ -13,6 +13,7 @@ import {
   openMicrophone, setMuted, stopStream,
 } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
+import { RoomVerification } from './verify.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
@@ -133,6 +134,9 @@ const call = {
   renderedRules: null, // the rules object the host's settings form last showed
   confirmingBan: null, // peer id whose "Ban" was pressed once: a ban cannot be undone
   awaitingSocket: false,
+  verification: null, // RoomVerification while in a call (safety codes)
+  verifyOpen: false, // "Verify" pressed: the safety code is shown
+  linkCodesOpen: false,
 };
 
 const signalling = new Signalling(signallingUrl(location));
@@ -271,6 +275,7 @@ function sendJoin() {
 
 /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
 function leaveCall({ keepMicrophone = false } = {}) {
+  stopVerification();
   if (call.mesh) call.mesh.closeAll();
   call.mesh = null;
   linkStats.stop();
@@ -599,6 +604,7 @@ function onJoined(message) {
   }
   call.mesh = new Mesh({ configuration, localStream: call.localStream });
   wireMesh(call.mesh);
+  startVerification();
   for (const peer of message.peers) {
     call.peers.set(peer.id, newPeer(peer));
     call.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
@@ -758,6 +764,64 @@ linkStats.addEventListener('update', ({ detail }) => {
   render();
 });
 
+// --- safety codes (verify.js) ---------------------------------------------------------------------
+
+function startVerification() {
+  call.verification = new RoomVerification({
+    selfId: call.me.id,
+    mesh: call.mesh,
+    nameOf: (peerId) => call.peers.get(peerId)?.name ?? 'someone',
+  });
+  call.verification.addEventListener('change', renderVerification);
+  // A mismatch the client found itself is an alert, never only a log line.
+  call.verification.addEventListener('alert', ({ detail }) => showAlert(`verify-${detail.key}`, detail.text));
+}
+
+function stopVerification() {
+  if (call.verification) call.verification.detach();
+  call.verification = null;
+  for (const key of [...alerts.keys()]) if (key.startsWith('verify-')) clearAlert(key);
+}
+
+function setUpVerify() {
+  $('verify').addEventListener('click', () => {
+    call.verifyOpen = !call.verifyOpen;
+    renderVerification();
+  });
+  $('verify-links').addEventListener('click', () => {
+    call.linkCodesOpen = !call.linkCodesOpen;
+    renderVerification();
+  });
+}
+
+function renderVerification() {
+  const open = call.verifyOpen && call.phase === 'joined';
+  $('verify').setAttribute('aria-expanded', String(open));
+  $('verify').classList.toggle('is-active', open);
+  $('verify-panel').hidden = !open;
+  if (!open) return;
+  const summary = call.verification ? call.verification.summary() : null;
+  const roomText = summary?.words ? summary.words.join(' ')
+    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
+  $('verify-links').setAttribute('aria-expanded', String(call.linkCodesOpen));
+  $('verify-links').textContent = call.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  const list = $('link-codes');
+  list.hidden = !call.linkCodesOpen;
+  const items = [...call.peers.values()].map((peer) => {
+    const link = summary?.links.get(peer.id);
+    const text = link?.state === 'verified' ? link.words.join(' ')
+      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
+    const item = element('li', '', `With ${peer.name}: `);
+    item.dataset.peer = peer.id;
+    item.append(element('strong', 'verify__link-code', text));
+    return item;
+  });
+  const same = items.length === list.children.length &&
+    items.every((item, i) => list.children[i].textContent === item.textContent);
+  if (!same) list.replaceChildren(...items);
+}
+
 // --- signalling connection -----------------------------------------------------------------------
 
 signalling.addEventListener('message', onServerMessage);
@@ -875,6 +939,7 @@ function render() {
   renderParticipants();
   renderKnocks();
   renderSettings();
+  renderVerification();
 }
 
 function renderRoomView(inCall) {
@@ -1224,6 +1289,7 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
@@ -1250,6 +1316,18 @@ window.xes = Object.freeze({
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
   // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
   heardStreams: () => volumes.heardStreams(),
+  // The safety codes as the page computed them: {room: words|null, links: {peer id: {state, words}}}.
+  verification: () => {
+    const summary = call.verification ? call.verification.summary() : null;
+    if (!summary) return null;
+    return {
+      room: summary.words ? [...summary.words] : null,
+      contradictions: summary.contradictions.map((pair) => [...pair]),
+      links: Object.fromEntries([...summary.links].map(([id, link]) => [id, {
+        state: link.state, words: link.words ? [...link.words] : null, problem: link.problem,
+      }])),
+    };
+  },
 });
 
 start();
