@@ -117,25 +117,55 @@ export function codeWords(digest) {
   return words;
 }
 
+/** How long to wait for getStats to report the certificates once the data channel is open. */
+export const FINGERPRINT_WAIT_MS = 10_000;
+const FINGERPRINT_POLL_MS = 100;
+
 /**
- * Both certificate fingerprints of a connection, from getStats.
+ * Both certificate fingerprints of a connection, from getStats. Chromium may open the data
+ * channel a moment before its stats name the remote certificate, so this asks again until
+ * FINGERPRINT_WAIT_MS have passed.
  * @param {RTCPeerConnection} pc
- * @returns {Promise<{local: string, remote: string}|null>} null when not (yet) reported
+ * @returns {Promise<{local: string, remote: string}|null>} null when never reported
  */
 export async function certificateFingerprints(pc) {
+  const deadline = performance.now() + FINGERPRINT_WAIT_MS;
+  for (;;) {
+    const pair = await reportedFingerprints(pc);
+    if (pair !== null || performance.now() > deadline || pc.connectionState === 'closed') return pair;
+    await new Promise((resolve) => setTimeout(resolve, FINGERPRINT_POLL_MS));
+  }
+}
+
+/**
+ * Ours from the transport's `localCertificateId`; theirs from `remoteCertificateId`, or, while
+ * Chromium's stats do not name it yet (seen with aiortc peers: the channel is open, the stats
+ * lag), from the certificate the DTLS transport itself holds (getRemoteCertificates, DER),
+ * hashed here. Both are the certificates of the handshake, never the SDP's fingerprint lines.
+ * @param {RTCPeerConnection} pc
+ * @returns {Promise<{local: string, remote: string}|null>}
+ */
+async function reportedFingerprints(pc) {
   const stats = await pc.getStats();
   for (const report of stats.values()) {
-    if (report.type !== 'transport' || !report.localCertificateId || !report.remoteCertificateId) continue;
+    if (report.type !== 'transport' || !report.localCertificateId) continue;
     const local = stats.get(report.localCertificateId);
-    const remote = stats.get(report.remoteCertificateId);
-    if (!local || !remote) continue;
-    const pair = {
-      local: normalizeFingerprint(local.fingerprintAlgorithm, local.fingerprint),
-      remote: normalizeFingerprint(remote.fingerprintAlgorithm, remote.fingerprint),
-    };
-    if (pair.local && pair.remote) return pair;
+    const remote = report.remoteCertificateId ? stats.get(report.remoteCertificateId) : undefined;
+    const localFingerprint = local ? normalizeFingerprint(local.fingerprintAlgorithm, local.fingerprint) : null;
+    const remoteFingerprint = remote ? normalizeFingerprint(remote.fingerprintAlgorithm, remote.fingerprint)
+      : await transportRemoteFingerprint(pc);
+    if (localFingerprint && remoteFingerprint) return { local: localFingerprint, remote: remoteFingerprint };
   }
   return null;
+}
+
+/** @param {RTCPeerConnection} pc @returns {Promise<string|null>} */
+async function transportRemoteFingerprint(pc) {
+  const certificates = pc.sctp?.transport?.getRemoteCertificates?.() ?? [];
+  if (certificates.length === 0) return null;
+  const digest = new Uint8Array(await crypto.subtle.digest('SHA-256', certificates[0]));
+  const hex = [...digest].map((byte) => byte.toString(16).padStart(2, '0').toUpperCase());
+  return normalizeFingerprint('sha-256', hex.join(':'));
 }
 
 /**
