@@ -801,8 +801,9 @@ function renderVerification() {
   $('verify-panel').hidden = !open;
   if (!open) return;
   const summary = call.verification ? call.verification.summary() : null;
-  const roomText = summary?.words ? summary.words.join(' ')
+  let roomText = summary?.words ? summary.words.join(' ')
     : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if (summary?.contradictions.length) roomText += ' (mismatch found: see the warning)';
   if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
   $('verify-links').setAttribute('aria-expanded', String(call.linkCodesOpen));
   $('verify-links').textContent = call.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
