@@ -124,15 +124,16 @@ class RoomVerifier:
         self.links[link.remote_id] = verification
         self._attest(only_to=link)
         self._send(link, verification.start())
-        self._after(link, verification)
+        self._after(link, verification, LinkState.WAITING)
 
     def received(self, link: Link, message: dict[str, object]) -> None:
         kind = message.get("type")
         if kind in ("commit", "reveal"):
             verification = self.links.get(link.remote_id)
             if verification is not None:
+                before = verification.state
                 self._send(link, verification.receive(message))
-                self._after(link, verification)
+                self._after(link, verification, before)
         elif kind == "attest":
             claims = parse_attestation(link.remote_id, message)
             if claims is not None:
@@ -145,12 +146,14 @@ class RoomVerifier:
         self._attest()
         self._update()
 
-    def _after(self, link: Link, verification: LinkVerification) -> None:
+    def _after(self, link: Link, verification: LinkVerification, before: LinkState) -> None:
+        if verification.state is before:
+            return
         if verification.state is LinkState.BROKEN and verification.problem is not None:
             self._alert(f"reveal:{link.remote_id}",
                         f"safety check failed with {self._name(link.remote_id)}: "
                         f"{verification.problem.value}")
-        if verification.state is not LinkState.WAITING:
+        if verification.state is LinkState.VERIFIED:
             self._attest()
         self._update()
 
