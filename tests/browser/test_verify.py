@@ -30,14 +30,16 @@ from tests.conftest import XesServerProcess, launch_xes_server
 from tests.peer.tones import write_tone
 from tests.support.browser import launch_chromium, oscillator_microphone_script
 
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
 
 VECTOR = json.loads(
     (Path(__file__).resolve().parents[1] / "support" / "verification_vector.json").read_text())
 NAMES = ("Ada", "Bob", "Cy")
 TONES = (440.0, 660.0, 990.0)
 PYTHON_TONE = 1300.0
-CODE_TIMEOUT_S = 60.0
+# Waits, does not measure: on 2 cores shared with other work (load average 40-90 seen) a page
+# can take over a minute to process its links; an idle machine needs a few seconds.
+CODE_TIMEOUT_S = 120.0
 
 # Before the page's scripts: keep a copy of every data channel message the page sends or
 # receives, so the test knows the nonces, commitments and digests that must never reach the
