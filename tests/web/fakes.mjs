@@ -110,6 +110,26 @@ const SDP = (type) => [
   'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
 ].join('\r\n');
 
+/** An RTCDataChannel that keeps what is sent; `open()` opens it. */
+export class FakeDataChannel extends EventTarget {
+  constructor(label, init) {
+    super();
+    this.label = label;
+    this.init = init;
+    this.readyState = 'connecting';
+    this.sent = [];
+  }
+
+  send(data) {
+    this.sent.push(data);
+  }
+
+  open() {
+    this.readyState = 'open';
+    this.dispatchEvent(new Event('open'));
+  }
+}
+
 /**
  * An RTCPeerConnection with the signalling state machine of the spec's offer/answer and no
  * network: `connect()` makes it "connected", `fail()` makes it "failed".
@@ -130,6 +150,7 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.transceivers = [];
     this.candidates = [];
     this.restarts = 0;
+    this.channels = [];
     FakeRTCPeerConnection.made.push(this);
   }
 
@@ -141,6 +162,13 @@ export class FakeRTCPeerConnection extends EventTarget {
       queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
     }
     return sender;
+  }
+
+  /** The link's negotiated data channel; `open()` on it fires its `open` event. */
+  createDataChannel(label, init) {
+    const channel = new FakeDataChannel(label, init);
+    this.channels.push(channel);
+    return channel;
   }
 
   addTransceiver(kind, init) {

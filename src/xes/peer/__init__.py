@@ -48,6 +48,8 @@ from xes.peer.events import (
     Resumed,
     RoomLeft,
     RulesChanged,
+    SafetyAlert,
+    SafetyCodeChanged,
     ServerError,
     WaitingInLobby,
 )
@@ -95,4 +97,6 @@ __all__ = [
     "Resumed",
     "Reconnected",
     "Disconnected",
+    "SafetyCodeChanged",
+    "SafetyAlert",
 ]

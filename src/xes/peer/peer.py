@@ -58,11 +58,14 @@ from xes.peer.events import (
     Resumed,
     RoomLeft,
     RulesChanged,
+    SafetyAlert,
+    SafetyCodeChanged,
     ServerError,
     WaitingInLobby,
 )
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
 from xes.peer.signalling import Incoming, SignallingClient
+from xes.peer.verify import RoomVerifier
 from xes.protocol import messages as m
 from xes.protocol.codes import CloseCode, ErrorCode
 
@@ -206,6 +209,7 @@ class Peer:
         self._ice_refresher: asyncio.Task[None] | None = None
         self._waiting_room: asyncio.Future[Room] | None = None
         self._waiting_left: asyncio.Future[None] | None = None
+        self._verifier: RoomVerifier | None = None
         self._closed = False
         # The session (docs/protocol.md, "Sessions"): our id, which a resume keeps; the resume
         # token, a secret kept only here and never logged; the last `seq` handled.
@@ -265,6 +269,19 @@ class Peer:
         if self._audio is not None:
             self._audio.stop()
         self._events.put_nowait(None)
+
+    # -- safety codes (docs/verification.md) ---------------------------------------------------
+
+    @property
+    def safety_code(self) -> tuple[str, ...] | None:
+        """The room's safety code (words), the same on every member's screen when nobody is in
+        the middle; None until every link of every member is checked and attested."""
+        return self._verifier.room_code if self._verifier is not None else None
+
+    def link_code(self, member: RemotePeer | str) -> tuple[str, ...] | None:
+        """The safety code of our link to `member` (the same on its screen), or None yet."""
+        peer_id = member if isinstance(member, str) else member.id
+        return self._verifier.link_code(peer_id) if self._verifier is not None else None
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -576,6 +593,17 @@ class Peer:
             match=message.match,
         )
         self.room = room
+        self._verifier = RoomVerifier(
+            message.you,
+            members=lambda: {
+                peer_id: member.link for peer_id, member in self.members.items()
+                if member.link is not None
+            },
+            on_change=lambda: self._emit(SafetyCodeChanged(self.safety_code)),
+            on_alert=lambda _key, text: self._emit(SafetyAlert(text)),
+            name_of=lambda peer_id: (
+                self.members[peer_id].name if peer_id in self.members else peer_id),
+        )
         for info in message.peers:
             member = self._add_member(info)
             room.peers.append(member)
@@ -599,6 +627,8 @@ class Peer:
         member = self.members.pop(peer_id, None)
         if member is None:
             return
+        if self._verifier is not None:
+            self._verifier.removed(peer_id)
         if member.link is not None:
             await member.link.close()
         await member.audio.close()
@@ -665,9 +695,21 @@ class Peer:
             source=source,
             allow_loopback=self.allow_loopback,
             connect_timeout=self.connect_timeout,
+            on_channel_open=self._channel_opened,
+            on_data=self._data_received,
         )
         self.members[peer_id] = member
         return member
+
+    def _channel_opened(self, link: Link) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.channel_opened(link)
+
+    def _data_received(self, link: Link, message: dict[str, object]) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.received(link, message)
 
     def _send_signal(self, peer_id: str, data: m.SignalData) -> None:
         if peer_id not in self.members:
@@ -676,6 +718,7 @@ class Peer:
             self._send(m.signal_to(peer_id, data))
 
     async def _close_links(self) -> None:
+        self._verifier = None
         members, self.members = list(self.members.values()), {}
         for member in members:
             if member.link is not None:

@@ -14,6 +14,7 @@ import { LINK_FAILURE } from './negotiation.js';
 import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats } from './stats.js';
 import { HearingReporter } from './hearing.js';
+import { RoomVerification } from './verify.js';
 
 /**
  * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
@@ -103,6 +104,8 @@ export class Call extends EventTarget {
     this.talkHeld = new Set();
     /** @type {Mesh|null} */
     this.mesh = null;
+    /** @type {RoomVerification|null} the safety codes while in a call (verify.js) */
+    this.verification = null;
     this.refreshTimer = null;
     /** @type {Map<string, string>} id -> name of who knocks, while we are host */
     this.knocks = new Map();
@@ -313,6 +316,7 @@ export class Call extends EventTarget {
 
   /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
   tearDown({ keepMicrophone = false } = {}) {
+    this.stopVerification();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.linkStats.stop();
@@ -496,6 +500,7 @@ export class Call extends EventTarget {
     }
     this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
     this.wireMesh(this.mesh);
+    this.startVerification();
     for (const peer of message.peers) {
       this.peers.set(peer.id, newPeer(peer));
       this.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
@@ -593,6 +598,25 @@ export class Call extends EventTarget {
   }
 
   // --- links ---------------------------------------------------------------------------------------
+
+  // --- safety codes (verify.js) -------------------------------------------------------------------
+
+  startVerification() {
+    this.verification = new RoomVerification({
+      selfId: this.me.id,
+      mesh: this.mesh,
+      nameOf: (peerId) => this.peers.get(peerId)?.name ?? 'someone',
+    });
+    this.verification.addEventListener('change', () => this.changed());
+    // A mismatch the client found itself is an alert, never only a log line.
+    this.verification.addEventListener('alert', ({ detail }) => this.showAlert(`verify-${detail.key}`, detail.text));
+  }
+
+  stopVerification() {
+    if (this.verification) this.verification.detach();
+    this.verification = null;
+    for (const key of [...this.alerts.keys()]) if (key.startsWith('verify-')) this.clearAlert(key);
+  }
 
   wireMesh(mesh) {
     mesh.addEventListener('signal', ({ detail }) => {

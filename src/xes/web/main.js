@@ -448,6 +448,7 @@ function render() {
   renderParticipants();
   renderKnocks();
   renderSettings();
+  renderVerification();
 }
 
 function renderRoomView(inCall) {
@@ -785,6 +786,50 @@ function setUpLandingView() {
   $('match-stop').addEventListener('click', () => call.stop());
 }
 
+// --- safety codes (the state is call.verification, verify.js) ------------------------------------
+
+const verifyView = { open: false, linkCodesOpen: false }; // "Verify" and "Show each link's code"
+
+function setUpVerify() {
+  $('verify').addEventListener('click', () => {
+    verifyView.open = !verifyView.open;
+    renderVerification();
+  });
+  $('verify-links').addEventListener('click', () => {
+    verifyView.linkCodesOpen = !verifyView.linkCodesOpen;
+    renderVerification();
+  });
+}
+
+function renderVerification() {
+  const open = verifyView.open && call.inCall;
+  $('verify').setAttribute('aria-expanded', String(open));
+  $('verify').classList.toggle('is-active', open);
+  $('verify-panel').hidden = !open;
+  if (!open) return;
+  const summary = call.verification ? call.verification.summary() : null;
+  let roomText = summary?.words ? summary.words.join(' ')
+    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if (summary?.contradictions.length) roomText += ' (mismatch found: see the warning)';
+  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
+  $('verify-links').setAttribute('aria-expanded', String(verifyView.linkCodesOpen));
+  $('verify-links').textContent = verifyView.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  const list = $('link-codes');
+  list.hidden = !verifyView.linkCodesOpen;
+  const items = [...call.peers.values()].map((peer) => {
+    const link = summary?.links.get(peer.id);
+    const text = link?.state === 'verified' ? link.words.join(' ')
+      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
+    const item = element('li', '', `With ${peer.name}: `);
+    item.dataset.peer = peer.id;
+    item.append(element('strong', 'verify__link-code', text));
+    return item;
+  });
+  const same = items.length === list.children.length &&
+    items.every((item, i) => list.children[i].textContent === item.textContent);
+  if (!same) list.replaceChildren(...items);
+}
+
 function start() {
   const sinks = element('div', 'sinks');
   sinks.id = 'sinks';
@@ -797,6 +842,7 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
@@ -823,6 +869,18 @@ window.xes = Object.freeze({
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
   // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
   heardStreams: () => volumes.heardStreams(),
+  // The safety codes as the page computed them: {room: words|null, links: {peer id: {state, words}}}.
+  verification: () => {
+    const summary = call.verification ? call.verification.summary() : null;
+    if (!summary) return null;
+    return {
+      room: summary.words ? [...summary.words] : null,
+      contradictions: summary.contradictions.map((pair) => [...pair]),
+      links: Object.fromEntries([...summary.links].map(([id, link]) => [id, {
+        state: link.state, words: link.words ? [...link.words] : null, problem: link.problem,
+      }])),
+    };
+  },
 });
 
 start();
