@@ -97,6 +97,39 @@ export class FakeMediaStream {
   }
 }
 
+/** A data channel that opens when the test says so; `sent` holds what the page sent. */
+export class FakeDataChannel extends EventTarget {
+  constructor(label, init) {
+    super();
+    this.label = label;
+    this.init = init;
+    this.readyState = 'connecting';
+    this.sent = [];
+  }
+
+  send(text) {
+    if (this.readyState !== 'open') throw new Error('send on a data channel that is not open');
+    this.sent.push(JSON.parse(text));
+  }
+
+  open() {
+    this.readyState = 'open';
+    this.dispatchEvent(new Event('open'));
+  }
+
+  /** The peer sends `message` (an object, sent as JSON like the real peer does). */
+  receive(message) {
+    const event = new Event('message');
+    event.data = typeof message === 'string' ? message : JSON.stringify(message);
+    this.dispatchEvent(event);
+  }
+
+  close() {
+    this.readyState = 'closed';
+    this.dispatchEvent(new Event('close'));
+  }
+}
+
 const SDP = (type) => [
   'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111',
   'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
@@ -122,6 +155,8 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.transceivers = [];
     this.candidates = [];
     this.restarts = 0;
+    /** @type {FakeDataChannel[]} */
+    this.channels = [];
     FakeRTCPeerConnection.made.push(this);
   }
 
@@ -133,6 +168,12 @@ export class FakeRTCPeerConnection extends EventTarget {
       queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
     }
     return sender;
+  }
+
+  createDataChannel(label, init) {
+    const channel = new FakeDataChannel(label, init);
+    this.channels.push(channel);
+    return channel;
   }
 
   addTransceiver(kind, init) {
@@ -174,6 +215,7 @@ export class FakeRTCPeerConnection extends EventTarget {
   close() {
     this.connectionState = 'closed';
     this.signalingState = 'closed';
+    for (const channel of this.channels) channel.close();
   }
 
   connect() {

@@ -308,6 +308,17 @@ class _Session:
                 self.stop.set()
         elif isinstance(event, ev.ServerError):
             self.say(f"server refused {event.ref}: {event.message} ({event.code})")
+        elif isinstance(event, ev.SafetyCodeChanged):
+            if event.words is None:
+                return
+            self.say(f"safety code: {' '.join(event.words)} "
+                     "(read it aloud; everyone should see the same words)")
+            for member in peer.members.values():
+                code = peer.link_code(member)
+                if code is not None:
+                    self.say(f"link code with {_who(member)}: {' '.join(code)}")
+        elif isinstance(event, ev.SafetyAlert):
+            self.say(f"WARNING: {event.text}; someone may be in the middle")
         elif isinstance(event, ev.Disconnected):
             if event.error is not None:
                 print(f"{self.command}: error: lost the server: {event.error}",

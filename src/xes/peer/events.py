@@ -31,6 +31,8 @@ __all__ = [
     "RoomLeft",
     "ServerError",
     "Disconnected",
+    "SafetyCodeChanged",
+    "SafetyAlert",
 ]
 
 
@@ -133,6 +135,22 @@ class Disconnected:
     error: ConnectionLost | None
 
 
+@dataclass(frozen=True)
+class SafetyCodeChanged:
+    """The room's safety code changed: `words` once every link of every member is attested by
+    both ends (read them aloud; everyone should see the same), None while links are checked."""
+
+    words: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SafetyAlert:
+    """The peer itself found that someone may be in the middle: a reveal that does not match its
+    commitment, or two members who see different keys for their link (docs/verification.md)."""
+
+    text: str
+
+
 Event = (
     Joined
     | Queued
@@ -147,5 +165,7 @@ Event = (
     | RoomLeft
     | ServerError
     | Disconnected
+    | SafetyCodeChanged
+    | SafetyAlert
 )
 """One of the events above."""

@@ -53,11 +53,14 @@ from xes.peer.events import (
     Queued,
     RoomLeft,
     RulesChanged,
+    SafetyAlert,
+    SafetyCodeChanged,
     ServerError,
     WaitingInLobby,
 )
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
 from xes.peer.signalling import Incoming, SignallingClient
+from xes.peer.verify import RoomVerifier
 from xes.protocol import messages as m
 from xes.protocol.codes import ErrorCode
 
@@ -180,6 +183,7 @@ class Peer:
         self._ice_refresher: asyncio.Task[None] | None = None
         self._waiting_room: asyncio.Future[Room] | None = None
         self._waiting_left: asyncio.Future[None] | None = None
+        self._verifier: RoomVerifier | None = None
         self._closed = False
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -227,6 +231,19 @@ class Peer:
         if self._audio is not None:
             self._audio.stop()
         self._events.put_nowait(None)
+
+    # -- safety codes (docs/verification.md) ---------------------------------------------------
+
+    @property
+    def safety_code(self) -> tuple[str, ...] | None:
+        """The room's safety code (words), the same on every member's screen when nobody is in
+        the middle; None until every link of every member is checked and attested."""
+        return self._verifier.room_code if self._verifier is not None else None
+
+    def link_code(self, member: RemotePeer | str) -> tuple[str, ...] | None:
+        """The safety code of our link to `member` (the same on its screen), or None yet."""
+        peer_id = member if isinstance(member, str) else member.id
+        return self._verifier.link_code(peer_id) if self._verifier is not None else None
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -427,6 +444,15 @@ class Peer:
             match=message.match,
         )
         self.room = room
+        self._verifier = RoomVerifier(
+            message.you,
+            members=lambda: {
+                peer_id: member.link for peer_id, member in self.members.items()
+                if member.link is not None
+            },
+            on_change=lambda: self._emit(SafetyCodeChanged(self.safety_code)),
+            on_alert=lambda _key, text: self._emit(SafetyAlert(text)),
+        )
         for info in message.peers:
             member = self._add_member(info)
             room.peers.append(member)
@@ -449,6 +475,8 @@ class Peer:
         member = self.members.pop(peer_id, None)
         if member is None:
             return
+        if self._verifier is not None:
+            self._verifier.removed(peer_id)
         if member.link is not None:
             await member.link.close()
         await member.audio.close()
@@ -491,9 +519,21 @@ class Peer:
             source=source,
             allow_loopback=self.allow_loopback,
             connect_timeout=self.connect_timeout,
+            on_channel_open=self._channel_opened,
+            on_data=self._data_received,
         )
         self.members[peer_id] = member
         return member
+
+    def _channel_opened(self, link: Link) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.channel_opened(link)
+
+    def _data_received(self, link: Link, message: dict[str, object]) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.received(link, message)
 
     def _send_signal(self, peer_id: str, data: m.SignalData) -> None:
         if peer_id not in self.members:
@@ -502,6 +542,7 @@ class Peer:
             self._send(m.signal_to(peer_id, data))
 
     async def _close_links(self) -> None:
+        self._verifier = None
         members, self.members = list(self.members.values()), {}
         for member in members:
             if member.link is not None:

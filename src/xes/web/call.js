@@ -13,6 +13,7 @@ import { Mesh } from './mesh.js';
 import { LINK_FAILURE } from './negotiation.js';
 import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats } from './stats.js';
+import { RoomVerification } from './verify.js';
 
 /**
  * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
@@ -95,6 +96,8 @@ export class Call extends EventTarget {
     this.talkHeld = new Set();
     /** @type {Mesh|null} */
     this.mesh = null;
+    /** @type {RoomVerification|null} the safety codes, while in a call */
+    this.verification = null;
     this.refreshTimer = null;
     /** @type {Map<string, string>} id -> name of who knocks, while we are host */
     this.knocks = new Map();
@@ -297,6 +300,7 @@ export class Call extends EventTarget {
 
   /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
   tearDown({ keepMicrophone = false } = {}) {
+    this.stopVerification();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.linkStats.stop();
@@ -461,6 +465,7 @@ export class Call extends EventTarget {
     }
     this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
     this.wireMesh(this.mesh);
+    this.startVerification();
     for (const peer of message.peers) {
       this.peers.set(peer.id, newPeer(peer));
       this.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
@@ -583,6 +588,23 @@ export class Call extends EventTarget {
       this.emit('linkremoved', { peerId: detail.peerId });
       this.clearAlert(`link-${detail.peerId}`);
     });
+  }
+
+  startVerification() {
+    this.verification = new RoomVerification({
+      selfId: this.me.id,
+      mesh: this.mesh,
+      nameOf: (peerId) => this.peers.get(peerId)?.name ?? 'someone',
+    });
+    this.verification.addEventListener('change', () => this.changed());
+    // A mismatch the client found itself is an alert, never only a log line.
+    this.verification.addEventListener('alert', ({ detail }) => this.showAlert(`verify-${detail.key}`, detail.text));
+  }
+
+  stopVerification() {
+    if (this.verification) this.verification.detach();
+    this.verification = null;
+    for (const key of [...this.alerts.keys()]) if (key.startsWith('verify-')) this.clearAlert(key);
   }
 
   showTurnAlert(reason) {

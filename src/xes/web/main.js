@@ -112,6 +112,8 @@ const view = {
   renderedRules: null,
   confirmingBan: null,
   renderedAlerts: -1,
+  verifyOpen: false, // "Verify" pressed: the safety code is shown
+  linkCodesOpen: false,
   // A clone of the microphone track that stays enabled while muted: it feeds our own level
   // meter, so the page can say "You are muted" when the user talks into a muted microphone.
   meterStream: null,
@@ -352,6 +354,47 @@ function resumePlayback() {
   call.clearAlert('autoplay');
 }
 
+// --- safety codes (verify.js, run by the Call) ----------------------------------------------------
+
+function setUpVerify() {
+  $('verify').addEventListener('click', () => {
+    view.verifyOpen = !view.verifyOpen;
+    renderVerification();
+  });
+  $('verify-links').addEventListener('click', () => {
+    view.linkCodesOpen = !view.linkCodesOpen;
+    renderVerification();
+  });
+}
+
+function renderVerification() {
+  const open = view.verifyOpen && call.inCall;
+  $('verify').setAttribute('aria-expanded', String(open));
+  $('verify').classList.toggle('is-active', open);
+  $('verify-panel').hidden = !open;
+  if (!open) return;
+  const summary = call.verification ? call.verification.summary() : null;
+  const roomText = summary?.words ? summary.words.join(' ')
+    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
+  $('verify-links').setAttribute('aria-expanded', String(view.linkCodesOpen));
+  $('verify-links').textContent = view.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  const list = $('link-codes');
+  list.hidden = !view.linkCodesOpen;
+  const items = [...call.peers.values()].map((peer) => {
+    const link = summary?.links.get(peer.id);
+    const text = link?.state === 'verified' ? link.words.join(' ')
+      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
+    const item = element('li', '', `With ${peer.name}: `);
+    item.dataset.peer = peer.id;
+    item.append(element('strong', 'verify__link-code', text));
+    return item;
+  });
+  const same = items.length === list.children.length &&
+    items.every((item, i) => list.children[i].textContent === item.textContent);
+  if (!same) list.replaceChildren(...items);
+}
+
 // --- the call's events -----------------------------------------------------------------------------
 
 call.addEventListener('change', render);
@@ -416,6 +459,7 @@ function render() {
   renderParticipants();
   renderKnocks();
   renderSettings();
+  renderVerification();
 }
 
 function renderRoomView(inCall) {
@@ -765,6 +809,7 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
@@ -791,6 +836,18 @@ window.xes = Object.freeze({
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
   // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
   heardStreams: () => volumes.heardStreams(),
+  // The safety codes as the page computed them: {room: words|null, links: {peer id: {state, words}}}.
+  verification: () => {
+    const summary = call.verification ? call.verification.summary() : null;
+    if (!summary) return null;
+    return {
+      room: summary.words ? [...summary.words] : null,
+      contradictions: summary.contradictions.map((pair) => [...pair]),
+      links: Object.fromEntries([...summary.links].map(([id, link]) => [id, {
+        state: link.state, words: link.words ? [...link.words] : null, problem: link.problem,
+      }])),
+    };
+  },
 });
 
 start();
