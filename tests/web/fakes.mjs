@@ -95,6 +95,33 @@ export class FakeMediaStream {
   addTrack(track) {
     this.tracks.push(track);
   }
+
+  removeTrack(track) {
+    this.tracks = this.tracks.filter((t) => t !== track);
+  }
+}
+
+/** An RTCRtpSender: one encoding once negotiated; replaceTrack and setParameters are recorded. */
+export class FakeSender {
+  constructor(track, stream, pc) {
+    this.track = track;
+    this.stream = stream;
+    this.pc = pc;
+    this.maxBitrate = undefined;
+  }
+
+  getParameters() {
+    const negotiated = this.pc.localDescription !== null && this.pc.remoteDescription !== null;
+    return { encodings: negotiated ? [{ active: true, maxBitrate: this.maxBitrate }] : [] };
+  }
+
+  async setParameters(parameters) {
+    this.maxBitrate = parameters.encodings[0].maxBitrate;
+  }
+
+  async replaceTrack(track) {
+    this.track = track;
+  }
 }
 
 /** A data channel that opens when the test says so; `sent` holds what the page sent. */
@@ -160,8 +187,12 @@ export class FakeRTCPeerConnection extends EventTarget {
     FakeRTCPeerConnection.made.push(this);
   }
 
+  getSenders() {
+    return [...this.senders];
+  }
+
   addTrack(track, stream) {
-    const sender = { track, stream };
+    const sender = new FakeSender(track, stream, this);
     this.senders.push(sender);
     // After a remote offer the track takes the offer's transceiver: nothing to negotiate.
     if (this.remoteDescription === null) {
