@@ -221,12 +221,14 @@ def test_a_lossy_link_shows_a_plain_words_warning_that_clears(room: dict[str, An
         }""")
     bob = participant(ada, "Bob")
     expect(bob.get_by_text("Poor connection")).to_be_visible(timeout=15_000)
-    expect(bob).to_contain_text("of the audio is lost")
+    expect(bob).to_contain_text("of the audio is lost", timeout=15_000)
     bob.get_by_text("Connection details").click()
     expect(bob.locator(".participant__numbers")).to_contain_text("Round trip")
     expect(bob.locator(".participant__numbers")).to_contain_text("Loss")
     ada.evaluate("() => { window.__xesLoss.on = false; }")
-    expect(bob.get_by_text("Poor connection")).to_be_hidden(timeout=15_000)
+    # The loss warning clears. (On a starved machine real jitter or delay may still be past their
+    # thresholds, which is a true warning of its own, so it is the loss words that must go.)
+    expect(bob).not_to_contain_text("of the audio is lost", timeout=15_000)
 
 
 # --- accessibility, phones, screenshots ------------------------------------------------------------

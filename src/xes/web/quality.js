@@ -5,7 +5,7 @@
 // Bitrate: a full mesh sends one copy of our voice per link, so the Opus bitrate per link shrinks
 // as the room grows, keeping a full room of 8 within the uplink budget below.
 
-/** Loss is judged over this window: one lost burst should not flag a link for long. */
+/** Loss is judged over (at least) this window: one lost burst should not flag a link for long. */
 export const LOSS_WINDOW_MS = 5000;
 
 /**
@@ -76,9 +76,13 @@ export function sample(stats, at) {
 export function judge(samples) {
   const last = samples.at(-1);
   if (last === undefined) return { rttMs: null, lossPercent: null, jitterMs: null, poor: null };
-  const first = samples.find((s) => last.at - s.at <= LOSS_WINDOW_MS) ?? last;
+  // The newest sample at least a window old (or the oldest there is): polls that come late on a
+  // busy machine still give a loss figure, over a little more than the window.
+  const older = samples.slice(0, -1);
+  const first = older.findLast((s) => last.at - s.at >= LOSS_WINDOW_MS) ?? older[0] ?? last;
   const received = last.received - first.received;
-  const lost = last.lost - first.lost;
+  // packetsLost may go down (duplicates count against it, per the stats spec): never below 0.
+  const lost = Math.max(0, last.lost - first.lost);
   const lossPercent = received + lost > 0 ? (100 * lost) / (received + lost) : null;
   const { rttMs, jitterMs } = last;
   let poor = null;
