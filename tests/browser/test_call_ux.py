@@ -70,10 +70,6 @@ def room(browser: Browser, server: XesServerProcess) -> dict[str, Any]:
     return {"pages": pages, "url": url}
 
 
-def announcements(page: Page) -> str:
-    return str(page.locator("#announcer").text_content() or "")
-
-
 def participant(page: Page, name: str) -> Any:
     return page.get_by_role("list", name="Participants").get_by_role("listitem").filter(
         has=page.locator(".participant__label", has_text=name))
@@ -123,7 +119,7 @@ def test_mute_is_shown_to_the_others_and_announced(room: dict[str, Any]) -> None
     bob.get_by_role("button", name="Mute").click()
     for name in ("Ada", "Cy"):
         expect(participant(pages[name], "Bob")).to_contain_text("Muted")
-        expect(pages[name].locator("#announcer")).to_have_text("Bob muted their microphone.")
+        expect(pages[name].locator("#announcer")).to_contain_text("Bob muted their microphone.")
     bob.get_by_role("button", name="Unmute").click()
     for name in ("Ada", "Cy"):
         expect(participant(pages[name], "Bob")).not_to_contain_text("Muted")
@@ -135,10 +131,10 @@ def test_joins_and_leaves_are_announced_by_name(room: dict[str, Any], browser: B
     join(dee, room["url"], "Dee")
     expect(dee.locator("#call-title")).to_be_focused()  # not the page body
     for page in pages.values():
-        expect(page.locator("#announcer")).to_have_text("Dee joined.")
+        expect(page.locator("#announcer")).to_contain_text("Dee joined.")
     dee.get_by_role("button", name="Leave").click()
     for page in pages.values():
-        expect(page.locator("#announcer")).to_have_text("Dee left.")
+        expect(page.locator("#announcer")).to_contain_text("Dee left.")
     dee.context.close()
 
 
@@ -301,7 +297,7 @@ def test_keyboard_only_join_mute_chat_leave(room: dict[str, Any], browser: Brows
     assert outline == "solid", "focus must be visible"
     eve.keyboard.press("Enter")
     expect(eve.get_by_role("button", name="Join")).to_be_focused()
-    expect(pages["Ada"].locator("#announcer")).to_have_text("Eve left.", timeout=CONNECT_TIMEOUT_MS)
+    expect(pages["Ada"].locator("#announcer")).to_contain_text("Eve left.", timeout=CONNECT_TIMEOUT_MS)
     eve.context.close()
 
 

@@ -153,7 +153,6 @@ const view = {
   // meter, so the page can say "You are muted" when the user talks into a muted microphone.
   meterStream: null,
   renderedMessages: 0, // how many chat messages the list shows
-  announced: '', // the live region's last sentence
 };
 
 // --- alerts --------------------------------------------------------------------------------------
@@ -210,15 +209,17 @@ function onEntered() {
   $('call').scrollIntoView({ block: 'start', behavior: 'auto' });
 }
 
-/** A sentence for screen readers, said once, politely (the same text twice is said twice). */
+/** Sentences kept in the live region: screen readers read each addition once. */
+const ANNOUNCEMENTS_KEPT = 5;
+
+/**
+ * A sentence for screen readers, said politely: added to the live region (which reads additions
+ * only), so two news items in quick succession are both heard, and a repeat is heard again.
+ */
 function announce(text) {
   const region = $('announcer');
-  if (view.announced === text) region.textContent = '';
-  view.announced = text;
-  // A fresh text node after a tick is what makes screen readers read a repeat again.
-  setTimeout(() => {
-    region.textContent = text;
-  }, 50);
+  region.append(element('p', '', text));
+  while (region.children.length > ANNOUNCEMENTS_KEPT) region.firstElementChild.remove();
 }
 
 /** Leave the lobby before the host answers. */
