@@ -45,6 +45,8 @@ from xes.peer.events import (
     Queued,
     RoomLeft,
     RulesChanged,
+    SafetyAlert,
+    SafetyCodeChanged,
     ServerError,
     WaitingInLobby,
 )
@@ -89,4 +91,6 @@ __all__ = [
     "RoomLeft",
     "ServerError",
     "Disconnected",
+    "SafetyCodeChanged",
+    "SafetyAlert",
 ]

@@ -452,6 +452,8 @@ class Peer:
             },
             on_change=lambda: self._emit(SafetyCodeChanged(self.safety_code)),
             on_alert=lambda _key, text: self._emit(SafetyAlert(text)),
+            name_of=lambda peer_id: (
+                self.members[peer_id].name if peer_id in self.members else peer_id),
         )
         for info in message.peers:
             member = self._add_member(info)

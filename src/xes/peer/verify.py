@@ -79,6 +79,7 @@ class RoomVerifier:
         on_change: Called after the room code or a link's check changed.
         on_alert: Called once per problem found (a bad reveal, contradicting attestations),
             with a key and a sentence.
+        name_of: A member's display name, for those sentences (default: its peer id).
     """
 
     def __init__(
@@ -87,8 +88,10 @@ class RoomVerifier:
         members: Callable[[], dict[str, Link]],
         on_change: Callable[[], None],
         on_alert: Callable[[str, str], None],
+        name_of: Callable[[str], str] = str,
     ) -> None:
         self.self_id = self_id
+        self._name_of = name_of
         self._members = members
         self._on_change = on_change
         self._on_alert = on_alert
@@ -145,7 +148,8 @@ class RoomVerifier:
     def _after(self, link: Link, verification: LinkVerification) -> None:
         if verification.state is LinkState.BROKEN and verification.problem is not None:
             self._alert(f"reveal:{link.remote_id}",
-                        f"safety check failed with {link.remote_id}: {verification.problem.value}")
+                        f"safety check failed with {self._name(link.remote_id)}: "
+                        f"{verification.problem.value}")
         if verification.state is not LinkState.WAITING:
             self._attest()
         self._update()
@@ -175,12 +179,16 @@ class RoomVerifier:
         for one, other in summary.contradictions:
             key = " ".join(sorted((one, other)))
             self._alert(f"contradiction:{key}",
-                        f"safety check failed: {one} and {other} see different keys for their link")
+                        f"safety check failed: {self._name(one)} and {self._name(other)} see "
+                        "different keys for their link")
         changed = (summary.digest, summary.contradictions) != (
             self.room_digest, self.contradictions)
         self.room_digest, self.contradictions = summary.digest, summary.contradictions
         if changed:
             self._on_change()
+
+    def _name(self, peer_id: str) -> str:
+        return "you" if peer_id == self.self_id else self._name_of(peer_id)
 
     def _alert(self, key: str, text: str) -> None:
         if key not in self._alerted:

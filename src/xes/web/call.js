@@ -652,6 +652,25 @@ export class Call extends EventTarget {
 
   // --- links ---------------------------------------------------------------------------------------
 
+  // --- safety codes (verify.js) -------------------------------------------------------------------
+
+  startVerification() {
+    this.verification = new RoomVerification({
+      selfId: this.me.id,
+      mesh: this.mesh,
+      nameOf: (peerId) => this.peers.get(peerId)?.name ?? 'someone',
+    });
+    this.verification.addEventListener('change', () => this.changed());
+    // A mismatch the client found itself is an alert, never only a log line.
+    this.verification.addEventListener('alert', ({ detail }) => this.showAlert(`verify-${detail.key}`, detail.text));
+  }
+
+  stopVerification() {
+    if (this.verification) this.verification.detach();
+    this.verification = null;
+    for (const key of [...this.alerts.keys()]) if (key.startsWith('verify-')) this.clearAlert(key);
+  }
+
   wireMesh(mesh) {
     mesh.addEventListener('signal', ({ detail }) => {
       this.signalling.send(protocol.signal(detail.peerId, detail.detail));
@@ -700,23 +719,6 @@ export class Call extends EventTarget {
       this.emit('linkremoved', { peerId: detail.peerId });
       this.clearAlert(`link-${detail.peerId}`);
     });
-  }
-
-  startVerification() {
-    this.verification = new RoomVerification({
-      selfId: this.me.id,
-      mesh: this.mesh,
-      nameOf: (peerId) => this.peers.get(peerId)?.name ?? 'someone',
-    });
-    this.verification.addEventListener('change', () => this.changed());
-    // A mismatch the client found itself is an alert, never only a log line.
-    this.verification.addEventListener('alert', ({ detail }) => this.showAlert(`verify-${detail.key}`, detail.text));
-  }
-
-  stopVerification() {
-    if (this.verification) this.verification.detach();
-    this.verification = null;
-    for (const key of [...this.alerts.keys()]) if (key.startsWith('verify-')) this.clearAlert(key);
   }
 
   showTurnAlert(reason) {

@@ -147,8 +147,6 @@ const view = {
   renderedRules: null,
   confirmingBan: null,
   renderedAlerts: -1,
-  verifyOpen: false, // "Verify" pressed: the safety code is shown
-  linkCodesOpen: false,
   // A clone of the microphone track that stays enabled while muted: it feeds our own level
   // meter, so the page can say "You are muted" when the user talks into a muted microphone.
   meterStream: null,
@@ -410,47 +408,6 @@ function resumePlayback() {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.play().catch(() => {});
   meters.audioContext();
   call.clearAlert('autoplay');
-}
-
-// --- safety codes (verify.js, run by the Call) ----------------------------------------------------
-
-function setUpVerify() {
-  $('verify').addEventListener('click', () => {
-    view.verifyOpen = !view.verifyOpen;
-    renderVerification();
-  });
-  $('verify-links').addEventListener('click', () => {
-    view.linkCodesOpen = !view.linkCodesOpen;
-    renderVerification();
-  });
-}
-
-function renderVerification() {
-  const open = view.verifyOpen && call.inCall;
-  $('verify').setAttribute('aria-expanded', String(open));
-  $('verify').classList.toggle('is-active', open);
-  $('verify-panel').hidden = !open;
-  if (!open) return;
-  const summary = call.verification ? call.verification.summary() : null;
-  const roomText = summary?.words ? summary.words.join(' ')
-    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
-  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
-  $('verify-links').setAttribute('aria-expanded', String(view.linkCodesOpen));
-  $('verify-links').textContent = view.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
-  const list = $('link-codes');
-  list.hidden = !view.linkCodesOpen;
-  const items = [...call.peers.values()].map((peer) => {
-    const link = summary?.links.get(peer.id);
-    const text = link?.state === 'verified' ? link.words.join(' ')
-      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
-    const item = element('li', '', `With ${peer.name}: `);
-    item.dataset.peer = peer.id;
-    item.append(element('strong', 'verify__link-code', text));
-    return item;
-  });
-  const same = items.length === list.children.length &&
-    items.every((item, i) => list.children[i].textContent === item.textContent);
-  if (!same) list.replaceChildren(...items);
 }
 
 // --- the call's events -----------------------------------------------------------------------------
@@ -1028,6 +985,50 @@ function setUpLandingView() {
   });
   $('match-next').addEventListener('click', () => call.next());
   $('match-stop').addEventListener('click', () => call.stop());
+}
+
+// --- safety codes (the state is call.verification, verify.js) ------------------------------------
+
+const verifyView = { open: false, linkCodesOpen: false }; // "Verify" and "Show each link's code"
+
+function setUpVerify() {
+  $('verify').addEventListener('click', () => {
+    verifyView.open = !verifyView.open;
+    renderVerification();
+  });
+  $('verify-links').addEventListener('click', () => {
+    verifyView.linkCodesOpen = !verifyView.linkCodesOpen;
+    renderVerification();
+  });
+}
+
+function renderVerification() {
+  const open = verifyView.open && call.inCall;
+  $('verify').setAttribute('aria-expanded', String(open));
+  $('verify').classList.toggle('is-active', open);
+  $('verify-panel').hidden = !open;
+  if (!open) return;
+  const summary = call.verification ? call.verification.summary() : null;
+  let roomText = summary?.words ? summary.words.join(' ')
+    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if (summary?.contradictions.length) roomText += ' (mismatch found: see the warning)';
+  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
+  $('verify-links').setAttribute('aria-expanded', String(verifyView.linkCodesOpen));
+  $('verify-links').textContent = verifyView.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  const list = $('link-codes');
+  list.hidden = !verifyView.linkCodesOpen;
+  const items = [...call.peers.values()].map((peer) => {
+    const link = summary?.links.get(peer.id);
+    const text = link?.state === 'verified' ? link.words.join(' ')
+      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
+    const item = element('li', '', `With ${peer.name}: `);
+    item.dataset.peer = peer.id;
+    item.append(element('strong', 'verify__link-code', text));
+    return item;
+  });
+  const same = items.length === list.children.length &&
+    items.every((item, i) => list.children[i].textContent === item.textContent);
+  if (!same) list.replaceChildren(...items);
 }
 
 function start() {
