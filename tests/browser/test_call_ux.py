@@ -103,7 +103,10 @@ def test_chat_goes_peer_to_peer_to_everyone_and_never_through_the_server(
         expect(messages.get_by_role("listitem").last.locator(".chat__name")).to_have_text("Ada")
         expect(messages.get_by_role("listitem").last.locator("time")).to_have_attribute(
             "datetime", re.compile(r"^\d{4}-\d\d-\d\dT"))
-        expect(pages[name].locator("#announcer")).to_contain_text(f"Ada says: {text}")
+        # Announced: the history sits in a polite live region (role=log), and only there, so the
+        # text is on the page once.
+        expect(pages[name].get_by_role("log").get_by_text(text)).to_be_visible()
+        expect(pages[name].get_by_text(text)).to_have_count(1)
     expect(ada.get_by_role("list", name="Chat history").get_by_text(text)).to_be_visible()
     after, _ = server_tcp_bytes(server.port)
     assert after - before < len(text), f"the server moved {after - before} bytes during the chat"

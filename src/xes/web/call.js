@@ -382,7 +382,7 @@ export class Call extends EventTarget {
   toggleMute() {
     this.muted = !this.muted;
     this.applyMicrophone();
-    this.announce(this.muted ? 'You are muted.' : 'Your microphone is on.');
+    this.announce(this.muted ? 'Microphone off.' : 'Microphone on.');
     this.changed();
   }
 
@@ -427,7 +427,8 @@ export class Call extends EventTarget {
     // could say anything.
     this.messages.push({ from, name, text, at: this.now(), self });
     if (this.messages.length > CHAT_KEEP) this.messages.splice(0, this.messages.length - CHAT_KEEP);
-    if (!self) this.announce(`${name} says: ${text}`);
+    // Not through the announcer: the chat history is itself a polite live region (role="log"),
+    // so a screen reader reads the new entry once, and the text is not on the page twice.
     this.changed();
   }
 
@@ -605,8 +606,8 @@ export class Call extends EventTarget {
     this.linkStats.start();
     this.scheduleIceRefresh();
     const others = message.peers.map((peer) => peer.name);
-    this.announce(this.isMatch ? 'Connected with a stranger.'
-      : others.length === 0 ? 'You joined the call. Nobody else is here yet.'
+    // A match is said by the match status, itself a polite live region: not twice.
+    if (!this.isMatch) this.announce(others.length === 0 ? 'You joined the call. Nobody else is here yet.'
         : `You joined the call with ${others.join(', ')}.`);
     this.emit('entered', { match: this.isMatch });
   }
@@ -799,7 +800,7 @@ export class Call extends EventTarget {
     if (peer.samples.length > QUALITY_SAMPLES) peer.samples.shift();
     const wasPoor = peer.quality.poor;
     peer.quality = judge(peer.samples);
-    if (peer.quality.poor && !wasPoor) this.announce(`Poor connection with ${peer.name}: ${peer.quality.poor}.`);
+    if (peer.quality.poor && !wasPoor) this.announce(`The link with ${peer.name} is poor: ${peer.quality.poor}.`);
   }
 
   // --- devices -------------------------------------------------------------------------------------

@@ -240,6 +240,8 @@ function onEntered() {
 
 /** Sentences kept in the live region: screen readers read each addition once. */
 const ANNOUNCEMENTS_KEPT = 5;
+/** How long a sentence stays in the live region after it was read out. */
+const ANNOUNCEMENT_LIFETIME_MS = 5000;
 
 /**
  * A sentence for screen readers, said politely: added to the live region (which reads additions
@@ -247,8 +249,12 @@ const ANNOUNCEMENTS_KEPT = 5;
  */
 function announce(text) {
   const region = $('announcer');
-  region.append(element('p', '', text));
+  const sentence = element('p', '', text);
+  region.append(sentence);
   while (region.children.length > ANNOUNCEMENTS_KEPT) region.firstElementChild.remove();
+  // Said once is enough: stale news would otherwise sit in the page (and in find-in-page) twice,
+  // once where it is shown and once here.
+  setTimeout(() => sentence.remove(), ANNOUNCEMENT_LIFETIME_MS);
 }
 
 /** Leave the lobby before the host answers. */
