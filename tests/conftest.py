@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,7 @@ class XesServerProcess:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    data_dir: str | None = None  # made for this server; removed when it stops
 
     @property
     def port(self) -> int:
@@ -52,6 +54,8 @@ class XesServerProcess:
             self.reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.data_dir is not None:
+            shutil.rmtree(self.data_dir, ignore_errors=True)
         return self.process.returncode
 
 
@@ -72,6 +76,11 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
     args = list(args or [])
     if not builtin_relay and "--turn-url" not in args and "--turn-host" not in args:
         args.append("--no-turn")
+    data_dir = None
+    if "--data-dir" not in args and "--database" not in args:
+        # Each server its own throwaway data: never the operator's default directory.
+        data_dir = tempfile.mkdtemp(prefix="xes-test-data-")
+        args += ["--data-dir", data_dir]
     command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, bufsize=1)
@@ -88,7 +97,7 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
         process.wait(5)
         process.stdout.close()
         raise RuntimeError("xes serve did not start:\n" + "".join(output))
-    server = XesServerProcess(url, process, output)
+    server = XesServerProcess(url, process, output, data_dir=data_dir)
 
     def drain() -> None:  # keep reading so the pipe never fills, and keep the log for tests
         assert process.stdout is not None

@@ -23,7 +23,12 @@ this tree.
         ├── Declined           declined
         ├── NotHost            not-host
         ├── NotQueued          not-queued
-        └── TurnUnavailable    turn-unavailable
+        ├── TurnUnavailable    turn-unavailable
+        ├── IdentityRequired   identity-required
+        ├── IdentityRefused    identity-refused
+        ├── TooManyIdentities  too-many-identities
+        ├── IdentityBanned     identity-banned
+        └── Cooldown           cooldown
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ __all__ = [
     "SignallingError", "ProtocolError", "BadJson", "UnknownType", "BadField", "TooBig", "Refused",
     "NotJoined", "AlreadyJoined", "PeerNotFound", "RoomFull", "RoomLocked", "PasswordRequired",
     "WrongPassword", "Banned", "Declined", "NotHost", "NotQueued", "TurnUnavailable",
+    "IdentityRequired", "IdentityRefused", "TooManyIdentities", "IdentityBanned", "Cooldown",
 ]
 
 
@@ -45,10 +51,11 @@ class SignallingError(Exception):
     code: ClassVar[ErrorCode]
     """Set by every concrete class below: one class per code of :class:`ErrorCode`."""
 
-    def __init__(self, message: str, ref: str | None = None) -> None:
+    def __init__(self, message: str, ref: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after
 
 
 class ProtocolError(SignallingError):
@@ -121,3 +128,23 @@ class NotQueued(Refused):
 
 class TurnUnavailable(Refused):
     code = ErrorCode.TURN_UNAVAILABLE
+
+
+class IdentityRequired(Refused):
+    code = ErrorCode.IDENTITY_REQUIRED
+
+
+class IdentityRefused(Refused):
+    code = ErrorCode.IDENTITY_REFUSED
+
+
+class TooManyIdentities(Refused):
+    code = ErrorCode.TOO_MANY_IDENTITIES
+
+
+class IdentityBanned(Refused):
+    code = ErrorCode.IDENTITY_BANNED
+
+
+class Cooldown(Refused):
+    code = ErrorCode.COOLDOWN

@@ -17,7 +17,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -39,6 +38,7 @@ from xes.peer.errors import (
     JoinRefused,
     PeerError,
     ServerProtocolError,
+    ServerUnreachable,
 )
 from xes.peer.events import (
     AudioStarted,
@@ -56,6 +56,7 @@ from xes.peer.events import (
     ServerError,
     WaitingInLobby,
 )
+from xes.peer.identity import PeerIdentity
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
 from xes.peer.signalling import Incoming, SignallingClient
 from xes.protocol import messages as m
@@ -72,6 +73,8 @@ _JOIN_REFUSALS = frozenset({
     ErrorCode.BAD_FIELD, ErrorCode.NOT_JOINED,
     # A match without consent to a direct connection, on a server with no relay.
     ErrorCode.TURN_UNAVAILABLE,
+    # Safety (docs/moderation.md): no identity yet, banned by a moderator, or cooling down.
+    ErrorCode.IDENTITY_REQUIRED, ErrorCode.IDENTITY_BANNED, ErrorCode.COOLDOWN,
 })
 
 # Ask for fresh TURN credentials this long before they expire.
@@ -144,7 +147,9 @@ class Peer:
             (default) turns it on when the server itself is on a loopback address, i.e. when
             everyone in the call is on this machine. Tests rely on it.
         connect_timeout: Seconds a link may take to connect before it is reported failed.
-        key: The ban key sent with join/match (16-128 characters); random per Peer by default.
+        identity: The pseudonymous identity proven on connect (host bans, blocks, ratings and
+            moderators' decisions follow it); a fresh one per Peer by default. Keep one across
+            runs with ``PeerIdentity.from_file(path)``.
     """
 
     def __init__(
@@ -156,7 +161,7 @@ class Peer:
         relay: bool | None = None,
         allow_loopback: bool | None = None,
         connect_timeout: float = 15.0,
-        key: str | None = None,
+        identity: PeerIdentity | None = None,
     ) -> None:
         self.ws_url = websocket_url(server)
         self.name = name
@@ -165,7 +170,9 @@ class Peer:
             is_loopback_url(self.ws_url) if allow_loopback is None else allow_loopback
         )
         self.connect_timeout = connect_timeout
-        self.key = key or secrets.token_urlsafe(24)
+        self.identity = identity or PeerIdentity.generate()
+        self.identified: m.Identified | None = None
+        """The server's answer to our ``identify`` (cooldown, ban, a moderator's warning)."""
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
         """The other members of the room, by peer id."""
@@ -205,6 +212,20 @@ class Peer:
             ServerUnreachable: If the server cannot be reached or does not speak XES.
         """
         self._client = await SignallingClient.connect(self.ws_url, timeout=timeout)
+        self._client.send(self.identity.identify(self._client.hello.challenge))
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._client.receive()
+        except TimeoutError:
+            self._client.abort()
+            raise ServerUnreachable(f"{self.ws_url} did not answer identify within {timeout:g} s") from None
+        if isinstance(answer, m.Error):
+            await self._client.close()
+            raise JoinRefused(ErrorCode(answer.code), answer.message)
+        if not isinstance(answer, m.Identified):
+            self._client.abort()
+            raise ServerProtocolError(f"expected identified, got {answer!r}")
+        self.identified = answer
         self._receiver = asyncio.ensure_future(self._receive_loop())
 
     async def close(self) -> None:
@@ -251,7 +272,7 @@ class Peer:
         room_id = room if ROOM_ID_PATTERN.fullmatch(room) else resolve_room(room).room_id
         try:
             message = m.Join(
-                room=room_id, name=self.name, password=password, key=self.key, rollback=False,
+                room=room_id, name=self.name, password=password, rollback=False,
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
@@ -274,7 +295,7 @@ class Peer:
         """
         try:
             message = m.MatchRequest(
-                name=self.name, tags=list(tags), language=language, key=self.key, rollback=False,
+                name=self.name, tags=list(tags), language=language, rollback=False,
                 direct=direct,
             )
         except ValueError as blank:  # the server's own check, made before sending
@@ -412,8 +433,8 @@ class Peer:
                 self._set_ice(servers, expires_at)
             case m.Error():
                 self._on_error(message)
-            case m.Hello() | m.Unqueued() | m.KnockWithdrawn():
-                pass  # hello was read on connect; the other two change nothing kept here
+            case m.Hello() | m.Unqueued() | m.KnockWithdrawn() | m.Identified() | m.Noted():
+                pass  # hello and identified were read on connect; the rest change nothing kept here
             case m.UnknownMessage(type=kind):
                 logger.debug("< ignoring unknown message type %r", kind)  # a later server's
             case _:

@@ -14,11 +14,13 @@ import dataclasses
 import logging
 import math
 import secrets
+import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
-from typing import Final, TypeGuard, cast
+from pathlib import Path
+from typing import Any, Final, TypeGuard, cast
 from urllib.parse import urlsplit
 
 from picows import (
@@ -33,15 +35,27 @@ from picows import (
     ws_create_server,
 )
 
+from ..core import safety
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
-from ..core.actions import Action, Send
-from ..core.signalling import Signalling
+from ..core.actions import (
+    Action,
+    CreateIdentity,
+    SaveBlock,
+    SaveRating,
+    SaveReport,
+    SaveStanding,
+    Send,
+    StoreAction,
+)
+from ..core.signalling import ProvenIdentity, Signalling
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
 from .config import ServerSettings
+from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
+from .storage import Database, Storage, open_database
 
 __all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY",
            "CLOSE_NOT_READING", "CLOSE_INTERNAL_ERROR", "OUTGOING_LIMIT_BYTES"]
@@ -93,7 +107,7 @@ class Connection(WSListener):
     """
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
-                 "backlog", "fragments", "transport")  # no __dict__: tens of thousands of these
+                 "backlog", "fragments", "transport", "challenge")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
@@ -109,6 +123,8 @@ class Connection(WSListener):
         # While a password hashes off the loop, later frames wait here so order is kept.
         self.backlog: deque[bytes] | None = None
         self.fragments: bytearray | None = None
+        # What `identify` must sign on this connection (sent in `hello`).
+        self.challenge = new_challenge()
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -213,12 +229,31 @@ class XesServer:
         # closes that connection, whose room must then be told): queued, so order is kept.
         self._executing = False
         self._pending: deque[Action] = deque()
+        self.storage: Storage | None = None
+        self._identity_secret = b""
+        self._network_salt: tuple[int, bytes] | None = None
+        self._retention_handle: asyncio.TimerHandle | None = None
+        self.moderate_port: int | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
-    async def start(self) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
+    def _open_storage(self) -> tuple[Database, bytes]:
         s = self.settings
+        if s.data_dir is None and s.database is None:
+            db = Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False),
+                          "sqlite")
+            db.migrate()
+            return db, secrets.token_bytes(32)
+        data_dir = s.data_dir if s.data_dir is not None else Path.cwd()
+        secret_file = s.identity_secret_file or data_dir / "identity-secret"
+        return open_database(s.database, data_dir), load_or_create_secret(secret_file)
+
+    async def start(self) -> int:
+        """Open the database (migrating it) and listen; returns the bound port (useful with port 0)."""
+        s = self.settings
+        database, self._identity_secret = await asyncio.to_thread(self._open_storage)
+        self.storage = Storage(database)
+        self._retain()
         self._server = await ws_create_server(
             self._route, s.host, s.port,
             # Heartbeats come from one sweep for all connections, not a task per connection.
@@ -245,7 +280,7 @@ class XesServer:
         """
         if self._server is not None:
             self._server.close()
-        for handle in (self._tick_handle, self._sweep_handle):
+        for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
         connections = list(self.connections.values())
@@ -264,6 +299,11 @@ class XesServer:
                 waiter.cancel()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._tasks:  # writes already asked for are finished before the database closes
+            await asyncio.wait(list(self._tasks), timeout=10)
+        if self.storage is not None:
+            await asyncio.to_thread(self.storage.close)
+            self.storage = None
 
     # ------------------------------------------------------------------ HTTP and upgrades
 
@@ -327,7 +367,7 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
-        self.execute(self.core.connect(connection.peer))
+        self.execute(self.core.connect(connection.peer, connection.challenge))
 
     def closed(self, connection: Connection) -> None:
         """The connection is gone, or is being closed: leave everything it was part of (once)."""
@@ -357,10 +397,10 @@ class XesServer:
                 if self.debug:
                     log.debug("< %s signal -> %s: %s", connection.peer, to, bytes(data))
             elif _needs_password_hash(message):
-                connection.backlog = deque()
-                task = asyncio.get_running_loop().create_task(self._with_password(connection, message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._off_loop(connection, self._with_password(connection, message))
+                return
+            elif type(message) is m.Identify:
+                self._off_loop(connection, self._identify(connection, message))
                 return
             else:
                 if self.debug:
@@ -376,37 +416,73 @@ class XesServer:
             return
         connection.error_streak = 0
 
-    async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
+    def _off_loop(self, connection: Connection, work: Coroutine[Any, Any, None]) -> None:
+        """Run slow work for one message (a hash, the database); later messages wait, in order."""
+        connection.backlog = deque()
+        self._spawn(self._then_replay(connection, work))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _then_replay(self, connection: Connection, work: Coroutine[Any, Any, None]) -> None:
         try:
-            hashed: PasswordHash | None = None
-            async with self._hashing:
-                if isinstance(message, m.Join):
-                    salt = self.core.password_salt(message.room)
-                    if salt is not None and message.password is not None:
-                        hashed = await asyncio.to_thread(hash_password, message.password, salt)
-                elif isinstance(message.password, str):
-                    salt = secrets.token_bytes(SALT_BYTES)
-                    hashed = await asyncio.to_thread(hash_password, message.password, salt)
-            if connection.peer in self.connections:  # it may have left while we hashed
-                self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
-                connection.error_streak = 0
+            await work
+            connection.error_streak = 0
         except SignallingError as exc:
             if connection.peer in self.connections:
                 self.refuse(connection, exc)
         except Exception as exc:
             self.fail(connection, exc)
         pending, connection.backlog = connection.backlog, None
-        # Replay what arrived meanwhile, unless the connection went away while we hashed: the
-        # core has forgotten its peer, and replaying for it would fail.
+        # Replay what arrived meanwhile, unless the connection went away meanwhile: the core has
+        # forgotten its peer, and replaying for it would fail.
         while pending and connection.peer in self.connections:
             self.receive(connection, pending.popleft())
-            if connection.backlog is not None:  # another hash started: keep the order
+            if connection.backlog is not None:  # more slow work started: keep the order
                 connection.backlog.extend(pending)
                 break
 
+    async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
+        hashed: PasswordHash | None = None
+        async with self._hashing:
+            if isinstance(message, m.Join):
+                salt = self.core.password_salt(message.room)
+                if salt is not None and message.password is not None:
+                    hashed = await asyncio.to_thread(hash_password, message.password, salt)
+            elif isinstance(message.password, str):
+                salt = secrets.token_bytes(SALT_BYTES)
+                hashed = await asyncio.to_thread(hash_password, message.password, salt)
+        if connection.peer in self.connections:  # it may have left while we hashed
+            self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
+
+    async def _identify(self, connection: Connection, message: m.Identify) -> None:
+        """Check the signature, load what is stored about the identity, and let the core decide."""
+        raw = verify_identity(message.public_key, message.signature, connection.challenge)
+        proven: ProvenIdentity | None = None
+        if raw is not None:
+            assert self.storage is not None
+            identity = identity_hash(self._identity_secret, raw)
+            unix = time.time()
+            day = safety.utc_day(unix)
+            network = None
+            address = _peer_address(connection.transport)
+            if address is not None:
+                if self._network_salt is None or self._network_salt[0] != day:
+                    salt = await self.storage.run(self.storage.database.network_salt, day,
+                                                  secrets.token_bytes(32))
+                    self._network_salt = (day, salt)
+                network = network_hash(self._network_salt[1], address)
+            standing, blocks, created = await self.storage.run(
+                self.storage.database.load_identity, identity, network, day, unix)
+            proven = ProvenIdentity(identity, standing, blocks, network, created)
+        if connection.peer in self.connections:
+            self.execute(self.core.handle(connection.peer, message, _now(), proven=proven))
+
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
-        error = m.Error(code=exc.code, message=exc.message, ref=exc.ref)
+        error = m.Error(code=exc.code, message=exc.message, ref=exc.ref, retry_after=exc.retry_after)
         connection.transport.send(_TEXT, m.encode(error))
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
@@ -464,14 +540,63 @@ class XesServer:
         try:
             while pending:
                 action = pending.popleft()
-                if type(action) is Send:
+                if isinstance(action, Send):
                     connection = connections.get(action.to)
                     if connection is not None:
                         connection.transport.send(_TEXT, action.payload)
                         if self.debug:
                             log.debug("> %s %s", action.to, action.payload)
+                else:
+                    self._spawn(self._store(action))
         finally:
             self._executing = False
+
+    async def _store(self, action: StoreAction) -> None:
+        """Carry out one write the core asked for, in the database thread, in the core's order.
+
+        A database failure loses that one fact (logged without contents) and harms no connection.
+        """
+        storage = self.storage
+        if storage is None:
+            return
+        db = storage.database
+        try:
+            match action:
+                case CreateIdentity():
+                    await storage.run(db.create_identity, action.standing, action.network,
+                                      safety.utc_day(action.standing.created_at),
+                                      action.standing.created_at)
+                case SaveStanding():
+                    await storage.run(db.save_standing, action.standing)
+                case SaveBlock():
+                    await storage.run(db.save_block, action.blocker, action.blocked, action.at)
+                case SaveRating():
+                    after = await storage.run(db.save_rating, action.rating)
+                    if after is not None:
+                        self.core.standing_changed(after)
+                case SaveReport():
+                    await storage.run(db.save_report, action.reporter, action.target, action.reason,
+                                      action.text, action.at, action.call_seconds)
+        except Exception as exc:
+            log.error("could not store %s: %s at %s", type(action).__name__, type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+
+    def _retain(self) -> None:
+        """Delete what is kept no longer (docs/privacy.md, "Retention"), now and on a schedule."""
+        self._retention_handle = asyncio.get_running_loop().call_later(
+            self.settings.retention_seconds, self._retain)
+        self._spawn(self._run_retention())
+
+    async def _run_retention(self) -> None:
+        if self.storage is None:
+            return
+        try:
+            gone = await self.storage.run(self.storage.database.retention, time.time())
+            if any(gone.values()):
+                log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in gone.items() if n))
+        except Exception as exc:
+            log.error("retention failed: %s at %s", type(exc).__name__, _where(exc),
+                      exc_info=self.debug)
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
@@ -544,6 +669,15 @@ def _where(exc: BaseException) -> str:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+def _peer_address(transport: WSTransport) -> str | None:
+    """The client's IP address, read only to hash its network (never kept, never logged)."""
+    try:
+        peername = transport.underlying_transport.get_extra_info("peername")
+    except Exception:
+        return None
+    return str(peername[0]) if isinstance(peername, tuple) and peername else None
 
 
 def _needs_password_hash(message: m.ClientMessage) -> TypeGuard[m.Join | m.SetRules]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..core.signalling import CoreSettings
 
@@ -25,3 +26,16 @@ class ServerSettings:
     hard_frame_limit: int = 1_048_576
     # Debug logging includes message contents (SDP, candidates, addresses): off by default.
     debug: bool = False
+    # Where safety facts live (docs/privacy.md): SQLite in data_dir, or PostgreSQL at `database`.
+    # No data_dir and no database: an in-memory SQLite and a fresh identity secret (tests, bench).
+    data_dir: Path | None = None
+    database: str | None = None
+    # The secret identities are hashed with; default data_dir/identity-secret. Share it between nodes.
+    identity_secret_file: Path | None = None
+    # How often retention runs (docs/privacy.md, "Retention").
+    retention_seconds: float = 3600.0
+    # The moderators' page (/moderate) listens on its own port: picows serves only GET.
+    moderate_host: str | None = None
+    moderate_port: int | None = None
+    # Behind a TLS proxy the moderators' session cookie is marked Secure.
+    behind_tls: bool = False

@@ -13,12 +13,12 @@ import {
   openMicrophone, setMuted, stopStream,
 } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
+import { identifyMessage } from './identity.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
   relayOnly: 'xes.relayOnly',
   allowDirect: 'xes.allowDirectWithStrangers',
-  key: 'xes.key',
 });
 // Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
 const VOLUMES_KEY = 'xes.volumes';
@@ -77,17 +77,6 @@ function store(key, value) {
   }
 }
 
-/** The random key that lets a host's ban recognise this browser (never an IP address). */
-function browserKey() {
-  let key = load(STORAGE_KEYS.key);
-  if (!key || key.length < 16 || key.length > 128) {
-    const bytes = crypto.getRandomValues(new Uint8Array(24));
-    key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
-    store(STORAGE_KEYS.key, key);
-  }
-  return key;
-}
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -135,7 +124,7 @@ const call = {
   awaitingSocket: false,
 };
 
-const signalling = new Signalling(signallingUrl(location));
+const signalling = new Signalling(signallingUrl(location), { identify: identifyMessage });
 const meters = new LevelMeters();
 const volumes = new RemoteVolumes(() => meters.audioContext());
 const linkStats = new LinkStats(() => (call.mesh ? call.mesh.peerConnections() : new Map()));
@@ -264,7 +253,6 @@ function sendJoin() {
   signalling.send(protocol.join({
     room: call.roomId,
     name: call.me.name,
-    key: browserKey(),
     password: $('room-password') ? $('room-password').value : undefined,
   }));
 }
@@ -831,7 +819,6 @@ function sendMatch() {
     name: call.me.name,
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
-    key: browserKey(),
     direct,
   }));
 }

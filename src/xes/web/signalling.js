@@ -41,12 +41,15 @@ export function signallingUrl(location) {
 export class Signalling extends EventTarget {
   /**
    * @param {string} url `ws://` or `wss://` URL of `/ws`
-   * @param {{reconnect?: boolean}} [options]
+   * @param {{reconnect?: boolean, identify?: (challenge: string) => Promise<object>}} [options]
+   *   `identify` makes the `identify` message for a connection's challenge: sent before the
+   *   connection counts as open, so everything sent afterwards speaks for this identity.
    */
-  constructor(url, { reconnect = true } = {}) {
+  constructor(url, { reconnect = true, identify = null } = {}) {
     super();
     this.url = url;
     this.reconnect = reconnect;
+    this.identify = identify;
     /** @type {string} one of {@link SignallingState} */
     this.state = SignallingState.IDLE;
     /** @type {string|null} our peer id on the current connection (from `hello`) */
@@ -136,9 +139,28 @@ export class Signalling extends EventTarget {
       this.peerId = message.peer;
       this.limits = message.limits ?? null;
       this.retryMs = FIRST_RETRY_MS;
-      this.setState(SignallingState.OPEN);
+      this.dispatchEvent(new CustomEvent('message', { detail: message }));
+      if (this.identify === null) {
+        this.setState(SignallingState.OPEN);
+      } else {
+        this.sendIdentity(this.socket, message.challenge);
+      }
+      return;
     }
     this.dispatchEvent(new CustomEvent('message', { detail: message }));
+  }
+
+  async sendIdentity(socket, challenge) {
+    let message;
+    try {
+      message = await this.identify(challenge);
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent('protocolerror', { detail: error }));
+      return;
+    }
+    if (socket !== this.socket) return; // that connection is gone; the next one signs its own
+    this.send(message);
+    this.setState(SignallingState.OPEN);
   }
 
   /**
