@@ -548,6 +548,8 @@ class Signalling:
             else:
                 actions.append(Send(client.id, m.encode(m.Queued())))
             return
+        if blocked is None:  # a block always goes through; queueing again may not
+            self._check_may_match(client, now, ref)
         self._leave_match_room(client, actions)
         self._enqueue(client, now, actions)
 
@@ -632,18 +634,18 @@ class Signalling:
         self.standings.pop(identity, None)
         self.blocks.pop(identity, None)
 
-    def _check_may_match(self, client: Client, now: Now) -> None:
+    def _check_may_match(self, client: Client, now: Now, ref: str = "match") -> None:
         if client.identity is None:
-            raise IdentityRequired("send `identify` before looking for a stranger", ref="match")
+            raise IdentityRequired("send `identify` before looking for a stranger", ref=ref)
         standing = self.standings[client.identity]
         if standing.banned:
             raise IdentityBanned("a moderator banned this identity from talking to strangers",
-                                 ref="match")
+                                 ref=ref)
         left = safety.cooldown_left(standing, now.unix)
         if left is not None:
             seconds = math.ceil(left)
             raise Cooldown(f"you can look for a stranger again in {_duration(seconds)}",
-                           ref="match", retry_after=seconds)
+                           ref=ref, retry_after=seconds)
 
     def _partner(self, client: Client, peer: str, ref: str) -> Partner:
         """The current or last stranger of ``client`` if it is ``peer``; else peer-not-found."""

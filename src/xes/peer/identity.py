@@ -51,11 +51,15 @@ class PeerIdentity:
             raise ValueError(f"{path} does not hold an ECDSA P-256 private key")
         return cls(key)
 
+    def raw_public_key(self) -> bytes:
+        """The public key as its 65-byte uncompressed point."""
+        return self._key.public_key().public_bytes(serialization.Encoding.X962,
+                                                   serialization.PublicFormat.UncompressedPoint)
+
     @property
     def public_key(self) -> str:
         """The public key as the protocol sends it: the uncompressed point, base64url."""
-        return _b64(self._key.public_key().public_bytes(serialization.Encoding.X962,
-                                                        serialization.PublicFormat.UncompressedPoint))
+        return _b64(self.raw_public_key())
 
     def identify(self, challenge: str) -> m.Identify:
         """The ``identify`` message for this connection's ``hello.challenge``."""
