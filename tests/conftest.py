@@ -59,7 +59,8 @@ class XesServerProcess:
         return self.process.returncode
 
 
-def _xes_command() -> list[str]:
+def xes_command() -> list[str]:
+    """How to run `xes` from the virtualenv under test."""
     exe = Path(sys.executable).with_name("xes")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "xes.cli"]
 
@@ -81,7 +82,7 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
         # Each server its own throwaway data: never the operator's default directory.
         data_dir = tempfile.mkdtemp(prefix="xes-test-data-")
         args += ["--data-dir", data_dir]
-    command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
+    command = [*(wrapper or []), *xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, bufsize=1)
     assert process.stdout is not None

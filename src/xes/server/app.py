@@ -54,6 +54,7 @@ from ..protocol import messages as m
 from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
+from .moderate import ModerationServer
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 from .storage import Database, Storage, open_database
 
@@ -234,6 +235,7 @@ class XesServer:
         self._network_salt: tuple[int, bytes] | None = None
         self._retention_handle: asyncio.TimerHandle | None = None
         self.moderate_port: int | None = None
+        self.moderation: ModerationServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -254,6 +256,10 @@ class XesServer:
         database, self._identity_secret = await asyncio.to_thread(self._open_storage)
         self.storage = Storage(database)
         self._retain()
+        if s.moderate_port is not None:
+            self.moderation = ModerationServer(self.storage, self.core.standing_changed,
+                                               secure=s.behind_tls)
+            self.moderate_port = await self.moderation.start(s.moderate_host or s.host, s.moderate_port)
         self._server = await ws_create_server(
             self._route, s.host, s.port,
             # Heartbeats come from one sweep for all connections, not a task per connection.
@@ -280,6 +286,8 @@ class XesServer:
         """
         if self._server is not None:
             self._server.close()
+        if self.moderation is not None:
+            await self.moderation.stop()
         for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
