@@ -78,7 +78,7 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
     if not builtin_relay and "--turn-url" not in args and "--turn-host" not in args:
         args.append("--no-turn")
     data_dir = None
-    if "--data-dir" not in args and "--database" not in args:
+    if "--data-dir" not in args:
         # Each server its own throwaway data: never the operator's default directory.
         data_dir = tempfile.mkdtemp(prefix="xes-test-data-")
         args += ["--data-dir", data_dir]
@@ -138,3 +138,12 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: scripts/test.sh should have installed it")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL cluster for the whole session (started on first use); its URL."""
+    from tests.support.postgres import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url

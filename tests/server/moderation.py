@@ -7,7 +7,6 @@ import re
 import subprocess
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
 from urllib.parse import urlencode, urlsplit
 
 from tests.conftest import XesServerProcess, xes_command
@@ -76,7 +75,3 @@ class ModeratorClient:
         found = re.search(r'name="csrf" value="([^"]+)"', self.request("GET", "/moderate").body)
         assert found, "no CSRF token on the queue page"
         return found.group(1)
-
-
-def storage_args(data_dir: Path) -> list[str]:
-    return ["--data-dir", str(data_dir)]

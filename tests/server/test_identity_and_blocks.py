@@ -54,9 +54,8 @@ async def _never_paired(url: str, ada: PeerIdentity, bob: PeerIdentity) -> None:
 
 
 async def test_a_block_lasts_across_connections_and_restarts(
-        start_xes_server: Callable[..., XesServerProcess], tmp_path: Path) -> None:
-    data_dir = ["--data-dir", str(tmp_path)]
-    server = start_xes_server(args=data_dir)
+        start_xes_server: Callable[..., XesServerProcess], storage_args: list[str]) -> None:
+    server = start_xes_server(args=storage_args)
     ada, bob = PeerIdentity.generate(), PeerIdentity.generate()
     a = await _queue(server.ws_url, ada, "Ada")
     b = await _queue(server.ws_url, bob, "Bob")
@@ -71,6 +70,8 @@ async def test_a_block_lasts_across_connections_and_restarts(
     await b.close()
     await _never_paired(server.ws_url, ada, bob)
     assert server.stop() == 0
-    restarted = start_xes_server(args=data_dir)
+    restarted = start_xes_server(args=storage_args)
     await _never_paired(restarted.ws_url, ada, bob)
-    assert (tmp_path / "xes.sqlite3").exists() and (tmp_path / "identity-secret").stat().st_mode & 0o077 == 0
+    data_dir = Path(storage_args[1])
+    assert (data_dir / "xes.sqlite3").exists() == ("--database" not in storage_args)
+    assert (data_dir / "identity-secret").stat().st_mode & 0o077 == 0  # the secret: owner only

@@ -8,14 +8,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tests.conftest import XesServerProcess
-from tests.server.moderation import ModeratorClient, start_with_moderators, storage_args
+from tests.server.moderation import ModeratorClient, start_with_moderators
 from tests.server.wsclient import Client
 from xes.server.moderate import LOGIN_ATTEMPTS, ModerationServer
 
 
 async def test_moderate_needs_a_login_that_resists_guessing_and_cross_site_posts(
         start_xes_server: Callable[..., XesServerProcess], tmp_path: Path) -> None:
-    server, base = start_with_moderators(start_xes_server, storage_args(tmp_path), "ada")
+    server, base = start_with_moderators(start_xes_server, ["--data-dir", str(tmp_path)], "ada")
     anonymous = ModeratorClient(base)
     page = anonymous.request("GET", "/moderate")
     assert page.status == 200 and "Log in" in page.body and "Queue" not in page.body
@@ -48,8 +48,8 @@ async def _assert_not_on_the_signalling_port(server: XesServerProcess) -> None:
 
 
 async def test_session_cookie_csrf_and_the_queue_order(
-        start_xes_server: Callable[..., XesServerProcess], tmp_path: Path) -> None:
-    server, base = start_with_moderators(start_xes_server, storage_args(tmp_path), "grace")
+        start_xes_server: Callable[..., XesServerProcess], storage_args: list[str]) -> None:
+    server, base = start_with_moderators(start_xes_server, storage_args, "grace")
     # Two calls, two reports: harassment first, then suspected under 18.
     reported = []
     for reason in ("harassment", "under-18"):

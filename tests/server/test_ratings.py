@@ -18,12 +18,14 @@ from xes.server.storage import open_database
 RATERS = 8  # of trust 0.9 each: enough to take a neutral identity below COOLDOWN_BELOW
 
 
-def _seed_trusted(data_dir: Path, raters: list[PeerIdentity]) -> None:
-    """Scripted identities a year old with a good record, stored before the server starts."""
+def _seed_trusted(storage_args: list[str], raters: list[PeerIdentity]) -> None:
+    """Scripted identities months old with a good record, stored before the server starts."""
+    options = dict(zip(storage_args[::2], storage_args[1::2], strict=True))
+    data_dir = Path(options["--data-dir"])
     secret = b"s" * 32
     (data_dir / "identity-secret").write_bytes(secret)
     (data_dir / "identity-secret").chmod(0o600)
-    database = open_database(None, data_dir)
+    database = open_database(options.get("--database"), data_dir)
     mature_since = time.time() - 300 * 86_400  # mature, and seen within the retention period
     for rater in raters:
         raw = rater.raw_public_key()
@@ -34,10 +36,10 @@ def _seed_trusted(data_dir: Path, raters: list[PeerIdentity]) -> None:
 
 
 async def test_trusted_bad_ratings_put_an_identity_in_a_cooldown_with_the_time_left(
-        start_xes_server: Callable[..., XesServerProcess], tmp_path: Path) -> None:
+        start_xes_server: Callable[..., XesServerProcess], storage_args: list[str]) -> None:
     raters = [PeerIdentity.generate() for _ in range(RATERS)]
-    _seed_trusted(tmp_path, raters)
-    server = start_xes_server(args=["--data-dir", str(tmp_path)])
+    _seed_trusted(storage_args, raters)
+    server = start_xes_server(args=storage_args)
     target = await Client.connect(server.ws_url)
     await target.match("Target", direct=True)
     await target.expect("queued")

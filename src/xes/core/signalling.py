@@ -678,8 +678,11 @@ class Signalling:
             raise PeerNotFound("that stranger has no identity to rate", ref="rate")
         weight, fresh = safety.rating_weight(self.standings[client.identity], now.unix)
         partner.rated = True
-        actions.append(SaveRating(safety.Rating(client.identity, partner.identity, msg.good, weight,
-                                                fresh, now.unix)))
+        rating = safety.Rating(client.identity, partner.identity, msg.good, weight, fresh, now.unix)
+        target = self.standings.get(partner.identity)
+        if target is not None:  # connected here: the rule holds from the next message on
+            self.standings[partner.identity] = safety.apply_rating(target, rating)
+        actions.append(SaveRating(rating))
         actions.append(Send(client.id, _NOTED_RATE))
 
     def _report(self, client: Client, msg: m.Report, now: Now, actions: list[Action]) -> None:
