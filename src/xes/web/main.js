@@ -14,6 +14,7 @@ import {
 } from './media.js';
 import { LinkStats, RELAYED } from './stats.js';
 import { identifyMessage } from './identity.js';
+import * as safety from './safety.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
@@ -96,6 +97,7 @@ const call = {
   phase: 'idle',
   roomId: route.roomId,
   isMatch: false,
+  feedback: null, // about the current or last stranger: safety.newFeedback
   me: null, // {id, name}
   hostId: null,
   rules: null,
@@ -549,8 +551,15 @@ function onServerMessage({ detail: message }) {
     case 'error':
       onServerError(message);
       break;
+    case 'identified':
+    case 'noted':
+      onSafetyMessage(message);
+      break;
     default:
       break;
+  }
+  if (call.isMatch && (message.type === 'joined' || message.type === 'peer-joined')) {
+    rememberStranger(message.type === 'joined' ? message.peers[0] : message.peer);
   }
   render();
 }
@@ -613,6 +622,10 @@ function onServerError(message) {
     leaveCall();
     call.phase = 'idle';
     showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
+    return;
+  }
+  if (['cooldown', 'identity-banned', 'identity-required'].includes(message.code)) {
+    onMatchRefused(message, sentence);
     return;
   }
   if (message.code === 'already-joined' || message.code === 'not-queued') {
@@ -907,6 +920,7 @@ function renderLandingView(inCall) {
   $('allow-direct').disabled = call.phase !== 'idle';
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
+  renderStrangerFeedback();
   if (inCall && call.isMatch && call.peers.size === 0) {
     $('match-status').textContent =
       'The other person left. Press Next to meet someone new, or Stop.';
@@ -1197,6 +1211,78 @@ function setUpLandingView() {
   });
   $('match-next').addEventListener('click', nextMatch);
   $('match-stop').addEventListener('click', stopMatch);
+  wireStrangerFeedback();
+}
+
+// --- safety: after a call with a stranger (logic in safety.js) -------------------------------------
+
+function rememberStranger(peer) {
+  if (peer && call.feedback?.stranger.id !== peer.id) call.feedback = safety.newFeedback(peer);
+}
+
+function onSafetyMessage(message) {
+  if (message.type === 'identified') {
+    for (const [n, sentence] of safety.identifiedSentences(message, Date.now() / 1000).entries()) {
+      showAlert(`identified-${n}`, sentence);
+    }
+  } else if (call.feedback) {
+    call.feedback = safety.noted(call.feedback, message.ref);
+  }
+}
+
+function onMatchRefused(message, sentence) {
+  // A refused `next` leaves us in the server's match room while the page already moved on.
+  if (message.ref === 'next') signalling.send(protocol.stop());
+  leaveCall();
+  call.phase = 'idle';
+  call.isMatch = false;
+  showAlert('match-refused', sentence);
+}
+
+function sendFeedback(message, change) {
+  if (!call.feedback || !signalling.send(message)) return;
+  call.feedback = { ...call.feedback, ...change };
+  render();
+}
+
+function wireStrangerFeedback() {
+  const peer = () => call.feedback.stranger.id;
+  $('rate-good').addEventListener('click', () => sendFeedback(protocol.rate(peer(), true), { rated: true }));
+  $('rate-bad').addEventListener('click', () => sendFeedback(protocol.rate(peer(), false), { rated: true }));
+  $('block-stranger').addEventListener('click', () => {
+    const inCallWithThem = call.phase === 'joined' && call.peers.has(peer());
+    sendFeedback(protocol.block(peer()), { blocked: true });
+    if (inCallWithThem) { // the server moves us on, as with Next
+      leaveCall({ keepMicrophone: true });
+      call.phase = 'queued';
+      render();
+    }
+  });
+  $('report-open').addEventListener('click', () => {
+    if (call.feedback) call.feedback = { ...call.feedback, reporting: !call.feedback.reporting };
+    render();
+  });
+  const reasons = $('report-reasons');
+  for (const [reason, words] of Object.entries(safety.REPORT_REASONS)) {
+    const button = element('button', 'button', words);
+    button.type = 'button';
+    button.addEventListener('click', () => sendFeedback(
+      protocol.report(peer(), reason, $('report-text').value.trim()), { reported: true, reporting: false }));
+    reasons.append(button);
+  }
+}
+
+function renderStrangerFeedback() {
+  const feedback = call.feedback;
+  $('stranger-feedback').hidden = !feedback;
+  if (!feedback) return;
+  $('feedback-name').textContent = feedback.stranger.name;
+  $('rate-good').disabled = $('rate-bad').disabled = feedback.rated;
+  $('block-stranger').disabled = feedback.blocked;
+  $('report-open').disabled = feedback.reported;
+  $('report-open').setAttribute('aria-expanded', String(feedback.reporting));
+  $('report-panel').hidden = !feedback.reporting;
+  $('feedback-status').textContent = feedback.said;
 }
 
 function start() {
