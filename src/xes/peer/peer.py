@@ -62,7 +62,10 @@ from xes.peer.signalling import Incoming, SignallingClient
 from xes.protocol import messages as m
 from xes.protocol.codes import ErrorCode
 
-__all__ = ["Peer", "RemotePeer", "Room"]
+__all__ = ["Peer", "RemotePeer", "Room", "ReportReason"]
+
+# The reasons a stranger may be reported for (docs/protocol.md, `report`).
+ReportReason = Literal["harassment", "hate", "sexual-content", "under-18", "other"]
 
 logger = logging.getLogger(__name__)
 
@@ -317,6 +320,18 @@ class Peer:
     async def next(self) -> None:
         """Leave the current match and queue again (protocol ``next``)."""
         self._send(m.Next())
+
+    def rate(self, peer_id: str, good: bool) -> None:
+        """"Good call" (True) or "Bad call" about the current or last stranger (docs/moderation.md)."""
+        self._send(m.Rate(peer=peer_id, good=good))
+
+    def report(self, peer_id: str, reason: ReportReason, text: str = "") -> None:
+        """Report the current or last stranger to the moderators, with a reason and optional text."""
+        self._send(m.Report(peer=peer_id, reason=reason, text=text))
+
+    def block(self, peer_id: str) -> None:
+        """Never be paired with that stranger's identity again (one-way, lasting)."""
+        self._send(m.Block(peer=peer_id))
 
     def admit(self, peer_id: str) -> None:
         """As host: let `peer_id` in from the lobby."""
