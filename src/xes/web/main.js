@@ -1,20 +1,18 @@
-// Wiring and view: the only module that touches the DOM. It turns clicks into protocol messages,
-// server messages into mesh changes, and state into what the page shows.
+// The view: the only module that touches the DOM. It turns clicks and keys into calls on the
+// Call (call.js, which holds the state and its transitions) and draws the page on every `change`.
 //
 // The page has two views: the landing page at `/` (new room, talk to a stranger) and the room at
 // `/r/<id>`. Both end up in the same call: a mesh of direct links plus the participant list.
 
 import * as protocol from './protocol.js';
-import { Signalling, SignallingState, signallingUrl } from './signalling.js';
-import { Mesh } from './mesh.js';
-import { LINK_FAILURE } from './negotiation.js';
+import { Signalling, signallingUrl } from './signalling.js';
+import { Call, INVALID_ROOM_LINK, Phase } from './call.js';
 import {
-  LevelMeters, MicrophoneError, RemoteVolumes, VOLUME_DEFAULT, VOLUME_MAX, VOLUME_MIN, clampVolume,
-  openMicrophone, setMuted, stopStream,
+  LevelMeters, RemoteVolumes, VOLUME_DEFAULT, VOLUME_MAX, VOLUME_MIN, clampVolume, stopStream,
 } from './media.js';
-import { LinkStats, RELAYED } from './stats.js';
+import { RELAYED } from './stats.js';
 import { identifyMessage } from './identity.js';
-import * as safety from './safety.js';
+import { REPORT_REASONS } from './safety.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
@@ -27,12 +25,6 @@ const VOLUMES_KEY = 'xes.volumes';
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
 const METER_INTERVAL_MS = 150;
-// Ask for fresh TURN credentials when this share of their lifetime has passed.
-const ICE_REFRESH_AT = 0.8;
-// Join refusals that leave us outside the room (and free the microphone).
-const JOIN_REFUSALS = new Set([
-  'room-full', 'room-locked', 'password-required', 'wrong-password', 'banned', 'declined',
-]);
 
 // What the relay settings mean, with and without a relay on this server (`hello.relay`).
 const RELAY_HINT = 'Audio goes through the encrypted relay, so the others never see your IP address. ' +
@@ -45,10 +37,6 @@ const ALLOW_DIRECT_HINT = 'Off by default: the call goes through the encrypted r
 const ALLOW_DIRECT_HINT_NO_RELAY = 'Needed on this server, which has no relay: the call is direct ' +
   'and shows the stranger your IP address, which tells them roughly where you are and who your ' +
   'internet provider is.';
-const NO_RELAY_FOR_STRANGERS = 'This server has no relay, so you can only talk to strangers who ' +
-  'also allow a direct connection, and they will see your IP address. Tick “Allow a direct ' +
-  'connection with strangers” if you accept that.';
-
 const CONNECTION_WORDS = Object.freeze({
   new: 'Connecting…',
   connecting: 'Connecting…',
@@ -89,98 +77,50 @@ function element(tag, className, text) {
 
 const route = parseRoute(location.pathname);
 
-/**
- * Everything about the current call. `phase`: idle → joining → (lobby →) joined; for strangers
- * idle → queued → joined → (next) queued …
- */
-const call = {
-  phase: 'idle',
-  roomId: route.roomId,
-  isMatch: false,
-  feedback: null, // about the current or last stranger: safety.newFeedback
-  me: null, // {id, name}
-  hostId: null,
-  rules: null,
-  peers: new Map(), // id -> {id, name, polite, connectionState, link, localType, remoteType}
-  iceServers: [],
-  iceExpiresAt: null,
-  serverPolicy: 'all',
-  // `hello.relay`: whether this server hands out a TURN relay; null until hello (or an older
-  // server that does not say). Without one "Hide my IP" cannot work, and strangers meet only
-  // if both allow a direct connection.
-  serverRelay: null,
-  localStream: null,
-  // A clone of the microphone track that stays enabled while muted: it feeds our own level
-  // meter, so the page can say "You are muted" when the user talks into a muted microphone.
-  meterStream: null,
-  muted: false,
-  // What holds the microphone open while muted (push-to-talk): 'space' and/or 'button'.
-  talkHeld: new Set(),
-  mesh: null,
-  refreshTimer: null,
-  knocks: new Map(), // id -> name, while we are host
-  // The largest max_peers a host may set: the server's maximum, from `hello.limits.max_peers`.
-  maxCeiling: null,
-  renderedRules: null, // the rules object the host's settings form last showed
-  confirmingBan: null, // peer id whose "Ban" was pressed once: a ban cannot be undone
-  awaitingSocket: false,
-};
-
-const signalling = new Signalling(signallingUrl(location), { identify: identifyMessage });
-const meters = new LevelMeters();
-const volumes = new RemoteVolumes(() => meters.audioContext());
-const linkStats = new LinkStats(() => (call.mesh ? call.mesh.peerConnections() : new Map()));
-
 function parseRoute(pathname) {
   const roomMatch = /^\/r\/([^/]+)\/?$/.exec(pathname);
   if (roomMatch) return { view: 'room', roomId: decodeURIComponent(roomMatch[1]) };
   return { view: 'landing', roomId: null };
 }
 
-/** "Hide my IP (always relay)", unless the server said it has no relay to hide behind. */
-function relayOnly() {
-  return load(STORAGE_KEYS.relayOnly) === 'true' && call.serverRelay !== false;
-}
+// The browser's identity is proven on every connection before it counts as open (identity.js).
+const signalling = new Signalling(signallingUrl(location), { identify: identifyMessage });
+const call = new Call({
+  signalling,
+  roomId: route.roomId,
+  preferences: {
+    relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
+    allowDirect: load(STORAGE_KEYS.allowDirect) === 'true',
+  },
+});
+const meters = new LevelMeters();
+const volumes = new RemoteVolumes(() => meters.audioContext());
 
-/** Whether the user lets calls with strangers go direct (which shows them the user's IP). */
-function allowDirectWithStrangers() {
-  return load(STORAGE_KEYS.allowDirect) === 'true';
-}
-
-/**
- * The RTCConfiguration for new links: the server's ICE servers, relay if the user asked for it
- * ("Hide my IP") or the server says so. For a stranger it does unless both allowed a direct
- * connection, which the server knows from `match`; so one side's consent never overrides the
- * other's refusal.
- */
-function configuration() {
-  const relay = relayOnly() || call.serverPolicy === 'relay';
-  return { iceServers: call.iceServers, iceTransportPolicy: relay ? 'relay' : 'all' };
-}
+// What only the view remembers: which rules the host's form last showed, whose "Ban" was
+// pressed once (a ban cannot be undone, so it asks again), which alerts it last drew.
+const view = {
+  renderedRules: null,
+  confirmingBan: null,
+  renderedAlerts: -1,
+  // A clone of the microphone track that stays enabled while muted: it feeds our own level
+  // meter, so the page can say "You are muted" when the user talks into a muted microphone.
+  meterStream: null,
+};
 
 // --- alerts --------------------------------------------------------------------------------------
 
-const alerts = new Map(); // key -> sentence; one per concern so a repeat replaces, not piles up
-
-function showAlert(key, text) {
-  alerts.set(key, text);
-  renderAlerts();
-}
-
-function clearAlert(key) {
-  if (alerts.delete(key)) renderAlerts();
-}
-
 function renderAlerts() {
+  if (view.renderedAlerts === call.alertsVersion) return;
+  view.renderedAlerts = call.alertsVersion;
   const container = $('alerts');
   container.replaceChildren();
-  for (const [key, text] of alerts) {
+  for (const [key, text] of call.alerts) {
     const item = element('div', 'alert');
     item.append(element('p', 'alert__text', text));
     const close = element('button', 'alert__close', '×');
     close.type = 'button';
     close.setAttribute('aria-label', 'Dismiss message');
-    close.addEventListener('click', () => clearAlert(key));
+    close.addEventListener('click', () => call.clearAlert(key));
     item.append(close);
     container.append(item);
   }
@@ -188,147 +128,49 @@ function renderAlerts() {
 
 // --- joining and leaving -------------------------------------------------------------------------
 
-async function ensureMicrophone() {
-  if (call.localStream) return true;
-  try {
-    call.localStream = await openMicrophone();
-  } catch (error) {
-    const text = error instanceof MicrophoneError ? error.message : String(error);
-    showAlert('microphone', text);
-    return false;
+/** The display name in `input`, checked; on a bad one the page says why and focuses it. */
+function checkedName(input) {
+  const checked = protocol.checkName(input.value);
+  if (!checked.ok) {
+    call.showAlert('name', checked.reason);
+    input.focus();
+    return null;
   }
-  clearAlert('microphone');
-  applyMicrophone();
-  call.meterStream = new MediaStream(call.localStream.getAudioTracks().map((track) => track.clone()));
-  meters.attach('self', call.meterStream);
-  return true;
-}
-
-async function connectSignalling() {
-  // While a first join or match waits for the socket, a reconnect must not also send one.
-  call.awaitingSocket = true;
-  signalling.connect();
-  await signalling.whenOpen();
-  call.awaitingSocket = false;
+  call.clearAlert('name');
+  store(STORAGE_KEYS.name, checked.name);
+  return checked.name;
 }
 
 async function joinRoom(event) {
   event.preventDefault();
-  if (call.phase !== 'idle') return;
-  const checked = protocol.checkName($('display-name').value);
-  if (!checked.ok) {
-    showAlert('name', checked.reason);
-    $('display-name').focus();
-    return;
-  }
-  clearAlert('name');
-  clearAlert('room-refused'); // a retry gets a fresh answer, announced again if it is the same
-  clearAlert('removed');
-  store(STORAGE_KEYS.name, checked.name);
-  if (!protocol.ID_PATTERN.test(call.roomId ?? '')) {
-    showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
-    return;
-  }
-  await startCall(checked.name, sendJoin);
-}
-
-/**
- * Joining a room and asking for a stranger start alike: the microphone first (a refusal stops
- * here, with its explanation shown), then the signalling socket, then the first message.
- * @param {string} name the display name, already checked
- * @param {() => void} sendFirstMessage sends `join` or `match`
- */
-async function startCall(name, sendFirstMessage) {
-  call.me = { id: null, name };
-  call.phase = 'joining';
-  render();
-  if (!(await ensureMicrophone())) {
-    call.phase = 'idle';
-    render();
-    return;
-  }
-  await connectSignalling();
-  sendFirstMessage();
-}
-
-function sendJoin() {
-  signalling.send(protocol.join({
-    room: call.roomId,
-    name: call.me.name,
-    password: $('room-password') ? $('room-password').value : undefined,
-  }));
-}
-
-/** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
-function leaveCall({ keepMicrophone = false } = {}) {
-  if (call.mesh) call.mesh.closeAll();
-  call.mesh = null;
-  linkStats.stop();
-  clearTimeout(call.refreshTimer);
-  call.refreshTimer = null;
-  call.peers.clear();
-  call.knocks.clear();
-  call.hostId = null;
-  call.rules = null;
-  call.renderedRules = null;
-  call.confirmingBan = null;
-  for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
-  for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
-  for (const key of [...volumes.voices.keys()]) volumes.detach(key);
-  call.talkHeld.clear();
-  applyMicrophone();
-  if (!keepMicrophone) {
-    meters.detach('self');
-    stopStream(call.meterStream);
-    call.meterStream = null;
-    stopStream(call.localStream);
-    call.localStream = null;
-  }
-  clearAlert('turn');
-  clearAlert('relay-unavailable');
+  if (call.phase !== Phase.IDLE) return;
+  const name = checkedName($('display-name'));
+  if (name !== null) await call.join(name, $('room-password').value);
 }
 
 function onLeaveClick() {
-  signalling.send(call.isMatch ? protocol.stop() : protocol.leave());
-  leaveCall();
-  call.phase = 'idle';
-  call.isMatch = false;
-  render();
+  call.leave();
   (route.view === 'room' ? $('join') : $('match-start')).focus();
 }
 
 /** Leave the lobby before the host answers. */
 function onLobbyCancel() {
-  if (call.phase !== 'lobby') return;
-  signalling.send(protocol.leave());
-  leaveCall();
-  call.phase = 'idle';
-  render();
+  call.cancelLobby();
   $('join').focus();
 }
 
 // --- host controls ---------------------------------------------------------------------------------
 
-function isHost() {
-  return call.phase === 'joined' && !call.isMatch && call.me !== null && call.hostId === call.me.id;
-}
-
-/** Send `set-rules`; the page shows the new rules when the server confirms them with `rules`. */
-function sendRules(rules) {
-  if (!isHost()) return;
-  signalling.send(protocol.setRules(rules));
-}
-
 function onPasswordSet(event) {
   event.preventDefault();
   const input = $('rule-password');
   if (input.value.length === 0) {
-    showAlert('rules', 'Type a password first, then press “Set password”.');
+    call.showAlert('rules', 'Type a password first, then press “Set password”.');
     input.focus();
     return;
   }
-  clearAlert('rules');
-  sendRules({ password: input.value.slice(0, protocol.PASSWORD_MAX_LENGTH) });
+  call.clearAlert('rules');
+  call.setRules({ password: input.value.slice(0, protocol.PASSWORD_MAX_LENGTH) });
   input.value = ''; // the host already knows it; do not leave it sitting in the page
 }
 
@@ -338,62 +180,30 @@ function onMaxSave(event) {
   const ceiling = call.maxCeiling ?? protocol.MIN_MAX_PEERS;
   const value = Number(input.value);
   if (!Number.isInteger(value) || value < protocol.MIN_MAX_PEERS || value > ceiling) {
-    showAlert('rules', `“Maximum people” must be a whole number from ${protocol.MIN_MAX_PEERS} to ${ceiling}.`);
+    call.showAlert('rules', `“Maximum people” must be a whole number from ${protocol.MIN_MAX_PEERS} to ${ceiling}.`);
     input.focus();
     return;
   }
-  clearAlert('rules');
-  sendRules({ max_peers: value });
+  call.clearAlert('rules');
+  call.setRules({ max_peers: value });
 }
 
 /** Remove or ban a member (`kind` is 'remove' or 'ban'). */
 function moderate(kind, peerId) {
-  if (!isHost()) return;
-  call.confirmingBan = null;
-  signalling.send(kind === 'ban' ? protocol.ban(peerId) : protocol.remove(peerId));
+  view.confirmingBan = null;
+  call.moderate(kind, peerId);
 }
 
 /** First press of "Ban": ask again, since there is no unban for the life of the room. */
 function askToBan(peerId, confirming) {
-  call.confirmingBan = confirming ? peerId : null;
+  view.confirmingBan = confirming ? peerId : null;
   render();
   const item = document.querySelector(`#participants li[data-peer="${CSS.escape(peerId)}"]`);
   const target = item && item.querySelector(confirming ? '[data-action="confirm-ban"]' : '[data-action="ban"]');
   if (target) target.focus(); // the pressed button was replaced: keep keyboard users in place
 }
 
-/** Let a knocker in, or turn it away (the server tells the host nothing back for a decline). */
-function answerKnock(peerId, admit) {
-  if (!isHost()) return;
-  signalling.send(admit ? protocol.admit(peerId) : protocol.decline(peerId));
-  if (!admit) {
-    call.knocks.delete(peerId);
-    render();
-  }
-}
-
 // --- talking controls ------------------------------------------------------------------------------
-
-/** The microphone sends while unmuted, or while muted and push-to-talk is held. */
-function applyMicrophone() {
-  setMuted(call.localStream, call.muted && call.talkHeld.size === 0);
-}
-
-function onMuteClick() {
-  call.muted = !call.muted;
-  applyMicrophone();
-  render();
-}
-
-/** Push-to-talk: `holder` ('space' or 'button') starts or stops holding the microphone open. */
-function holdToTalk(holder, held) {
-  const before = call.talkHeld.size > 0;
-  if (held && call.phase === 'joined') call.talkHeld.add(holder);
-  else call.talkHeld.delete(holder);
-  if (before === call.talkHeld.size > 0) return;
-  applyMicrophone();
-  render();
-}
 
 /** Typing a name, a password or a number must not mute the call or open the microphone. */
 function isTyping(target) {
@@ -406,17 +216,17 @@ function onKeyDown(event) {
   if (isTyping(event.target)) return;
   if (event.code === 'Space' && event.target !== $('talk')) { // the button handles its own keys
     event.preventDefault(); // Space would also press the focused button (e.g. Leave)
-    if (!event.repeat) holdToTalk('space', true);
+    if (!event.repeat) call.holdToTalk('space', true);
   } else if (event.code === 'KeyM' && !event.repeat) {
     event.preventDefault();
-    onMuteClick();
+    call.toggleMute();
   }
 }
 
 function onKeyUp(event) {
   if (event.code !== 'Space' || !call.talkHeld.has('space')) return;
   event.preventDefault();
-  holdToTalk('space', false);
+  call.holdToTalk('space', false);
 }
 
 function setUpTalkButton() {
@@ -424,27 +234,27 @@ function setUpTalkButton() {
   button.addEventListener('pointerdown', (event) => {
     if (event.button !== 0) return;
     button.setPointerCapture(event.pointerId); // the release counts even off the button
-    holdToTalk('button', true);
+    call.holdToTalk('button', true);
   });
   for (const type of ['pointerup', 'pointercancel', 'lostpointercapture']) {
-    button.addEventListener(type, () => holdToTalk('button', false));
+    button.addEventListener(type, () => call.holdToTalk('button', false));
   }
   button.addEventListener('keydown', (event) => {
     if (event.code !== 'Space' && event.code !== 'Enter') return;
     event.preventDefault();
-    if (!event.repeat) holdToTalk('button', true);
+    if (!event.repeat) call.holdToTalk('button', true);
   });
   button.addEventListener('keyup', (event) => {
     if (event.code !== 'Space' && event.code !== 'Enter') return;
     event.preventDefault();
-    holdToTalk('button', false);
+    call.holdToTalk('button', false);
   });
-  button.addEventListener('blur', () => holdToTalk('button', false));
+  button.addEventListener('blur', () => call.holdToTalk('button', false));
   button.addEventListener('contextmenu', (event) => event.preventDefault()); // long press on touch
   // A key released in another window never reaches us: losing focus ends every hold.
   window.addEventListener('blur', () => {
-    holdToTalk('space', false);
-    holdToTalk('button', false);
+    call.holdToTalk('space', false);
+    call.holdToTalk('button', false);
   });
 }
 
@@ -487,229 +297,7 @@ function showVolume(input, percent) {
   input.closest('.participant__volume').querySelector('output').textContent = `${percent}%`;
 }
 
-// --- server messages -----------------------------------------------------------------------------
-
-function onServerMessage({ detail: message }) {
-  switch (message.type) {
-    case 'hello':
-      call.maxCeiling = message.limits?.max_peers ?? call.maxCeiling;
-      call.serverRelay = typeof message.relay === 'boolean' ? message.relay : null;
-      break;
-    case 'joined':
-      onJoined(message);
-      break;
-    case 'peer-joined':
-      call.peers.set(message.peer.id, newPeer(message.peer));
-      call.knocks.delete(message.peer.id);
-      if (call.mesh) call.mesh.add(message.peer, false);
-      break;
-    case 'peer-left':
-      call.peers.delete(message.peer);
-      if (call.mesh) call.mesh.remove(message.peer);
-      break;
-    case 'signal':
-      if (call.mesh) call.mesh.handleSignal(message.from, message.data);
-      break;
-    case 'left':
-      // We already tore down when we sent leave/next/stop.
-      break;
-    case 'host':
-      call.hostId = message.peer;
-      break;
-    case 'rules':
-      call.rules = message.rules;
-      call.maxCeiling = Math.max(call.maxCeiling ?? 0, message.rules.max_peers);
-      break;
-    case 'lobby':
-      call.phase = 'lobby';
-      clearAlert('room-refused'); // e.g. "this room has a password", now given
-      break;
-    case 'knock':
-      call.knocks.set(message.peer.id, message.peer.name);
-      break;
-    case 'knock-withdrawn':
-      call.knocks.delete(message.peer);
-      break;
-    case 'removed':
-      leaveCall();
-      call.phase = 'idle';
-      call.isMatch = false;
-      showAlert('removed', protocol.describeRemoval(message.banned));
-      break;
-    case 'queued':
-      call.phase = 'queued';
-      break;
-    case 'unqueued':
-      if (call.phase === 'queued') call.phase = 'idle';
-      break;
-    case 'ice-servers':
-      call.iceServers = message.ice_servers;
-      call.iceExpiresAt = message.ice_expires_at ?? null;
-      if (call.mesh) call.mesh.setConfiguration(configuration());
-      scheduleIceRefresh();
-      break;
-    case 'error':
-      onServerError(message);
-      break;
-    case 'identified':
-    case 'noted':
-      onSafetyMessage(message);
-      break;
-    default:
-      break;
-  }
-  if (call.isMatch && (message.type === 'joined' || message.type === 'peer-joined')) {
-    rememberStranger(message.type === 'joined' ? message.peers[0] : message.peer);
-  }
-  render();
-}
-
-function newPeer(peer) {
-  return {
-    id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
-    linkFailure: null,
-  };
-}
-
-function onJoined(message) {
-  // A rejoin after a lost connection, or a new match: links from before are to peer ids that
-  // no longer exist on the server, so start clean (the microphone stays).
-  leaveCall({ keepMicrophone: true });
-  call.phase = 'joined';
-  call.roomId = message.room;
-  call.isMatch = message.match === true;
-  call.me = { id: message.you, name: call.me ? call.me.name : '' };
-  call.hostId = message.host;
-  call.rules = message.rules;
-  // A server older than `hello.limits.max_peers`: a fresh room's size is its maximum.
-  call.maxCeiling = Math.max(call.maxCeiling ?? 0, message.rules.max_peers);
-  call.iceServers = message.ice_servers;
-  call.iceExpiresAt = message.ice_expires_at ?? null;
-  call.serverPolicy = message.ice_transport_policy;
-  clearAlert('room-refused');
-  clearAlert('removed');
-  if (route.view === 'room') $('password-field').hidden = true; // the landing page has no join form
-  if (configuration().iceTransportPolicy === 'relay' && !protocol.hasTurn(call.iceServers)) {
-    showAlert('relay-unavailable',
-      'Relay mode is unavailable: this server has no relay (TURN) configured, so with ' +
-      '“Hide my IP (always relay)” on, calls cannot connect. Turn it off to connect directly.');
-  }
-  call.mesh = new Mesh({ configuration, localStream: call.localStream });
-  wireMesh(call.mesh);
-  for (const peer of message.peers) {
-    call.peers.set(peer.id, newPeer(peer));
-    call.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
-  }
-  linkStats.start();
-  scheduleIceRefresh();
-}
-
-function onServerError(message) {
-  const sentence = protocol.describeError(message);
-  if (JOIN_REFUSALS.has(message.code) && (call.phase === 'joining' || call.phase === 'lobby')) {
-    leaveCall();
-    call.phase = 'idle';
-    showAlert('room-refused', sentence);
-    if (message.code === 'password-required' || message.code === 'wrong-password') {
-      $('password-field').hidden = false;
-      render(); // enables the field again: a disabled input cannot take focus
-      $('room-password').focus();
-    }
-    return;
-  }
-  if (message.code === 'turn-unavailable' && message.ref === 'match') {
-    // No relay and no consent: the page normally stops this before sending (see sendMatch).
-    leaveCall();
-    call.phase = 'idle';
-    showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
-    return;
-  }
-  if (['cooldown', 'identity-banned', 'identity-required'].includes(message.code)) {
-    onMatchRefused(message, sentence);
-    return;
-  }
-  if (message.code === 'already-joined' || message.code === 'not-queued') {
-    return; // a double click; the state we show is already right
-  }
-  if (message.code === 'room-full' && message.ref === 'admit') {
-    // The joiner's sentence ("ask someone inside to make room") would confuse the host.
-    showAlert('error-admit', 'The room is full, so nobody else can be let in. Raise “Maximum people” ' +
-      'or wait for someone to leave.');
-    return;
-  }
-  showAlert(`error-${message.code}`, sentence);
-}
-
-function scheduleIceRefresh() {
-  clearTimeout(call.refreshTimer);
-  call.refreshTimer = null;
-  if (!call.iceExpiresAt || call.iceServers.length === 0) return;
-  const lifetimeMs = call.iceExpiresAt * 1000 - Date.now();
-  // Already "expired" by our clock means our clock is off, not that the credentials are: asking
-  // again at once would loop, so ask once a minute.
-  const delayMs = lifetimeMs <= 0 ? 60_000 : Math.max(5000, lifetimeMs * ICE_REFRESH_AT);
-  call.refreshTimer = setTimeout(() => signalling.send(protocol.iceRefresh()), delayMs);
-}
-
-function wireMesh(mesh) {
-  mesh.addEventListener('signal', ({ detail }) => {
-    signalling.send(protocol.signal(detail.peerId, detail.detail));
-  });
-  mesh.addEventListener('track', ({ detail }) => attachRemoteStream(detail.peerId, detail.detail));
-  mesh.addEventListener('statechange', ({ detail }) => {
-    const peer = call.peers.get(detail.peerId);
-    if (peer) peer.connectionState = detail.detail;
-    if (peer && detail.detail === 'connected' && peer.linkFailure) {
-      peer.linkFailure = null; // a restart found a path after all
-      clearAlert(`link-${detail.peerId}`);
-    }
-    if (peer && peer.turnError && detail.detail === 'failed') showTurnAlert(peer.turnError);
-    if (detail.detail === 'connected') linkStats.poll();
-    render();
-  });
-  mesh.addEventListener('turnerror', ({ detail }) => {
-    const peer = call.peers.get(detail.peerId);
-    if (!peer) return;
-    peer.turnError = detail.detail.reason;
-    // Without relay-only mode a direct path may still work, so a TURN error only matters if the
-    // link then fails; with relay-only mode it means the link cannot connect at all.
-    if (configuration().iceTransportPolicy === 'relay' || peer.connectionState === 'failed') {
-      showTurnAlert(peer.turnError);
-    }
-  });
-  mesh.addEventListener('linkfailure', ({ detail }) => {
-    const peer = call.peers.get(detail.peerId);
-    if (!peer) return;
-    peer.linkFailure = detail.detail.reason;
-    showAlert(`link-${detail.peerId}`, couldNotConnect(peer));
-    render();
-  });
-  mesh.addEventListener('error', ({ detail }) => {
-    const peer = call.peers.get(detail.peerId);
-    showAlert(`link-${detail.peerId}`,
-      `Setting up audio with ${peer ? peer.name : 'someone'} failed: ${detail.detail}.`);
-  });
-  mesh.addEventListener('removed', ({ detail }) => {
-    const sink = document.querySelector(`audio[data-peer="${CSS.escape(detail.peerId)}"]`);
-    if (sink) sink.remove();
-    meters.detach(detail.peerId);
-    volumes.detach(detail.peerId);
-    clearAlert(`link-${detail.peerId}`);
-  });
-}
-
-/** "Could not connect to Ada: no network path (the relay could not be reached)". */
-function couldNotConnect(peer) {
-  const why = peer.linkFailure === LINK_FAILURE.noPath ? peer.linkFailure
-    : `no network path (${peer.linkFailure})`;
-  return `Could not connect to ${peer.name}: ${why}.`;
-}
-
-function showTurnAlert(reason) {
-  showAlert('turn',
-    `The encrypted relay could not be used (${reason}), so links that need it cannot connect. ` +
-    'Try again later, or turn off \u201cHide my IP (always relay)\u201d.');
-}
+// --- remote audio --------------------------------------------------------------------------------
 
 /**
  * Play a remote stream through its volume control. Chromium only feeds WebAudio (the volume and
@@ -735,8 +323,15 @@ function attachRemoteStream(peerId, stream) {
   }, 1000);
 }
 
+function removeRemoteStream(peerId) {
+  const sink = document.querySelector(`audio[data-peer="${CSS.escape(peerId)}"]`);
+  if (sink) sink.remove();
+  meters.detach(peerId);
+  volumes.detach(peerId);
+}
+
 function blockedPlayback() {
-  showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
+  call.showAlert('autoplay', 'Your browser blocked audio playback. Click anywhere on the page to hear the call.');
   document.addEventListener('click', resumePlayback, { once: true });
 }
 
@@ -744,120 +339,55 @@ function blockedPlayback() {
 function resumePlayback() {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.play().catch(() => {});
   meters.audioContext();
-  clearAlert('autoplay');
+  call.clearAlert('autoplay');
 }
 
-linkStats.addEventListener('update', ({ detail }) => {
-  for (const [peerId, info] of detail) {
-    const peer = call.peers.get(peerId);
-    if (!peer) continue;
-    peer.link = info.link;
-    peer.localType = info.localType;
-    peer.remoteType = info.remoteType;
-    peer.connectionState = info.connectionState;
-  }
-  render();
+// --- the call's events -----------------------------------------------------------------------------
+
+call.addEventListener('change', render);
+call.addEventListener('track', ({ detail }) => attachRemoteStream(detail.peerId, detail.stream));
+call.addEventListener('linkremoved', ({ detail }) => removeRemoteStream(detail.peerId));
+call.addEventListener('microphone', ({ detail: stream }) => {
+  meters.detach('self');
+  stopStream(view.meterStream);
+  view.meterStream = null;
+  if (stream === null) return;
+  view.meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
+  meters.attach('self', view.meterStream);
 });
-
-// --- signalling connection -----------------------------------------------------------------------
-
-signalling.addEventListener('message', onServerMessage);
+call.addEventListener('teardown', () => {
+  for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
+  for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
+  for (const key of [...volumes.voices.keys()]) volumes.detach(key);
+  view.renderedRules = null;
+  view.confirmingBan = null;
+});
+call.addEventListener('passwordrequired', () => $('room-password').focus());
+call.addEventListener('directconsentrequired', () => $('allow-direct').focus());
 
 signalling.addEventListener('protocolerror', ({ detail }) => {
   console.warn('XES: ignored a malformed server message:', detail.message);
 });
 
-signalling.addEventListener('statechange', ({ detail }) => {
-  if (detail.state === SignallingState.LOST) {
-    const inCall = call.phase === 'joined';
-    showAlert('signalling', inCall
-      ? 'Connection to the server lost. Calls already connected keep going; reconnecting…'
-      : 'Connection to the server lost. Reconnecting…');
-  } else if (detail.state === SignallingState.OPEN) {
-    clearAlert('signalling');
-    // The server forgot us with the old socket; come back under the new peer id.
-    if (detail.previous === SignallingState.LOST && call.me && !call.awaitingSocket) {
-      if (call.phase === 'joined' || call.phase === 'joining' || call.phase === 'lobby') {
-        if (call.isMatch) {
-          leaveCall({ keepMicrophone: false });
-          call.phase = 'idle';
-          call.isMatch = false;
-          showAlert('signalling-match', 'The connection dropped, so the conversation ended. Press “Talk to someone” to meet someone new.');
-        } else {
-          call.phase = 'joining';
-          sendJoin();
-        }
-      } else if (call.phase === 'queued') {
-        call.phase = 'idle';
-      }
-    }
-  }
-  render();
-});
-
-window.addEventListener('pagehide', () => {
-  // Tell the room at once instead of leaving it to the heartbeat.
-  if (call.phase === 'joined') signalling.send(call.isMatch ? protocol.stop() : protocol.leave());
-});
+window.addEventListener('pagehide', () => call.pageHidden());
 
 // --- matchmaking (landing page) ------------------------------------------------------------------
 
 async function startMatch(event) {
   event.preventDefault();
-  if (call.phase !== 'idle') return;
-  const checked = protocol.checkName($('match-name').value);
-  if (!checked.ok) {
-    showAlert('name', checked.reason);
-    $('match-name').focus();
-    return;
-  }
-  clearAlert('name');
-  clearAlert('signalling-match');
-  store(STORAGE_KEYS.name, checked.name);
-  await startCall(checked.name, sendMatch);
-}
-
-function sendMatch() {
-  const direct = allowDirectWithStrangers();
-  if (call.serverRelay === false && !direct) {
-    // Learnt from `hello` only now, with the socket: say so instead of queueing (the server
-    // would refuse anyway), and free the microphone.
-    leaveCall();
-    call.phase = 'idle';
-    render();
-    $('allow-direct').focus();
-    return;
-  }
-  signalling.send(protocol.match({
-    name: call.me.name,
+  if (call.phase !== Phase.IDLE) return;
+  const name = checkedName($('match-name'));
+  if (name === null) return;
+  await call.findStranger(name, {
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
-    direct,
-  }));
-}
-
-function nextMatch() {
-  if (call.phase !== 'joined' && call.phase !== 'queued') return;
-  if (call.phase === 'joined') {
-    signalling.send(protocol.next());
-    leaveCall({ keepMicrophone: true });
-    call.phase = 'queued';
-  }
-  render();
-}
-
-function stopMatch() {
-  signalling.send(protocol.stop());
-  leaveCall();
-  call.phase = 'idle';
-  call.isMatch = false;
-  render();
+  });
 }
 
 // --- rendering -----------------------------------------------------------------------------------
 
 function render() {
-  const inCall = call.phase === 'joined';
+  const inCall = call.inCall;
   const callSection = $('call');
   callSection.hidden = !inCall;
   $('mute').setAttribute('aria-pressed', String(call.muted));
@@ -871,6 +401,7 @@ function render() {
   if (route.view === 'room') renderRoomView(inCall);
   else renderLandingView(inCall);
 
+  renderAlerts();
   renderRules();
   renderParticipants();
   renderKnocks();
@@ -884,18 +415,19 @@ function renderRoomView(inCall) {
   $('join').hidden = call.phase === 'lobby';
   $('lobby-cancel').hidden = call.phase !== 'lobby';
   $('lobby-note').hidden = call.phase !== 'lobby';
+  $('password-field').hidden = !call.passwordNeeded;
   $('display-name').disabled = call.phase !== 'idle';
   $('room-password').disabled = call.phase !== 'idle';
   const noRelay = call.serverRelay === false;
   $('relay-only').disabled = call.phase !== 'idle' || noRelay;
-  $('relay-only').checked = relayOnly();
+  $('relay-only').checked = call.relayOnly;
   $('relay-hint').textContent = noRelay ? RELAY_HINT_NO_RELAY : RELAY_HINT;
   const others = `${call.peers.size} other${call.peers.size === 1 ? '' : 's'}`;
   const states = {
     idle: 'Not joined yet.',
     joining: 'Joining…',
     lobby: 'Waiting for the host to let you in…',
-    joined: isHost()
+    joined: call.isHost
       ? `You are in the call with ${others}. You are the host.`
       : `You are in the call with ${others}.`,
   };
@@ -915,7 +447,7 @@ function renderLandingView(inCall) {
   const noRelay = call.serverRelay === false;
   $('match-no-relay').hidden = !noRelay;
   $('allow-direct-hint').textContent = noRelay ? ALLOW_DIRECT_HINT_NO_RELAY : ALLOW_DIRECT_HINT;
-  $('match-start').disabled = call.phase !== 'idle' || (noRelay && !allowDirectWithStrangers());
+  $('match-start').disabled = call.phase !== 'idle' || (noRelay && !call.preferences.allowDirect);
   // Sent with `match`, so it may change until then, not while queued or in a call.
   $('allow-direct').disabled = call.phase !== 'idle';
   $('match-next').disabled = !inCall;
@@ -928,7 +460,7 @@ function renderLandingView(inCall) {
     const relayed = [...call.peers.values()].some((peer) => peer.link === RELAYED);
     // With direct allowed, our own candidates (our IP) went to the stranger even if the link
     // ended up relayed, so only claim privacy when we kept to the relay.
-    const hidden = relayed && configuration().iceTransportPolicy === 'relay';
+    const hidden = relayed && call.configuration().iceTransportPolicy === 'relay';
     $('match-status').textContent = hidden
       ? 'Connected with a stranger through the encrypted relay: they do not see your IP address.'
       : relayed ? 'Connected with a stranger through the encrypted relay.' : 'Connected with a stranger.';
@@ -1051,14 +583,14 @@ function updateParticipantItem(item, { id, name, self, meta, link }) {
     details.append(part);
   });
   const actions = item.querySelector('.participant__actions');
-  if (self || !isHost()) {
+  if (self || !call.isHost) {
     actions.replaceChildren();
     actions.hidden = true;
     delete actions.dataset.mode;
     return;
   }
   actions.hidden = false;
-  const mode = call.confirmingBan === id ? 'confirm' : 'normal';
+  const mode = view.confirmingBan === id ? 'confirm' : 'normal';
   if (actions.dataset.mode !== mode) {
     actions.dataset.mode = mode;
     actions.replaceChildren(...(mode === 'confirm'
@@ -1093,7 +625,7 @@ function actionButton(text, className, onClick, action) {
 function renderKnocks() {
   const section = $('lobby-queue');
   const list = $('knockers');
-  const show = isHost() && call.knocks.size > 0;
+  const show = call.isHost && call.knocks.size > 0;
   section.hidden = !show;
   if (!show) {
     list.replaceChildren();
@@ -1107,8 +639,8 @@ function renderKnocks() {
       item.dataset.peer = id;
       const label = element('span', 'knocker__name', name);
       const actions = element('div', 'knocker__actions');
-      const admit = actionButton('Admit', 'button button--small button--primary', () => answerKnock(id, true));
-      const decline = actionButton('Decline', 'button button--small', () => answerKnock(id, false));
+      const admit = actionButton('Admit', 'button button--small button--primary', () => call.answerKnock(id, true));
+      const decline = actionButton('Decline', 'button button--small', () => call.answerKnock(id, false));
       admit.setAttribute('aria-label', `Admit ${name}`);
       decline.setAttribute('aria-label', `Decline ${name}`);
       actions.append(admit, decline);
@@ -1125,10 +657,10 @@ function renderKnocks() {
  */
 function renderSettings() {
   const section = $('room-settings');
-  section.hidden = !isHost();
-  if (section.hidden || call.renderedRules === call.rules) return;
+  section.hidden = !call.isHost;
+  if (section.hidden || view.renderedRules === call.rules) return;
   const rules = call.rules;
-  call.renderedRules = rules;
+  view.renderedRules = rules;
   $('rule-locked').checked = rules.locked;
   $('rule-lobby').checked = rules.lobby;
   $('rule-password-clear').disabled = !rules.password;
@@ -1145,7 +677,7 @@ function renderSettings() {
 }
 
 function updateSpeaking() {
-  const silenced = call.muted && call.talkHeld.size === 0;
+  const silenced = call.silenced;
   for (const item of document.querySelectorAll('#participants li[data-peer]')) {
     const key = item.dataset.peer;
     const speaking = key === 'self' && silenced ? false : meters.level(key) > SPEAKING_DB;
@@ -1168,9 +700,9 @@ function setUpRoomView() {
   $('room-title').textContent = 'Room';
   document.title = 'XES — room';
   $('display-name').value = load(STORAGE_KEYS.name) ?? '';
-  $('relay-only').checked = relayOnly();
   $('relay-only').addEventListener('change', (event) => {
     store(STORAGE_KEYS.relayOnly, String(event.target.checked));
+    call.preferences.relayOnly = event.target.checked;
     render();
   });
   $('copy-link').addEventListener('click', async () => {
@@ -1184,14 +716,12 @@ function setUpRoomView() {
   });
   $('join-form').addEventListener('submit', joinRoom);
   $('lobby-cancel').addEventListener('click', onLobbyCancel);
-  $('rule-locked').addEventListener('change', (event) => sendRules({ locked: event.target.checked }));
-  $('rule-lobby').addEventListener('change', (event) => sendRules({ lobby: event.target.checked }));
+  $('rule-locked').addEventListener('change', (event) => call.setRules({ locked: event.target.checked }));
+  $('rule-lobby').addEventListener('change', (event) => call.setRules({ lobby: event.target.checked }));
   $('password-form').addEventListener('submit', onPasswordSet);
-  $('rule-password-clear').addEventListener('click', () => sendRules({ password: null }));
+  $('rule-password-clear').addEventListener('click', () => call.setRules({ password: null }));
   $('max-form').addEventListener('submit', onMaxSave);
-  if (!protocol.ID_PATTERN.test(call.roomId)) {
-    showAlert('room', 'This room link is not valid. Ask for the link again, or start a new room.');
-  }
+  if (!protocol.ID_PATTERN.test(call.roomId)) call.showAlert('room', INVALID_ROOM_LINK);
 }
 
 function setUpLandingView() {
@@ -1203,72 +733,30 @@ function setUpLandingView() {
   $('match').append(callSection);
   $('match-name').value = load(STORAGE_KEYS.name) ?? '';
   $('match-form').addEventListener('submit', startMatch);
-  $('allow-direct').checked = allowDirectWithStrangers();
+  $('allow-direct').checked = call.preferences.allowDirect;
   $('allow-direct').addEventListener('change', (event) => {
     store(STORAGE_KEYS.allowDirect, String(event.target.checked));
-    clearAlert('match-refused');
+    call.preferences.allowDirect = event.target.checked;
+    call.clearAlert('match-refused');
     render();
   });
-  $('match-next').addEventListener('click', nextMatch);
-  $('match-stop').addEventListener('click', stopMatch);
+  $('match-next').addEventListener('click', () => call.next());
+  $('match-stop').addEventListener('click', () => call.stop());
   wireStrangerFeedback();
 }
 
-// --- safety: after a call with a stranger (logic in safety.js) -------------------------------------
-
-function rememberStranger(peer) {
-  if (peer && call.feedback?.stranger.id !== peer.id) call.feedback = safety.newFeedback(peer);
-}
-
-function onSafetyMessage(message) {
-  if (message.type === 'identified') {
-    for (const [n, sentence] of safety.identifiedSentences(message, Date.now() / 1000).entries()) {
-      showAlert(`identified-${n}`, sentence);
-    }
-  } else if (call.feedback) {
-    call.feedback = safety.noted(call.feedback, message.ref);
-  }
-}
-
-function onMatchRefused(message, sentence) {
-  // A refused `next` leaves us in the server's match room while the page already moved on.
-  if (message.ref === 'next') signalling.send(protocol.stop());
-  leaveCall();
-  call.phase = 'idle';
-  call.isMatch = false;
-  showAlert('match-refused', sentence);
-}
-
-function sendFeedback(message, change) {
-  if (!call.feedback || !signalling.send(message)) return;
-  call.feedback = { ...call.feedback, ...change };
-  render();
-}
+// --- after a call with a stranger: Good call, Bad call, Block, Report (state in call.js) ----------
 
 function wireStrangerFeedback() {
-  const peer = () => call.feedback.stranger.id;
-  $('rate-good').addEventListener('click', () => sendFeedback(protocol.rate(peer(), true), { rated: true }));
-  $('rate-bad').addEventListener('click', () => sendFeedback(protocol.rate(peer(), false), { rated: true }));
-  $('block-stranger').addEventListener('click', () => {
-    const inCallWithThem = call.phase === 'joined' && call.peers.has(peer());
-    sendFeedback(protocol.block(peer()), { blocked: true });
-    if (inCallWithThem) { // the server moves us on, as with Next
-      leaveCall({ keepMicrophone: true });
-      call.phase = 'queued';
-      render();
-    }
-  });
-  $('report-open').addEventListener('click', () => {
-    if (call.feedback) call.feedback = { ...call.feedback, reporting: !call.feedback.reporting };
-    render();
-  });
-  const reasons = $('report-reasons');
-  for (const [reason, words] of Object.entries(safety.REPORT_REASONS)) {
+  $('rate-good').addEventListener('click', () => call.rateStranger(true));
+  $('rate-bad').addEventListener('click', () => call.rateStranger(false));
+  $('block-stranger').addEventListener('click', () => call.blockStranger());
+  $('report-open').addEventListener('click', () => call.toggleReporting());
+  for (const [reason, words] of Object.entries(REPORT_REASONS)) {
     const button = element('button', 'button', words);
     button.type = 'button';
-    button.addEventListener('click', () => sendFeedback(
-      protocol.report(peer(), reason, $('report-text').value.trim()), { reported: true, reporting: false }));
-    reasons.append(button);
+    button.addEventListener('click', () => call.reportStranger(reason, $('report-text').value.trim()));
+    $('report-reasons').append(button);
   }
 }
 
@@ -1292,7 +780,7 @@ function start() {
   document.body.append(sinks);
   if (route.view === 'room') setUpRoomView();
   else setUpLandingView();
-  $('mute').addEventListener('click', onMuteClick);
+  $('mute').addEventListener('click', () => call.toggleMute());
   setUpTalkButton();
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
@@ -1301,7 +789,7 @@ function start() {
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
   // page must tell before the user picks "Hide my IP" or asks for a stranger.
-  signalling.connect();
+  call.connect();
 }
 
 // A read-only window into the call for tests and curious users: no methods that change anything.

@@ -1,0 +1,690 @@
+// The call's state and transitions, without the DOM: what the page is doing (idle, joining, in
+// the lobby, queued for a stranger, in a call), who is in it, the mesh of links, mute and
+// push-to-talk, host controls, and the alerts that explain what went wrong. main.js (the view)
+// calls the methods below for clicks and keys, and re-renders on `change`.
+//
+// Everything here reaches the outside world only through what it is given (a Signalling, a way
+// to open the microphone) and the browser's RTCPeerConnection via mesh.js, so it runs under
+// Node's test runner with fakes for both.
+
+import * as protocol from './protocol.js';
+import { SignallingState } from './signalling.js';
+import { Mesh } from './mesh.js';
+import { LINK_FAILURE } from './negotiation.js';
+import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
+import { LinkStats } from './stats.js';
+import * as safety from './safety.js';
+
+/**
+ * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
+ * queued → joined → (Next) queued …
+ */
+export const Phase = Object.freeze({
+  IDLE: 'idle',
+  JOINING: 'joining',
+  LOBBY: 'lobby',
+  QUEUED: 'queued',
+  JOINED: 'joined',
+});
+
+// Ask for fresh TURN credentials when this share of their lifetime has passed.
+const ICE_REFRESH_AT = 0.8;
+// Join refusals that leave us outside the room (and free the microphone).
+const JOIN_REFUSALS = new Set([
+  'room-full', 'room-locked', 'password-required', 'wrong-password', 'banned', 'declined',
+]);
+
+export const NO_RELAY_FOR_STRANGERS = 'This server has no relay, so you can only talk to strangers ' +
+  'who also allow a direct connection, and they will see your IP address. Tick “Allow a direct ' +
+  'connection with strangers” if you accept that.';
+export const INVALID_ROOM_LINK = 'This room link is not valid. Ask for the link again, or start a new room.';
+
+/**
+ * The call. Events (all CustomEvent):
+ * - `change` (no detail): state changed, render again;
+ * - `microphone` (detail: MediaStream|null): the microphone was opened, or closed;
+ * - `track` (detail: {peerId, stream}): a remote stream to play;
+ * - `linkremoved` (detail: {peerId}): a link closed, stop playing it;
+ * - `teardown` (no detail): every link and the roster are gone (left, removed, rejoined);
+ * - `passwordrequired`: the room wants a password (the view shows and focuses its field);
+ * - `directconsentrequired`: this server has no relay and the user did not allow a direct
+ *   connection with strangers, so nothing was queued.
+ */
+export class Call extends EventTarget {
+  /**
+   * @param {object} options
+   * @param {import('./signalling.js').Signalling} options.signalling
+   * @param {string|null} [options.roomId] the room of a `/r/<id>` page
+   * @param {() => Promise<MediaStream>} [options.openMicrophone]
+   * @param {() => number} [options.now] wall clock in ms (ICE credential expiry is wall-clock)
+   * @param {{relayOnly?: boolean, allowDirect?: boolean}} [options.preferences] the user's
+   *   "Hide my IP" and "Allow a direct connection with strangers"; the view keeps them current
+   */
+  constructor({
+    signalling, roomId = null, openMicrophone: open = openMicrophone,
+    now = () => Date.now(), preferences = {},
+  }) {
+    super();
+    this.signalling = signalling;
+    this.openMicrophone = open;
+    this.now = now;
+    this.preferences = { relayOnly: false, allowDirect: false, ...preferences };
+    this.phase = Phase.IDLE;
+    this.roomId = roomId;
+    this.isMatch = false;
+    // What may still be said about the current or last stranger (safety.js).
+    this.feedback = null;
+    /** @type {{id: string|null, name: string}|null} */
+    this.me = null;
+    this.hostId = null;
+    this.rules = null;
+    /** @type {Map<string, object>} id -> {id, name, polite, connectionState, link, ...} */
+    this.peers = new Map();
+    this.iceServers = [];
+    this.iceExpiresAt = null;
+    this.serverPolicy = 'all';
+    // `hello.relay`: whether this server hands out a TURN relay; null until hello (or an older
+    // server that does not say). Without one "Hide my IP" cannot work, and strangers meet only
+    // if both allow a direct connection.
+    this.serverRelay = null;
+    // The largest max_peers a host may set: the server's maximum, from `hello.limits.max_peers`.
+    this.maxCeiling = null;
+    /** @type {MediaStream|null} */
+    this.localStream = null;
+    this.muted = false;
+    // What holds the microphone open while muted (push-to-talk): 'space' and/or 'button'.
+    this.talkHeld = new Set();
+    /** @type {Mesh|null} */
+    this.mesh = null;
+    this.refreshTimer = null;
+    /** @type {Map<string, string>} id -> name of who knocks, while we are host */
+    this.knocks = new Map();
+    // The room asked for a password: the view shows its field until we are in.
+    this.passwordNeeded = false;
+    // What the first message said, so a reconnect can say it again under the new peer id.
+    this.password = undefined;
+    this.matchRequest = null;
+    // While a first join or match waits for the socket, a reconnect must not also send one.
+    this.awaitingSocket = false;
+    /** @type {Map<string, string>} key -> sentence; one per concern so a repeat replaces */
+    this.alerts = new Map();
+    // Counts alert changes, so the view redraws them (and screen readers hear them) only then.
+    this.alertsVersion = 0;
+    this.linkStats = new LinkStats(() => (this.mesh ? this.mesh.peerConnections() : new Map()));
+    this.linkStats.addEventListener('update', ({ detail }) => this.onLinkStats(detail));
+    signalling.addEventListener('message', ({ detail }) => this.onServerMessage(detail));
+    signalling.addEventListener('statechange', ({ detail }) => this.onSignallingState(detail));
+  }
+
+  // --- what the view reads -----------------------------------------------------------------------
+
+  get inCall() {
+    return this.phase === Phase.JOINED;
+  }
+
+  /** Whether we host the room we are in (never in a stranger call). */
+  get isHost() {
+    return this.inCall && !this.isMatch && this.me !== null && this.hostId === this.me.id;
+  }
+
+  /** Whether the microphone is silenced: muted, and push-to-talk not held. */
+  get silenced() {
+    return this.muted && this.talkHeld.size === 0;
+  }
+
+  /** "Hide my IP (always relay)", unless the server said it has no relay to hide behind. */
+  get relayOnly() {
+    return this.preferences.relayOnly && this.serverRelay !== false;
+  }
+
+  /**
+   * The RTCConfiguration for new links: the server's ICE servers, relay if the user asked for it
+   * ("Hide my IP") or the server says so. For a stranger it does unless both allowed a direct
+   * connection, which the server knows from `match`; so one side's consent never overrides the
+   * other's refusal.
+   * @returns {RTCConfiguration}
+   */
+  configuration() {
+    const relay = this.relayOnly || this.serverPolicy === 'relay';
+    return { iceServers: this.iceServers, iceTransportPolicy: relay ? 'relay' : 'all' };
+  }
+
+  // --- alerts --------------------------------------------------------------------------------------
+
+  showAlert(key, text) {
+    this.alerts.set(key, text);
+    this.alertsVersion += 1;
+    this.changed();
+  }
+
+  clearAlert(key) {
+    if (!this.alerts.delete(key)) return;
+    this.alertsVersion += 1;
+    this.changed();
+  }
+
+  // --- starting and ending -------------------------------------------------------------------------
+
+  /** Open the socket now, not on Join: `hello` says whether this server has a relay. */
+  connect() {
+    this.signalling.connect();
+  }
+
+  /**
+   * Join the room of this page.
+   * @param {string} name a display name already checked with protocol.checkName
+   * @param {string} [password]
+   */
+  async join(name, password) {
+    if (this.phase !== Phase.IDLE) return;
+    this.clearAlert('room-refused'); // a retry gets a fresh answer, announced again if it is the same
+    this.clearAlert('removed');
+    if (!protocol.ID_PATTERN.test(this.roomId ?? '')) {
+      this.showAlert('room', INVALID_ROOM_LINK);
+      return;
+    }
+    this.password = password;
+    await this.start(name, () => this.sendJoin());
+  }
+
+  /**
+   * Ask for a stranger.
+   * @param {string} name a display name already checked
+   * @param {{tags: string[], language: string}} request
+   */
+  async findStranger(name, { tags, language }) {
+    if (this.phase !== Phase.IDLE) return;
+    this.clearAlert('signalling-match');
+    this.matchRequest = { tags, language };
+    await this.start(name, () => this.sendMatch());
+  }
+
+  /**
+   * Joining a room and asking for a stranger start alike: the microphone first (a refusal stops
+   * here, with its explanation shown), then the signalling socket, then the first message.
+   * @param {string} name
+   * @param {() => void} sendFirstMessage sends `join` or `match`
+   */
+  async start(name, sendFirstMessage) {
+    this.me = { id: null, name };
+    this.phase = Phase.JOINING;
+    this.changed();
+    if (!(await this.ensureMicrophone())) {
+      this.phase = Phase.IDLE;
+      this.changed();
+      return;
+    }
+    this.awaitingSocket = true;
+    this.signalling.connect();
+    await this.signalling.whenOpen();
+    this.awaitingSocket = false;
+    sendFirstMessage();
+  }
+
+  async ensureMicrophone() {
+    if (this.localStream) return true;
+    try {
+      this.localStream = await this.openMicrophone();
+    } catch (error) {
+      this.showAlert('microphone', error instanceof MicrophoneError ? error.message : String(error));
+      return false;
+    }
+    this.clearAlert('microphone');
+    this.applyMicrophone();
+    this.emit('microphone', this.localStream);
+    return true;
+  }
+
+  sendJoin() {
+    this.signalling.send(protocol.join({
+      room: this.roomId, name: this.me.name, password: this.password,
+    }));
+  }
+
+  sendMatch() {
+    const direct = this.preferences.allowDirect;
+    if (this.serverRelay === false && !direct) {
+      // Learnt from `hello` only now, with the socket: say so instead of queueing (the server
+      // would refuse anyway), and free the microphone.
+      this.end();
+      this.emit('directconsentrequired');
+      return;
+    }
+    this.signalling.send(protocol.match({
+      name: this.me.name, ...this.matchRequest, direct,
+    }));
+  }
+
+  /** Leave the room, or stop talking to strangers. */
+  leave() {
+    this.signalling.send(this.isMatch ? protocol.stop() : protocol.leave());
+    this.end();
+  }
+
+  /** Leave the lobby before the host answers. */
+  cancelLobby() {
+    if (this.phase !== Phase.LOBBY) return;
+    this.signalling.send(protocol.leave());
+    this.end();
+  }
+
+  /** Someone new: from a stranger call back to the queue (the microphone stays open). */
+  next() {
+    if (this.phase !== Phase.JOINED) return;
+    this.signalling.send(protocol.next());
+    this.tearDown({ keepMicrophone: true });
+    this.phase = Phase.QUEUED;
+    this.changed();
+  }
+
+  /** Stop meeting strangers: out of the queue or the call. */
+  stop() {
+    this.signalling.send(protocol.stop());
+    this.end();
+  }
+
+  /** The page goes away: tell the room at once instead of leaving it to the heartbeat. */
+  pageHidden() {
+    if (this.inCall) this.signalling.send(this.isMatch ? protocol.stop() : protocol.leave());
+  }
+
+  /** Back to idle, microphone closed. */
+  end() {
+    this.tearDown();
+    this.phase = Phase.IDLE;
+    this.isMatch = false;
+    this.changed();
+  }
+
+  /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
+  tearDown({ keepMicrophone = false } = {}) {
+    if (this.mesh) this.mesh.closeAll();
+    this.mesh = null;
+    this.linkStats.stop();
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    this.peers.clear();
+    this.knocks.clear();
+    this.hostId = null;
+    this.rules = null;
+    this.talkHeld.clear();
+    this.applyMicrophone();
+    this.emit('teardown');
+    if (!keepMicrophone && this.localStream) {
+      this.emit('microphone', null);
+      stopStream(this.localStream);
+      this.localStream = null;
+    }
+    this.clearAlert('turn');
+    this.clearAlert('relay-unavailable');
+  }
+
+  // --- talking -------------------------------------------------------------------------------------
+
+  /** The microphone sends while unmuted, or while muted and push-to-talk is held. */
+  applyMicrophone() {
+    setMuted(this.localStream, this.silenced);
+  }
+
+  toggleMute() {
+    this.muted = !this.muted;
+    this.applyMicrophone();
+    this.changed();
+  }
+
+  /**
+   * Push-to-talk: `holder` ('space' or 'button') starts or stops holding the microphone open.
+   * @param {string} holder
+   * @param {boolean} held
+   */
+  holdToTalk(holder, held) {
+    const before = this.talkHeld.size > 0;
+    if (held && this.inCall) this.talkHeld.add(holder);
+    else this.talkHeld.delete(holder);
+    if (before === this.talkHeld.size > 0) return;
+    this.applyMicrophone();
+    this.changed();
+  }
+
+  // --- host controls -------------------------------------------------------------------------------
+
+  /** Send `set-rules`; the new rules show when the server confirms them with `rules`. */
+  setRules(rules) {
+    if (this.isHost) this.signalling.send(protocol.setRules(rules));
+  }
+
+  /**
+   * Remove or ban a member.
+   * @param {'remove'|'ban'} kind
+   * @param {string} peerId
+   */
+  moderate(kind, peerId) {
+    if (!this.isHost) return;
+    this.signalling.send(kind === 'ban' ? protocol.ban(peerId) : protocol.remove(peerId));
+  }
+
+  /** Let a knocker in, or turn it away (the server tells the host nothing back for a decline). */
+  answerKnock(peerId, admit) {
+    if (!this.isHost) return;
+    this.signalling.send(admit ? protocol.admit(peerId) : protocol.decline(peerId));
+    if (!admit && this.knocks.delete(peerId)) this.changed();
+  }
+
+  // --- server messages -----------------------------------------------------------------------------
+
+  onServerMessage(message) {
+    switch (message.type) {
+      case 'hello':
+        this.maxCeiling = message.limits?.max_peers ?? this.maxCeiling;
+        this.serverRelay = typeof message.relay === 'boolean' ? message.relay : null;
+        break;
+      case 'joined':
+        this.onJoined(message);
+        break;
+      case 'peer-joined':
+        this.peers.set(message.peer.id, newPeer(message.peer));
+        this.knocks.delete(message.peer.id);
+        if (this.mesh) this.mesh.add(message.peer, false);
+        break;
+      case 'peer-left':
+        this.peers.delete(message.peer);
+        if (this.mesh) this.mesh.remove(message.peer);
+        break;
+      case 'signal':
+        if (this.mesh) this.mesh.handleSignal(message.from, message.data);
+        break;
+      case 'left':
+        break; // we already tore down when we sent leave/next/stop
+      case 'host':
+        this.hostId = message.peer;
+        break;
+      case 'rules':
+        this.rules = message.rules;
+        this.maxCeiling = Math.max(this.maxCeiling ?? 0, message.rules.max_peers);
+        break;
+      case 'lobby':
+        this.phase = Phase.LOBBY;
+        this.clearAlert('room-refused'); // e.g. "this room has a password", now given
+        break;
+      case 'knock':
+        this.knocks.set(message.peer.id, message.peer.name);
+        break;
+      case 'knock-withdrawn':
+        this.knocks.delete(message.peer);
+        break;
+      case 'removed':
+        this.end();
+        this.showAlert('removed', protocol.describeRemoval(message.banned));
+        break;
+      case 'queued':
+        this.phase = Phase.QUEUED;
+        break;
+      case 'unqueued':
+        if (this.phase === Phase.QUEUED) this.phase = Phase.IDLE;
+        break;
+      case 'ice-servers':
+        this.iceServers = message.ice_servers;
+        this.iceExpiresAt = message.ice_expires_at ?? null;
+        if (this.mesh) this.mesh.setConfiguration(this.configuration());
+        this.scheduleIceRefresh();
+        break;
+      case 'error':
+        this.onServerError(message);
+        break;
+      case 'identified':
+        for (const [n, sentence] of safety.identifiedSentences(message, this.now() / 1000).entries()) {
+          this.showAlert(`identified-${n}`, sentence);
+        }
+        break;
+      case 'noted':
+        if (this.feedback) this.feedback = safety.noted(this.feedback, message.ref);
+        break;
+      default:
+        break;
+    }
+    if (this.isMatch && (message.type === 'joined' || message.type === 'peer-joined')) {
+      const stranger = message.type === 'joined' ? message.peers[0] : message.peer;
+      if (stranger && this.feedback?.stranger.id !== stranger.id) this.feedback = safety.newFeedback(stranger);
+    }
+    this.changed();
+  }
+
+  // --- after a call with a stranger (docs/moderation.md) ------------------------------------------
+
+  /** "Good call" (true) or "Bad call" about the current or last stranger. */
+  rateStranger(good) {
+    this.sendFeedback(protocol.rate(this.feedback?.stranger.id, good), { rated: true });
+  }
+
+  /** Never meet that stranger again; in a call with them, the server moves us on as with Next. */
+  blockStranger() {
+    if (!this.feedback) return;
+    const inCallWithThem = this.phase === Phase.JOINED && this.peers.has(this.feedback.stranger.id);
+    this.sendFeedback(protocol.block(this.feedback.stranger.id), { blocked: true });
+    if (inCallWithThem) {
+      this.tearDown({ keepMicrophone: true });
+      this.phase = Phase.QUEUED;
+      this.changed();
+    }
+  }
+
+  toggleReporting() {
+    if (!this.feedback) return;
+    this.feedback = { ...this.feedback, reporting: !this.feedback.reporting };
+    this.changed();
+  }
+
+  /** @param {string} reason a key of REPORT_REASONS @param {string} text */
+  reportStranger(reason, text) {
+    this.sendFeedback(protocol.report(this.feedback?.stranger.id, reason, text),
+      { reported: true, reporting: false });
+  }
+
+  sendFeedback(message, change) {
+    if (!this.feedback || !this.signalling.send(message)) return;
+    this.feedback = { ...this.feedback, ...change };
+    this.changed();
+  }
+
+  onJoined(message) {
+    // A rejoin after a lost connection, or a new match: links from before are to peer ids that
+    // no longer exist on the server, so start clean (the microphone stays).
+    this.tearDown({ keepMicrophone: true });
+    this.phase = Phase.JOINED;
+    this.roomId = message.room;
+    this.isMatch = message.match === true;
+    this.me = { id: message.you, name: this.me ? this.me.name : '' };
+    this.hostId = message.host;
+    this.rules = message.rules;
+    // A server older than `hello.limits.max_peers`: a fresh room's size is its maximum.
+    this.maxCeiling = Math.max(this.maxCeiling ?? 0, message.rules.max_peers);
+    this.iceServers = message.ice_servers;
+    this.iceExpiresAt = message.ice_expires_at ?? null;
+    this.serverPolicy = message.ice_transport_policy;
+    this.passwordNeeded = false;
+    this.clearAlert('room-refused');
+    this.clearAlert('removed');
+    if (this.configuration().iceTransportPolicy === 'relay' && !protocol.hasTurn(this.iceServers)) {
+      this.showAlert('relay-unavailable',
+        'Relay mode is unavailable: this server has no relay (TURN) configured, so with ' +
+        '“Hide my IP (always relay)” on, calls cannot connect. Turn it off to connect directly.');
+    }
+    this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
+    this.wireMesh(this.mesh);
+    for (const peer of message.peers) {
+      this.peers.set(peer.id, newPeer(peer));
+      this.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
+    }
+    this.linkStats.start();
+    this.scheduleIceRefresh();
+  }
+
+  onServerError(message) {
+    const sentence = protocol.describeError(message);
+    if (JOIN_REFUSALS.has(message.code) && (this.phase === Phase.JOINING || this.phase === Phase.LOBBY)) {
+      this.end();
+      this.showAlert('room-refused', sentence);
+      if (message.code === 'password-required' || message.code === 'wrong-password') {
+        this.passwordNeeded = true;
+        this.changed(); // enables the field again: a disabled input cannot take focus
+        this.emit('passwordrequired');
+      }
+      return;
+    }
+    if (message.code === 'turn-unavailable' && message.ref === 'match') {
+      // No relay and no consent: the page normally stops this before sending (see sendMatch).
+      this.end();
+      this.showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
+      return;
+    }
+    if (['cooldown', 'identity-banned', 'identity-required'].includes(message.code)) {
+      // A refused `next` leaves us in the server's match room while the page already moved on.
+      if (message.ref === 'next') this.signalling.send(protocol.stop());
+      this.end();
+      this.showAlert('match-refused', sentence);
+      return;
+    }
+    if (message.code === 'already-joined' || message.code === 'not-queued') {
+      return; // a double click; the state we show is already right
+    }
+    if (message.code === 'room-full' && message.ref === 'admit') {
+      // The joiner's sentence ("ask someone inside to make room") would confuse the host.
+      this.showAlert('error-admit', 'The room is full, so nobody else can be let in. Raise “Maximum people” ' +
+        'or wait for someone to leave.');
+      return;
+    }
+    this.showAlert(`error-${message.code}`, sentence);
+  }
+
+  scheduleIceRefresh() {
+    clearTimeout(this.refreshTimer);
+    this.refreshTimer = null;
+    if (!this.iceExpiresAt || this.iceServers.length === 0) return;
+    const lifetimeMs = this.iceExpiresAt * 1000 - this.now();
+    // Already "expired" by our clock means our clock is off, not that the credentials are: asking
+    // again at once would loop, so ask once a minute.
+    const delayMs = lifetimeMs <= 0 ? 60_000 : Math.max(5000, lifetimeMs * ICE_REFRESH_AT);
+    this.refreshTimer = setTimeout(() => this.signalling.send(protocol.iceRefresh()), delayMs);
+  }
+
+  onSignallingState({ state, previous }) {
+    if (state === SignallingState.LOST) {
+      this.showAlert('signalling', this.inCall
+        ? 'Connection to the server lost. Calls already connected keep going; reconnecting…'
+        : 'Connection to the server lost. Reconnecting…');
+    } else if (state === SignallingState.OPEN) {
+      this.clearAlert('signalling');
+      // The server forgot us with the old socket; come back under the new peer id.
+      if (previous === SignallingState.LOST && this.me && !this.awaitingSocket) this.resume();
+    }
+    this.changed();
+  }
+
+  resume() {
+    if (this.phase === Phase.JOINED || this.phase === Phase.JOINING || this.phase === Phase.LOBBY) {
+      if (this.isMatch) {
+        this.end();
+        this.showAlert('signalling-match', 'The connection dropped, so the conversation ended. ' +
+          'Press “Talk to someone” to meet someone new.');
+      } else {
+        this.phase = Phase.JOINING;
+        this.sendJoin();
+      }
+    } else if (this.phase === Phase.QUEUED) {
+      this.phase = Phase.IDLE;
+    }
+  }
+
+  // --- links ---------------------------------------------------------------------------------------
+
+  wireMesh(mesh) {
+    mesh.addEventListener('signal', ({ detail }) => {
+      this.signalling.send(protocol.signal(detail.peerId, detail.detail));
+    });
+    mesh.addEventListener('track', ({ detail }) => {
+      this.emit('track', { peerId: detail.peerId, stream: detail.detail });
+    });
+    mesh.addEventListener('statechange', ({ detail }) => {
+      const peer = this.peers.get(detail.peerId);
+      if (peer) peer.connectionState = detail.detail;
+      if (peer && detail.detail === 'connected' && peer.linkFailure) {
+        peer.linkFailure = null; // a restart found a path after all
+        this.clearAlert(`link-${detail.peerId}`);
+      }
+      if (peer && peer.turnError && detail.detail === 'failed') this.showTurnAlert(peer.turnError);
+      if (detail.detail === 'connected') this.linkStats.poll();
+      this.changed();
+    });
+    mesh.addEventListener('turnerror', ({ detail }) => {
+      const peer = this.peers.get(detail.peerId);
+      if (!peer) return;
+      peer.turnError = detail.detail.reason;
+      // Without relay-only mode a direct path may still work, so a TURN error only matters if
+      // the link then fails; with relay-only mode it means the link cannot connect at all.
+      if (this.configuration().iceTransportPolicy === 'relay' || peer.connectionState === 'failed') {
+        this.showTurnAlert(peer.turnError);
+      }
+    });
+    mesh.addEventListener('linkfailure', ({ detail }) => {
+      const peer = this.peers.get(detail.peerId);
+      if (!peer) return;
+      peer.linkFailure = detail.detail.reason;
+      this.showAlert(`link-${detail.peerId}`, couldNotConnect(peer));
+    });
+    mesh.addEventListener('error', ({ detail }) => {
+      const peer = this.peers.get(detail.peerId);
+      this.showAlert(`link-${detail.peerId}`,
+        `Setting up audio with ${peer ? peer.name : 'someone'} failed: ${detail.detail}.`);
+    });
+    mesh.addEventListener('removed', ({ detail }) => {
+      this.emit('linkremoved', { peerId: detail.peerId });
+      this.clearAlert(`link-${detail.peerId}`);
+    });
+  }
+
+  showTurnAlert(reason) {
+    this.showAlert('turn',
+      `The encrypted relay could not be used (${reason}), so links that need it cannot connect. ` +
+      'Try again later, or turn off “Hide my IP (always relay)”.');
+  }
+
+  onLinkStats(stats) {
+    for (const [peerId, info] of stats) {
+      const peer = this.peers.get(peerId);
+      if (!peer) continue;
+      peer.link = info.link;
+      peer.localType = info.localType;
+      peer.remoteType = info.remoteType;
+      peer.connectionState = info.connectionState;
+    }
+    this.changed();
+  }
+
+  // --- events --------------------------------------------------------------------------------------
+
+  changed() {
+    this.emit('change');
+  }
+
+  /**
+   * @param {string} type
+   * @param {unknown} [detail]
+   */
+  emit(type, detail = null) {
+    this.dispatchEvent(new CustomEvent(type, { detail }));
+  }
+}
+
+function newPeer(peer) {
+  return {
+    id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
+    linkFailure: null,
+  };
+}
+
+/** "Could not connect to Ada: no network path (the relay could not be reached)". */
+function couldNotConnect(peer) {
+  const why = peer.linkFailure === LINK_FAILURE.noPath ? peer.linkFailure
+    : `no network path (${peer.linkFailure})`;
+  return `Could not connect to ${peer.name}: ${why}.`;
+}

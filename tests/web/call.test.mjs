@@ -1,0 +1,317 @@
+// call.js without a browser: the call's state and transitions, driven the way the server and
+// the peers drive them, with fakes for the WebSocket and RTCPeerConnection (fakes.mjs).
+// Run with `node --test tests/web/`; tests/web/test_node.py runs it as part of pytest.
+
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+
+import {
+  FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, installFakes, settle,
+} from './fakes.mjs';
+import { Call, Phase } from '../../src/xes/web/call.js';
+import { Signalling } from '../../src/xes/web/signalling.js';
+import { MicrophoneError } from '../../src/xes/web/media.js';
+
+const reset = installFakes();
+
+const ROOM = 'R'.repeat(22);
+const ME = 'M'.repeat(22);
+const ME_AGAIN = 'N'.repeat(22);
+const ADA = 'A'.repeat(22);
+const BOB = 'B'.repeat(22);
+const CAROL = 'C'.repeat(22);
+const RULES = Object.freeze({ locked: false, lobby: false, password: false, max_peers: 8 });
+
+function joinedMessage(fields = {}) {
+  return {
+    type: 'joined', room: ROOM, you: ME, host: ME, peers: [], rules: RULES, ice_servers: [],
+    ice_expires_at: null, ice_transport_policy: 'all', match: false, ...fields,
+  };
+}
+
+/** A Call on a fresh Signalling and microphone; everything is closed when the test ends. */
+function makeCall(t, options = {}) {
+  reset();
+  const microphone = new FakeMediaStream([new FakeTrack()]);
+  const signalling = new Signalling('ws://xes.test/ws');
+  const call = new Call({
+    signalling, roomId: ROOM, openMicrophone: async () => microphone, ...options,
+  });
+  const events = [];
+  for (const type of ['track', 'linkremoved', 'teardown', 'passwordrequired', 'directconsentrequired']) {
+    call.addEventListener(type, ({ detail }) => events.push({ type, detail }));
+  }
+  t.after(() => {
+    call.end();
+    signalling.close();
+  });
+  return { call, signalling, microphone, events };
+}
+
+/** Join the room (the server accepting) with `fields` in `joined`. */
+async function inRoom(t, fields = {}, options = {}) {
+  const context = makeCall(t, options);
+  const joining = context.call.join('Me');
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await joining;
+  socket.serverSends(joinedMessage(fields));
+  await settle();
+  return { ...context, socket };
+}
+
+const signalsTo = (socket, peer) => socket.sentOf('signal').filter((message) => message.to === peer);
+
+test('join opens the microphone, then the socket, then sends the room, the name and the key', async (t) => {
+  const { call } = makeCall(t);
+  const joining = call.join('Me');
+  assert.equal(call.phase, Phase.JOINING);
+  await settle();
+  const socket = FakeWebSocket.latest;
+  assert.deepEqual(socket.sent, [], 'nothing is sent before hello');
+  socket.open(ME);
+  await joining;
+  assert.deepEqual(socket.sent, [{ type: 'join', room: ROOM, name: 'Me', rollback: true}]);
+  assert.equal(call.phase, Phase.JOINING);
+});
+
+test('an invalid room link is refused before the microphone or the socket', async (t) => {
+  const { call } = makeCall(t, { roomId: 'not-a-room' });
+  await call.join('Me');
+  assert.equal(call.phase, Phase.IDLE);
+  assert.equal(FakeWebSocket.made.length, 0);
+  assert.match(call.alerts.get('room'), /not valid/);
+});
+
+test('a refused microphone keeps the page idle and says why', async (t) => {
+  const refusal = new MicrophoneError('denied', 'Microphone access was denied.');
+  const { call } = makeCall(t, { openMicrophone: async () => { throw refusal; } });
+  await call.join('Me');
+  assert.equal(call.phase, Phase.IDLE);
+  assert.equal(call.alerts.get('microphone'), 'Microphone access was denied.');
+  assert.equal(FakeWebSocket.made.length, 0, 'no socket for a call that cannot talk');
+});
+
+test('joined: one link per member, we offer to each, without the speech-level extension', async (t) => {
+  const peers = [{ id: ADA, name: 'Ada', polite: true }, { id: BOB, name: 'Bob', polite: false }];
+  const { call, socket, microphone } = await inRoom(t, { peers });
+  assert.equal(call.phase, Phase.JOINED);
+  assert.equal(call.isHost, true);
+  assert.deepEqual([...call.peers.values()].map((peer) => [peer.name, peer.connectionState]),
+    [['Ada', 'new'], ['Bob', 'new']]);
+  assert.equal(FakeRTCPeerConnection.made.length, 2);
+  for (const pc of FakeRTCPeerConnection.made) {
+    assert.deepEqual(pc.senders.map((sender) => sender.track), microphone.getAudioTracks());
+  }
+  for (const peer of [ADA, BOB]) {
+    const [offer] = signalsTo(socket, peer);
+    assert.equal(offer.data.description.type, 'offer');
+    assert.doesNotMatch(offer.data.description.sdp, /ssrc-audio-level/);
+  }
+});
+
+test('an answer, then connected: the roster says so and the remote stream goes to the view', async (t) => {
+  const { call, socket, events } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  assert.equal(pc.signalingState, 'stable');
+  pc.connect();
+  pc.receiveTrack();
+  assert.equal(call.peers.get(ADA).connectionState, 'connected');
+  const tracks = events.filter((event) => event.type === 'track');
+  assert.deepEqual(tracks.map((event) => event.detail.peerId), [ADA]);
+});
+
+test('a newcomer offers and we answer on the same link; when it leaves its link closes', async (t) => {
+  const { call, socket, events, microphone } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: false } });
+  await settle();
+  const [pc] = FakeRTCPeerConnection.made;
+  assert.deepEqual(signalsTo(socket, CAROL), [], 'the member already there waits for the offer');
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
+  await settle();
+  const [answer] = signalsTo(socket, CAROL);
+  assert.equal(answer.data.description.type, 'answer');
+  assert.deepEqual(pc.senders.map((sender) => sender.track), microphone.getAudioTracks());
+  socket.serverSends({ type: 'peer-left', peer: CAROL, reason: 'left' });
+  assert.equal(pc.connectionState, 'closed');
+  assert.equal(call.peers.size, 0);
+  assert.deepEqual(events.filter((event) => event.type === 'linkremoved').map((event) => event.detail.peerId),
+    [CAROL]);
+});
+
+test('mute silences the microphone; push-to-talk opens it only while held, and only in a call', async (t) => {
+  const { call, microphone } = await inRoom(t);
+  const [track] = microphone.getAudioTracks();
+  call.toggleMute();
+  assert.equal(track.enabled, false);
+  call.holdToTalk('space', true);
+  assert.equal(track.enabled, true);
+  call.holdToTalk('button', true);
+  call.holdToTalk('space', false);
+  assert.equal(track.enabled, true, 'still held by the button');
+  call.holdToTalk('button', false);
+  assert.equal(track.enabled, false);
+  call.toggleMute();
+  assert.equal(track.enabled, true);
+  call.leave();
+  call.holdToTalk('space', true);
+  assert.equal(call.talkHeld.size, 0, 'no holding outside a call');
+});
+
+test('a lost server connection keeps the links and rejoins under the new peer id', async (t) => {
+  const { call, signalling, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  socket.drop();
+  assert.match(call.alerts.get('signalling'), /Calls already connected keep going/);
+  assert.notEqual(pc.connectionState, 'closed', 'audio goes peer to peer: the link stays');
+  signalling.connect(); // what the backoff timer does
+  const again = FakeWebSocket.latest;
+  again.open(ME_AGAIN);
+  assert.equal(call.alerts.has('signalling'), false);
+  assert.equal(call.phase, Phase.JOINING);
+  assert.deepEqual(again.sentOf('join').map((message) => message.room), [ROOM]);
+  again.serverSends(joinedMessage({ you: ME_AGAIN, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  await settle();
+  assert.equal(pc.connectionState, 'closed', 'links to old peer ids are replaced');
+  assert.equal(FakeRTCPeerConnection.made.length, 2);
+  assert.equal(call.me.id, ME_AGAIN);
+  assert.equal(call.isHost, false);
+});
+
+test('a stranger call ends, and frees the microphone, when the server connection drops', async (t) => {
+  const { call, signalling, microphone } = makeCall(t);
+  const finding = call.findStranger('Me', { tags: ['jazz'], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  assert.deepEqual(socket.sentOf('match'),
+    [{ type: 'match', name: 'Me', rollback: true, direct: false, tags: ['jazz']}]);
+  socket.serverSends({ type: 'queued' });
+  assert.equal(call.phase, Phase.QUEUED);
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  assert.equal(call.isMatch, true);
+  assert.equal(call.isHost, false, 'nobody hosts a stranger call');
+  socket.drop();
+  signalling.connect();
+  FakeWebSocket.latest.open(ME_AGAIN);
+  assert.equal(call.phase, Phase.IDLE);
+  assert.match(call.alerts.get('signalling-match'), /conversation ended/);
+  assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
+  assert.deepEqual(FakeWebSocket.latest.sentOf('match'), [], 'no stranger is met without asking');
+});
+
+test('Next goes back to the queue keeping the microphone; Stop ends everything', async (t) => {
+  const { call, microphone } = makeCall(t);
+  const finding = call.findStranger('Me', { tags: [], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  call.next();
+  assert.equal(call.phase, Phase.QUEUED);
+  assert.equal(FakeRTCPeerConnection.made[0].connectionState, 'closed');
+  assert.equal(microphone.getAudioTracks()[0].readyState, 'live');
+  call.stop();
+  assert.deepEqual(socket.sent.slice(-2).map((message) => message.type), ['next', 'stop']);
+  assert.equal(call.phase, Phase.IDLE);
+  assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
+});
+
+test('without a relay and without consent to a direct connection, nothing is queued', async (t) => {
+  const { call, events, microphone } = makeCall(t);
+  const finding = call.findStranger('Me', { tags: [], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME, { relay: false });
+  await finding;
+  assert.deepEqual(socket.sentOf('match'), []);
+  assert.equal(call.phase, Phase.IDLE);
+  assert.ok(events.some((event) => event.type === 'directconsentrequired'));
+  assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
+});
+
+test('a password refusal frees the microphone and asks for the password, which the retry sends', async (t) => {
+  const { call, events, microphone } = makeCall(t);
+  const joining = call.join('Me');
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await joining;
+  socket.serverSends({ type: 'error', code: 'password-required', ref: 'join' });
+  assert.equal(call.phase, Phase.IDLE);
+  assert.equal(call.passwordNeeded, true);
+  assert.ok(events.some((event) => event.type === 'passwordrequired'));
+  assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
+  assert.match(call.alerts.get('room-refused'), /password/);
+  await call.join('Me', 'sesame');
+  assert.equal(socket.sentOf('join').at(-1).password, 'sesame');
+  socket.serverSends(joinedMessage());
+  assert.equal(call.passwordNeeded, false);
+  assert.equal(call.alerts.has('room-refused'), false);
+});
+
+test('host controls reach the server only while we are the host', async (t) => {
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  call.setRules({ locked: true });
+  call.moderate('remove', ADA);
+  socket.serverSends({ type: 'host', peer: ADA });
+  call.setRules({ lobby: true });
+  call.moderate('ban', ADA);
+  assert.deepEqual(socket.sent.filter((message) => message.type !== 'signal'), [
+    { type: 'join', room: ROOM, name: 'Me', rollback: true},
+    { type: 'set-rules', locked: true },
+    { type: 'remove', peer: ADA },
+  ]);
+});
+
+test('fresh TURN credentials are asked for at 80% of their lifetime and reach every link', async (t) => {
+  let nowMs = 1_000_000;
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call, socket } = await inRoom(t, {
+    peers: [{ id: ADA, name: 'Ada', polite: true }],
+    ice_servers: [{ urls: 'turn:turn.test:3478', username: 'u', credential: 'c' }],
+    ice_expires_at: (nowMs + 100_000) / 1000,
+  }, { now: () => nowMs });
+  t.mock.timers.tick(79_000);
+  assert.deepEqual(socket.sentOf('ice-refresh'), []);
+  t.mock.timers.tick(1_000);
+  assert.deepEqual(socket.sentOf('ice-refresh'), [{ type: 'ice-refresh' }]);
+  const fresh = [{ urls: 'turn:turn.test:3478', username: 'u2', credential: 'c2' }];
+  nowMs += 80_000;
+  socket.serverSends({ type: 'ice-servers', ice_servers: fresh, ice_expires_at: (nowMs + 100_000) / 1000 });
+  assert.deepEqual(FakeRTCPeerConnection.made[0].configuration.iceServers, fresh);
+  assert.deepEqual(call.iceServers, fresh);
+});
+
+test('after a stranger call: rate once, report with a reason, and a cooldown says the time left', async (t) => {
+  const { call } = makeCall(t, { now: () => 1_800_000_000_000 });
+  const finding = call.findStranger('Me', { tags: [], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  assert.equal(call.feedback.stranger.name, 'Ada');
+  call.rateStranger(false);
+  assert.deepEqual(socket.sentOf('rate'), [{ type: 'rate', peer: ADA, good: false }]);
+  assert.equal(call.feedback.rated, true);
+  socket.serverSends({ type: 'noted', ref: 'rate' });
+  assert.match(call.feedback.said, /rating was recorded/);
+  call.toggleReporting();
+  assert.equal(call.feedback.reporting, true);
+  call.reportStranger('under-18', 'said they are 13');
+  assert.deepEqual(socket.sentOf('report'),
+    [{ type: 'report', peer: ADA, reason: 'under-18', text: 'said they are 13' }]);
+  assert.deepEqual([call.feedback.reported, call.feedback.reporting], [true, false]);
+  call.next();
+  socket.serverSends({ type: 'error', code: 'cooldown', message: 'in 59 min', ref: 'next', retry_after: 3540 });
+  assert.equal(call.phase, Phase.IDLE);
+  assert.deepEqual(socket.sentOf('stop'), [{ type: 'stop' }], 'the server still had us in the match room');
+  assert.match(call.alerts.get('match-refused'), /Time left: 59 min/);
+  assert.equal(call.feedback.stranger.id, ADA, 'the last stranger can still be blocked or reported');
+});

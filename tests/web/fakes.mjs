@@ -1,0 +1,215 @@
+// Fakes for what call.js reaches through the browser: the WebSocket under signalling.js, and
+// RTCPeerConnection / MediaStream under negotiation.js. They keep to the behaviour those modules
+// rely on (events, signalling states, offer/answer) and record what was sent, so a test can play
+// the server's part and read what the page would have put on the wire.
+
+export const OPEN = 1;
+
+/** A WebSocket the test drives: `open()`, `serverSends(message)`, `drop()`; `sent` holds frames. */
+export class FakeWebSocket extends EventTarget {
+  static CONNECTING = 0;
+  static OPEN = OPEN;
+  static CLOSED = 3;
+  /** @type {FakeWebSocket[]} every socket made, newest last */
+  static made = [];
+
+  constructor(url) {
+    super();
+    this.url = url;
+    this.readyState = FakeWebSocket.CONNECTING;
+    /** @type {object[]} parsed messages the client sent */
+    this.sent = [];
+    FakeWebSocket.made.push(this);
+  }
+
+  static get latest() {
+    return FakeWebSocket.made.at(-1);
+  }
+
+  send(text) {
+    if (this.readyState !== OPEN) throw new Error('send on a socket that is not open');
+    this.sent.push(JSON.parse(text));
+  }
+
+  close() {
+    this.drop(1000);
+  }
+
+  /** The server accepts: open, then `hello` as the real server sends it first. */
+  open(peer, extra = {}) {
+    this.readyState = OPEN;
+    this.dispatchEvent(new Event('open'));
+    this.serverSends({ type: 'hello', protocol: 2, peer, challenge: 'c'.repeat(43), limits: { max_peers: 8 }, ...extra });
+  }
+
+  serverSends(message) {
+    const event = new Event('message');
+    event.data = JSON.stringify(message);
+    this.dispatchEvent(event);
+  }
+
+  drop(code = 1006) {
+    if (this.readyState === FakeWebSocket.CLOSED) return;
+    this.readyState = FakeWebSocket.CLOSED;
+    const event = new Event('close');
+    event.code = code;
+    this.dispatchEvent(event);
+  }
+
+  /** @returns {object[]} sent messages of one type */
+  sentOf(type) {
+    return this.sent.filter((message) => message.type === type);
+  }
+}
+
+export class FakeTrack {
+  constructor(kind = 'audio', label = 'fake microphone') {
+    this.kind = kind;
+    this.label = label;
+    this.enabled = true;
+    this.readyState = 'live';
+  }
+
+  stop() {
+    this.readyState = 'ended';
+  }
+
+  clone() {
+    return new FakeTrack(this.kind, this.label);
+  }
+}
+
+export class FakeMediaStream {
+  constructor(tracks = []) {
+    this.tracks = [...tracks];
+  }
+
+  getTracks() {
+    return [...this.tracks];
+  }
+
+  getAudioTracks() {
+    return this.tracks.filter((track) => track.kind === 'audio');
+  }
+
+  addTrack(track) {
+    this.tracks.push(track);
+  }
+}
+
+const SDP = (type) => [
+  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111',
+  'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
+].join('\r\n');
+
+/**
+ * An RTCPeerConnection with the signalling state machine of the spec's offer/answer and no
+ * network: `connect()` makes it "connected", `fail()` makes it "failed".
+ */
+export class FakeRTCPeerConnection extends EventTarget {
+  /** @type {FakeRTCPeerConnection[]} */
+  static made = [];
+
+  constructor(configuration) {
+    super();
+    this.configuration = configuration;
+    this.signalingState = 'stable';
+    this.connectionState = 'new';
+    this.iceGatheringState = 'new';
+    this.localDescription = null;
+    this.remoteDescription = null;
+    this.senders = [];
+    this.transceivers = [];
+    this.candidates = [];
+    this.restarts = 0;
+    FakeRTCPeerConnection.made.push(this);
+  }
+
+  addTrack(track, stream) {
+    const sender = { track, stream };
+    this.senders.push(sender);
+    // After a remote offer the track takes the offer's transceiver: nothing to negotiate.
+    if (this.remoteDescription === null) {
+      queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
+    }
+    return sender;
+  }
+
+  addTransceiver(kind, init) {
+    this.transceivers.push({ kind, init });
+    queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
+  }
+
+  async setLocalDescription(description) {
+    const type = description?.type ??
+      (this.signalingState === 'have-remote-offer' ? 'answer' : 'offer');
+    this.localDescription = { type, sdp: SDP(type) };
+    this.signalingState = type === 'offer' ? 'have-local-offer' : 'stable';
+  }
+
+  async setRemoteDescription(description) {
+    if (description.type === 'offer' && this.signalingState === 'have-local-offer') {
+      this.signalingState = 'stable'; // implicit rollback, as a polite peer does
+    }
+    this.remoteDescription = description;
+    this.signalingState = description.type === 'offer' ? 'have-remote-offer' : 'stable';
+  }
+
+  async addIceCandidate(candidate) {
+    this.candidates.push(candidate ?? null);
+  }
+
+  setConfiguration(configuration) {
+    this.configuration = configuration;
+  }
+
+  restartIce() {
+    this.restarts += 1;
+  }
+
+  async getStats() {
+    return new Map();
+  }
+
+  close() {
+    this.connectionState = 'closed';
+    this.signalingState = 'closed';
+  }
+
+  connect() {
+    this.setConnectionState('connected');
+  }
+
+  fail() {
+    this.setConnectionState('failed');
+  }
+
+  setConnectionState(state) {
+    this.connectionState = state;
+    this.dispatchEvent(new Event('connectionstatechange'));
+  }
+
+  /** The remote side's audio arrives. */
+  receiveTrack(stream = new FakeMediaStream([new FakeTrack()])) {
+    const event = new Event('track');
+    event.track = stream.getAudioTracks()[0];
+    event.streams = [stream];
+    this.dispatchEvent(event);
+  }
+}
+
+/** Put the fakes where the browser's classes would be; returns a function that resets them. */
+export function installFakes() {
+  globalThis.WebSocket = FakeWebSocket;
+  globalThis.RTCPeerConnection = FakeRTCPeerConnection;
+  globalThis.MediaStream = FakeMediaStream;
+  return () => {
+    FakeWebSocket.made = [];
+    FakeRTCPeerConnection.made = [];
+  };
+}
+
+/** Let queued microtasks and promise chains (negotiation runs on one) settle. */
+export function settle() {
+  return new Promise((resolve) => setImmediate(resolve)); // not setTimeout, which tests may mock
+}
