@@ -690,3 +690,67 @@ def test_with_a_relay_next_keeps_each_ones_consent() -> None:
     actions = match(core, pid(4), direct=True)  # meets 1, who consented
     joined = next(x for x in to(actions, pid(4)) if x["type"] == "joined")
     assert joined["peers"][0]["id"] == pid(1) and joined["ice_transport_policy"] == "all"
+
+
+# ---------------------------------------------------------------------------------------------- safety
+
+def _matched_pair(core: Signalling) -> None:
+    match(core, pid(1))
+    match(core, pid(2))
+
+
+def test_rate_and_report_name_only_the_current_or_last_stranger_once() -> None:
+    from xes.core.actions import SaveRating, SaveReport
+
+    core = make_core()
+    _matched_pair(core)
+    with pytest.raises(errors.PeerNotFound):
+        core.handle(pid(1), m.Rate(peer=pid(3), good=False), NOW)
+    actions = core.handle(pid(1), m.Rate(peer=pid(2), good=False), NOW)
+    [rating] = [a for a in actions if isinstance(a, SaveRating)]
+    assert (rating.rating.rater, rating.rating.target, rating.rating.good) == (f"id-{pid(1)}", f"id-{pid(2)}",
+                                                                                False)
+    assert rating.rating.fresh and rating.rating.weight == 0.5 * 0.2
+    with pytest.raises(errors.BadField):
+        core.handle(pid(1), m.Rate(peer=pid(2), good=True), NOW)
+    core.handle(pid(2), m.Stop(), later(42))  # the call ends after 42 s
+    actions = core.handle(pid(1), m.Report(peer=pid(2), reason="under-18", text=" 13 "), later(100))
+    [report] = [a for a in actions if isinstance(a, SaveReport)]
+    assert (report.reason, report.text, report.call_seconds) == ("under-18", "13", 42.0)
+    assert types(actions, pid(1)) == ["noted"]
+
+
+def test_a_block_of_a_stranger_is_stored_and_keeps_the_identities_apart() -> None:
+    from xes.core.actions import SaveBlock
+
+    core = make_core()
+    _matched_pair(core)
+    actions = core.handle(pid(1), m.Block(peer=pid(2)), NOW)
+    assert [a for a in actions if isinstance(a, SaveBlock)] == [SaveBlock(f"id-{pid(1)}", f"id-{pid(2)}",
+                                                                          NOW.unix)]
+    core.handle(pid(2), m.Stop(), NOW)
+    core.disconnect(pid(2))
+    # The same identity on a new connection, with the block loaded as the shell would:
+    identify(core, pid(3), f"id-{pid(2)}", blocks=frozenset({f"id-{pid(1)}"}))
+    assert "joined" not in types(match(core, pid(3)), pid(3))
+
+
+def test_bans_and_cooldowns_refuse_match_with_the_time_left() -> None:
+    import dataclasses
+
+    from xes.core import safety
+
+    core = make_core()
+    identify(core, pid(1), "banned", standing=safety.Standing("banned", 0.0, banned=True))
+    with pytest.raises(errors.IdentityBanned):
+        match(core, pid(1))
+    cooling = safety.Standing("cool", 0.0, cooldown_until=NOW.unix + 3480.5)
+    identify(core, pid(2), "cool", standing=cooling)
+    with pytest.raises(errors.Cooldown) as refused:
+        match(core, pid(2))
+    assert refused.value.retry_after == 3481 and "59 min" in refused.value.message  # rounded up
+    core.standing_changed(dataclasses.replace(cooling, cooldown_until=None))
+    assert types(match(core, pid(2)), pid(2)) == ["queued"]
+    connect(core, pid(4))
+    with pytest.raises(errors.IdentityRequired):
+        core.handle(pid(4), m.MatchRequest(name="x", direct=True), NOW)

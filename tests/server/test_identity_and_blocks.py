@@ -75,3 +75,18 @@ async def test_a_block_lasts_across_connections_and_restarts(
     data_dir = Path(storage_args[1])
     assert (data_dir / "xes.sqlite3").exists() == ("--database" not in storage_args)
     assert (data_dir / "identity-secret").stat().st_mode & 0o077 == 0  # the secret: owner only
+
+
+async def test_new_identities_per_network_are_limited_but_known_ones_come_back(
+        start_xes_server: Callable[..., XesServerProcess]) -> None:
+    server = start_xes_server(args=["--new-identities-per-day", "2"])
+    first = PeerIdentity.generate()
+    for identity in (first, PeerIdentity.generate()):
+        client = await Client.connect(server.ws_url)
+        assert (await client.identify(identity))["type"] == "identified"
+    third = await Client.connect(server.ws_url)
+    refused = await third.identify()
+    assert refused["code"] == "too-many-identities" and refused["ref"] == "identify"
+    again = await Client.connect(server.ws_url)
+    assert (await again.identify(first))["type"] == "identified"  # not new: never limited
+    assert "127.0.0.1" not in server.log
