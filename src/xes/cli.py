@@ -74,6 +74,9 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                         "default: not served). Keep it off the public internet if you can")
     p.add_argument("--behind-tls", action="store_true",
                    help="a TLS proxy is in front: moderators' session cookies are marked Secure")
+    p.add_argument("--trust-forwarded-for", action="store_true",
+                   help="behind a reverse proxy: take the client's address from the last "
+                        "X-Forwarded-For entry (for the new-identity limit per network only)")
 
 
 def default_data_dir() -> Path:
@@ -225,7 +228,8 @@ def _serve(args: argparse.Namespace) -> int:
             data_dir=args.data_dir or default_data_dir(), database=args.database,
             identity_secret_file=args.identity_secret_file,
             moderate_host=args.host if args.moderate_port is not None else None,
-            moderate_port=args.moderate_port, behind_tls=args.behind_tls)
+            moderate_port=args.moderate_port, behind_tls=args.behind_tls,
+            trust_forwarded_for=args.trust_forwarded_for)
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()

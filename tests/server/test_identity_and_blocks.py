@@ -89,3 +89,18 @@ async def test_new_identities_per_network_are_limited_but_known_ones_come_back(
     assert refused["code"] == "too-many-identities" and refused["ref"] == "identify"
     again = await Client.connect(server.ws_url)
     assert (await again.identify(first))["type"] == "identified"  # not new: never limited
+
+
+async def test_behind_a_proxy_the_limit_counts_the_forwarded_networks(
+        start_xes_server: Callable[..., XesServerProcess]) -> None:
+    server = start_xes_server(args=["--new-identities-per-day", "1", "--trust-forwarded-for"])
+
+    async def new_identity_from(address: str) -> str:
+        client = await Client.connect(server.ws_url, additional_headers={
+            "X-Forwarded-For": f"198.51.100.9, {address}"})  # the proxy's entry is the last
+        return str((await client.identify())["type"])
+
+    assert await new_identity_from("203.0.113.7") == "identified"
+    assert await new_identity_from("203.0.113.7") == "error"
+    assert await new_identity_from("2001:db8::1") == "identified"
+    assert await new_identity_from("2001:db8::2") == "error"  # the same /64

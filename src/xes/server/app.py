@@ -108,11 +108,11 @@ class Connection(WSListener):
     """
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
-                 "backlog", "fragments", "transport", "challenge")  # no __dict__: tens of thousands
+                 "backlog", "fragments", "transport", "challenge", "forwarded_for")  # no __dict__
 
     transport: WSTransport
 
-    def __init__(self, server: XesServer) -> None:
+    def __init__(self, server: XesServer, forwarded_for: str | None = None) -> None:
         self.server = server
         self.peer = new_id()
         # The relayed `signal` frame's head, stamped with this sender once, not per message.
@@ -126,6 +126,8 @@ class Connection(WSListener):
         self.fragments: bytearray | None = None
         # What `identify` must sign on this connection (sent in `hello`).
         self.challenge = new_challenge()
+        # The client's address as the trusted proxy saw it (--trust-forwarded-for), else None.
+        self.forwarded_for = forwarded_for
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -334,7 +336,9 @@ class XesServer:
                 return _http(HTTPStatus.UPGRADE_REQUIRED, b"This is the XES WebSocket endpoint.\n")
             if not self._origin_allowed(headers.get("Origin"), headers.get("Host")):
                 return _http(HTTPStatus.FORBIDDEN, b"Origin not allowed.\n")
-            return Connection(self)
+            forwarded = headers.get("X-Forwarded-For") if self.settings.trust_forwarded_for else None
+            # The proxy appends the address it saw: the last entry is the one it vouches for.
+            return Connection(self, forwarded.rsplit(",", 1)[-1].strip() if forwarded else None)
         if path == b"/" or path.startswith(_ROOM_PATH_PREFIX):
             return self._file("index.html")
         if path.startswith(b"/static/"):
@@ -475,7 +479,7 @@ class XesServer:
             unix = time.time()
             day = safety.utc_day(unix)
             network = None
-            address = _peer_address(connection.transport)
+            address = connection.forwarded_for or _peer_address(connection.transport)
             if address is not None:
                 if self._network_salt is None or self._network_salt[0] != day:
                     salt = await self.storage.run(self.storage.database.network_salt, day,

@@ -39,3 +39,6 @@ class ServerSettings:
     moderate_port: int | None = None
     # Behind a TLS proxy the moderators' session cookie is marked Secure.
     behind_tls: bool = False
+    # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
+    # (only for the per-network limit on new identities; never stored, never logged).
+    trust_forwarded_for: bool = False
