@@ -18,7 +18,8 @@ from tests.browser.test_match import ask_for_someone
 from tests.conftest import XesServerProcess
 from tests.server.moderation import PASSWORD, start_with_moderators
 
-pytestmark = pytest.mark.browser
+# Three people and a moderator in one Chromium: on a loaded 2-core machine it takes minutes.
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
 
 def _feedback(page: Page) -> Any:
