@@ -42,7 +42,7 @@ def room_url(xes_server: XesServerProcess) -> str:
 
 @pytest.fixture
 def person(browser: Browser) -> Iterator[Callable[[], Page]]:
-    """Factory: a new person, i.e. a fresh context (own localStorage, so its own browser key) and
+    """Factory: a new person, i.e. a fresh context (own IndexedDB, so its own identity) and
     its page. At the end no page may have thrown or logged an error (a CSP refusal included)."""
     errors: list[str] = []
 
