@@ -20,7 +20,6 @@ const ME_AGAIN = 'N'.repeat(22);
 const ADA = 'A'.repeat(22);
 const BOB = 'B'.repeat(22);
 const CAROL = 'C'.repeat(22);
-const KEY = 'k'.repeat(32);
 const RULES = Object.freeze({ locked: false, lobby: false, password: false, max_peers: 8 });
 
 function joinedMessage(fields = {}) {
@@ -36,7 +35,7 @@ function makeCall(t, options = {}) {
   const microphone = new FakeMediaStream([new FakeTrack()]);
   const signalling = new Signalling('ws://xes.test/ws');
   const call = new Call({
-    signalling, roomId: ROOM, openMicrophone: async () => microphone, browserKey: () => KEY, ...options,
+    signalling, roomId: ROOM, openMicrophone: async () => microphone, ...options,
   });
   const events = [];
   for (const type of ['track', 'linkremoved', 'teardown', 'passwordrequired', 'directconsentrequired']) {
@@ -73,7 +72,7 @@ test('join opens the microphone, then the socket, then sends the room, the name 
   assert.deepEqual(socket.sent, [], 'nothing is sent before hello');
   socket.open(ME);
   await joining;
-  assert.deepEqual(socket.sent, [{ type: 'join', room: ROOM, name: 'Me', rollback: true, key: KEY }]);
+  assert.deepEqual(socket.sent, [{ type: 'join', room: ROOM, name: 'Me', rollback: true}]);
   assert.equal(call.phase, Phase.JOINING);
 });
 
@@ -246,7 +245,7 @@ test('a stranger call ends, and frees the microphone, only when the server lost 
   socket.open(ME);
   await finding;
   assert.deepEqual(socket.sentOf('match'),
-    [{ type: 'match', name: 'Me', rollback: true, direct: false, tags: ['jazz'], key: KEY }]);
+    [{ type: 'match', name: 'Me', rollback: true, direct: false, tags: ['jazz']}]);
   socket.serverSends({ type: 'queued' });
   assert.equal(call.phase, Phase.QUEUED);
   socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
@@ -323,7 +322,7 @@ test('host controls reach the server only while we are the host', async (t) => {
   call.setRules({ lobby: true });
   call.moderate('ban', ADA);
   assert.deepEqual(socket.sent.filter((message) => message.type !== 'signal'), [
-    { type: 'join', room: ROOM, name: 'Me', rollback: true, key: KEY },
+    { type: 'join', room: ROOM, name: 'Me', rollback: true},
     { type: 'set-rules', locked: true },
     { type: 'remove', peer: ADA },
   ]);
@@ -465,4 +464,32 @@ test('a new microphone replaces the track on every link without renegotiating', 
   assert.equal(await call.switchMicrophone(async () => { throw refusal; }), false);
   assert.equal(call.alerts.get('microphone'), 'No microphone was found.');
   assert.deepEqual(call.localStream.getAudioTracks(), [fresh], 'the working one stays');
+});
+
+test('after a stranger call: rate once, report with a reason, and a cooldown says the time left', async (t) => {
+  const { call } = makeCall(t, { now: () => 1_800_000_000_000 });
+  const finding = call.findStranger('Me', { tags: [], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  assert.equal(call.feedback.stranger.name, 'Ada');
+  call.rateStranger(false);
+  assert.deepEqual(socket.sentOf('rate'), [{ type: 'rate', peer: ADA, good: false }]);
+  assert.equal(call.feedback.rated, true);
+  socket.serverSends({ type: 'noted', ref: 'rate' });
+  assert.match(call.feedback.said, /rating was recorded/);
+  call.toggleReporting();
+  assert.equal(call.feedback.reporting, true);
+  call.reportStranger('under-18', 'said they are 13');
+  assert.deepEqual(socket.sentOf('report'),
+    [{ type: 'report', peer: ADA, reason: 'under-18', text: 'said they are 13' }]);
+  assert.deepEqual([call.feedback.reported, call.feedback.reporting], [true, false]);
+  call.next();
+  socket.serverSends({ type: 'error', code: 'cooldown', message: 'in 59 min', ref: 'next', retry_after: 3540 });
+  assert.equal(call.phase, Phase.IDLE);
+  assert.deepEqual(socket.sentOf('stop'), [{ type: 'stop' }], 'the server still had us in the match room');
+  assert.match(call.alerts.get('match-refused'), /Time left: 59 min/);
+  assert.equal(call.feedback.stranger.id, ADA, 'the last stranger can still be blocked or reported');
 });

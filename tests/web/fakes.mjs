@@ -41,7 +41,8 @@ export class FakeWebSocket extends EventTarget {
     this.readyState = OPEN;
     this.dispatchEvent(new Event('open'));
     this.serverSends({
-      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), limits: { max_peers: 8 }, ...extra,
+      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), challenge: 'c'.repeat(43),
+      limits: { max_peers: 8 }, ...extra,
     });
   }
 

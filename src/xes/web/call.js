@@ -16,6 +16,7 @@ import { LinkStats } from './stats.js';
 import { HearingReporter } from './hearing.js';
 import { judge, opusBitrate, sample } from './quality.js';
 import { RoomVerification } from './verify.js';
+import * as safety from './safety.js';
 
 /**
  * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
@@ -71,7 +72,6 @@ export class Call extends EventTarget {
    * @param {import('./signalling.js').Signalling} options.signalling
    * @param {string|null} [options.roomId] the room of a `/r/<id>` page
    * @param {() => Promise<MediaStream>} [options.openMicrophone]
-   * @param {() => string} [options.browserKey] the key a host's ban recognises this browser by
    * @param {() => number} [options.now] wall clock in ms (ICE credential expiry is wall-clock)
    * @param {{relayOnly?: boolean, allowDirect?: boolean}} [options.preferences] the user's
    *   "Hide my IP" and "Allow a direct connection with strangers"; the view keeps them current
@@ -80,19 +80,20 @@ export class Call extends EventTarget {
    *   after a server restart (docs/protocol.md, "Restarts"); the view gives sessionStorage
    */
   constructor({
-    signalling, roomId = null, openMicrophone: open = openMicrophone, browserKey = () => '',
+    signalling, roomId = null, openMicrophone: open = openMicrophone,
     now = () => Date.now(), preferences = {}, hostKeys = new Map(),
   }) {
     super();
     this.hostKeys = hostKeys;
     this.signalling = signalling;
     this.openMicrophone = open;
-    this.browserKey = browserKey;
     this.now = now;
     this.preferences = { relayOnly: false, allowDirect: false, ...preferences };
     this.phase = Phase.IDLE;
     this.roomId = roomId;
     this.isMatch = false;
+    // What may still be said about the current or last stranger (safety.js).
+    this.feedback = null;
     /** @type {{id: string|null, name: string}|null} */
     this.me = null;
     this.hostId = null;
@@ -275,7 +276,7 @@ export class Call extends EventTarget {
 
   sendJoin() {
     this.signalling.send(protocol.join({
-      room: this.roomId, name: this.me.name, key: this.browserKey(), password: this.password,
+      room: this.roomId, name: this.me.name, password: this.password,
       hostKey: this.hostKeys.get(this.roomId) ?? null,
     }));
   }
@@ -290,7 +291,7 @@ export class Call extends EventTarget {
       return;
     }
     this.signalling.send(protocol.match({
-      name: this.me.name, ...this.matchRequest, key: this.browserKey(), direct,
+      name: this.me.name, ...this.matchRequest, direct,
     }));
   }
 
@@ -564,9 +565,58 @@ export class Call extends EventTarget {
       case 'error':
         this.onServerError(message);
         break;
+      case 'identified':
+        for (const [n, sentence] of safety.identifiedSentences(message, this.now() / 1000).entries()) {
+          this.showAlert(`identified-${n}`, sentence);
+        }
+        break;
+      case 'noted':
+        if (this.feedback) this.feedback = safety.noted(this.feedback, message.ref);
+        break;
       default:
         break;
     }
+    if (this.isMatch && (message.type === 'joined' || message.type === 'peer-joined')) {
+      const stranger = message.type === 'joined' ? message.peers[0] : message.peer;
+      if (stranger && this.feedback?.stranger.id !== stranger.id) this.feedback = safety.newFeedback(stranger);
+    }
+    this.changed();
+  }
+
+  // --- after a call with a stranger (docs/moderation.md) ------------------------------------------
+
+  /** "Good call" (true) or "Bad call" about the current or last stranger. */
+  rateStranger(good) {
+    this.sendFeedback(protocol.rate(this.feedback?.stranger.id, good), { rated: true });
+  }
+
+  /** Never meet that stranger again; in a call with them, the server moves us on as with Next. */
+  blockStranger() {
+    if (!this.feedback) return;
+    const inCallWithThem = this.phase === Phase.JOINED && this.peers.has(this.feedback.stranger.id);
+    this.sendFeedback(protocol.block(this.feedback.stranger.id), { blocked: true });
+    if (inCallWithThem) {
+      this.tearDown({ keepMicrophone: true });
+      this.phase = Phase.QUEUED;
+      this.changed();
+    }
+  }
+
+  toggleReporting() {
+    if (!this.feedback) return;
+    this.feedback = { ...this.feedback, reporting: !this.feedback.reporting };
+    this.changed();
+  }
+
+  /** @param {string} reason a key of REPORT_REASONS @param {string} text */
+  reportStranger(reason, text) {
+    this.sendFeedback(protocol.report(this.feedback?.stranger.id, reason, text),
+      { reported: true, reporting: false });
+  }
+
+  sendFeedback(message, change) {
+    if (!this.feedback || !this.signalling.send(message)) return;
+    this.feedback = { ...this.feedback, ...change };
     this.changed();
   }
 
@@ -633,6 +683,13 @@ export class Call extends EventTarget {
       // No relay and no consent: the page normally stops this before sending (see sendMatch).
       this.end();
       this.showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
+      return;
+    }
+    if (['cooldown', 'identity-banned', 'identity-required'].includes(message.code)) {
+      // A refused `next` leaves us in the server's match room while the page already moved on.
+      if (message.ref === 'next') this.signalling.send(protocol.stop());
+      this.end();
+      this.showAlert('match-refused', sentence);
       return;
     }
     if (message.code === 'already-joined' || message.code === 'not-queued') {

@@ -13,12 +13,13 @@ import {
 } from './media.js';
 import { RELAYED } from './stats.js';
 import { describeNumbers } from './quality.js';
+import { identifyMessage } from './identity.js';
+import { REPORT_REASONS } from './safety.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
   relayOnly: 'xes.relayOnly',
   allowDirect: 'xes.allowDirectWithStrangers',
-  key: 'xes.key',
   // Audio settings, remembered per browser: the chosen devices and the processing toggles.
   microphone: 'xes.microphone',
   speaker: 'xes.speaker',
@@ -89,17 +90,6 @@ function store(key, value) {
   }
 }
 
-/** The random key that lets a host's ban recognise this browser (never an IP address). */
-function browserKey() {
-  let key = load(STORAGE_KEYS.key);
-  if (!key || key.length < 16 || key.length > 128) {
-    const bytes = crypto.getRandomValues(new Uint8Array(24));
-    key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
-    store(STORAGE_KEYS.key, key);
-  }
-  return key;
-}
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -145,11 +135,11 @@ async function openChosenMicrophone() {
   }
 }
 
-const signalling = new Signalling(signallingUrl(location));
+// The browser's identity is proven on every connection before it counts as open (identity.js).
+const signalling = new Signalling(signallingUrl(location), { identify: identifyMessage });
 const call = new Call({
   signalling,
   roomId: route.roomId,
-  browserKey,
   hostKeys,
   openMicrophone: openChosenMicrophone,
   preferences: {
@@ -578,6 +568,7 @@ function renderLandingView(inCall) {
   $('allow-direct').disabled = call.phase !== 'idle';
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
+  renderStrangerFeedback();
   if (inCall && call.isMatch && call.peers.size === 0) {
     $('match-status').textContent =
       'The other person left. Press Next to meet someone new, or Stop.';
@@ -1023,6 +1014,35 @@ function setUpLandingView() {
   });
   $('match-next').addEventListener('click', () => call.next());
   $('match-stop').addEventListener('click', () => call.stop());
+  wireStrangerFeedback();
+}
+
+// --- after a call with a stranger: Good call, Bad call, Block, Report (state in call.js) ----------
+
+function wireStrangerFeedback() {
+  $('rate-good').addEventListener('click', () => call.rateStranger(true));
+  $('rate-bad').addEventListener('click', () => call.rateStranger(false));
+  $('block-stranger').addEventListener('click', () => call.blockStranger());
+  $('report-open').addEventListener('click', () => call.toggleReporting());
+  for (const [reason, words] of Object.entries(REPORT_REASONS)) {
+    const button = element('button', 'button', words);
+    button.type = 'button';
+    button.addEventListener('click', () => call.reportStranger(reason, $('report-text').value.trim()));
+    $('report-reasons').append(button);
+  }
+}
+
+function renderStrangerFeedback() {
+  const feedback = call.feedback;
+  $('stranger-feedback').hidden = !feedback;
+  if (!feedback) return;
+  $('feedback-name').textContent = feedback.stranger.name;
+  $('rate-good').disabled = $('rate-bad').disabled = feedback.rated;
+  $('block-stranger').disabled = feedback.blocked;
+  $('report-open').disabled = feedback.reported;
+  $('report-open').setAttribute('aria-expanded', String(feedback.reporting));
+  $('report-panel').hidden = !feedback.reporting;
+  $('feedback-status').textContent = feedback.said;
 }
 
 // --- safety codes (the state is call.verification, verify.js) ------------------------------------
