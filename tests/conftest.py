@@ -155,3 +155,15 @@ def postgres() -> Iterator[str]:
 
     with postgres_cluster() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def storage_args(request: pytest.FixtureRequest, tmp_path: Path) -> list[str]:
+    """`xes serve` / `xes moderator` options for each backend: SQLite in a fresh --data-dir, or a
+    fresh database in the session's PostgreSQL (the identity secret still in --data-dir)."""
+    args = ["--data-dir", str(tmp_path)]
+    if request.param == "postgresql":
+        from tests.support.postgres import fresh_database
+
+        args += ["--database", fresh_database(request.getfixturevalue("postgres"))]
+    return args

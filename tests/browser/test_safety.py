@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -28,12 +27,13 @@ def _feedback(page: Page) -> Any:
 
 def test_report_suspected_under_18_then_a_moderator_bans_and_cools_down(
         start_xes_server: Callable[..., XesServerProcess], launch_tone_browser: Any,
-        tmp_path: Path) -> None:
-    server, moderate_url = start_with_moderators(start_xes_server, ["--data-dir", str(tmp_path)], "grace")
+        storage_args: list[str]) -> None:
+    # Both storage backends: SQLite (the default) and a real PostgreSQL (--database).
+    server, moderate_url = start_with_moderators(start_xes_server, storage_args, "grace")
     browser = launch_tone_browser(440.0)
     ada, bob, grace = (browser.new_context().new_page() for _ in range(3))
     ask_for_someone(ada, server, "Ada", allow_direct=True)
-    expect(ada.get_by_text("Looking for someone to talk to")).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
+    expect(ada.get_by_text("Looking for someone")).to_be_visible(timeout=CONNECT_TIMEOUT_MS)
     ask_for_someone(bob, server, "Bob", allow_direct=True)
     for page, other in ((ada, "Bob"), (bob, "Ada")):
         expect(page.get_by_role("list", name="Participants")).to_contain_text(
