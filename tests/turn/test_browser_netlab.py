@@ -27,7 +27,7 @@ from __future__ import annotations
 import json
 import secrets
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +38,6 @@ from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expec
 from tests.conftest import XesServerProcess, launch_xes_server
 from tests.support.browser import (
     oscillator_microphone_script,
-    read_tone_monitor,
     start_tone_monitor,
 )
 from tests.support.netlab import (
@@ -64,6 +63,7 @@ TONE_TIMEOUT_S = 45.0
 TONE_RUN = 5  # consecutive readings (~20 ms apart) that make "the tone is heard"
 RECOVERED_RUN = 25  # ~0.5 s of tone after a network change: the call is back
 GAP_BOUND_S = 3.0  # the issue's target for the audio gap of a network change
+PACKET_MS = 20.0  # one Opus packet per 20 ms, as browsers send them
 
 # The hosts of the lab, by name: their kind of network, and the scenarios that use them (a
 # browser is closed after its last one). "a" and "b" also have a standby uplink to another ISP.
@@ -166,6 +166,7 @@ async () => {
                                  relayProtocol: c.relayProtocol ?? null} : null;
     result.push({
       id,
+      state: pc.connectionState,
       local: pair ? describe(stats.get(pair.localCandidateId)) : null,
       remote: pair ? describe(stats.get(pair.remoteCandidateId)) : null,
       remoteCandidates,
@@ -190,6 +191,7 @@ async () => {
                         + `${s.relayProtocol ?? ''}`);
       }
       if (s.type === 'candidate-pair') candidates.push(`pair ${s.state} ${s.nominated}`);
+      if (s.type === 'inbound-rtp') candidates.push(`received ${s.kind} ${s.packetsReceived}`);
     });
     result.push({connection: pc.connectionState, ice: pc.iceConnectionState,
                  gathering: pc.iceGatheringState, candidates});
@@ -209,11 +211,13 @@ class Side:
     hears: float
     joined_at: float = 0.0  # time.time() when Join was pressed
 
-    def path(self) -> dict[str, Any]:
-        """What getStats says about the one link of this page."""
+    def path(self, other: Side) -> dict[str, Any]:
+        """What getStats says about this page's link to `other` (by its current peer id: after
+        a network change, the other side's old self lingers until the server's heartbeat drops
+        it, up to twice the heartbeat interval)."""
         paths: list[dict[str, Any]] = self.page.evaluate(_PATH_JS)
-        assert len(paths) == 1, paths
-        return paths[0]
+        other_id = other.page.evaluate("window.xes.me.id")
+        return next(path for path in paths if path["id"] == other_id)
 
     def shown(self) -> str:
         """The path the participant list shows for the other person."""
@@ -224,22 +228,32 @@ class Side:
         return "(none)"
 
 
+def tone_start(side: Side, after_ms: float) -> float | None:
+    """Date.now() of the first reading of the first run of TONE_RUN heard readings on one
+    remote stream after `after_ms`, or None if there is none yet."""
+    readings: list[dict[str, Any]] = side.page.evaluate("window.__xesToneMonitor.readings")
+    runs: dict[str, tuple[float, int]] = {}
+    for reading in readings:
+        at, peer = float(reading["t"]), str(reading["peer"])
+        if at < after_ms:
+            continue
+        if not reading["heard"]:
+            runs[peer] = (0.0, 0)
+            continue
+        start, run = runs.get(peer, (0.0, 0))
+        runs[peer] = (at if run == 0 else start, run + 1)
+        if run + 1 >= TONE_RUN:
+            return runs[peer][0]
+    return None
+
+
 def first_tone_at(side: Side, after_ms: float, timeout: float) -> float:
-    """Date.now() of the first reading of the first run of TONE_RUN heard readings after
-    `after_ms`; fails the test at `timeout`."""
+    """`tone_start`, waited for; fails the test at `timeout`."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        run_start, run = 0.0, 0
-        for at, heard in read_tone_monitor(side.page):
-            if at < after_ms:
-                continue
-            if heard:
-                run_start = at if run == 0 else run_start
-                run += 1
-                if run >= TONE_RUN:
-                    return run_start
-            else:
-                run = 0
+        started = tone_start(side, after_ms)
+        if started is not None:
+            return started
         time.sleep(0.1)
     raise AssertionError(f"{side.host} never heard {side.hears} Hz; its links: "
                          f"{side.page.evaluate(_DIAGNOSIS_JS)}")
@@ -295,11 +309,11 @@ def assert_path(call: Call, scenario: str, expected: str | None) -> list[dict[st
     pair is a relay candidate), and it is `expected` (None: as ICE decides, recorded).
     Prints the scenario's line of the measured table."""
     paths = []
-    for side in call.sides():
+    for side, other in ((call.first, call.second), (call.second, call.first)):
         # The list updates about once a second from the same stats: wait for it to agree.
         deadline = time.monotonic() + 10
         while True:
-            path = side.path()
+            path = side.path(other)
             assert path["local"] is not None and path["remote"] is not None, path
             selected = RELAYED if "relay" in (path["local"]["type"], path["remote"]["type"]) else (
                 DIRECT)
@@ -402,3 +416,96 @@ def test_hide_my_ip_on_an_open_network_shows_only_the_relay(lab: Lab) -> None:
     finally:
         call.hang_up()
         lab.close_browser("i")
+
+
+# Audio packets each link of the page has received so far (getStats inbound-rtp).
+_PACKETS_JS = """
+async () => {
+  const result = {};
+  for (const [id, pc] of window.xes.pcs()) {
+    const stats = await pc.getStats();
+    stats.forEach((s) => {
+      if (s.type === 'inbound-rtp' && s.kind === 'audio' && s.packetsReceived > 0) {
+        result[`${id} ${s.ssrc}`] = [s.packetsReceived, s.lastPacketReceivedTimestamp];
+      }
+    });
+  }
+  return result;
+}
+"""
+
+
+def audio_gaps_s(sides: tuple[Side, ...], change: Callable[[], float], timeout: float
+                 ) -> dict[str, float]:
+    """Make a network `change` (it returns its time.time()) one second into a flowing call; for
+    each side, the longest time without a received audio packet from half a second before the
+    change on: from the last packet before to the first after, as seen by polling the packet
+    counters about every 100 ms. Waits until packets have flowed for 0.5 s after that gap and
+    the tone is heard again after it. Packets, not what the page plays: while packets are
+    missing the jitter buffer conceals the loss by carrying a steady tone on for a second or
+    more, which a tone detector would take for the call going on."""
+    # Per side: the latest packet arrival seen (ms, the clock of Date.now()), the longest gap
+    # after `since`, when packets came back after it, and each link's last packet count.
+    last_arrival: dict[str, float] = {}
+    longest: dict[str, tuple[float, float]] = {}
+    counts: dict[str, dict[str, int]] = {side.host: {} for side in sides}
+    gaps: dict[str, float] = {}
+    started = time.time()
+    since: float | None = None
+    deadline = time.monotonic() + timeout
+    while len(gaps) < len(sides):
+        if since is None and time.time() > started + 1.0:
+            since = (change() - 0.5) * 1000
+        for side in sides:
+            if side.host in gaps:
+                continue
+            links: dict[str, list[float]] = side.page.evaluate(_PACKETS_JS)
+            newest = last_arrival.get(side.host)
+            for key, (packets, last_at) in links.items():
+                fresh = int(packets) - counts[side.host].get(key, 0)
+                counts[side.host][key] = int(packets)
+                if fresh <= 0:
+                    continue
+                # Packets come every 20 ms: the first of the fresh ones came that much earlier.
+                first_at = last_at - (fresh - 1) * PACKET_MS
+                previous = last_arrival.get(side.host)
+                if previous is not None and since is not None and previous >= since:
+                    gap = first_at - previous
+                    if gap > longest.get(side.host, (0.0, 0.0))[0]:
+                        longest[side.host] = (gap, first_at)
+                newest = max(newest or last_at, last_at)
+            if newest is not None:
+                last_arrival[side.host] = newest
+            if since is None or side.host not in longest:
+                continue
+            gap, back_at = longest[side.host]
+            now = time.time() * 1000
+            flowing = now > since + 3000 and newest is not None and newest - back_at > 500
+            if flowing and tone_start(side, back_at) is not None:
+                gaps[side.host] = gap / 1000
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not every side heard again within {timeout} s: {longest}; "
+                                 + "; ".join(f"{side.host}: {side.page.evaluate(_DIAGNOSIS_JS)}"
+                                             for side in sides if side.host not in gaps))
+        time.sleep(0.05)
+    return gaps
+
+
+def test_network_change_mid_call_recovers_by_itself(lab: Lab) -> None:
+    """Mid-call, host a's uplink moves to another ISP (a new address behind another NAT, as a
+    phone moving from Wi-Fi to mobile data). Nobody touches anything: the link restarts ICE and
+    audio comes back both ways within GAP_BOUND_S, over the new address."""
+    call = start_call(lab, "a", "b")
+    try:
+        assert_path(call, "network change: before", DIRECT)
+        # Some audio before the move, so the gap is measured from a flowing call.
+        gaps = audio_gaps_s(call.sides(), lambda: lab.net.switch_isp("a"), 40.0)
+        print("\nTABLE | network change (a: Wi-Fi to mobile data) | audio gap: "
+              + ", ".join(f"{host} hears again after {gap:.2f} s" for host, gap in gaps.items()))
+        paths = assert_path(call, "network change: after", None)
+        b_view = paths[1]
+        assert b_view["remote"]["address"] == lab.net.hosts["a"].public_address, b_view
+        for host, gap in gaps.items():
+            assert gap < GAP_BOUND_S, (host, gaps)
+    finally:
+        call.hang_up()

@@ -577,6 +577,7 @@ function newPeer(peer) {
 function onJoined(message) {
   // A rejoin after a lost connection, or a new match: links from before are to peer ids that
   // no longer exist on the server, so start clean (the microphone stays).
+  const previousId = call.me ? call.me.id : null;
   leaveCall({ keepMicrophone: true });
   call.phase = 'joined';
   call.roomId = message.room;
@@ -600,6 +601,9 @@ function onJoined(message) {
   call.mesh = new Mesh({ configuration, localStream: call.localStream });
   wireMesh(call.mesh);
   for (const peer of message.peers) {
+    // Our own old self, after a network change: the server keeps it until its heartbeat sees
+    // that socket is dead. No link to it.
+    if (peer.id === previousId) continue;
     call.peers.set(peer.id, newPeer(peer));
     call.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
   }
@@ -1224,6 +1228,16 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  // Wi-Fi to mobile data: the browser goes offline and online again with a new address. The
+  // signalling socket belonged to the old address and is dead without knowing it: replace it
+  // now, which rejoins the room and makes every link anew (Signalling.renew). Links restart ICE
+  // at once too, for when the socket survives (Mesh.networkChanged).
+  const onNetworkChange = () => {
+    if (call.phase === 'joined') signalling.renew();
+    call.mesh?.networkChanged();
+  };
+  window.addEventListener('online', onNetworkChange);
+  navigator.connection?.addEventListener('change', onNetworkChange);
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the

@@ -37,6 +37,17 @@ export const RELAY_GATHER_TIMEOUT_MS = 5000;
  */
 export const LINK_CONNECT_TIMEOUT_MS = 25_000;
 
+// --- network change: restart ICE soon after a link goes quiet (begin) ---
+/**
+ * How long a link may stay ICE "disconnected" before it restarts ICE. Chromium says
+ * "disconnected" once nothing has arrived for ~2.5 s, and "failed" only after ~15 s more: waiting
+ * for "failed" would leave a call silent that long after a phone moves from Wi-Fi to mobile data.
+ * A short wait still lets a momentary hiccup (a busy CPU) heal by itself; a restart it makes
+ * needlessly costs nothing audible, as audio keeps the old path until the new one is chosen.
+ */
+export const DISCONNECTED_RESTART_MS = 500;
+// --- network change (end) ---
+
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
 export const LINK_FAILURE = Object.freeze({
   relayUnreachable: 'the relay could not be reached',
@@ -134,6 +145,14 @@ export class Negotiation extends EventTarget {
     this.pc.addEventListener('icecandidateerror', (event) => this.onIceCandidateError(event));
     this.pc.addEventListener('icegatheringstatechange', () => this.onGatheringStateChange());
     this.pc.addEventListener('track', ({ track, streams }) => this.onTrack(track, streams));
+    // --- network change (begin) ---
+    this.disconnectedTimer = null;
+    this.pc.addEventListener('iceconnectionstatechange', () => {
+      clearTimeout(this.disconnectedTimer);
+      if (this.pc.iceConnectionState !== 'disconnected') return;
+      this.disconnectedTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS);
+    });
+    // --- network change (end) ---
     this.pc.addEventListener('connectionstatechange', () => {
       const state = this.pc.connectionState;
       if (state === 'connected') {
@@ -196,6 +215,7 @@ export class Negotiation extends EventTarget {
     this.closed = true;
     clearTimeout(this.relayTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.disconnectedTimer);
     this.pc.close();
   }
 
@@ -226,12 +246,28 @@ export class Negotiation extends EventTarget {
 
   /**
    * A link that failed (ICE consent lost: a network change, a starved CPU) gets new ICE
-   * credentials and candidates instead of staying dead. Only the side that made the first offer
-   * restarts, so the two ends never both do; the restart offer goes through perfect negotiation
-   * like any other, so glare with a peer's own offer is still resolved.
+   * credentials and candidates instead of staying dead.
    */
   maybeRestartIce() {
-    if (this.closed || !this.initiator || this.pc.connectionState !== 'failed') return;
+    if (this.pc.connectionState === 'failed') this.restartIce();
+  }
+
+  /**
+   * Restart ICE: new credentials, and candidates gathered on the networks we have now (a phone
+   * that moved to mobile data has a new address). Either side may do it, whichever notices
+   * first: the side whose network changed sees its link break at once, the other only after
+   * seconds of silence. The restart offer goes through perfect negotiation like any other, so
+   * two restarts that cross are resolved as glare. Not toward a peer that cannot roll back
+   * (we are then the polite newcomer, see docs/protocol.md `polite`): such a peer (aiortc)
+   * cannot restart ICE either, and makes its link anew instead (see `isNewConnection`).
+   * @param {object} [options]
+   * @param {boolean} [options.networkChanged] our own network changed (the browser went
+   *   offline and online again): restart even though ICE has not noticed anything yet
+   */
+  restartIce({ networkChanged = false } = {}) {
+    if (this.closed || (this.initiator && this.polite)) return;
+    const state = this.pc.iceConnectionState;
+    if (!networkChanged && state !== 'disconnected' && state !== 'failed') return;
     this.pc.restartIce();
   }
 

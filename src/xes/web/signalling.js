@@ -111,6 +111,28 @@ export class Signalling extends EventTarget {
     return true;
   }
 
+  /**
+   * Replace an open socket with a new one at once, as after a loss (state `lost`, then `open`),
+   * or reconnect a lost one now rather than after the backoff.
+   * For a network change: the socket's TCP connection belongs to an address we no longer have,
+   * and would only be found dead by a heartbeat, long after.
+   */
+  renew() {
+    if (this.state === SignallingState.LOST && this.socket === null) {
+      // Already lost with the old network: retry now instead of after the backoff.
+      this.retryMs = FIRST_RETRY_MS;
+      this.connect();
+      return;
+    }
+    if (this.socket === null || this.state !== SignallingState.OPEN) return;
+    const old = this.socket;
+    this.socket = null;
+    this.peerId = null;
+    old.close(1000);
+    this.setState(SignallingState.LOST);
+    this.connect();
+  }
+
   /** Close on purpose: no reconnect, state back to `idle`. */
   close() {
     clearTimeout(this.retryTimer);
