@@ -364,3 +364,33 @@ def launch_chromium_in(playwright: Playwright, lab: NetLab, host: str, scratch: 
     ])
     return playwright.chromium.launch(
         executable_path=str(chromium_wrapper(scratch, lab.ns(host))), headless=True, args=args)
+
+
+def main(argv: Sequence[str]) -> int:
+    """``python -m tests.support.netlab up KIND [KIND ...] [--prefix P]`` builds the internet
+    and one host per KIND (h1, h2, ...) and leaves them up for manual experiments;
+    ``... down [--prefix P]`` removes them."""
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m tests.support.netlab",
+                                     description=main.__doc__)
+    parser.add_argument("action", choices=("up", "down"))
+    parser.add_argument("kinds", nargs="*", metavar="KIND", help=", ".join(KINDS))
+    parser.add_argument("--prefix", default="xesnat")
+    args = parser.parse_args(argv)
+    lab = NetLab(args.prefix)
+    if args.action == "down":
+        lab.down()
+        return 0
+    lab = NetLab.up(args.prefix)
+    for number, kind in enumerate(args.kinds, start=1):
+        host = lab.add_host(f"h{number}", kind)
+        print(f"{host.ns}: {kind}, {host.local_address} (seen as {host.public_address})")
+    print(f"{lab.ns('pub')}: web {WEB4} {WEB6}; {lab.ns('relay')}: relay {RELAY4} {RELAY6}")
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.exit(main(sys.argv[1:]))
