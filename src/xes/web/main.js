@@ -1237,7 +1237,14 @@ function start() {
     call.mesh?.networkChanged();
   };
   window.addEventListener('online', onNetworkChange);
-  navigator.connection?.addEventListener('change', onNetworkChange);
+  // `change` also fires when only the speed estimates move, which is no reason to rejoin: react
+  // to a new connection type (wifi to cellular) only.
+  let connectionType = navigator.connection?.type;
+  navigator.connection?.addEventListener('change', () => {
+    if (navigator.connection.type === connectionType) return;
+    connectionType = navigator.connection.type;
+    onNetworkChange();
+  });
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the

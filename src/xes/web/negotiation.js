@@ -254,20 +254,23 @@ export class Negotiation extends EventTarget {
 
   /**
    * Restart ICE: new credentials, and candidates gathered on the networks we have now (a phone
-   * that moved to mobile data has a new address). Either side may do it, whichever notices
-   * first: the side whose network changed sees its link break at once, the other only after
-   * seconds of silence. The restart offer goes through perfect negotiation like any other, so
-   * two restarts that cross are resolved as glare. Not toward a peer that cannot roll back
-   * (we are then the polite newcomer, see docs/protocol.md `polite`): such a peer (aiortc)
-   * cannot restart ICE either, and makes its link anew instead (see `isNewConnection`).
+   * that moved to mobile data has a new address). When a link goes quiet, the side that made the
+   * first offer restarts, so the two ends never both do; when our own network changed, we
+   * restart whichever side we are (the restart offer goes through perfect negotiation, so one
+   * that crosses the peer's own offer is resolved as glare). Never toward a peer that cannot
+   * roll back (we are then the polite newcomer, docs/protocol.md `polite`): such a peer (aiortc)
+   * cannot take a restart offer either, and would lose a working link to it; its link can only
+   * be made anew, by a rejoin.
    * @param {object} [options]
    * @param {boolean} [options.networkChanged] our own network changed (the browser went
    *   offline and online again): restart even though ICE has not noticed anything yet
    */
   restartIce({ networkChanged = false } = {}) {
     if (this.closed || (this.initiator && this.polite)) return;
-    const state = this.pc.iceConnectionState;
-    if (!networkChanged && state !== 'disconnected' && state !== 'failed') return;
+    if (!networkChanged) {
+      const state = this.pc.iceConnectionState;
+      if (!this.initiator || (state !== 'disconnected' && state !== 'failed')) return;
+    }
     this.pc.restartIce();
   }
 
