@@ -61,12 +61,12 @@ TONES = (440.0, 880.0)  # first joiner, newcomer
 CONNECT_TIMEOUT_MS = 45_000  # waits, not measurements: the machine is shared
 TONE_TIMEOUT_S = 45.0
 TONE_RUN = 5  # consecutive readings (~20 ms apart) that make "the tone is heard"
-RECOVERED_RUN = 25  # ~0.5 s of tone after a network change: the call is back
 GAP_BOUND_S = 3.0  # the issue's target for the audio gap of a network change
 PACKET_MS = 20.0  # one Opus packet per 20 ms, as browsers send them
 
-# The hosts of the lab, by name: their kind of network, and the scenarios that use them (a
-# browser is closed after its last one). "a" and "b" also have a standby uplink to another ISP.
+# The hosts of the lab, by name, and their kind of network (tests/support/netlab.py). "a" is
+# everybody's partner and also has a standby uplink to another ISP, for the network change; the
+# others' browsers are closed after their one scenario.
 HOSTS: dict[str, str] = {
     "a": "cone", "b": "cone", "c": "symmetric", "d": "symmetric", "e": "double", "f": "double",
     "g": "firewall", "h": "ipv6", "i": "open",
