@@ -198,6 +198,36 @@ test('a lost server connection resumes the session: same id, same links, the rep
   assert.deepEqual(again.sentOf('join'), []);
 });
 
+test('a network change resumes the session on a new socket at once and restarts ICE', async (t) => {
+  // Ada is a browser (we, the newcomer, are impolite toward her); Bob cannot roll back (aiortc),
+  // so we are polite toward him and never offer him a restart.
+  const peers = [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: true }];
+  const { call, signalling, socket } = await inRoom(t, { peers }, { connectionType: 'wifi' });
+  const [toAda, toBob] = FakeRTCPeerConnection.made;
+  socket.serverSends({ type: 'host', peer: ME, seq: 1 });
+  call.networkChanged('wifi');
+  assert.equal(FakeWebSocket.latest, socket, 'the same connection type: no network change');
+  call.networkChanged('cellular');
+  assert.equal(socket.closedWith, 4000, 'the stale socket detaches the session, never ends it');
+  const again = FakeWebSocket.latest;
+  assert.notEqual(again, socket, 'a new socket at once, not after a backoff');
+  assert.equal(signalling.state, 'lost');
+  again.open(ME_AGAIN);
+  assert.deepEqual(again.sent, [{ type: 'resume', peer: ME, token: tokenOf(ME), last_seq: 1 }]);
+  again.serverSends({
+    type: 'resumed', peer: ME, resume: tokenOf(ADA), last_seq: 1, room: null, lobby: null,
+    queued: false, ice_servers: [], ice_expires_at: null,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 150)); // the mesh's settle time for bursts
+  assert.equal(call.me.id, ME, 'the same peer id: nobody saw us leave');
+  assert.deepEqual(again.sentOf('join'), [], 'no rejoin');
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'every link kept');
+  assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0], 'ICE restarted where we may offer');
+  call.networkChanged(); // `online`, a second burst
+  assert.equal(again.closedWith, 4000);
+  assert.equal(FakeWebSocket.made.length, 3);
+});
+
 test('a session the server no longer has falls back to joining under the new peer id', async (t) => {
   const { call, signalling, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
   const [pc] = FakeRTCPeerConnection.made;

@@ -117,6 +117,7 @@ const call = new Call({
   roomId: route.roomId,
   browserKey,
   hostKeys,
+  connectionType: navigator.connection?.type,
   preferences: {
     relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
     allowDirect: load(STORAGE_KEYS.allowDirect) === 'true',
@@ -411,6 +412,11 @@ signalling.addEventListener('protocolerror', ({ detail }) => {
 });
 
 window.addEventListener('pagehide', () => call.pageHidden());
+// Wi-Fi to mobile data: the browser goes offline and online again with a new address, or (where
+// the Network Information API exists) its connection type changes. Call.networkChanged resumes
+// the session on a new socket and restarts ICE on every link.
+window.addEventListener('online', () => call.networkChanged());
+navigator.connection?.addEventListener('change', () => call.networkChanged(navigator.connection.type));
 
 // --- matchmaking (landing page) ------------------------------------------------------------------
 

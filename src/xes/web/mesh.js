@@ -3,6 +3,9 @@
 
 import { Negotiation } from './negotiation.js';
 
+/** Network change events come in bursts (offline, online, connection change): one restart. */
+const NETWORK_CHANGE_SETTLE_MS = 100;
+
 /**
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
@@ -21,6 +24,7 @@ export class Mesh extends EventTarget {
     this.localStream = localStream;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
+    this.networkChangeTimer = null;
   }
 
   /**
@@ -79,8 +83,21 @@ export class Mesh extends EventTarget {
     for (const link of this.links.values()) link.setConfiguration(configuration);
   }
 
+  /**
+   * Our network changed (a new address: Wi-Fi to mobile data): every link restarts ICE at once,
+   * gathering candidates on the network we have now, instead of waiting seconds for ICE to
+   * notice that the old path went silent. Several change events in a row make one restart.
+   */
+  networkChanged() {
+    clearTimeout(this.networkChangeTimer);
+    this.networkChangeTimer = setTimeout(() => {
+      for (const link of this.links.values()) link.restartIce({ networkChanged: true });
+    }, NETWORK_CHANGE_SETTLE_MS);
+  }
+
   /** Close every link. */
   closeAll() {
+    clearTimeout(this.networkChangeTimer);
     for (const peerId of [...this.links.keys()]) this.remove(peerId);
   }
 
