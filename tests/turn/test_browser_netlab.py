@@ -26,6 +26,8 @@ from __future__ import annotations
 
 import json
 import secrets
+import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -39,6 +41,7 @@ from tests.conftest import XesServerProcess, launch_xes_server
 from tests.support.browser import (
     oscillator_microphone_script,
     start_tone_monitor,
+    write_tone_wav,
 )
 from tests.support.netlab import (
     LAB_TURN_OVERLAY,
@@ -65,13 +68,14 @@ GAP_BOUND_S = 3.0  # the issue's target for the audio gap of a network change
 PACKET_MS = 20.0  # one Opus packet per 20 ms, as browsers send them
 
 # The hosts of the lab, by name, and their kind of network (tests/support/netlab.py). "a" is
-# everybody's partner and also has a standby uplink to another ISP, for the network change; the
-# others' browsers are closed after their one scenario.
+# everybody's partner and also has a standby uplink to another ISP, for the network change; "j"
+# runs the Python peer, with a standby uplink too; the others' browsers are closed after their
+# one scenario.
 HOSTS: dict[str, str] = {
     "a": "cone", "b": "cone", "c": "symmetric", "d": "symmetric", "e": "double", "f": "double",
-    "g": "firewall", "h": "ipv6", "i": "open",
+    "g": "firewall", "h": "ipv6", "i": "open", "j": "cone",
 }
-MOVABLE = ("a",)
+MOVABLE = ("a", "j")
 
 
 @dataclass
@@ -524,7 +528,7 @@ def test_network_change_mid_call_recovers_by_itself(lab: Lab) -> None:
         assert_path(call, "network change: before", DIRECT)
         mover_id = call.first.page.evaluate("window.xes.me.id")
         for side in call.sides():
-            side.page.evaluate(_WATCH_LEAVES_JS)
+            watch_leaves(side)
         # Some audio before the move, so the gap is measured from a flowing call.
         gaps = audio_gaps_s(call.sides(), lambda: lab.net.switch_isp("a"), 40.0)
         print("\nTABLE | network change (a: Wi-Fi to mobile data) | audio gap: "
@@ -545,3 +549,72 @@ def test_network_change_mid_call_recovers_by_itself(lab: Lab) -> None:
             assert side.page.evaluate("window.__xesLeftList") == [], side.host
     finally:
         call.hang_up()
+
+
+def dtls_fingerprint(sdp: str) -> str:
+    return next(line for line in sdp.splitlines() if line.startswith("a=fingerprint:"))
+
+
+def watch_leaves(side: Side) -> None:
+    side.page.evaluate(_WATCH_LEAVES_JS)
+
+
+def test_python_peer_network_change_makes_its_link_anew(lab: Lab, tmp_path: Path) -> None:
+    """Mid-call, the Python peer's host (j) moves to another ISP. aiortc cannot restart ICE:
+    the peer notices its addresses changed, resumes its signalling session on a new socket
+    (same peer id) and makes its link anew, offering on a fresh RTCPeerConnection, which the
+    browser takes as a new link from a member it already has. b hears it again within
+    GAP_BOUND_S, over the new address, and never sees it leave."""
+    room = secrets.token_urlsafe(16)
+    side = open_side(lab, "b", TONES[0], TONES[1])
+    tone = write_tone_wav(tmp_path, TONES[1])
+    log_path = tmp_path / "python-peer.log"
+    peer: subprocess.Popen[bytes] | None = None
+    try:
+        side.page.goto(f"{lab.web_url('b')}/r/{room}")
+        start_tone_monitor(side.page, side.hears)
+        join(side.page, side.page.url, "Host b", relay=False)
+        expect(side.page.get_by_role("list", name="Participants")).to_be_visible(
+            timeout=CONNECT_TIMEOUT_MS)
+        xes = str(Path(sys.executable).with_name("xes"))
+        with log_path.open("wb") as log:
+            peer = subprocess.Popen(
+                lab.net.command("j", xes, "call", "-v", f"{lab.web_url('j')}/r/{room}",
+                                "--name", "Python j", "--play", str(tone), "--loop",
+                                "--duration", "300"),
+                stdout=log, stderr=subprocess.STDOUT)
+        joined_at = time.time() * 1000
+        heard_at = first_tone_at(side, joined_at, TONE_TIMEOUT_S)
+        members = side.page.evaluate("window.xes.peers()")
+        assert len(members) == 1, members
+        python_id = members[0]["id"]
+        path_before = next(p for p in side.page.evaluate(_PATH_JS) if p["id"] == python_id)
+        watch_leaves(side)
+        gaps = audio_gaps_s((side,), lambda: lab.net.switch_isp("j"), 40.0)
+        gap = gaps["b"]
+        print(f"\nTABLE | Python peer's network change (j) | join to first tone: b "
+              f"{heard_at - joined_at:.0f} ms | audio gap: b hears j again after {gap:.2f} s")
+        path_after = next(p for p in side.page.evaluate(_PATH_JS) if p["id"] == python_id)
+        # A new link (another DTLS certificate), gathered on the new network: aiortc puts its
+        # candidates in the offer, so its new public address is in the SDP b received.
+        assert path_after["state"] == "connected", path_after
+        assert (dtls_fingerprint(path_after["remoteSdp"])
+                != dtls_fingerprint(path_before["remoteSdp"]))
+        new_address = lab.net.hosts["j"].public_address
+        assert new_address not in path_before["remoteSdp"]
+        assert new_address in path_after["remoteSdp"], path_after["remoteSdp"]
+        assert [member["id"] for member in side.page.evaluate("window.xes.peers()")] == [python_id]
+        assert side.page.evaluate("window.__xesLeftList") == []
+        assert gap < GAP_BOUND_S, gaps
+    except AssertionError:
+        print(log_path.read_text(errors="replace")[-6000:])
+        raise
+    finally:
+        if peer is not None:
+            peer.terminate()
+            try:
+                peer.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                peer.kill()
+                peer.wait()
+        side.context.close()

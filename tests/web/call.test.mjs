@@ -143,6 +143,36 @@ test('a newcomer offers and we answer on the same link; when it leaves its link 
     [CAROL]);
 });
 
+test('an offer with a new DTLS certificate from a linked peer is a new link: the old one closes', async (t) => {
+  // A Python peer (it cannot roll back: we are polite toward it) whose network changed makes its
+  // link anew and offers on it (docs/protocol.md, "A new link from a peer already linked").
+  const { call, socket, events, microphone } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: true } });
+  await settle();
+  const offer = (fingerprint) => ({
+    type: 'signal', from: CAROL,
+    data: { description: { type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${fingerprint}\r\n` } },
+  });
+  socket.serverSends(offer('AA:01'));
+  await settle();
+  const [old] = FakeRTCPeerConnection.made;
+  socket.serverSends(offer('aa:01')); // the same certificate: a renegotiation of this link
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 1);
+  old.connect();
+  socket.serverSends(offer('BB:02'));
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'a fresh RTCPeerConnection');
+  const [, fresh] = FakeRTCPeerConnection.made;
+  assert.equal(old.connectionState, 'closed');
+  assert.equal(fresh.remoteDescription.sdp, offer('BB:02').data.description.sdp);
+  assert.equal(signalsTo(socket, CAROL).at(-1).data.description.type, 'answer');
+  assert.deepEqual(fresh.senders.map((sender) => sender.track), microphone.getAudioTracks());
+  assert.deepEqual([...call.peers.keys()], [CAROL], 'still in the room: nobody left');
+  assert.deepEqual(events.filter((event) => event.type === 'linkremoved').map((event) => event.detail.peerId),
+    [CAROL], 'the view stops playing the old link');
+});
+
 test('mute silences the microphone; push-to-talk opens it only while held, and only in a call', async (t) => {
   const { call, microphone } = await inRoom(t);
   const [track] = microphone.getAudioTracks();

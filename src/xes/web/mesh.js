@@ -72,7 +72,14 @@ export class Mesh extends EventTarget {
    */
   handleSignal(peerId, data) {
     const link = this.links.get(peerId);
-    if (link !== undefined) link.handleSignal(data);
+    if (link === undefined) return;
+    if (link.startsNewLink(data)) {
+      // The peer made its link anew (a new RTCPeerConnection after its network changed): ours
+      // closes too (`removed`), and a fresh one, the answering side, takes the offer.
+      this.add({ id: peerId, polite: link.polite }, false).handleSignal(data);
+      return;
+    }
+    link.handleSignal(data);
   }
 
   /**

@@ -81,6 +81,16 @@ export function parseData(raw) {
 export const DISCONNECTED_RESTART_MS = 500;
 // --- network change (end) ---
 
+/**
+ * The DTLS certificate fingerprint an SDP announces (the session-level or first `a=fingerprint`).
+ * @param {string} sdp
+ * @returns {string|null}
+ */
+export function dtlsFingerprint(sdp) {
+  const match = /^a=fingerprint:(.+?)\s*$/im.exec(sdp ?? '');
+  return match ? match[1].toLowerCase() : null;
+}
+
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
 export const LINK_FAILURE = Object.freeze({
   relayUnreachable: 'the relay could not be reached',
@@ -266,6 +276,23 @@ export class Negotiation extends EventTarget {
    * @param {object} data `{description}` or `{candidate}`
    * @returns {Promise<void>} settles when this payload has been handled
    */
+  /**
+   * Whether `data` is an offer that starts a new link rather than renegotiating this one: it
+   * comes with another DTLS certificate than the one this link was made with. A DTLS session
+   * cannot change certificates, so such an offer can only come from a new RTCPeerConnection: the
+   * peer re-created its link (docs/protocol.md, "A new link from a peer already linked": what
+   * a peer that cannot restart ICE, aiortc, does after a network change).
+   * @param {object} data a relayed signal's data
+   * @returns {boolean}
+   */
+  startsNewLink(data) {
+    if (data === null || typeof data !== 'object' || data.description?.type !== 'offer') return false;
+    const current = this.pc.remoteDescription;
+    if (!current) return false;
+    const offered = dtlsFingerprint(data.description.sdp);
+    return offered !== null && offered !== dtlsFingerprint(current.sdp);
+  }
+
   handleSignal(data) {
     this.queue = this.queue.then(() => this.applySignal(data)).catch((error) => {
       if (!this.closed) this.emit('error', error);
