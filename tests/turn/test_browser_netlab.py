@@ -312,17 +312,20 @@ def assert_path(call: Call, scenario: str, expected: str | None) -> list[dict[st
     Prints the scenario's line of the measured table."""
     paths = []
     for side, other in ((call.first, call.second), (call.second, call.first)):
-        # The list updates about once a second from the same stats: wait for it to agree.
+        # The list updates about once a second from the same stats: wait for it to agree. ICE
+        # may still move to a better pair meanwhile (double NAT: relay, then direct), so the
+        # assertion compares one reading of each, never a later list with an earlier pair.
         deadline = time.monotonic() + 10
         while True:
             path = side.path(other)
             assert path["local"] is not None and path["remote"] is not None, path
             selected = RELAYED if "relay" in (path["local"]["type"], path["remote"]["type"]) else (
                 DIRECT)
-            if side.shown() == selected or time.monotonic() > deadline:
+            shown = side.shown()
+            if shown == selected or time.monotonic() > deadline:
                 break
             time.sleep(0.2)
-        assert side.shown() == selected, (side.host, side.shown(), path)
+        assert shown == selected, (side.host, shown, path)
         if expected is not None:
             assert selected == expected, (scenario, side.host, path)
         paths.append(path)
