@@ -312,16 +312,19 @@ class Peer:
             return  # a fresh session rejoins, which makes every link anew anyway
         logger.info("! network changed: making %d link(s) anew", len(self.members))
         for member in list(self.members.values()):
-            await self._renew_link(member)
+            await self._renew_link(member, offer=True)
 
-    async def _renew_link(self, member: RemotePeer) -> None:
+    async def _renew_link(self, member: RemotePeer, *, offer: bool) -> None:
+        """Replace `member`'s link by a fresh one: offering on it (our network changed), or
+        waiting for the member's offer (its network changed)."""
         old = member.link
         if self._verifier is not None:
             self._verifier.removed(member.id)  # new certificates: the codes are computed anew
         member.audio.detach()
         member.connected_at = None
         member.link = self._new_link(member)
-        member.link.offer()
+        if offer:
+            member.link.offer()
         if old is not None:
             await old.close()
 
@@ -627,6 +630,10 @@ class Peer:
                 if member is None or member.link is None:
                     logger.debug("< ignoring signal from %s: not a member", sender)
                     return
+                if _starts_new_link(member.link, data):
+                    # The member made its link anew (its network changed): answer on a new one.
+                    await self._renew_link(member, offer=False)
+                    assert member.link is not None
                 member.link.handle_signal(data)
             case m.Left(room=room_id):
                 await self._on_room_left(room_id, "left")
@@ -848,6 +855,26 @@ class Peer:
         await asyncio.sleep(max(1.0, expires_at - time.time() - _ICE_REFRESH_MARGIN))
         with contextlib.suppress(PeerError):
             self._send(m.IceRefresh())
+
+
+def _starts_new_link(link: Link, data: m.SignalData) -> bool:
+    """Whether `data` is an offer with another DTLS certificate than `link`'s remote end has:
+    a new link from the member, not a renegotiation (docs/protocol.md, "A new link from a peer
+    already linked")."""
+    if data.description is None or data.description.type != "offer":
+        return False
+    current = link.peer_connection.remoteDescription
+    if current is None:
+        return False
+    offered = _dtls_fingerprint(data.description.sdp)
+    return offered is not None and offered != _dtls_fingerprint(current.sdp)
+
+
+def _dtls_fingerprint(sdp: str) -> str | None:
+    for line in sdp.splitlines():
+        if line.lower().startswith("a=fingerprint:"):
+            return line.split(":", 1)[1].strip().lower()
+    return None
 
 
 def _aiortc_can_use(url: str) -> bool:
