@@ -363,8 +363,10 @@ export class Negotiation extends EventTarget {
    * restart whichever side we are (the restart offer goes through perfect negotiation, so one
    * that crosses the peer's own offer is resolved as glare). Never toward a peer that cannot
    * roll back (we are then the polite newcomer, docs/protocol.md `polite`): such a peer (aiortc)
-   * cannot take a restart offer either, and would lose a working link to it; its link can only
-   * be made anew, by a rejoin.
+   * cannot take a restart offer either, and would lose a working link to it. When its own
+   * network changes, such a peer makes the link anew itself (docs/protocol.md, "A new link from a
+   * peer already linked"). Toward a peer that joined after us we cannot tell (we are polite
+   * toward every newcomer), so our own network change still restarts toward it.
    * @param {object} [options]
    * @param {boolean} [options.networkChanged] our own network changed (the browser went
    *   offline and online again): restart even though ICE has not noticed anything yet
