@@ -341,9 +341,12 @@ class Peer:
                 if again == now:
                     break
                 now = again
+            lost = seen - now
             seen = now
-            if now:  # with no address at all there is nowhere to go yet
-                logger.info("! this host's addresses changed")
+            # Only a lost address breaks our paths (a new VPN or container bridge does not);
+            # with no address at all there is nowhere to go yet.
+            if lost and now:
+                logger.info("! this host lost an address")
                 asyncio.ensure_future(self.network_changed())
 
     # -- safety codes (docs/verification.md) ---------------------------------------------------
