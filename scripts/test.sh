@@ -8,9 +8,11 @@
 #     set-up for the backends that are coming (README "Dependencies").
 source "$(dirname "$0")/lib.sh"
 apt_ensure /usr/bin/chromium chromium turnserver coturn tshark tshark sox sox ip iproute2 \
-           iptables iptables node nodejs redis-server redis-server '/usr/lib/postgresql/*/bin/postgres' postgresql
+           iptables iptables node nodejs npm npm redis-server redis-server '/usr/lib/postgresql/*/bin/postgres' postgresql
 # coturn's Debian package starts a system daemon on 3478; the tests run their own on other ports.
 venv_ensure requirements/test.txt
+# axe-core, which the accessibility tests inject into the page: the version locked, by hash.
+npm_ensure "$ROOT/tests/a11y"
 cd "$ROOT"
 log "ruff"
 "$VENV/bin/ruff" check src tests bench

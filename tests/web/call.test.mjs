@@ -421,3 +421,108 @@ test('reconnects back off with jitter, capped while a session may resume; 1012 c
   low.session = null;
   assert.equal(low.retryDelay(1006), 7500, 'no session to resume: back off further');
 });
+
+/** In a room with Ada and Bob, both links connected and their data channels open. */
+async function withOpenChannels(t) {
+  const context = await inRoom(t, {
+    peers: [{ id: ADA, name: 'Ada', polite: true }, { id: BOB, name: 'Bob', polite: true }],
+  });
+  const announced = [];
+  context.call.addEventListener('announce', ({ detail }) => announced.push(detail));
+  for (const peer of [ADA, BOB]) {
+    context.socket.serverSends({ type: 'signal', from: peer, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  }
+  await settle();
+  for (const pc of FakeRTCPeerConnection.made) {
+    pc.connect();
+    pc.channels[0].open();
+  }
+  return { ...context, announced, channels: FakeRTCPeerConnection.made.map((pc) => pc.channels[0]) };
+}
+
+test('chat goes to every member over their own data channel, never to the server', async (t) => {
+  const { call, socket, channels } = await withOpenChannels(t);
+  const sentToServer = socket.sent.length;
+  assert.deepEqual(call.sendChat('  hello  '), { ok: true });
+  for (const channel of channels) assert.deepEqual(channel.sent.at(-1), { type: 'chat', text: 'hello' });
+  assert.equal(socket.sent.length, sentToServer, 'nothing went to the server');
+  assert.deepEqual(call.messages.map(({ name, text, self }) => [name, text, self]), [['Me', 'hello', true]]);
+  assert.equal(call.sendChat('   ').ok, false);
+  assert.equal(call.sendChat('x'.repeat(4001)).ok, false);
+});
+
+test('a received message shows with its sender and is announced; junk is ignored', async (t) => {
+  const { call, channels, announced } = await withOpenChannels(t);
+  channels[0].receive({ type: 'chat', text: 'hi from Ada' });
+  channels[1].receive({ type: 'chat', text: 42 });
+  channels[1].receive('not json');
+  assert.deepEqual(call.messages.map(({ from, name, text }) => [from, name, text]), [[ADA, 'Ada', 'hi from Ada']]);
+  // Announced by the chat history itself (a role=log live region), not a second time.
+  assert.ok(!announced.some((text) => text.includes('hi from Ada')));
+});
+
+test('our mute is told to every link, and theirs is shown and announced on change', async (t) => {
+  const { call, channels, announced } = await withOpenChannels(t);
+  // The channel also carries the safety codes' messages (verify.js): look at mute only.
+  const told = (channel) => channel.sent.filter((message) => message.type === 'mute').map((m) => m.muted);
+  for (const channel of channels) assert.deepEqual(told(channel), [false]);
+  call.toggleMute();
+  for (const channel of channels) assert.deepEqual(told(channel), [false, true]);
+  call.holdToTalk('space', true);
+  for (const channel of channels) assert.deepEqual(told(channel), [false, true, false]);
+  call.holdToTalk('space', false);
+  channels[1].receive({ type: 'mute', muted: false });
+  assert.equal(call.peers.get(BOB).muted, false);
+  assert.ok(!announced.some((text) => text.startsWith('Bob')), 'a first state is not news');
+  channels[1].receive({ type: 'mute', muted: true });
+  assert.equal(call.peers.get(BOB).muted, true);
+  assert.ok(announced.includes('Bob muted their microphone.'));
+});
+
+test('joins, leaves and host changes are announced by name; we are told where we are', async (t) => {
+  const { call, socket, announced } = await withOpenChannels(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: false } });
+  socket.serverSends({ type: 'peer-left', peer: ADA, reason: 'left' });
+  socket.serverSends({ type: 'host', peer: BOB });
+  socket.serverSends({ type: 'host', peer: ME });
+  assert.deepEqual(announced, ['Carol joined.', 'Ada left.', 'Bob is now the host.', 'You are now the host.']);
+  assert.equal(call.isHost, true);
+});
+
+test('the Opus bitrate per link follows the number of people', async (t) => {
+  const { socket } = await withOpenChannels(t);
+  const bitrates = () => FakeRTCPeerConnection.made.filter((pc) => pc.connectionState !== 'closed')
+    .map((pc) => pc.senders[0].maxBitrate);
+  assert.deepEqual(bitrates(), [40_000, 40_000]);
+  for (const [index, id] of ['D', 'E', 'F', 'G', 'H'].entries()) {
+    socket.serverSends({ type: 'peer-joined', peer: { id: id.repeat(22), name: id, polite: false } });
+    const pc = FakeRTCPeerConnection.made.at(-1);
+    socket.serverSends({ type: 'signal', from: id.repeat(22), data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
+    await settle();
+    pc.connect();
+    await settle();
+    assert.equal(bitrates().length, 3 + index);
+  }
+  assert.deepEqual(new Set(bitrates()), new Set([24_000]), '8 people: 24 kbit/s on each of 7 links');
+  socket.serverSends({ type: 'peer-left', peer: 'H'.repeat(22), reason: 'left' });
+  await settle();
+  assert.deepEqual(new Set(bitrates()), new Set([28_000]));
+});
+
+test('a new microphone replaces the track on every link without renegotiating', async (t) => {
+  const { call, socket, microphone } = await withOpenChannels(t);
+  const offers = socket.sentOf('signal').length;
+  const [old] = microphone.getAudioTracks();
+  const fresh = new FakeTrack('audio', 'second microphone');
+  call.toggleMute();
+  assert.equal(await call.switchMicrophone(async () => new FakeMediaStream([fresh])), true);
+  for (const pc of FakeRTCPeerConnection.made) assert.equal(pc.senders[0].track, fresh);
+  assert.equal(socket.sentOf('signal').length, offers, 'no new offer');
+  assert.equal(old.readyState, 'ended');
+  assert.deepEqual(call.localStream.getAudioTracks(), [fresh]);
+  assert.equal(fresh.enabled, false, 'still muted');
+  const refusal = new MicrophoneError('missing', 'No microphone was found.');
+  assert.equal(await call.switchMicrophone(async () => { throw refusal; }), false);
+  assert.equal(call.alerts.get('microphone'), 'No microphone was found.');
+  assert.deepEqual(call.localStream.getAudioTracks(), [fresh], 'the working one stays');
+});

@@ -25,6 +25,8 @@ export class Mesh extends EventTarget {
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
     this.networkChangeTimer = null;
+    /** @type {number|null} Opus bitrate per link, from the Call */
+    this.audioBitrate = null;
   }
 
   /**
@@ -48,6 +50,7 @@ export class Mesh extends EventTarget {
         this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));
       });
     }
+    if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
     return link;
   }
@@ -100,6 +103,24 @@ export class Mesh extends EventTarget {
     this.networkChangeTimer = setTimeout(() => {
       for (const link of this.links.values()) link.restartIce({ networkChanged: true });
     }, NETWORK_CHANGE_SETTLE_MS);
+  }
+
+  /**
+   * The most each link may spend on our voice (Opus), for every link now and later.
+   * @param {number} bitsPerSecond
+   */
+  setAudioBitrate(bitsPerSecond) {
+    this.audioBitrate = bitsPerSecond;
+    for (const link of this.links.values()) link.setAudioBitrate(bitsPerSecond);
+  }
+
+  /**
+   * Send another microphone track on every link, without renegotiating.
+   * @param {MediaStreamTrack} track
+   * @returns {Promise<void>}
+   */
+  async replaceAudioTrack(track) {
+    await Promise.all([...this.links.values()].map((link) => link.replaceAudioTrack(track)));
   }
 
   /** Close every link. */
