@@ -232,6 +232,8 @@ class Peer:
         self._hearing: asyncio.Task[None] | None = None
         self._hearing_interval = 5.0
         self._network_watcher: asyncio.Task[None] | None = None
+        # Old links waiting for their replacement to settle before they close.
+        self._closing: set[asyncio.Task[None]] = set()
         # A network change asked for a new signalling connection: make it without a backoff,
         # and tell network_changed whether the session was resumed on it.
         self._renewing: asyncio.Future[bool] | None = None
@@ -323,9 +325,27 @@ class Peer:
         member.audio.detach()
         member.connected_at = None
         member.link = self._new_link(member)
+        if old is None:
+            pass
+        elif offer:
+            # Keep the old link until the new one is settled: closing it at once would end the
+            # member's received track there before our offer reaches them, and with it the
+            # taps of anyone listening (their side detaches the track when the offer arrives).
+            task = asyncio.ensure_future(self._close_when_settled(old, member.link))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        else:
+            await old.close()
         if offer:
             member.link.offer()
-        if old is not None:
+
+    async def _close_when_settled(self, old: Link, new: Link) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        settled = (LinkState.CONNECTED, LinkState.FAILED, LinkState.CLOSED)
+        try:
+            while new.state not in settled and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:  # also when the peer closes meanwhile (_close_links cancels this)
             await old.close()
 
     async def _watch_network(self) -> None:
@@ -816,6 +836,10 @@ class Peer:
 
     async def _close_links(self) -> None:
         self._verifier = None
+        closing, self._closing = list(self._closing), set()
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
         members, self.members = list(self.members.values()), {}
         for member in members:
             if member.link is not None:
