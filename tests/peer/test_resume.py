@@ -29,6 +29,7 @@ from xes.peer import (
     Resumed,
     open_file_source,
 )
+from xes.peer.connection import LinkState
 
 CUT_SECONDS = 10.0
 MAX_SILENCE_S = 1.0
@@ -108,3 +109,52 @@ async def test_python_peer_resumes_after_its_socket_is_cut(
                 tap.stop()
             for task in collectors:
                 task.cancel()
+
+
+async def test_python_peer_network_change_makes_its_links_anew(
+    xes_server: Any, tones: Callable[[float], Path], capsys: Any
+) -> None:
+    """Ada's network changes (called by hand here; the lab test moves a real uplink): she
+    resumes her session on a new socket and makes her link anew, Bob (Python too) takes her
+    offer with a new certificate as a new link, and both hear each other again through the
+    same taps. Nobody sees her leave; her id stays."""
+    room = new_room_id()
+    async with Peer(xes_server.http_url, name="Ada", watch_network=False,
+                    audio=open_file_source(tones(440), loop=True)) as ada, \
+            Peer(xes_server.http_url, name="Bob", watch_network=False,
+                 audio=open_file_source(tones(660), loop=True)) as bob:
+        await ada.join(room)
+        await bob.join(room)
+        await asyncio.gather(wait_connected(ada, 1), wait_connected(bob, 1))
+        bob_at_ada, ada_at_bob = ada.members[bob.id], bob.members[ada.id]
+        taps = (bob_at_ada.listen(), ada_at_bob.listen())
+        await asyncio.gather(wait_for_tone(taps[0], 660), wait_for_tone(taps[1], 440))
+        ada_id, links = ada.id, (bob_at_ada.link, ada_at_bob.link)
+        bob_events: list[tuple[float, Event]] = []
+        collector = asyncio.ensure_future(collect(bob, bob_events))
+        done = asyncio.Event()
+        stall = asyncio.ensure_future(longest_stall([bob_at_ada, ada_at_bob], done))
+        await asyncio.sleep(0.1)
+        changed_at = time.monotonic()
+        async with asyncio.timeout(30):
+            await ada.network_changed()
+            while not all(member.link is not old and member.state is LinkState.CONNECTED
+                          for member, old in zip((bob_at_ada, ada_at_bob), links, strict=True)):
+                await asyncio.sleep(0.02)
+            await asyncio.gather(wait_for_tone(taps[0], 660), wait_for_tone(taps[1], 440))
+        done.set()
+        longest = await stall
+        assert ada.id == ada_id
+        assert ada.members[bob.id] is bob_at_ada and bob.members[ada.id] is ada_at_bob
+        new_links = (bob_at_ada.link, ada_at_bob.link)
+        assert all(new is not old for new, old in zip(new_links, links, strict=True))
+        assert all(old is not None and old.peer_connection.connectionState == "closed"
+                   for old in links)
+        assert not [e for t, e in bob_events
+                    if t >= changed_at and isinstance(e, PeerLeft | PeerJoined)]
+        with capsys.disabled():
+            print(f"\n[python network change] longest audio stall {longest * 1000:.0f} ms "
+                  "(loopback: the old path still worked, so this is the link's own rebuild)")
+        for tap in taps:
+            tap.stop()
+        collector.cancel()

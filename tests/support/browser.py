@@ -411,7 +411,9 @@ async ({frequencies, streams, binTolerance, minDb, minProminenceDb}) => {
   const readings = [];
   const read = () => {
     for (const [id, stream] of window.xes[streams]()) {
-      if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
+      const known = probes.get(id);
+      if ((known && known.stream === stream) || stream.getAudioTracks().length === 0) continue;
+      if (known) known.source.disconnect();  // a link made anew brings a new stream
       probes.set(id, newProbe(context, stream, fftSize));
     }
     const now = Date.now();

@@ -135,6 +135,8 @@ def start_coturn(
     port: int | None = None,
     port_range: tuple[int, int] | None = None,
     cert: tuple[Path, Path] | None = None,
+    tls_port: int | None = None,
+    more_addresses: Sequence[str] = (),
     timeout: float = 15.0,
 ) -> Coturn:
     """Start turnserver with the `xes turn-config` configuration plus `extra_lines`.
@@ -148,6 +150,9 @@ def start_coturn(
         port: TURN listening port; a free one when None.
         port_range: Relay port range; a random block of 200 below the ephemeral range if None.
         cert: (certificate, key) PEM files to enable the TLS listener.
+        tls_port: Its port; a free one when None.
+        more_addresses: More addresses to listen and relay on besides `host` (a dual-stack
+            relay adds its IPv6 address).
         timeout: Seconds to wait for the listener.
 
     The caller must call `Coturn.stop()` (fixtures do it in their finalizer).
@@ -159,7 +164,10 @@ def start_coturn(
     secret = secret if secret is not None else secrets.token_urlsafe(24)
     if port is None:
         port = free_port()
-    tls_port = free_port() if cert is not None else None
+    if cert is not None and tls_port is None:
+        tls_port = free_port()
+    elif cert is None:
+        tls_port = None
     if port_range is None:
         # Below Linux's ephemeral range (32768+), so client sockets rarely sit in it; coturn
         # skips any port that is taken anyway.
@@ -168,8 +176,8 @@ def start_coturn(
     config = TurnConfig(
         secret=secret,
         realm=REALM,
-        listening_ips=(host,),
-        relay_ips=(host,),
+        listening_ips=(host, *more_addresses),
+        relay_ips=(host, *more_addresses),
         listening_port=port,
         tls_listening_port=tls_port or 5349,
         min_port=port_range[0],

@@ -168,13 +168,18 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
                     await pc.addIceCandidate(ice)
 
         reader = asyncio.create_task(signalling())
+        pair: list[str] | None = None
         try:
             await asyncio.wait_for(connected.wait(), args.connect_timeout)
             await asyncio.wait_for(result.heard.wait(), args.connect_timeout)
+            # Now, while the call is surely up: on a slow machine the other peer may be gone
+            # (and the connection closed) by the end of the hold.
+            pair = selected_pair(pc)
             await asyncio.sleep(args.hold)
         except TimeoutError:
             pass
-        pair = selected_pair(pc) if result.connected_at is not None else None
+        if pair is None and result.connected_at is not None:
+            pair = selected_pair(pc)
         remote_sdp = pc.remoteDescription.sdp if pc.remoteDescription else None
         local_sdp = pc.localDescription.sdp if pc.localDescription else None
         report = {

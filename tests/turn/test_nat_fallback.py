@@ -1,7 +1,7 @@
 """Automatic TURN fallback: two peers behind symmetric NATs connect only through coturn.
 
-The lab (scripts/netns_nat.sh) puts each aiortc peer in its own namespace behind its own
-symmetric NAT; the XES server and coturn sit on the "public" router between them. Nobody
+The lab (tests/support/netlab.py) puts each aiortc peer in its own namespace behind its own
+symmetric NAT; the XES server and coturn sit on the lab's "internet" between them. Nobody
 ticks "always relay": the peers use exactly the ICE servers and policy (`all`) that `joined`
 gives them. With STUN only, the NATs' per-destination ports make every candidate pair fail;
 with TURN added, ICE finds the relayed path by itself and both tones get through.
@@ -23,43 +23,29 @@ from typing import Any
 import pytest
 
 from tests.support.browser import write_tone_wav
+from tests.support.netlab import LAB_TURN_OVERLAY, RELAY4, WEB4, NetLab
 
 from .coturn import Coturn, start_coturn
 
-ROOT = Path(__file__).resolve().parents[2]
-NAT_SCRIPT = ROOT / "scripts" / "netns_nat.sh"
 PEER_SCRIPT = Path(__file__).with_name("nat_peer.py")
-PUBLIC_IP = "198.51.100.1"  # the "public" router: XES server and coturn
-# The lab's "internet" is the documentation ranges, which production coturn refuses as peers;
-# the lab may allow them, and nothing else. 10.x stays denied: coturn closes the whole allocation
-# when relaying to a peer fails, which it would when ICE makes it relay to the other side's private
-# host candidate that the "public" namespace cannot route to; denied, it answers 403 instead.
-LAB_OVERLAY = ("allowed-peer-ip=198.51.100.0-198.51.100.255",
-               "allowed-peer-ip=203.0.113.0-203.0.113.255")
-
-
-@dataclass
-class NatLab:
-    """The namespaces of one lab, by role."""
-
-    prefix: str
-
-    def ns(self, role: str) -> str:
-        return f"{self.prefix}-{role}"
 
 
 @pytest.fixture
-def nat_lab() -> Iterator[Callable[[str], NatLab]]:
-    """Factory: bring the lab up in a NAT mode; always torn down (namespaces, processes)."""
-    prefix = f"xesnat{os.getpid() % 100000}"
+def nat_lab() -> Iterator[Callable[[str], NetLab]]:
+    """Factory: a lab (tests/support/netlab.py) with hosts h1 and h2 behind NATs of one mode
+    ("symmetric" or "cone"); always torn down (namespaces, processes)."""
+    labs: list[NetLab] = []
 
-    def up(mode: str) -> NatLab:
-        subprocess.run([str(NAT_SCRIPT), "up", mode, prefix], check=True, capture_output=True,
-                       timeout=60)
-        return NatLab(prefix)
+    def up(mode: str) -> NetLab:
+        lab = NetLab.up(f"xesnat{os.getpid() % 100000}")
+        labs.append(lab)
+        lab.add_host("h1", mode)
+        lab.add_host("h2", mode)
+        return lab
 
     yield up
-    subprocess.run([str(NAT_SCRIPT), "down", prefix], check=False, timeout=60)
+    for lab in labs:
+        lab.down()
 
 
 @pytest.fixture
@@ -71,7 +57,7 @@ def tones(tmp_path: Path) -> Path:
     return directory
 
 
-def run_peers(lab: NatLab, ws_url: str, tones: Path, connect_timeout: float
+def run_peers(lab: NetLab, ws_url: str, tones: Path, connect_timeout: float
               ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Run the two aiortc peers (h1 sends 440 Hz, h2 880 Hz); return their JSON reports."""
     room = secrets.token_urlsafe(16)  # 22 base64url characters, as the protocol wants
@@ -79,9 +65,9 @@ def run_peers(lab: NatLab, ws_url: str, tones: Path, connect_timeout: float
 
     def start(host: str, name: str, send_hz: int, expect_hz: int) -> subprocess.Popen[str]:
         return subprocess.Popen(
-            ["ip", "netns", "exec", lab.ns(host), python, str(PEER_SCRIPT), ws_url, room, name,
-             str(tones / f"tone{send_hz}.wav"), str(expect_hz),
-             "--connect-timeout", str(connect_timeout)],
+            lab.command(host, python, str(PEER_SCRIPT), ws_url, room, name,
+                        str(tones / f"tone{send_hz}.wav"), str(expect_hz),
+                        "--connect-timeout", str(connect_timeout)),
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
         )
 
@@ -109,7 +95,7 @@ def run_peers(lab: NatLab, ws_url: str, tones: Path, connect_timeout: float
 
 @dataclass
 class LabServers:
-    """coturn and `xes serve` running on the lab's public router."""
+    """coturn and `xes serve` running on the lab's internet."""
 
     coturn: Coturn
     ws_url: str
@@ -118,22 +104,22 @@ class LabServers:
 @pytest.fixture
 def lab_servers(
     tmp_path: Path, start_xes_server: Callable[..., Any]
-) -> Iterator[Callable[[NatLab, bool], LabServers]]:
-    """Factory: coturn (as STUN and TURN) and `xes serve` on the public router of a lab."""
+) -> Iterator[Callable[[NetLab, bool], LabServers]]:
+    """Factory: coturn (as STUN and TURN) on the lab's relay host, `xes serve` on its web
+    server."""
     running: list[tuple[Coturn, Any]] = []
 
-    def start(lab: NatLab, with_turn: bool) -> LabServers:
-        coturn = start_coturn(tmp_path / "coturn", host=PUBLIC_IP, netns=lab.ns("pub"),
-                              port=3478, port_range=(49152, 49351), extra_lines=LAB_OVERLAY)
-        args = ["--stun-url", f"stun:{PUBLIC_IP}:3478"]
+    def start(lab: NetLab, with_turn: bool) -> LabServers:
+        coturn = start_coturn(tmp_path / "coturn", host=RELAY4, netns=lab.ns("relay"),
+                              port=3478, port_range=(49152, 49351), extra_lines=LAB_TURN_OVERLAY)
+        args = ["--stun-url", f"stun:{RELAY4}:3478"]
         if with_turn:
             secret_file = tmp_path / "turn-secret"
             secret_file.write_text(coturn.secret + "\n")
-            args += ["--turn-url", f"turn:{PUBLIC_IP}:3478?transport=udp",
+            args += ["--turn-url", f"turn:{RELAY4}:3478?transport=udp",
                      "--turn-secret-file", str(secret_file)]
         try:
-            server = start_xes_server(args=args, host=PUBLIC_IP,
-                                      wrapper=["ip", "netns", "exec", lab.ns("pub")])
+            server = start_xes_server(args=args, host=WEB4, wrapper=lab.command("pub"))
         except BaseException:
             coturn.stop()
             raise
@@ -151,7 +137,7 @@ def lab_servers(
 
 
 def test_symmetric_nat_stun_only_cannot_connect(
-    nat_lab: Callable[[str], NatLab], lab_servers: Callable[[NatLab, bool], LabServers],
+    nat_lab: Callable[[str], NetLab], lab_servers: Callable[[NetLab, bool], LabServers],
     tones: Path,
 ) -> None:
     """Behind symmetric NATs with only STUN, no candidate pair works: no call at all."""
@@ -159,7 +145,7 @@ def test_symmetric_nat_stun_only_cannot_connect(
     servers = lab_servers(lab, False)
     first, second = run_peers(lab, servers.ws_url, tones, connect_timeout=15)
     for report in (first, second):
-        assert report["ice_urls"] == [f"stun:{PUBLIC_IP}:3478"]
+        assert report["ice_urls"] == [f"stun:{RELAY4}:3478"]
         # STUN did work (a server-reflexive candidate exists): it is the NAT that blocks.
         assert "srflx" in report["local_candidate_types"], report
         assert "relay" not in report["local_candidate_types"], report
@@ -168,7 +154,7 @@ def test_symmetric_nat_stun_only_cannot_connect(
 
 
 def test_symmetric_nat_falls_back_to_turn_without_the_setting(
-    nat_lab: Callable[[str], NatLab], lab_servers: Callable[[NatLab, bool], LabServers],
+    nat_lab: Callable[[str], NetLab], lab_servers: Callable[[NetLab, bool], LabServers],
     tones: Path,
 ) -> None:
     """Same NATs, TURN added, policy `all` as the server recommends: both hear each other
@@ -191,5 +177,5 @@ def test_symmetric_nat_falls_back_to_turn_without_the_setting(
     assert "relay" in (first["pair"] + second["pair"])
     # The production hardening held: coturn refused to relay to the peers' private host
     # candidates (a failed send to one would otherwise have closed the allocation: see LAB_OVERLAY).
-    assert "A peer IP 10.2.0.2 denied in the range: 10.0.0.0-10.255.255.255" in log or (
-        "A peer IP 10.1.0.2 denied in the range: 10.0.0.0-10.255.255.255" in log), log[-2000:]
+    assert any(f"A peer IP {lab.hosts[host].local_address} denied in the range: "
+               "10.0.0.0-10.255.255.255" in log for host in ("h1", "h2")), log[-2000:]

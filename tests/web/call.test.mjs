@@ -142,6 +142,36 @@ test('a newcomer offers and we answer on the same link; when it leaves its link 
     [CAROL]);
 });
 
+test('an offer with a new DTLS certificate from a linked peer is a new link: the old one closes', async (t) => {
+  // A Python peer (it cannot roll back: we are polite toward it) whose network changed makes its
+  // link anew and offers on it (docs/protocol.md, "A new link from a peer already linked").
+  const { call, socket, events, microphone } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: true } });
+  await settle();
+  const offer = (fingerprint) => ({
+    type: 'signal', from: CAROL,
+    data: { description: { type: 'offer', sdp: `v=0\r\na=fingerprint:sha-256 ${fingerprint}\r\n` } },
+  });
+  socket.serverSends(offer('AA:01'));
+  await settle();
+  const [old] = FakeRTCPeerConnection.made;
+  socket.serverSends(offer('aa:01')); // the same certificate: a renegotiation of this link
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 1);
+  old.connect();
+  socket.serverSends(offer('BB:02'));
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'a fresh RTCPeerConnection');
+  const [, fresh] = FakeRTCPeerConnection.made;
+  assert.equal(old.connectionState, 'closed');
+  assert.equal(fresh.remoteDescription.sdp, offer('BB:02').data.description.sdp);
+  assert.equal(signalsTo(socket, CAROL).at(-1).data.description.type, 'answer');
+  assert.deepEqual(fresh.senders.map((sender) => sender.track), microphone.getAudioTracks());
+  assert.deepEqual([...call.peers.keys()], [CAROL], 'still in the room: nobody left');
+  assert.deepEqual(events.filter((event) => event.type === 'linkremoved').map((event) => event.detail.peerId),
+    [CAROL], 'the view stops playing the old link');
+});
+
 test('mute silences the microphone; push-to-talk opens it only while held, and only in a call', async (t) => {
   const { call, microphone } = await inRoom(t);
   const [track] = microphone.getAudioTracks();
@@ -195,6 +225,36 @@ test('a lost server connection resumes the session: same id, same links, the rep
   assert.deepEqual(again.sentOf('signal').filter((m) => m.to === ADA), [{ type: 'signal', to: ADA, data: { candidate: null } }]);
   assert.equal(signalling.session.token, tokenOf(BOB), 'the rotated token replaces the old one');
   assert.deepEqual(again.sentOf('join'), []);
+});
+
+test('a network change resumes the session on a new socket at once and restarts ICE', async (t) => {
+  // Ada is a browser (we, the newcomer, are impolite toward her); Bob cannot roll back (aiortc),
+  // so we are polite toward him and never offer him a restart.
+  const peers = [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: true }];
+  const { call, signalling, socket } = await inRoom(t, { peers }, { connectionType: 'wifi' });
+  const [toAda, toBob] = FakeRTCPeerConnection.made;
+  socket.serverSends({ type: 'host', peer: ME, seq: 1 });
+  call.networkChanged('wifi');
+  assert.equal(FakeWebSocket.latest, socket, 'the same connection type: no network change');
+  call.networkChanged('cellular');
+  assert.equal(socket.closedWith, 4000, 'the stale socket detaches the session, never ends it');
+  const again = FakeWebSocket.latest;
+  assert.notEqual(again, socket, 'a new socket at once, not after a backoff');
+  assert.equal(signalling.state, 'lost');
+  again.open(ME_AGAIN);
+  assert.deepEqual(again.sent, [{ type: 'resume', peer: ME, token: tokenOf(ME), last_seq: 1 }]);
+  again.serverSends({
+    type: 'resumed', peer: ME, resume: tokenOf(ADA), last_seq: 1, room: null, lobby: null,
+    queued: false, ice_servers: [], ice_expires_at: null,
+  });
+  await new Promise((resolve) => setTimeout(resolve, 150)); // the mesh's settle time for bursts
+  assert.equal(call.me.id, ME, 'the same peer id: nobody saw us leave');
+  assert.deepEqual(again.sentOf('join'), [], 'no rejoin');
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'every link kept');
+  assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0], 'ICE restarted where we may offer');
+  call.networkChanged(); // `online`, a second burst
+  assert.equal(again.closedWith, 4000);
+  assert.equal(FakeWebSocket.made.length, 3);
 });
 
 test('a session the server no longer has falls back to joining under the new peer id', async (t) => {

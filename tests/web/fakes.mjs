@@ -19,6 +19,8 @@ export class FakeWebSocket extends EventTarget {
     this.readyState = FakeWebSocket.CONNECTING;
     /** @type {object[]} parsed messages the client sent */
     this.sent = [];
+    /** @type {number|undefined} the code the client closed this socket with */
+    this.closedWith = undefined;
     FakeWebSocket.made.push(this);
   }
 
@@ -31,8 +33,10 @@ export class FakeWebSocket extends EventTarget {
     this.sent.push(JSON.parse(text));
   }
 
-  close() {
-    this.drop(1000);
+  /** The client closes: recorded in `closedWith` (a close frame's code matters to the server). */
+  close(code = 1005) {
+    this.closedWith = code;
+    this.drop(code);
   }
 
   /** The server accepts: open, then `hello` as the real server sends it first (its resume

@@ -187,6 +187,7 @@ class RemoteAudio:
     def __init__(self) -> None:
         self._taps: set[AudioTap] = set()
         self._task: asyncio.Task[None] | None = None
+        self._track: MediaStreamTrack | None = None
         self.first_frame_at: float | None = None
         """``time.monotonic()`` when the first frame arrived, or None."""
         self.frames_received = 0
@@ -207,8 +208,19 @@ class RemoteAudio:
             track: The member's received audio track.
             on_first_frame: Called once, when the first frame arrives.
         """
-        if self._task is None:
-            self._task = asyncio.ensure_future(self._drain(track, on_first_frame))
+        if self._track is track:
+            return
+        self.detach()  # a link made anew brings a new track: the taps carry on from it
+        self._track = track
+        self._task = asyncio.ensure_future(self._drain(track, on_first_frame))
+
+    def detach(self) -> None:
+        """Stop draining the current track (its link is being made anew) and keep the taps
+        open for the next one."""
+        self._track = None
+        if self._task is not None:
+            self._task.cancel()
+            self._task = None
 
     async def _drain(
         self, track: MediaStreamTrack, on_first_frame: Callable[[], None] | None
@@ -228,7 +240,8 @@ class RemoteAudio:
         except MediaStreamError:
             pass
         finally:
-            self._end_taps()
+            if self._track is track:  # not a track replaced by a new link's
+                self._end_taps()
 
     def _end_taps(self) -> None:
         for tap in list(self._taps):

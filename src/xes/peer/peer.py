@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
+import ifaddr
 import msgspec
 from aiortc import (
     MediaStreamTrack,
@@ -31,6 +32,7 @@ from aiortc import (
 )
 from aiortc.contrib.media import MediaRelay
 from aiortc.rtcconfiguration import RTCIceTransportPolicy
+from aiortc.rtcicetransport import parse_stun_turn_uri
 
 from xes.peer.audio import AudioTap, RemoteAudio
 from xes.peer.connection import Link, LinkState, Route
@@ -96,6 +98,9 @@ _ICE_REFRESH_MARGIN = 60.0
 _FIRST_RETRY = 0.5
 _MAX_RETRY = 2.0
 _ATTEMPT_TIMEOUT = 5.0
+# Watching for a network change: how often the host's addresses are read, and a change counts
+# once they have stayed the same for one more reading (moving uplinks takes several steps).
+_NETWORK_POLL = 0.2
 # How the server ended a connection it will not take back: it shut us out (start afresh would just
 # repeat it), or another connection resumed our session.
 _FINAL_CLOSES = frozenset({
@@ -177,6 +182,8 @@ class Peer:
             moderators' decisions follow it); a fresh one per Peer by default. Keep one across
             runs with ``PeerIdentity.from_file(path)``. A resumed session keeps it; a fresh
             session (the server lost ours) proves it again.
+        watch_network: Watch this host's addresses and, when they change (Wi-Fi to mobile data),
+            call :meth:`network_changed` by itself.
     """
 
     def __init__(
@@ -190,6 +197,7 @@ class Peer:
         connect_timeout: float = 15.0,
         reconnect_for: float = 120.0,
         identity: PeerIdentity | None = None,
+        watch_network: bool = True,
     ) -> None:
         self.ws_url = websocket_url(server)
         self.name = name
@@ -202,6 +210,7 @@ class Peer:
         self.identity = identity or PeerIdentity.generate()
         self.identified: m.Identified | None = None
         """The server's answer to our ``identify`` (cooldown, ban, a moderator's warning)."""
+        self.watch_network = watch_network
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
         # Room id -> the secret the server gave us as that room's host (never logged): sent in
@@ -232,6 +241,12 @@ class Peer:
         self._away: dict[str, int] = {}
         self._hearing: asyncio.Task[None] | None = None
         self._hearing_interval = 5.0
+        self._network_watcher: asyncio.Task[None] | None = None
+        # Old links waiting for their replacement to settle before they close.
+        self._closing: set[asyncio.Task[None]] = set()
+        # A network change asked for a new signalling connection: make it without a backoff,
+        # and tell network_changed whether the session was resumed on it.
+        self._renewing: asyncio.Future[bool] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -274,6 +289,8 @@ class Peer:
         if isinstance(answer.seq, int):
             self._last_seq = answer.seq  # numbered like every later message: a replay skips it
         self._receiver = asyncio.ensure_future(self._receive_loop())
+        if self.watch_network:
+            self._network_watcher = asyncio.ensure_future(self._watch_network())
 
     async def close(self) -> None:
         """Leave the room (if in one), close every link and the connection. Idempotent."""
@@ -285,7 +302,7 @@ class Peer:
                 async with asyncio.timeout(2):
                     await self.leave()
         await self._close_links()
-        for task in (self._ice_refresher, self._hearing, self._receiver):
+        for task in (self._network_watcher, self._ice_refresher, self._hearing, self._receiver):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -295,6 +312,88 @@ class Peer:
         if self._audio is not None:
             self._audio.stop()
         self._events.put_nowait(None)
+
+    # -- network changes ------------------------------------------------------------------------
+
+    async def network_changed(self) -> None:
+        """Our network changed (a new address: Wi-Fi to mobile data). Called by itself when
+        ``watch_network`` is on.
+
+        The signalling socket belongs to the old address and is dead without knowing it: drop it
+        and resume the session on a new one at once (same peer id; nobody sees us leave). aiortc
+        cannot restart ICE, so each link is then made anew: a fresh RTCPeerConnection, gathering
+        on the network we have now, offered to the member, who takes an offer with a new DTLS
+        certificate as a new link (docs/protocol.md, "A new link from a peer already linked").
+        """
+        if self._closed or self._client is None or self.reconnect_for <= 0:
+            return
+        if self._renewing is None or self._renewing.done():
+            self._renewing = asyncio.get_running_loop().create_future()
+            self._client.abort()
+        renewing = self._renewing
+        try:
+            async with asyncio.timeout(self.reconnect_for):
+                resumed = await asyncio.shield(renewing)
+        except TimeoutError:
+            return
+        if not resumed or self._closed:
+            return  # a fresh session rejoins, which makes every link anew anyway
+        logger.info("! network changed: making %d link(s) anew", len(self.members))
+        for member in list(self.members.values()):
+            await self._renew_link(member, offer=True)
+
+    async def _renew_link(self, member: RemotePeer, *, offer: bool) -> None:
+        """Replace `member`'s link by a fresh one: offering on it (our network changed), or
+        waiting for the member's offer (its network changed)."""
+        old = member.link
+        if self._verifier is not None:
+            self._verifier.removed(member.id)  # new certificates: the codes are computed anew
+        member.audio.detach()
+        member.connected_at = None
+        member.link = self._new_link(member)
+        if old is None:
+            pass
+        elif offer:
+            # Keep the old link until the new one is settled: closing it at once would end the
+            # member's received track there before our offer reaches them, and with it the
+            # taps of anyone listening (their side detaches the track when the offer arrives).
+            task = asyncio.ensure_future(self._close_when_settled(old, member.link))
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
+        else:
+            await old.close()
+        if offer:
+            member.link.offer()
+
+    async def _close_when_settled(self, old: Link, new: Link) -> None:
+        deadline = time.monotonic() + self.connect_timeout
+        settled = (LinkState.CONNECTED, LinkState.FAILED, LinkState.CLOSED)
+        try:
+            while new.state not in settled and time.monotonic() < deadline:
+                await asyncio.sleep(0.05)
+        finally:  # also when the peer closes meanwhile (_close_links cancels this)
+            await old.close()
+
+    async def _watch_network(self) -> None:
+        seen = _addresses()
+        while True:
+            await asyncio.sleep(_NETWORK_POLL)
+            now = _addresses()
+            if now == seen:
+                continue
+            while True:  # until it settles
+                await asyncio.sleep(_NETWORK_POLL)
+                again = _addresses()
+                if again == now:
+                    break
+                now = again
+            lost = seen - now
+            seen = now
+            # Only a lost address breaks our paths (a new VPN or container bridge does not);
+            # with no address at all there is nowhere to go yet.
+            if lost and now:
+                logger.info("! this host lost an address")
+                asyncio.ensure_future(self.network_changed())
 
     # -- safety codes (docs/verification.md) ---------------------------------------------------
 
@@ -507,7 +606,8 @@ class Peer:
         give_up_at = time.monotonic() + self.reconnect_for
         attempt = 0
         # 1012: the server restarts on purpose and keeps our session for its successor.
-        immediately = lost.close_code == CloseCode.SERVICE_RESTART
+        # A network change: the old network is gone, the new one is up now.
+        immediately = lost.close_code == CloseCode.SERVICE_RESTART or self._renewing is not None
         while True:
             if not (immediately and attempt == 0):
                 ceiling = min(_MAX_RETRY, _FIRST_RETRY * 2 ** min(attempt, 16))
@@ -542,11 +642,18 @@ class Peer:
                 self._watch_away(peer_id)
             logger.info("! session resumed as %s", self._peer_id)
             self._emit(Resumed(self._peer_id))
+            self._renewed(True)
             return  # the replay follows as ordinary messages
         if isinstance(answer, m.Error) and answer.ref in ("resume", None):
             await self._session_lost(client.hello)
+            self._renewed(False)
             return
         raise ServerProtocolError(f"expected resumed or error, got {answer!r}")
+
+    def _renewed(self, resumed: bool) -> None:
+        if self._renewing is not None and not self._renewing.done():
+            self._renewing.set_result(resumed)
+        self._renewing = None
 
     async def _session_lost(self, hello: m.Hello) -> None:
         """The server no longer has our session: carry on as the fresh one of `hello`."""
@@ -587,6 +694,10 @@ class Peer:
                 if member is None or member.link is None:
                     logger.debug("< ignoring signal from %s: not a member", sender)
                     return
+                if _starts_new_link(member.link, data):
+                    # The member made its link anew (its network changed): answer on a new one.
+                    await self._renew_link(member, offer=False)
+                    assert member.link is not None
                 member.link.handle_signal(data)
             case m.Left(room=room_id):
                 await self._on_room_left(room_id, "left")
@@ -719,9 +830,17 @@ class Peer:
         if old is not None and old.link is not None:
             asyncio.ensure_future(old.link.close())
         member = RemotePeer(peer_id, info.name, info.polite)
+        member.link = self._new_link(member)
+        self.members[peer_id] = member
+        return member
+
+    def _new_link(self, member: RemotePeer) -> Link:
+        peer_id = member.id
         source = self._relay_hub.subscribe(self._audio) if self._audio is not None else None
 
         def on_change(link: Link) -> None:
+            if member.link is not None and member.link is not link:
+                return  # a link replaced by a new one (network_changed) closing
             if link.state is LinkState.CONNECTED and member.connected_at is None:
                 member.connected_at = time.monotonic()
             self._emit(LinkChanged(member, link.state, link.route))
@@ -729,7 +848,7 @@ class Peer:
         def on_track(track: MediaStreamTrack) -> None:
             member.audio.attach(track, on_first_frame=lambda: self._emit(AudioStarted(member)))
 
-        member.link = Link(
+        return Link(
             peer_id,
             configuration=self._configuration(),
             send_signal=lambda data: self._send_signal(peer_id, data),
@@ -741,8 +860,6 @@ class Peer:
             on_channel_open=self._channel_opened,
             on_data=self._data_received,
         )
-        self.members[peer_id] = member
-        return member
 
     def _channel_opened(self, link: Link) -> None:
         member = self.members.get(link.remote_id)
@@ -762,6 +879,10 @@ class Peer:
 
     async def _close_links(self) -> None:
         self._verifier = None
+        closing, self._closing = list(self._closing), set()
+        for task in closing:
+            task.cancel()
+        await asyncio.gather(*closing, return_exceptions=True)
         members, self.members = list(self.members.values()), {}
         for member in members:
             if member.link is not None:
@@ -781,12 +902,13 @@ class Peer:
 
     def _configuration(self) -> RTCConfiguration:
         # Always an explicit list: RTCConfiguration() alone means Google's public STUN server.
-        servers = [
-            RTCIceServer(
-                urls=list(server.urls), username=server.username, credential=server.credential
-            )
-            for server in self.ice_servers
-        ]
+        servers = []
+        for server in self.ice_servers:
+            urls = [url for url in server.urls if _aiortc_can_use(url)]
+            if urls:
+                servers.append(RTCIceServer(
+                    urls=urls, username=server.username, credential=server.credential
+                ))
         policy = RTCIceTransportPolicy.RELAY if self._relay_forced() else RTCIceTransportPolicy.ALL
         return RTCConfiguration(iceServers=servers, iceTransportPolicy=policy)
 
@@ -803,3 +925,46 @@ class Peer:
         await asyncio.sleep(max(1.0, expires_at - time.time() - _ICE_REFRESH_MARGIN))
         with contextlib.suppress(PeerError):
             self._send(m.IceRefresh())
+
+
+def _starts_new_link(link: Link, data: m.SignalData) -> bool:
+    """Whether `data` is an offer with another DTLS certificate than `link`'s remote end has:
+    a new link from the member, not a renegotiation (docs/protocol.md, "A new link from a peer
+    already linked")."""
+    if data.description is None or data.description.type != "offer":
+        return False
+    current = link.peer_connection.remoteDescription
+    if current is None:
+        return False
+    offered = _dtls_fingerprint(data.description.sdp)
+    return offered is not None and offered != _dtls_fingerprint(current.sdp)
+
+
+def _dtls_fingerprint(sdp: str) -> str | None:
+    for line in sdp.splitlines():
+        if line.lower().startswith("a=fingerprint:"):
+            return line.split(":", 1)[1].strip().lower()
+    return None
+
+
+def _aiortc_can_use(url: str) -> bool:
+    """Whether aiortc can parse an ICE server URL. It cannot read an IPv6 literal
+    (``turn:[2001:db8::1]:3478``), which a dual-stack server hands out next to its IPv4 URLs;
+    one such URL would fail every link, so it is left out (the others still work)."""
+    try:
+        parse_stun_turn_uri(url)
+    except ValueError:
+        logger.debug("! leaving out an ICE server URL aiortc cannot parse: %s", url)
+        return False
+    return True
+
+
+def _addresses() -> frozenset[str]:
+    """This host's addresses, loopback and link-local left out."""
+    found: set[str] = set()
+    for adapter in ifaddr.get_adapters():
+        for address in adapter.ips:
+            text = address.ip if isinstance(address.ip, str) else address.ip[0]
+            if not (text.startswith("127.") or text == "::1" or text.lower().startswith("fe80")):
+                found.add(text)
+    return frozenset(found)

@@ -78,10 +78,11 @@ export class Call extends EventTarget {
    * @param {{get: (room: string) => (string|null|undefined), set: (room: string, key: string) => void}}
    *   [options.hostKeys] where this tab keeps, per room, the secret that proves it is the host
    *   after a server restart (docs/protocol.md, "Restarts"); the view gives sessionStorage
+   * @param {string} [options.connectionType] `navigator.connection.type` at start, if known
    */
   constructor({
     signalling, roomId = null, openMicrophone: open = openMicrophone,
-    now = () => Date.now(), preferences = {}, hostKeys = new Map(),
+    now = () => Date.now(), preferences = {}, hostKeys = new Map(), connectionType = undefined,
   }) {
     super();
     this.hostKeys = hostKeys;
@@ -139,6 +140,8 @@ export class Call extends EventTarget {
     this.alertsVersion = 0;
     // What the polite live region says about the signalling connection ('' when it is fine).
     this.connectionNotice = '';
+    // `navigator.connection.type` last seen (networkChanged).
+    this.connectionType = connectionType;
     // Members whose own socket is away: we tell the server while we still receive their audio.
     this.hearing = new HearingReporter({
       peerConnections: () => (this.mesh ? this.mesh.peerConnections() : new Map()),
@@ -326,6 +329,26 @@ export class Call extends EventTarget {
   /** The page goes away: tell the room at once instead of leaving it to the heartbeat. */
   pageHidden() {
     if (this.inCall) this.signalling.send(this.isMatch ? protocol.stop() : protocol.leave());
+  }
+
+  /**
+   * Our network changed: the browser came back `online`, or its connection type changed (Wi-Fi
+   * to mobile data), so we likely have a new address. The signalling socket belongs to the old
+   * one and is dead without knowing it: renew it now, which resumes our session (same peer id,
+   * every link kept, nobody sees us leave). Every link restarts ICE at once to gather candidates
+   * on the network we have now, rather than waiting seconds for ICE to notice the old path died.
+   * @param {string|undefined} [connectionType] `navigator.connection.type` after a `change`;
+   *   omitted for `online`. A `change` that keeps the type (only the speed estimates moved) is no
+   *   network change and is ignored.
+   */
+  networkChanged(connectionType) {
+    if (connectionType !== undefined) {
+      if (connectionType === this.connectionType) return;
+      this.connectionType = connectionType;
+    }
+    // Even between calls: the next click would otherwise go down the dead socket.
+    this.signalling.renew();
+    if (this.mesh) this.mesh.networkChanged();
   }
 
   /** Back to idle, microphone closed. */

@@ -141,6 +141,7 @@ const call = new Call({
   signalling,
   roomId: route.roomId,
   hostKeys,
+  connectionType: navigator.connection?.type,
   openMicrophone: openChosenMicrophone,
   preferences: {
     relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
@@ -467,6 +468,11 @@ signalling.addEventListener('protocolerror', ({ detail }) => {
 });
 
 window.addEventListener('pagehide', () => call.pageHidden());
+// Wi-Fi to mobile data: the browser goes offline and online again with a new address, or (where
+// the Network Information API exists) its connection type changes. Call.networkChanged resumes
+// the session on a new socket and restarts ICE on every link.
+window.addEventListener('online', () => call.networkChanged());
+navigator.connection?.addEventListener('change', () => call.networkChanged(navigator.connection.type));
 
 // --- matchmaking (landing page) ------------------------------------------------------------------
 

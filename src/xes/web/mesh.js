@@ -3,6 +3,9 @@
 
 import { Negotiation } from './negotiation.js';
 
+/** Network change events come in bursts (offline, online, connection change): one restart. */
+const NETWORK_CHANGE_SETTLE_MS = 100;
+
 /**
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
@@ -21,6 +24,7 @@ export class Mesh extends EventTarget {
     this.localStream = localStream;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
+    this.networkChangeTimer = null;
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
   }
@@ -71,7 +75,14 @@ export class Mesh extends EventTarget {
    */
   handleSignal(peerId, data) {
     const link = this.links.get(peerId);
-    if (link !== undefined) link.handleSignal(data);
+    if (link === undefined) return;
+    if (link.startsNewLink(data)) {
+      // The peer made its link anew (a new RTCPeerConnection after its network changed): ours
+      // closes too (`removed`), and a fresh one, the answering side, takes the offer.
+      this.add({ id: peerId, polite: link.polite }, false).handleSignal(data);
+      return;
+    }
+    link.handleSignal(data);
   }
 
   /**
@@ -80,6 +91,18 @@ export class Mesh extends EventTarget {
    */
   setConfiguration(configuration) {
     for (const link of this.links.values()) link.setConfiguration(configuration);
+  }
+
+  /**
+   * Our network changed (a new address: Wi-Fi to mobile data): every link restarts ICE at once,
+   * gathering candidates on the network we have now, instead of waiting seconds for ICE to
+   * notice that the old path went silent. Several change events in a row make one restart.
+   */
+  networkChanged() {
+    clearTimeout(this.networkChangeTimer);
+    this.networkChangeTimer = setTimeout(() => {
+      for (const link of this.links.values()) link.restartIce({ networkChanged: true });
+    }, NETWORK_CHANGE_SETTLE_MS);
   }
 
   /**
@@ -102,6 +125,7 @@ export class Mesh extends EventTarget {
 
   /** Close every link. */
   closeAll() {
+    clearTimeout(this.networkChangeTimer);
     for (const peerId of [...this.links.keys()]) this.remove(peerId);
   }
 

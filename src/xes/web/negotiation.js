@@ -70,6 +70,27 @@ export function parseData(raw) {
   return typeof message.type === 'string' && DATA_TYPE.test(message.type) ? message : null;
 }
 
+// --- network change: restart ICE soon after a link goes quiet (begin) ---
+/**
+ * How long a link may stay ICE "disconnected" before it restarts ICE. Chromium says
+ * "disconnected" once nothing has arrived for ~2.5 s, and "failed" only after ~15 s more: waiting
+ * for "failed" would leave a call silent that long after a phone moves from Wi-Fi to mobile data.
+ * A short wait still lets a momentary hiccup (a busy CPU) heal by itself; a restart it makes
+ * needlessly costs nothing audible, as audio keeps the old path until the new one is chosen.
+ */
+export const DISCONNECTED_RESTART_MS = 500;
+// --- network change (end) ---
+
+/**
+ * The DTLS certificate fingerprint an SDP announces (the session-level or first `a=fingerprint`).
+ * @param {string} sdp
+ * @returns {string|null}
+ */
+export function dtlsFingerprint(sdp) {
+  const match = /^a=fingerprint:(.+?)\s*$/im.exec(sdp ?? '');
+  return match ? match[1].toLowerCase() : null;
+}
+
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
 export const LINK_FAILURE = Object.freeze({
   relayUnreachable: 'the relay could not be reached',
@@ -207,6 +228,14 @@ export class Negotiation extends EventTarget {
     this.pc.addEventListener('icecandidateerror', (event) => this.onIceCandidateError(event));
     this.pc.addEventListener('icegatheringstatechange', () => this.onGatheringStateChange());
     this.pc.addEventListener('track', ({ track, streams }) => this.onTrack(track, streams));
+    // --- network change (begin) ---
+    this.disconnectedTimer = null;
+    this.pc.addEventListener('iceconnectionstatechange', () => {
+      clearTimeout(this.disconnectedTimer);
+      if (this.pc.iceConnectionState !== 'disconnected') return;
+      this.disconnectedTimer = setTimeout(() => this.restartIce(), DISCONNECTED_RESTART_MS);
+    });
+    // --- network change (end) ---
     this.pc.addEventListener('connectionstatechange', () => {
       const state = this.pc.connectionState;
       if (state === 'connected') {
@@ -283,6 +312,23 @@ export class Negotiation extends EventTarget {
    * @param {object} data `{description}` or `{candidate}`
    * @returns {Promise<void>} settles when this payload has been handled
    */
+  /**
+   * Whether `data` is an offer that starts a new link rather than renegotiating this one: it
+   * comes with another DTLS certificate than the one this link was made with. A DTLS session
+   * cannot change certificates, so such an offer can only come from a new RTCPeerConnection: the
+   * peer re-created its link (docs/protocol.md, "A new link from a peer already linked": what
+   * a peer that cannot restart ICE, aiortc, does after a network change).
+   * @param {object} data a relayed signal's data
+   * @returns {boolean}
+   */
+  startsNewLink(data) {
+    if (data === null || typeof data !== 'object' || data.description?.type !== 'offer') return false;
+    const current = this.pc.remoteDescription;
+    if (!current) return false;
+    const offered = dtlsFingerprint(data.description.sdp);
+    return offered !== null && offered !== dtlsFingerprint(current.sdp);
+  }
+
   handleSignal(data) {
     this.queue = this.queue.then(() => this.applySignal(data)).catch((error) => {
       if (!this.closed) this.emit('error', error);
@@ -346,6 +392,7 @@ export class Negotiation extends EventTarget {
     this.closed = true;
     clearTimeout(this.relayTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.disconnectedTimer);
     this.pc.close();
   }
 
@@ -376,12 +423,33 @@ export class Negotiation extends EventTarget {
 
   /**
    * A link that failed (ICE consent lost: a network change, a starved CPU) gets new ICE
-   * credentials and candidates instead of staying dead. Only the side that made the first offer
-   * restarts, so the two ends never both do; the restart offer goes through perfect negotiation
-   * like any other, so glare with a peer's own offer is still resolved.
+   * credentials and candidates instead of staying dead.
    */
   maybeRestartIce() {
-    if (this.closed || !this.initiator || this.pc.connectionState !== 'failed') return;
+    if (this.pc.connectionState === 'failed') this.restartIce();
+  }
+
+  /**
+   * Restart ICE: new credentials, and candidates gathered on the networks we have now (a phone
+   * that moved to mobile data has a new address). When a link goes quiet, the side that made the
+   * first offer restarts, so the two ends never both do; when our own network changed, we
+   * restart whichever side we are (the restart offer goes through perfect negotiation, so one
+   * that crosses the peer's own offer is resolved as glare). Never toward a peer that cannot
+   * roll back (we are then the polite newcomer, docs/protocol.md `polite`): such a peer (aiortc)
+   * cannot take a restart offer either, and would lose a working link to it. When its own
+   * network changes, such a peer makes the link anew itself (docs/protocol.md, "A new link from a
+   * peer already linked"). Toward a peer that joined after us we cannot tell (we are polite
+   * toward every newcomer), so our own network change still restarts toward it.
+   * @param {object} [options]
+   * @param {boolean} [options.networkChanged] our own network changed (the browser went
+   *   offline and online again): restart even though ICE has not noticed anything yet
+   */
+  restartIce({ networkChanged = false } = {}) {
+    if (this.closed || (this.initiator && this.polite)) return;
+    if (!networkChanged) {
+      const state = this.pc.iceConnectionState;
+      if (!this.initiator || (state !== 'disconnected' && state !== 'failed')) return;
+    }
     this.pc.restartIce();
   }
 

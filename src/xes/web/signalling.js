@@ -194,6 +194,31 @@ export class Signalling extends EventTarget {
     return false;
   }
 
+  /**
+   * After a network change (Wi-Fi to mobile data): the socket's TCP connection belongs to an
+   * address we no longer have, and only a heartbeat would find it dead, long after. Drop it now
+   * and connect again at once, resuming the session as after any loss: same peer id, nothing
+   * for the room to see. The stale socket is closed with 4000 (CLOSE_TO_RESUME), never 1000,
+   * which would end the session; most likely that close frame never arrives anyway, and the
+   * server hands the session to the resume (closing the old socket with 4010). A connection
+   * already lost, or one still trying over the old network, is retried now, not after backoff.
+   * Without a session to resume (never opened, closed on purpose) there is nothing to renew.
+   */
+  renew() {
+    if (this.state === SignallingState.IDLE || this.state === SignallingState.CONNECTING) return;
+    if (this.session === null && this.state !== SignallingState.OPEN) return;
+    const stale = this.socket;
+    this.socket = null;
+    this.resuming = false;
+    this.pendingHello = null;
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.attempts = 0;
+    if (stale !== null) stale.close(CLOSE_TO_RESUME);
+    this.setState(SignallingState.LOST);
+    this.connect();
+  }
+
   /** Close on purpose: no reconnect, state back to `idle`, the session forgotten. */
   close() {
     clearTimeout(this.retryTimer);
