@@ -41,8 +41,11 @@ async function pair(ada, bob, tamper = (message) => message) {
   });
   sides.ada.start();
   sides.bob.start();
-  for (let i = 0; i < 50 && (sides.ada.state === 'waiting' || sides.bob.state === 'waiting'); i++) {
-    await new Promise((resolve) => setImmediate(resolve));
+  // WebCrypto hashes on a worker thread: on a busy machine that takes any number of turns of the
+  // event loop, so wait by the clock (an end that never settles shows as 'waiting' after 10 s).
+  const giveUpAt = Date.now() + 10_000;
+  while ((sides.ada.state === 'waiting' || sides.bob.state === 'waiting') && Date.now() < giveUpAt) {
+    await new Promise((resolve) => setTimeout(resolve, 1));
   }
   return sides;
 }
