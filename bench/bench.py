@@ -31,6 +31,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -808,6 +809,8 @@ def main() -> None:
     previous: dict[str, Any] = {}
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())
+    # `kill` (SIGTERM) stops the run like Ctrl-C: servers and generators are stopped on the way out.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = asyncio.run(run(opts, previous))
     opts.out.parent.mkdir(parents=True, exist_ok=True)
     opts.out.write_text(json.dumps(results, indent=1, default=str))

@@ -60,8 +60,8 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="messages per second a connection may send, sustained (default 100)")
     p.add_argument("--rate-burst", type=int, default=400,
                    help="messages a connection may send at once before the rate applies (default 400)")
-    p.add_argument("--event-loop", choices=("asyncio", "uvloop"), default="asyncio",
-                   help="the event loop to serve on (uvloop: less CPU per message, if installed)")
+    p.add_argument("--event-loop", choices=("uvloop", "asyncio"), default="uvloop",
+                   help="the event loop to serve on (default uvloop: less CPU per message)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
                    help="ping a silent connection after this long; drop it if no pong as long again")
     p.add_argument("--debug", action="store_true",
