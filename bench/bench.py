@@ -681,8 +681,10 @@ async def scenario_browser(plan: Plan, logdir: Path, limits: NoiseLimits,
     """5: real Chromium, join-to-first-audio with a per-step timeline, XES against the bare
     page on the bare relay (bench/browser_bench.py, which runs its own noise check per call)."""
     out_file = logdir / "browser.json"
+    servers = ["xes", "bare"] + (["xes-before"] if os.environ.get("BENCH_XES_BEFORE_CMD") else [])
     proc = await asyncio.create_subprocess_exec(
         PY, str(HERE / "browser_bench.py"), "--calls", str(plan.browser_calls),
+        "--servers", ",".join(servers),
         "--json", str(out_file), "--noise-others", str(limits.others_cores),
         "--noise-steal", str(limits.steal_cores), "--retries", str(retries),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
@@ -711,6 +713,7 @@ class Options:
     profile: bool
     merge: bool
     limits: NoiseLimits
+    variants: tuple[str, ...] = ()
     notes: list[str] = field(default_factory=list)
 
 
@@ -725,7 +728,7 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
     figures = Figures(results.setdefault("figures", {}))
     run_info = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": opts.quick,
-        "scenarios": list(opts.scenarios), "servers": list(opts.servers),
+        "scenarios": list(opts.scenarios), "servers": list(opts.servers + opts.variants),
         "machine": machine(), "plan": plan.__dict__,
         "noise_limits": opts.limits.__dict__,
         "setup": {"server_core": server_core, "generator_cores": sorted(gen_cores),
@@ -741,22 +744,25 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
     results.setdefault("runs", []).append(run_info)
     async with Workers(opts.workers, gen_cores) as workers:
         bench = Bench(plan, workers, server_core, logdir, opts.limits, figures)
-        if "idle" in opts.scenarios:
-            idle = results.setdefault("idle", {})
-            for n in plan.idle_sizes:
-                idle[str(n)] = await scenario_idle(bench, opts.servers, n)
+        # The most telling figures first, while the quiet lasts.
         if "traffic" in opts.scenarios:
             prof = logdir / "profile-xes-relay.json" if opts.profile else None
-            results["traffic"] = await scenario_traffic(bench, opts.servers, prof)
+            results["traffic"] = await scenario_traffic(bench, opts.servers + opts.variants, prof)
             if prof is not None and results["traffic"].get("profile"):
                 results["profile"] = results["traffic"]["profile"][0]
-    if "match" in opts.scenarios:
-        results["matchmaking"] = await scenario_matchmaking(plan, logdir)
     if "browser" in opts.scenarios:
         browser = await scenario_browser(plan, logdir, opts.limits, plan.retries)
         results["browser"] = browser
         for key, fig in browser.get("figures", {}).items():
             figures.data[key] = fig
+    async with Workers(opts.workers, gen_cores) as workers:
+        bench = Bench(plan, workers, server_core, logdir, opts.limits, figures)
+        if "idle" in opts.scenarios:
+            idle = results.setdefault("idle", {})
+            for n in plan.idle_sizes:
+                idle[str(n)] = await scenario_idle(bench, opts.servers, n)
+    if "match" in opts.scenarios:
+        results["matchmaking"] = await scenario_matchmaking(plan, logdir)
     figures.summarize()
     run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run_info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
@@ -776,7 +782,10 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="smaller, shorter: a few minutes")
     parser.add_argument("--servers", default=",".join(SERVERS),
                         help=f"any of {', '.join(SERVERS + VARIANTS)}")
-    parser.add_argument("--scenarios", default="idle,traffic,match,browser")
+    parser.add_argument("--variants", default="",
+                        help=f"more servers for the relay and set-up scenarios only: any of "
+                             f"{', '.join(VARIANTS)} (e.g. xes-asyncio: XES before uvloop)")
+    parser.add_argument("--scenarios", default="traffic,browser,idle,match")
     parser.add_argument("--workers", type=int, default=0,
                         help="load-generator processes (default: one per core not used by the server)")
     parser.add_argument("--out", type=Path, default=HERE / "results/latest.json")
@@ -805,7 +814,8 @@ def main() -> None:
                    scenarios=tuple(args.scenarios.split(",")),
                    workers=args.workers or max(1, ncpu - 1), out=args.out,
                    profile=not args.no_profile, merge=args.merge,
-                   limits=NoiseLimits(args.noise_others, args.noise_steal), notes=list(args.note))
+                   limits=NoiseLimits(args.noise_others, args.noise_steal), notes=list(args.note),
+                   variants=tuple(v for v in args.variants.split(",") if v))
     previous: dict[str, Any] = {}
     if args.merge and args.out.exists():
         previous = json.loads(args.out.read_text())

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -225,8 +226,12 @@ def start_coturn(rundir: Path, secret_file: Path) -> tuple[subprocess.Popen[byte
 def start_server(kind: str, turn_url: str, secret_file: Path, log: Path
                  ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    if kind == "xes":
-        cmd = [str(ROOT / ".venv/bin/xes"), "serve", "--host", "127.0.0.1", "--port", str(port),
+    if kind.startswith("xes"):
+        # xes-before: another build of XES to compare the page with (BENCH_XES_BEFORE_CMD, e.g.
+        # the main branch's .venv/bin/xes), measured in the same run.
+        exe = (os.environ["BENCH_XES_BEFORE_CMD"] if kind == "xes-before"
+               else str(ROOT / ".venv/bin/xes"))
+        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(port),
                "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
     else:
         cmd = [sys.executable, str(HERE / "bare_relay.py"), "--port", str(port),
@@ -239,7 +244,7 @@ def start_server(kind: str, turn_url: str, secret_file: Path, log: Path
 
 def room_url(kind: str, base: str) -> str:
     room = secrets.token_urlsafe(16)
-    return f"{base}/r/{room}" if kind == "xes" else f"{base}/?room={room}"
+    return f"{base}/r/{room}" if kind.startswith("xes") else f"{base}/?room={room}"
 
 
 async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> dict[str, Any]:

@@ -17,7 +17,8 @@ __all__ = ["write_report", "TARGETS"]
 
 NAMES = {"xes": "XES", "peerjs": "PeerJS", "bare": "bare relay", "xes-asyncio": "XES on asyncio",
          "xes-uvloop": "XES on uvloop", "xes-fastnet": "XES, aiofastnet",
-         "xes-uvloop-fastnet": "XES on uvloop + aiofastnet", "bare-uvloop": "bare relay on uvloop"}
+         "xes-uvloop-fastnet": "XES on uvloop + aiofastnet", "bare-uvloop": "bare relay on uvloop",
+         "xes-before": "XES before (BENCH_XES_BEFORE_CMD)"}
 MAIN = ("xes", "peerjs", "bare")
 
 # figure key -> (ratio, bound, how the issue words it)
@@ -131,20 +132,24 @@ def timeline(b: dict[str, Any]) -> list[str]:
         per = tl.get(path, {})
         if not per:
             continue
+        kinds = [k for k in ("xes", "bare", "xes-before") if k in per]
         rows = []
         for step in steps:
-            x = per.get("xes", {}).get(step)
-            bare = per.get("bare", {}).get(step)
+            vals = [per[k].get(step) for k in kinds]
+            x, bare = per.get("xes", {}).get(step), per.get("bare", {}).get(step)
             delta = x - bare if isinstance(x, (int, float)) and isinstance(bare, (int, float)) else None
-            rows.append([step, fmt(x, 0), fmt(bare, 0), fmt(delta, 0)])
-        out += [f"**{path}**", ""] + table(["step", "XES page", "bare page", "difference"], rows)
+            rows.append([step] + [fmt(v, 0) for v in vals] + [fmt(delta, 0)])
+        out += [f"**{path}**", ""] + table(
+            ["step"] + [NAMES.get(k, k) + (" page" if k != "xes-before" else "") for k in kinds]
+            + ["XES − bare"], rows)
         out.append("")
     counts = b.get("page_work", {})
     if counts:
-        rows = [[k] + [fmt(counts.get(s, {}).get(k), 1) for s in ("xes", "bare")]
+        kinds = [k for k in ("xes", "bare", "xes-before") if k in counts]
+        rows = [[k] + [fmt(counts[s].get(k), 1) for s in kinds]
                 for k in sorted({k for v in counts.values() for k in v})]
-        out += ["Page work during one call (median per page, from the same instrumentation):", ""]
-        out += table(["what", "XES page", "bare page"], rows)
+        out += ["Page work during one direct call (median per page, same instrumentation):", ""]
+        out += table(["what"] + [NAMES.get(k, k) for k in kinds], rows)
     return out
 
 
