@@ -8,6 +8,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -27,6 +28,8 @@ class XesServerProcess:
     process: subprocess.Popen[str]
     output: list[str] = field(default_factory=list)
     reader: threading.Thread | None = None
+    # A data directory made for this server alone, removed when it stops (None: the test's own).
+    own_data_dir: Path | None = None
 
     @property
     def port(self) -> int:
@@ -52,6 +55,8 @@ class XesServerProcess:
             self.reader.join(5)
         if self.process.stdout is not None:
             self.process.stdout.close()
+        if self.own_data_dir is not None:
+            shutil.rmtree(self.own_data_dir, ignore_errors=True)
         return self.process.returncode
 
 
@@ -67,11 +72,16 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
 
     Without TURN unless the test asks for it (`--turn-url` or `--turn-host` in `args`, or
     `builtin_relay` for the coturn `xes serve` starts by itself): a test states the relay it
-    relies on.
+    relies on. With a fresh data directory of its own unless `args` name one (`--data-dir`), so
+    that servers never share saved rooms.
     """
     args = list(args or [])
     if not builtin_relay and "--turn-url" not in args and "--turn-host" not in args:
         args.append("--no-turn")
+    own_data_dir = None
+    if "--data-dir" not in args:
+        own_data_dir = Path(tempfile.mkdtemp(prefix="xes-data-"))
+        args += ["--data-dir", str(own_data_dir)]
     command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, bufsize=1)
@@ -87,8 +97,10 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
     if url is None:
         process.wait(5)
         process.stdout.close()
+        if own_data_dir is not None:
+            shutil.rmtree(own_data_dir, ignore_errors=True)
         raise RuntimeError("xes serve did not start:\n" + "".join(output))
-    server = XesServerProcess(url, process, output)
+    server = XesServerProcess(url, process, output, own_data_dir=own_data_dir)
 
     def drain() -> None:  # keep reading so the pipe never fills, and keep the log for tests
         assert process.stdout is not None

@@ -64,8 +64,28 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
                    help="the event loop to serve on (default uvloop: less CPU per message)")
     p.add_argument("--heartbeat", type=float, default=10.0, metavar="SECONDS",
                    help="ping a silent connection after this long; drop it if no pong as long again")
+    p.add_argument("--resume-grace", type=float, default=20.0, metavar="SECONDS",
+                   help="keep a session whose socket was lost this long for it to resume; "
+                        "room-mates still hearing it extend it (default 20)")
+    p.add_argument("--resume-cap", type=float, default=120.0, metavar="SECONDS",
+                   help="never keep a lost session longer than this after its socket was lost, "
+                        "whatever its room-mates report (default 120)")
+    p.add_argument("--replay-messages", type=int, default=256, metavar="N",
+                   help="messages kept per session to replay on resume (default 256)")
+    p.add_argument("--replay-bytes", type=int, default=262_144, metavar="BYTES",
+                   help="bytes of messages kept per session to replay on resume (default 262144, "
+                        "at least 131072: two messages of the largest size)")
+    p.add_argument("--data-dir", type=Path, default=os.environ.get("XES_DATA_DIR"), metavar="PATH",
+                   help="where the rules of protected rooms are saved, so that a restart or a crash "
+                        "never reopens a room weaker (default: $XES_DATA_DIR, else systemd's "
+                        "$STATE_DIRECTORY, else $XDG_STATE_HOME/xes or ~/.local/state/xes); "
+                        "one server per directory")
+    p.add_argument("--room-wait", type=float, default=120.0, metavar="SECONDS",
+                   help="after a crash, how long a saved room keeps its host's seat and waits "
+                        "for its people before it is forgotten (default 120)")
     p.add_argument("--debug", action="store_true",
-                   help="log every message, with SDP, candidates and addresses (off: none of them)")
+                   help="log every message, with SDP, candidates and addresses (off: none of them; "
+                        "resume tokens never)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -161,6 +181,7 @@ def _serve(args: argparse.Namespace) -> int:
     from .core.signalling import CoreSettings
     from .core.turn import IceSettings
     from .server.config import ServerSettings
+    from .server.store import default_data_dir
 
     logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
@@ -185,10 +206,16 @@ def _serve(args: argparse.Namespace) -> int:
                           turn_secret=turn_secret, ttl_seconds=args.turn_ttl)
         settings = ServerSettings(
             host=args.host, port=args.port,
-            core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice),
+            core=CoreSettings(max_peers=args.max_peers, match_relax_seconds=args.match_relax, ice=ice,
+                              restore_seconds=args.room_wait,
+                              resume_grace_seconds=args.resume_grace,
+                              resume_cap_seconds=args.resume_cap,
+                              replay_messages=args.replay_messages,
+                              replay_bytes=args.replay_bytes),
             allowed_origins=frozenset(o.rstrip("/") for o in args.allow_origin),
             rate_per_second=args.rate_per_second, rate_burst=args.rate_burst,
-            heartbeat_seconds=args.heartbeat, debug=args.debug)
+            heartbeat_seconds=args.heartbeat, debug=args.debug,
+            data_dir=args.data_dir if args.data_dir is not None else default_data_dir())
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()
@@ -220,11 +247,17 @@ async def _run_server(settings: object) -> int:
 
     assert isinstance(settings, ServerSettings)
     server = XesServer(settings)
+    from .server.store import DataDirBusy
+
     try:
         port = await server.start()
+    except (DataDirBusy, ValueError) as exc:
+        print(f"xes serve: {exc}", file=sys.stderr)
+        return 1
     except OSError as exc:
-        print(f"xes serve: cannot listen on {settings.host}:{settings.port}: {exc.strerror}",
-              file=sys.stderr)
+        where = (f"use the data directory {exc.filename}" if exc.filename is not None
+                 else f"listen on {settings.host}:{settings.port}")
+        print(f"xes serve: cannot {where}: {exc.strerror}", file=sys.stderr)
         return 1
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     shown = f"[{shown}]" if ":" in shown else shown

@@ -23,7 +23,8 @@ this tree.
         ├── Declined           declined
         ├── NotHost            not-host
         ├── NotQueued          not-queued
-        └── TurnUnavailable    turn-unavailable
+        ├── TurnUnavailable    turn-unavailable
+        └── SessionGone        session-gone
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ __all__ = [
     "SignallingError", "ProtocolError", "BadJson", "UnknownType", "BadField", "TooBig", "Refused",
     "NotJoined", "AlreadyJoined", "PeerNotFound", "RoomFull", "RoomLocked", "PasswordRequired",
     "WrongPassword", "Banned", "Declined", "NotHost", "NotQueued", "TurnUnavailable",
+    "SessionGone",
 ]
 
 
@@ -121,3 +123,9 @@ class NotQueued(Refused):
 
 class TurnUnavailable(Refused):
     code = ErrorCode.TURN_UNAVAILABLE
+
+
+class SessionGone(Refused):
+    """``resume`` failed, for whichever reason: one code, one message (docs/protocol.md)."""
+
+    code = ErrorCode.SESSION_GONE

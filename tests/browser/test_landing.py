@@ -15,16 +15,17 @@ pytestmark = pytest.mark.browser
 def test_the_encryption_claim_says_what_a_compromised_server_could_do(
     xes_server: XesServerProcess, launch_browser: Any
 ) -> None:
-    """Right after "end-to-end encrypted" the page says that, until a safety code exists, a
-    compromised server could slip into the key exchange and listen, unnoticed (docs/privacy.md,
-    "What XES does not promise")."""
+    """Right after "end-to-end encrypted" the page says that a compromised server could slip into
+    the key exchange and listen, unnoticed unless people compare the safety code ("Verify"), as
+    docs/privacy.md promise 12 says."""
     page = launch_browser().new_page()
     page.goto(xes_server.http_url + "/")
     claim = page.get_by_text("end-to-end encrypted")
     expect(claim).to_be_visible()
     caveat = page.get_by_text("compromised server")
     expect(caveat).to_be_visible()
-    for words in ("safety code", "in the middle", "listen in", "without either of you noticing"):
+    for words in ("safety code", "in the middle", "listen in", "without either of you noticing",
+                  "Verify"):
         expect(caveat).to_contain_text(words)
     # Next to the claim: the paragraph that follows it, not a footnote elsewhere.
     follows = claim.evaluate("(p) => p.nextElementSibling && p.nextElementSibling.textContent")

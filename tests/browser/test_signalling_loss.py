@@ -1,8 +1,9 @@
 """Losing the signalling server does not end a call, and the page comes back when it returns.
 
 Audio goes browser to browser, so stopping `xes serve` mid-call must leave the audio playing while
-the page says, visibly, that the server connection is lost. When a server listens on the same port
-again, the pages reconnect by themselves and rejoin the room.
+the page says, visibly, that the server connection is being restored. When a server that does not
+know the old sessions listens on the same port again, the pages' resume is refused
+(`session-gone`), so they fall back to joining the room afresh.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from tests.conftest import XesServerProcess
 
 pytestmark = pytest.mark.browser
 
-LOST = "Connection to the server lost"
+LOST = "The connection to the server is being restored"
 
 
 def test_call_survives_server_loss_and_rejoins_when_it_returns(

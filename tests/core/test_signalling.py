@@ -23,6 +23,7 @@ from xes.protocol import messages as m
 # The two clocks of xes.core.timing, deliberately far apart: mixing them up shows in the results.
 NOW = Now(monotonic=5_000.0, unix=1_800_000_000.0)
 ROOM = "R" * 22
+TOKEN = "T" * 22  # the shell draws a fresh resume token per connection; the core only passes it on
 
 
 def pid(n: int) -> str:
@@ -55,16 +56,17 @@ def types(actions: list[Action], peer: str) -> list[str]:
 def join(core: Signalling, peer: str, room: str = ROOM, name: str | None = None, **fields: Any
          ) -> list[Action]:
     if peer not in core.clients:
-        core.connect(peer)
+        core.connect(peer, TOKEN)
     return core.handle(peer, m.Join(room=room, name=name or f"name-{peer[-2:]}", **fields), NOW)
 
 
 def snapshot(core: Signalling) -> Any:
     """Everything observable about the core's state, to prove a refusal changed nothing."""
     rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
-                   sorted(r.banned_keys)) for rid, r in core.rooms.items()}
+                   sorted(r.banned_key_digests)) for rid, r in core.rooms.items()}
     clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
-                     c.queued is not None, sorted(c.avoid)) for cid, c in core.clients.items()}
+                     c.queued is not None, sorted(c.avoid), c.token_digest, c.detached_at, c.expires_at)
+               for cid, c in core.clients.items()}
     return copy.deepcopy((rooms, clients, len(core.queue)))
 
 
@@ -72,8 +74,9 @@ def snapshot(core: Signalling) -> Any:
 
 def test_connect_says_hello_with_the_peer_id_and_limits() -> None:
     core = make_core()
-    [hello] = to(core.connect(pid(1)), pid(1))
-    assert hello["type"] == "hello" and hello["peer"] == pid(1) and hello["protocol"] == 1
+    [hello] = to(core.connect(pid(1), TOKEN), pid(1))
+    assert hello["type"] == "hello" and hello["peer"] == pid(1) and hello["protocol"] == 2
+    assert hello["resume"] == TOKEN
     assert hello["limits"]["max_message_bytes"] == 65_536 and hello["limits"]["max_peers"] == 8
 
 
@@ -159,7 +162,7 @@ def test_the_ninth_gets_room_full_and_nothing_changes() -> None:
     core = make_core()
     for n in range(8):
         join(core, pid(n))
-    core.connect(pid(9))
+    core.connect(pid(9), TOKEN)
     before = snapshot(core)
     with pytest.raises(errors.RoomFull):
         join(core, pid(9))
@@ -179,7 +182,7 @@ def test_route_signal_within_a_room() -> None:
     core = make_core()
     join(core, pid(1))
     join(core, pid(2))
-    assert core.route_signal(pid(2), pid(1)) == pid(1)
+    assert core.route_signal(pid(2), pid(1)) is core.clients[pid(1)]
 
 
 @pytest.mark.parametrize("target", ["member of another room", "unknown", "self"])
@@ -195,7 +198,7 @@ def test_route_signal_refuses_anyone_outside_your_room(target: str) -> None:
 
 def test_route_signal_before_joining() -> None:
     core = make_core()
-    core.connect(pid(1))
+    core.connect(pid(1), TOKEN)
     with pytest.raises(errors.NotJoined):
         core.route_signal(pid(1), pid(2))
 
@@ -242,7 +245,7 @@ def test_password_required_wrong_and_right() -> None:
     join(core, pid(1))
     core.handle(pid(1), m.SetRules(password="hunter2"), NOW, password=_hash("hunter2"))
     assert core.password_salt(ROOM) == b"s" * 16
-    core.connect(pid(2))
+    core.connect(pid(2), TOKEN)
     with pytest.raises(errors.PasswordRequired):
         join(core, pid(2))
     with pytest.raises(errors.WrongPassword):
@@ -327,7 +330,7 @@ def test_ban_refuses_the_same_key_on_a_new_connection() -> None:
     with pytest.raises(errors.Banned):
         join(core, pid(3), key=key)
     with pytest.raises(errors.Banned):  # the banned connection itself, even with no key
-        core.connect(pid(4))
+        core.connect(pid(4), TOKEN)
         core.rooms[ROOM].banned_peers |= {pid(4)}
         join(core, pid(4))
     join(core, pid(5), key="another-key-entirely")
@@ -361,7 +364,7 @@ def test_a_full_room_refuses_by_every_way_in() -> None:
     join(core, pid(2))
     join(core, pid(3))
     core.handle(pid(1), m.Admit(peer=pid(2)), NOW)
-    core.connect(pid(4))
+    core.connect(pid(4), TOKEN)
     before = snapshot(core)
     with pytest.raises(errors.RoomFull) as admit_refused:
         core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
@@ -383,7 +386,7 @@ def test_a_ban_holds_by_every_way_in() -> None:
     core.handle(pid(1), m.SetRules(lobby=True), NOW)
     join(core, pid(3), key="k" * 32)  # the same browser knocks from a second tab
     core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
-    core.connect(pid(4))
+    core.connect(pid(4), TOKEN)
     before = snapshot(core)
     with pytest.raises(errors.Banned) as admit_refused:
         core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
@@ -457,7 +460,7 @@ def match(core: Signalling, peer: str, now: Now = NOW, **fields: Any) -> list[Ac
     """Queue `peer` for a stranger. Consenting to a direct connection unless `direct=False` is
     given, so that the pairing rules can be tested on a core without a relay."""
     if peer not in core.clients:
-        core.connect(peer)
+        core.connect(peer, TOKEN)
     fields.setdefault("direct", True)
     return core.handle(peer, m.MatchRequest(name=f"s-{peer[-2:]}", **fields), now)
 
@@ -530,7 +533,7 @@ def test_tagged_strangers_relax_after_the_wait() -> None:
 
 def test_the_avoid_list_is_capped() -> None:
     core = make_core()
-    core.connect(pid(1))
+    core.connect(pid(1), TOKEN)
     for n in range(300):
         core.handle(pid(1), m.Block(peer=pid(1000 + n)), NOW)
     avoid = core.clients[pid(1)].avoid
@@ -598,13 +601,13 @@ def test_hello_says_whether_the_server_has_a_relay() -> None:
     for ice, relay in ((IceSettings(), False), (IceSettings(stun_urls=("stun:s",)), False),
                        (WITH_RELAY, True)):
         core = make_core(ice=ice)
-        assert to(core.connect(pid(1)), pid(1))[0]["relay"] is relay
+        assert to(core.connect(pid(1), TOKEN), pid(1))[0]["relay"] is relay
 
 
 def test_without_a_relay_a_stranger_who_did_not_consent_is_refused_and_not_queued() -> None:
     """No relay means the only path is direct, which shows each their IP: never without consent."""
     core = make_core(ice=IceSettings(stun_urls=("stun:s",)))  # STUN finds addresses, relays nothing
-    core.connect(pid(1))
+    core.connect(pid(1), TOKEN)
     before = snapshot(core)
     with pytest.raises(errors.TurnUnavailable):
         match(core, pid(1), direct=False)

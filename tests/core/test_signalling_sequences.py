@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.test_signalling import NOW, make_core, pid, snapshot
+from tests.core.test_signalling import NOW, TOKEN, make_core, pid, snapshot
 from xes.core.access import PasswordHash
 from xes.core.signalling import Signalling
 from xes.core.timing import Now
@@ -47,10 +47,14 @@ client_messages: st.SearchStrategy[m.ClientMessage] = st.one_of(
 )
 steps = st.lists(st.tuples(
     peers,
-    st.one_of(client_messages, st.just("connect"), st.just("disconnect"), st.just("tick")),
+    st.one_of(client_messages, st.just("connect"), st.just("disconnect"), st.just("tick"),
+              st.just("detach"), st.just("resume")),
     st.sampled_from([0.0, 0.0, 1.0, 4.0, 11.0, -1.0]),   # monotonic step (-1: a shell bug)
     st.sampled_from([0.0, 1.0, -1.0, 3600.0, -3600.0]),  # wall-clock step (NTP, manual change)
 ), max_size=60)
+
+
+RESUMER = "N" * 22  # the provisional id of a connection that resumes a session
 
 
 def fake_hash(password: str, salt: bytes) -> PasswordHash:
@@ -61,11 +65,18 @@ def fake_hash(password: str, salt: bytes) -> PasswordHash:
 def apply(core: Signalling, peer: str, fact: Any, now: Now) -> None:
     if fact == "connect":
         if peer not in core.clients:
-            core.connect(peer)
+            core.connect(peer, TOKEN)
     elif fact == "disconnect":
         core.disconnect(peer)
     elif fact == "tick":
         core.tick(now)
+    elif fact == "detach":
+        core.detach(peer, now)
+    elif fact == "resume":
+        client = core.clients.get(peer)
+        if client is not None and client.detached_at is not None:
+            core.connect(RESUMER, TOKEN)
+            core.resume(RESUMER, m.Resume(peer=peer, token=TOKEN, last_seq=0), TOKEN, now)
     elif peer in core.clients:
         password = None
         if isinstance(fact, m.Join) and fact.password is not None:
@@ -97,6 +108,9 @@ def assert_consistent(core: Signalling) -> None:
             assert client.queued is not None and client.room is None and client.knocking is None
         elif client.queued is not None and client.room is None:
             raise AssertionError(f"{cid} is marked queued but is in no queue and no match room")
+        # A detached stranger's ticket is suspended (never matched), an attached one's is not.
+        waiting = core.queue._waiting.get(cid)
+        assert waiting is None or waiting.away == (client.detached_at is not None)
 
 
 @settings(max_examples=200, deadline=None)
@@ -105,7 +119,7 @@ def test_any_sequence_only_refuses_and_a_refusal_changes_nothing(
         sequence: list[tuple[str, Any, float, float]]) -> None:
     core = make_core(match_relax_seconds=10)
     for peer in PEERS:
-        core.connect(peer)
+        core.connect(peer, TOKEN)
     monotonic, unix = NOW.monotonic, NOW.unix
     for peer, fact, mono_step, wall_step in sequence:
         monotonic, unix = monotonic + mono_step, unix + mono_step + wall_step

@@ -31,8 +31,8 @@ class ScriptedServer(picows.WSListener):
 
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.transport = transport
-        hello = m.Hello(protocol=1, peer=ME, limits=m.Limits(65536, 8, 400, 100.0, 10.0),
-                          relay=False)
+        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=ME, resume=ME,
+                        limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=False)
         transport.send(picows.WSMsgType.TEXT, m.encode(hello))
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:

@@ -27,10 +27,11 @@ CLIENT_MESSAGES: list[m.ClientMessage] = [
     m.Admit(peer=B), m.Decline(peer=B), m.Remove(peer=B), m.Ban(peer=B),
     m.MatchRequest(name="Ada", tags=["chess"], language="en", key=KEY, rollback=False, direct=True),
     m.Next(), m.Block(peer=B), m.Stop(),
+    m.Resume(peer=A, token=B, last_seq=7), m.Hearing(peer=B),
 ]
 
 SERVER_MESSAGES: list[m.ServerMessage] = [
-    m.Hello(protocol=1, peer=A, limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=True),
+    m.Hello(protocol=2, peer=A, resume=B, limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=True),
     m.Joined(room=R, you=A, host=B, peers=[m.PeerInfo(B, "Bob", True)], rules=RULES,
              ice_servers=ICE, ice_expires_at=1_790_000_000, ice_transport_policy="relay",
              match=False),
@@ -42,6 +43,12 @@ SERVER_MESSAGES: list[m.ServerMessage] = [
     m.Removed(room=R, banned=True), m.Queued(), m.Unqueued(),
     m.IceServers(ice_servers=[], ice_expires_at=None),
     m.Error(code="room-full", message="full", ref="join"),
+    m.Resumed(peer=A, resume=B, last_seq=9,
+              room=m.RoomState(room=R, you=A, host=B, peers=[m.PeerInfo(B, "Bob", True)],
+                               rules=RULES, ice_transport_policy="all", match=False, away=[B],
+                               knocks=[m.KnockPeer(B, "Bob")]),
+              lobby=None, queued=False, ice_servers=ICE, ice_expires_at=None),
+    m.PeerAway(peer=B), m.PeerBack(peer=B),
 ]
 
 

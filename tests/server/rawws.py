@@ -4,6 +4,7 @@ send bytes that are not UTF-8 in a text frame."""
 from __future__ import annotations
 
 import base64
+import json
 import os
 import socket
 import struct
@@ -49,6 +50,26 @@ class RawWebSocket:
             assert chunk, "the server closed during the handshake"
             response += chunk
         assert response.startswith(b"HTTP/1.1 101"), response
+
+    def read_message(self) -> dict[str, object]:
+        """Read one whole unfragmented text frame from the server (unmasked) as JSON."""
+        def exactly(size: int) -> bytes:
+            data = b""
+            while len(data) < size:
+                chunk = self.sock.recv(size - len(data))
+                assert chunk, "the server closed the connection"
+                data += chunk
+            return data
+
+        first, second = exactly(2)
+        assert first & 0x0F == TEXT and first & 0x80, f"not a final text frame: {first:#x}"
+        size = second & 0x7F
+        if size == 126:
+            size = struct.unpack("!H", exactly(2))[0]
+        elif size == 127:
+            size = struct.unpack("!Q", exactly(8))[0]
+        message: dict[str, object] = json.loads(exactly(size))
+        return message
 
     def send_text(self, payload: bytes) -> None:
         self.sock.sendall(frame(TEXT, payload))

@@ -177,8 +177,9 @@ async def test_the_ninth_joiner_is_told_the_room_is_full(xes_server: XesServerPr
 
 
 async def test_heartbeat_detects_a_dead_connection(start_xes_server: Callable[..., XesServerProcess]) -> None:
-    """A client that stops answering pings (a lost network) is dropped within 2 heartbeats."""
-    server = start_xes_server(args=["--heartbeat", "1"])
+    """A client that stops answering pings (a lost network) is detached within 2 heartbeats (the
+    room sees `peer-away`), and leaves (`peer-left`) when its resume grace runs out."""
+    server = start_xes_server(args=["--heartbeat", "1", "--resume-grace", "1"])
     room = new_room()
     ada = await Client.connect(server.ws_url)
     await ada.join(room, "Ada")
@@ -193,9 +194,10 @@ async def test_heartbeat_detects_a_dead_connection(start_xes_server: Callable[..
     await ada.expect("peer-joined")
     loop = asyncio.get_running_loop()
     started = loop.time()
-    left = await ada.expect("peer-left", timeout=10)
+    away = await ada.expect("peer-away", timeout=10)
     elapsed = loop.time() - started
-    assert left["reason"] == "disconnected"
+    left = await ada.expect("peer-left", timeout=10)
+    assert left == {"type": "peer-left", "peer": away["peer"], "reason": "disconnected"}
     print(f"dead peer detected after {elapsed:.1f} s with --heartbeat 1")
     transport.disconnect()
 

@@ -20,7 +20,7 @@ import websockets
 
 from tests.conftest import XesServerProcess
 from tests.server.rawws import TEXT, RawWebSocket, frame
-from tests.server.wsclient import Client, new_room
+from tests.server.wsclient import Client, new_room, resume_session
 from xes.core.access import hash_password
 from xes.server import app
 from xes.server.app import XesServer
@@ -41,13 +41,16 @@ def _memory_kib(pid: int) -> dict[str, int]:
     return fields
 
 
-async def test_a_client_that_never_reads_is_dropped_and_its_room_told(
+async def test_a_client_that_never_reads_is_dropped_and_its_session_detached(
         start_xes_server: Callable[..., XesServerProcess]) -> None:
     """64 KiB signals, within the rate limit, to a member that never reads its socket.
 
     Before: all of it queued in the server (RSS grew by what was sent) and nobody was ever told
     the silent member left. Now its unsent bytes stop at the documented 1 MiB: it is closed
-    (4009), its TCP connection aborted, and its room told ``peer-left`` at once.
+    (4009), its TCP connection aborted, and its session detached like any lost socket: the room
+    sees ``peer-away``, never a ``peer-left`` while the session may still resume. What it left
+    unread (over 1 MiB) is more than the replay buffer keeps (256 KiB), so when it comes back its
+    resume is ``session-gone`` and the session ends at once (docs/protocol.md, "Sessions").
     """
     server = start_xes_server()
     room = new_room()
@@ -56,7 +59,10 @@ async def test_a_client_that_never_reads_is_dropped_and_its_room_told(
     await bob.join(room, "Bob")
     await ada.expect("peer-joined")
     silent = RawWebSocket(server.ws_url, receive_buffer=4096)
+    hello = await asyncio.to_thread(silent.read_message)
     silent.send_text(json.dumps({"type": "join", "room": room, "name": "Silent"}).encode())
+    joined = await asyncio.to_thread(silent.read_message)  # the last message it ever reads
+    assert joined["type"] == "joined" and joined["seq"] == 1
     silent_id = (await ada.expect("peer-joined"))["peer"]["id"]
     await bob.expect("peer-joined")
 
@@ -64,27 +70,40 @@ async def test_a_client_that_never_reads_is_dropped_and_its_room_told(
     # The frame is just under the 64 KiB message cap.
     signal = json.dumps({"type": "signal", "to": silent_id, "data": {"pad": "x" * 65_400}})
     assert 65_000 < len(signal) <= 65_536
-    told = asyncio.ensure_future(bob.expect("peer-left", timeout=60))
+    told = asyncio.ensure_future(bob.expect("peer-away", timeout=60))
     loop = asyncio.get_running_loop()
     started, sent = loop.time(), 0
     while not told.done() and sent < 600:  # up to 39 MB, at 100 a second: the sustained rate
         await ada.send(signal)
         sent += 1
         await asyncio.sleep(0.01)
-    left = await told
+    away = await told
     waited = loop.time() - started
     after = _memory_kib(server.process.pid)
     peak_growth_kib = after["VmHWM"] - before["VmRSS"]
     print(f"\nsilent member dropped after {sent} signals ({sent * len(signal) / MIB:.1f} MiB sent); "
           f"room told after {waited:.2f} s; server peak RSS growth {peak_growth_kib / 1024:.1f} MiB")
 
-    assert left == {"type": "peer-left", "peer": silent_id, "reason": "disconnected"}
-    # What the server held for it stays near the bound: 1 MiB and one message, not what was sent.
+    assert away == {"type": "peer-away", "peer": silent_id}
+    # What the server held for it stays near the bound: 1 MiB and one message, plus the replay
+    # buffer's 256 KiB, not what was sent.
     assert peak_growth_kib * 1024 < OUTGOING_LIMIT_BYTES + 4 * MIB
     # Its connection is over (aborted: it was never going to read a close frame).
     _, ended = await asyncio.to_thread(silent.drain_until_closed)
     assert ended in ("reset", "closed")
     silent.close()
+    # Ada was told the same; the relay between Ada and Bob is unaffected.
+    assert await ada.recv() == away
+    await bob.send({"type": "signal", "to": ada.peer, "data": {"relay": "unaffected"}})
+    while (message := await ada.recv())["type"] != "signal":
+        assert message["type"] == "error" and message["code"] == "peer-not-found", message
+    assert message["data"] == {"relay": "unaffected"}
+    await bob.silent()
+    # It comes back having processed only `joined`: the replay no longer reaches back that far.
+    _, answer = await resume_session(server.ws_url, silent_id, str(hello["resume"]), 1)
+    assert answer["type"] == "error" and answer["code"] == "session-gone"
+    left = {"type": "peer-left", "peer": silent_id, "reason": "disconnected"}
+    assert await bob.recv() == left
     # Ada was told too; her later signals to it are refused, and the room goes on.
     assert await ada.recv() == left
     await bob.send({"type": "signal", "to": ada.peer, "data": {"still": "here"}})
@@ -228,7 +247,7 @@ async def test_an_unexpected_exception_closes_that_connection_only(
         local_server: tuple[XesServer, str], loop_errors: list[dict[str, Any]],
         monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture, where: str) -> None:
     """A bug hit while handling one client's event: one log line without the payload, that
-    client closed with 1011 and its room told, everyone else served as before."""
+    client closed with 1011 and its session detached, everyone else served as before."""
     server, url = local_server
     room = new_room()
     ada, cy = await Client.connect(url), await Client.connect(url)
@@ -269,15 +288,18 @@ async def test_an_unexpected_exception_closes_that_connection_only(
     with pytest.raises(websockets.ConnectionClosed) as closed:
         await faulty.recv()
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 1011
-    if where != "join after a password hash":  # it was in the room: the room is told
+    present = {"Ada", "Cy"}
+    if where != "join after a password hash":
+        # It was in the room: the bug was ours, not a wish to leave, so its session detaches
+        # (docs/protocol.md, "Sessions") and keeps its seat for the grace.
         for member in (ada, cy):
-            assert await member.expect("peer-left") == {
-                "type": "peer-left", "peer": faulty.peer, "reason": "disconnected"}
+            assert await member.expect("peer-away") == {"type": "peer-away", "peer": faulty.peer}
+        present.add("Faulty")
     await ada.send({"type": "signal", "to": cy.peer, "data": {"ok": True}})
     assert (await cy.expect("signal"))["data"] == {"ok": True}
     newcomer = await Client.connect(url)
     joined = await newcomer.join(room, "New", password="correct horse")
-    assert joined["type"] == "joined" and {p["name"] for p in joined["peers"]} == {"Ada", "Cy"}
+    assert joined["type"] == "joined" and {p["name"] for p in joined["peers"]} == present
 
     problems = [r for r in caplog.records if r.levelno >= logging.WARNING]
     assert len(problems) == 1, [r.getMessage() for r in problems]
@@ -294,7 +316,7 @@ CLOSE_PATHS = {  # how the server ends it: the close code it sends (docs/protoco
     "the client's close frame": 1000,
     "flood": 4029,
     "error streak": 4002,
-    "server stop": 1001,
+    "server stop": 1012,
 }
 
 
@@ -337,7 +359,10 @@ async def test_every_close_ends_in_time_even_for_a_client_that_never_reads(
         elif path == "server stop":
             await asyncio.wait_for(server.stop(), 10)
             stopped = True
-        if path != "server stop":
+        if path in ("over the outgoing limit", "heartbeat lost"):  # lost sockets: detached
+            assert await bob.expect("peer-away", timeout=10) == {"type": "peer-away",
+                                                                  "peer": silent_id}
+        elif path != "server stop":  # a hang-up, or shut out: the session ends at once
             left = await bob.expect("peer-left", timeout=10)
             assert left == {"type": "peer-left", "peer": silent_id, "reason": "disconnected"}
         # Its socket is dropped within the close grace, though it never read a byte.

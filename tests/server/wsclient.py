@@ -18,7 +18,12 @@ def new_room() -> str:
 
 
 class Client:
-    """One signalling connection; ``peer`` is the id from ``hello``."""
+    """One signalling connection; ``peer`` is the id from ``hello``, ``token`` its resume token.
+
+    Every message after ``hello`` must carry the next ``seq`` (docs/protocol.md, "Sessions"):
+    :meth:`recv` checks it, keeps it in ``last_seq`` and hands the message back without it, so
+    tests compare messages as the protocol describes them.
+    """
 
     opened: list[Client] = []  # closed after each test by tests/server/conftest.py
 
@@ -27,6 +32,8 @@ class Client:
         self.ws = ws
         self.hello = hello
         self.peer: str = hello["peer"]
+        self.token: str = hello["resume"]
+        self.last_seq = 0
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Client:
@@ -40,7 +47,19 @@ class Client:
 
     async def recv(self, timeout: float = WAIT) -> dict[str, Any]:
         message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
+        if message["type"] in ("hello", "resumed"):
+            assert "seq" not in message, message
+        else:
+            assert message.get("seq") == self.last_seq + 1, (self.last_seq, message)
+            self.last_seq = message.pop("seq")
         return message
+
+    async def resume(self, url: str, last_seq: int | None = None,
+                     token: str | None = None) -> tuple[Client, dict[str, Any]]:
+        """Continue this client's session on a new connection (see :func:`resume_session`)."""
+        return await resume_session(url, self.peer, token or self.token,
+                                    self.last_seq if last_seq is None else last_seq)
+
 
     async def expect(self, kind: str, timeout: float = WAIT) -> dict[str, Any]:
         message = await self.recv(timeout)
@@ -66,3 +85,16 @@ class Client:
 async def close_all_clients() -> None:
     while Client.opened:
         await Client.opened.pop().close()
+
+
+async def resume_session(url: str, peer: str, token: str, last_seq: int
+                         ) -> tuple[Client, dict[str, Any]]:
+    """Send `resume` as the first message of a new connection: (the new client, its answer,
+    ``resumed`` or ``error``). On success the new client has the session's id, the new token and
+    ``last_seq``, so its :meth:`Client.recv` checks that the replay continues the stream."""
+    fresh = await Client.connect(url)
+    await fresh.send({"type": "resume", "peer": peer, "token": token, "last_seq": last_seq})
+    answer = await fresh.recv()
+    if answer["type"] == "resumed":
+        fresh.peer, fresh.token, fresh.last_seq = answer["peer"], answer["resume"], last_seq
+    return fresh, answer

@@ -40,6 +40,8 @@ __all__ = [
     "tones_heard",
     "start_tone_monitor",
     "read_tone_monitor",
+    "read_monitored_tones",
+    "longest_silence",
     "selected_pair_types",
 ]
 
@@ -393,11 +395,12 @@ def tones_heard(page: Page) -> dict[str, list[float]]:
 
 
 # Runs in the page: every ~20 ms, for every stream of window.xes[streams](), one reading of
-# whether `frequency` is the loudest prominent bin, stamped with Date.now() (the machine's clock,
-# which the test process shares). A short FFT window (2048 samples, ~43 ms at 48 kHz) so a tone
-# that stops leaves the window quickly. The readings pile up in window.__xesToneMonitor.
+# which of `frequencies` (if any) is the loudest prominent bin, stamped with Date.now() (the
+# machine's clock, which the test process shares); `heard` is whether it is the first of them. A
+# short FFT window (2048 samples, ~43 ms at 48 kHz) so a tone that stops leaves the window
+# quickly. The readings pile up in window.__xesToneMonitor.
 _TONE_MONITOR_JS = """
-async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
+async ({frequencies, streams, binTolerance, minDb, minProminenceDb}) => {
 /*LOUDEST_BIN*/
   const context = new AudioContext();
   await context.resume();
@@ -414,8 +417,9 @@ async ({frequency, streams, binTolerance, minDb, minProminenceDb}) => {
     const now = Date.now();
     for (const [id, probe] of probes) {
       const bestBin = loudestBin(probe.analyser, probe.bins, lowestBin, minDb, minProminenceDb);
-      const heard = bestBin >= 0 && Math.abs(bestBin * binHz - frequency) <= binTolerance * binHz;
-      readings.push({t: now, peer: id, heard});
+      const tone = bestBin < 0 ? null : frequencies.find(
+        (f) => Math.abs(bestBin * binHz - f) <= binTolerance * binHz) ?? null;
+      readings.push({t: now, peer: id, heard: tone !== null && tone === frequencies[0], tone});
     }
   };
   window.__xesToneMonitor = {readings, timer: setInterval(read, 20), context};
@@ -426,7 +430,7 @@ _TONE_MONITOR_JS = _with_loudest_bin(_TONE_MONITOR_JS)
 
 def start_tone_monitor(
     page: Page,
-    frequency: float,
+    frequency: float | Iterable[float],
     *,
     streams: str = "remoteStreams",
     min_db: float = -90.0,
@@ -435,11 +439,15 @@ def start_tone_monitor(
     """Start recording, in `page`, timestamped readings of whether each stream carries `frequency`.
 
     Read them with `read_tone_monitor`. For timing how soon a tone starts or stops: each reading
-    carries Date.now(), comparable with the test process's `time.time()`.
+    carries Date.now(), comparable with the test process's `time.time()`. Given several
+    frequencies, each reading also says which of them the stream carried (`read_monitored_tones`),
+    for pages hearing several people at once.
     """
+    frequencies = [float(frequency)] if isinstance(frequency, int | float) else [
+        float(f) for f in frequency]
     page.evaluate(
         _TONE_MONITOR_JS,
-        {"frequency": float(frequency), "streams": streams, "binTolerance": 2,
+        {"frequencies": frequencies, "streams": streams, "binTolerance": 2,
          "minDb": min_db, "minProminenceDb": min_prominence_db},
     )
 
@@ -453,6 +461,42 @@ def read_tone_monitor(page: Page, peer_id: str | None = None) -> list[tuple[floa
         for reading in readings
         if peer_id is None or reading["peer"] == peer_id
     ]
+
+
+def read_monitored_tones(page: Page) -> dict[str, list[tuple[float, float | None]]]:
+    """The readings so far, per stream (remote peer id), oldest first: (Date.now() in ms, which
+    of the monitored frequencies the stream carried, or None)."""
+    readings: list[dict[str, Any]] = page.evaluate("window.__xesToneMonitor.readings")
+    result: dict[str, list[tuple[float, float | None]]] = {}
+    for reading in readings:
+        tone = reading["tone"]
+        result.setdefault(str(reading["peer"]), []).append(
+            (float(reading["t"]), None if tone is None else float(tone)))
+    return result
+
+
+def longest_silence(readings: Sequence[tuple[float, float | None]], expected: float,
+                    since_ms: float = 0.0) -> tuple[float, float]:
+    """The longest stretch of readings (from `since_ms` on) in which `expected` was not heard:
+    from the first reading without it to the next reading with it (or the last reading), as
+    (its length in ms, when it began in Date.now() ms). Only readings count, so a page too busy
+    to take readings never passes for a silent one."""
+    longest = (0.0, since_ms)
+    silent_from: float | None = None
+    last = since_ms
+    for t, tone in readings:
+        if t < since_ms:
+            continue
+        last = t
+        if tone == expected:
+            if silent_from is not None and t - silent_from > longest[0]:
+                longest = (t - silent_from, silent_from)
+            silent_from = None
+        elif silent_from is None:
+            silent_from = t
+    if silent_from is not None and last - silent_from > longest[0]:
+        longest = (last - silent_from, silent_from)
+    return longest
 
 
 _SELECTED_PAIRS_JS = """

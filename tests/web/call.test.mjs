@@ -6,9 +6,9 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, installFakes, settle,
+  FakeMediaStream, FakeRTCPeerConnection, FakeTrack, FakeWebSocket, installFakes, settle, tokenOf,
 } from './fakes.mjs';
-import { Call, Phase } from '../../src/xes/web/call.js';
+import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
 
@@ -162,16 +162,53 @@ test('mute silences the microphone; push-to-talk opens it only while held, and o
   assert.equal(call.talkHeld.size, 0, 'no holding outside a call');
 });
 
-test('a lost server connection keeps the links and rejoins under the new peer id', async (t) => {
+test('a lost server connection resumes the session: same id, same links, the replay once', async (t) => {
+  const { call, signalling, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  socket.serverSends({ type: 'host', peer: ME, seq: 1 });
+  socket.serverSends({ type: 'rules', rules: { ...RULES, locked: true }, seq: 2 });
+  socket.drop();
+  assert.equal(call.connectionNotice, RESTORING_IN_CALL);
+  assert.equal(call.alerts.size, 0, 'nothing alarming: the call goes on');
+  assert.equal(call.phase, Phase.JOINED);
+  // A link's message while away waits for the resume instead of being lost.
+  signalling.send({ type: 'signal', to: ADA, data: { candidate: null } });
+  signalling.connect(); // what the backoff timer does
+  const again = FakeWebSocket.latest;
+  again.open(ME_AGAIN);
+  assert.deepEqual(again.sent, [{ type: 'resume', peer: ME, token: tokenOf(ME), last_seq: 2 }],
+    'resume first, with the last seq handled; the held signal waits for the answer');
+  assert.equal(call.connectionNotice, RESTORING_IN_CALL, 'not back until the server says so');
+  again.serverSends({
+    type: 'resumed', peer: ME, resume: tokenOf(BOB), last_seq: 4, room: null, lobby: null,
+    queued: false, ice_servers: [{ urls: 'stun:xes.test' }], ice_expires_at: null,
+  });
+  again.serverSends({ type: 'rules', rules: { ...RULES, locked: true }, seq: 2 }); // a repeat
+  again.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: false }, seq: 3 });
+  again.serverSends({ type: 'signal', from: ADA, data: { candidate: null }, seq: 4 });
+  await settle();
+  assert.equal(call.connectionNotice, '');
+  assert.equal(call.me.id, ME, 'the same peer id');
+  assert.equal(call.isHost, true);
+  assert.equal(pc.connectionState === 'closed', false, 'the link to Ada is untouched');
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'one new link: to Bob, who joined meanwhile');
+  assert.deepEqual([...call.peers.keys()], [ADA, BOB]);
+  assert.deepEqual(again.sentOf('signal').filter((m) => m.to === ADA), [{ type: 'signal', to: ADA, data: { candidate: null } }]);
+  assert.equal(signalling.session.token, tokenOf(BOB), 'the rotated token replaces the old one');
+  assert.deepEqual(again.sentOf('join'), []);
+});
+
+test('a session the server no longer has falls back to joining under the new peer id', async (t) => {
   const { call, signalling, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
   const [pc] = FakeRTCPeerConnection.made;
   socket.drop();
-  assert.match(call.alerts.get('signalling'), /Calls already connected keep going/);
   assert.notEqual(pc.connectionState, 'closed', 'audio goes peer to peer: the link stays');
   signalling.connect(); // what the backoff timer does
   const again = FakeWebSocket.latest;
   again.open(ME_AGAIN);
-  assert.equal(call.alerts.has('signalling'), false);
+  assert.deepEqual(again.sentOf('resume').map((message) => message.peer), [ME]);
+  again.serverSends({ type: 'error', code: 'session-gone', message: 'gone', ref: 'resume' });
+  assert.equal(call.connectionNotice, '');
   assert.equal(call.phase, Phase.JOINING);
   assert.deepEqual(again.sentOf('join').map((message) => message.room), [ROOM]);
   again.serverSends(joinedMessage({ you: ME_AGAIN, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
@@ -182,7 +219,26 @@ test('a lost server connection keeps the links and rejoins under the new peer id
   assert.equal(call.isHost, false);
 });
 
-test('a stranger call ends, and frees the microphone, when the server connection drops', async (t) => {
+test('after a crash the host proves itself: its host key, kept per room, goes in the rejoin', async (t) => {
+  const hostKeys = new Map();
+  const { call, signalling, socket } = await inRoom(t, { host_key: 'H'.repeat(22) }, { hostKeys });
+  assert.equal(hostKeys.get(ROOM), 'H'.repeat(22));
+  socket.serverSends({ type: 'host', peer: ME, host_key: 'I'.repeat(22), seq: 2 }); // a new key
+  socket.drop();
+  signalling.connect();
+  const again = FakeWebSocket.latest;
+  again.open(ME_AGAIN);
+  again.serverSends({ type: 'error', code: 'session-gone', message: 'gone', ref: 'resume' });
+  assert.deepEqual(again.sentOf('join').map((message) => message.host_key), ['I'.repeat(22)]);
+  // A restored room has nobody as host until its host is back.
+  again.serverSends(joinedMessage({ you: ME_AGAIN, host: null }));
+  await settle();
+  assert.equal(call.isHost, false);
+  again.serverSends({ type: 'host', peer: ME_AGAIN, seq: 2 });
+  assert.equal(call.isHost, true);
+});
+
+test('a stranger call ends, and frees the microphone, only when the server lost the session', async (t) => {
   const { call, signalling, microphone } = makeCall(t);
   const finding = call.findStranger('Me', { tags: ['jazz'], language: '' });
   await settle();
@@ -197,10 +253,13 @@ test('a stranger call ends, and frees the microphone, when the server connection
   assert.equal(call.isMatch, true);
   assert.equal(call.isHost, false, 'nobody hosts a stranger call');
   socket.drop();
+  assert.equal(call.phase, Phase.JOINED, 'a blip does not end the conversation');
   signalling.connect();
   FakeWebSocket.latest.open(ME_AGAIN);
+  assert.equal(call.phase, Phase.JOINED, 'still, while the resume is asked for');
+  FakeWebSocket.latest.serverSends({ type: 'error', code: 'session-gone', message: 'gone', ref: 'resume' });
   assert.equal(call.phase, Phase.IDLE);
-  assert.match(call.alerts.get('signalling-match'), /conversation ended/);
+  assert.match(call.alerts.get('signalling-match'), /lost for too long, so the conversation ended/);
   assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
   assert.deepEqual(FakeWebSocket.latest.sentOf('match'), [], 'no stranger is met without asking');
 });
@@ -287,4 +346,18 @@ test('fresh TURN credentials are asked for at 80% of their lifetime and reach ev
   socket.serverSends({ type: 'ice-servers', ice_servers: fresh, ice_expires_at: (nowMs + 100_000) / 1000 });
   assert.deepEqual(FakeRTCPeerConnection.made[0].configuration.iceServers, fresh);
   assert.deepEqual(call.iceServers, fresh);
+});
+
+test('reconnects back off with jitter, capped while a session may resume; 1012 comes back at once', () => {
+  const low = new Signalling('ws://xes.test/ws', { random: () => 0 });
+  const high = new Signalling('ws://xes.test/ws', { random: () => 0.999999 });
+  low.session = { peer: ME, token: tokenOf(ME) };
+  high.session = low.session;
+  const lows = [0, 1, 2, 3, 4].map(() => low.retryDelay(1006));
+  const highs = [0, 1, 2, 3, 4].map(() => Math.round(high.retryDelay(1006)));
+  assert.deepEqual(lows, [250, 500, 1000, 1000, 1000]);
+  assert.deepEqual(highs, [500, 1000, 2000, 2000, 2000]);
+  assert.equal(low.retryDelay(1012), 0, 'a server restarting on purpose kept our session');
+  low.session = null;
+  assert.equal(low.retryDelay(1006), 7500, 'no session to resume: back off further');
 });

@@ -35,11 +35,14 @@ export class FakeWebSocket extends EventTarget {
     this.drop(1000);
   }
 
-  /** The server accepts: open, then `hello` as the real server sends it first. */
+  /** The server accepts: open, then `hello` as the real server sends it first (its resume
+   * token is the peer id spelt backwards: distinct, and easy to check). */
   open(peer, extra = {}) {
     this.readyState = OPEN;
     this.dispatchEvent(new Event('open'));
-    this.serverSends({ type: 'hello', protocol: 1, peer, limits: { max_peers: 8 }, ...extra });
+    this.serverSends({
+      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), limits: { max_peers: 8 }, ...extra,
+    });
   }
 
   serverSends(message) {
@@ -60,6 +63,11 @@ export class FakeWebSocket extends EventTarget {
   sentOf(type) {
     return this.sent.filter((message) => message.type === type);
   }
+}
+
+/** The resume token FakeWebSocket's `hello` gives `peer`. */
+export function tokenOf(peer) {
+  return [...peer].reverse().join('').replace(/^./, 'T');
 }
 
 export class FakeTrack {
@@ -102,6 +110,26 @@ const SDP = (type) => [
   'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
 ].join('\r\n');
 
+/** An RTCDataChannel that keeps what is sent; `open()` opens it. */
+export class FakeDataChannel extends EventTarget {
+  constructor(label, init) {
+    super();
+    this.label = label;
+    this.init = init;
+    this.readyState = 'connecting';
+    this.sent = [];
+  }
+
+  send(data) {
+    this.sent.push(data);
+  }
+
+  open() {
+    this.readyState = 'open';
+    this.dispatchEvent(new Event('open'));
+  }
+}
+
 /**
  * An RTCPeerConnection with the signalling state machine of the spec's offer/answer and no
  * network: `connect()` makes it "connected", `fail()` makes it "failed".
@@ -122,6 +150,7 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.transceivers = [];
     this.candidates = [];
     this.restarts = 0;
+    this.channels = [];
     FakeRTCPeerConnection.made.push(this);
   }
 
@@ -133,6 +162,13 @@ export class FakeRTCPeerConnection extends EventTarget {
       queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
     }
     return sender;
+  }
+
+  /** The link's negotiated data channel; `open()` on it fires its `open` event. */
+  createDataChannel(label, init) {
+    const channel = new FakeDataChannel(label, init);
+    this.channels.push(channel);
+    return channel;
   }
 
   addTransceiver(kind, init) {

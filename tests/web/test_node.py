@@ -1,7 +1,8 @@
 """The browser client's DOM-free modules under Node's own test runner (tests/web/*.test.mjs).
 
 call.js holds the call's state and transitions; its tests drive it with fakes for the WebSocket
-and RTCPeerConnection, no browser needed. This runs them as part of pytest, so the README's one
+and RTCPeerConnection, no browser needed. verify.js (safety codes) is checked against the test
+vector the Python tests share. This runs them as part of pytest, so the README's one
 test command covers them; a failure shows Node's report.
 """
 

@@ -16,10 +16,16 @@ __all__ = ["Send", "Action"]
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send one text frame (already-encoded JSON) to a connected peer."""
+    """Send one text frame (already-encoded JSON) to a session.
+
+    ``numbered``: the shell stamps the next ``seq`` into the payload and keeps the frame in the
+    session's replay buffer (:class:`xes.core.outbox.Outbox`), and writes it only if the session
+    has a socket. ``hello``, ``resumed`` and the replayed frames (already numbered) are not.
+    """
 
     to: str
     payload: bytes
+    numbered: bool = True
 
 
 Action = Send

@@ -18,6 +18,9 @@ Policy (docs/protocol.md, "Matchmaking")
    there is none, and it accepts anyone, with the earliest-arrived waiting user who also accepts
    anyone. Due relaxations are served oldest first, and before a newcomer arriving at that time.
 5. Exactly once: a ticket leaves the queue when matched or cancelled, and is in at most one match.
+6. Away: a ticket whose user's signalling socket is lost (``suspend``) keeps its place (its arrival
+   order and relaxation deadline) but is never paired until ``reinstate``, when it is served at
+   once against the queue as it is then. Nobody is paired with someone who is not there.
 
 Theory of operation
 -------------------
@@ -99,6 +102,8 @@ class _Waiting:
     # When it starts to accept anyone (unused for tickets without interests).
     relax_at: float
     accepts_anyone: bool
+    # Suspended (rule 6): skipped by every search, like a conflict, until reinstated.
+    away: bool = False
 
 
 def _interest_keys(ticket: Ticket) -> tuple[_InterestKey, ...]:
@@ -116,7 +121,7 @@ def _conflict(a: _Waiting, b: _Waiting) -> bool:
 def _first_compatible(fifo: Iterable[_Waiting], seeker: _Waiting) -> _Waiting | None:
     """The earliest entry of fifo that seeker may meet, skipping only seeker and its conflicts."""
     for other in fifo:
-        if other is not seeker and not _conflict(other, seeker):
+        if other is not seeker and not other.away and not _conflict(other, seeker):
             return other
     return None
 
@@ -232,6 +237,41 @@ class MatchQueue:
         self._remove(entry)
         return True
 
+    def waiting(self) -> list[Ticket]:
+        """Every waiting ticket, in arrival order (for a snapshot; O(n log n))."""
+        return [entry.ticket for entry in sorted(self._waiting.values(), key=lambda e: e.seq)]
+
+    def suspend(self, peer: str) -> bool:
+        """Rule 6: keep peer's place, but pair it with nobody until :meth:`reinstate`. O(1).
+
+        Returns:
+            True if peer was waiting, False if not.
+        """
+        entry = self._waiting.get(peer)
+        if entry is None:
+            return False
+        entry.away = True
+        return True
+
+    def reinstate(self, peer: str, now: float) -> list[Match]:
+        """Rule 6: peer is back. Serve relaxations due by now, then peer against the queue.
+
+        Its match, if any, is last, with the one who arrived earlier as ``first``. Unknown or not
+        suspended peers only get the tick. Complexity: that of ``tick``, plus O(T + A) for peer.
+        """
+        matches = self.tick(now)
+        entry = self._waiting.get(peer)
+        if entry is None or not entry.away:
+            return matches
+        entry.away = False
+        partner = self._find_partner(entry)
+        if partner is not None:
+            self._remove(entry)
+            self._remove(partner)
+            first, second = (entry, partner) if entry.seq < partner.seq else (partner, entry)
+            matches.append(Match(first=first.ticket.peer, second=second.ticket.peer))
+        return matches
+
     def tick(self, now: float) -> list[Match]:
         """Relax every ticket whose wait has reached relax_after by now, and pair them.
 
@@ -254,7 +294,7 @@ class MatchQueue:
                 break
             del self._pending[entry.ticket.peer]
             entry.accepts_anyone = True
-            partner = self._find_partner(entry)
+            partner = None if entry.away else self._find_partner(entry)
             if partner is None:
                 self._relaxed[entry.ticket.peer] = entry
                 continue

@@ -22,6 +22,13 @@ changes nothing for anyone.
 Rule 2: the relay is hot. :meth:`Signalling.route_signal` is two dictionary lookups and returns the
 recipient's id; the shell splices the frame itself. Nothing else is on that path.
 
+Rule 4: sessions outlive sockets (docs/protocol.md, "Sessions"). A lost socket *detaches* its
+session (:meth:`Signalling.detach`): it keeps its seat, host role, lobby place and queue ticket,
+its room-mates get ``peer-away``, and it ends (:meth:`Signalling.disconnect`, ``peer-left``) when
+its grace runs out in :meth:`Signalling.tick`, unless it resumes (:meth:`Signalling.resume`).
+Every message for a session is numbered and kept in its :class:`~xes.core.outbox.Outbox` by the
+shell as it sends it; the core reads the outbox back on resume.
+
 Rule 3: the newcomer offers. A joiner receives the members already present and sends each an
 offer; the members wait. ``polite`` (perfect negotiation) is given per pair: the member already
 present is polite unless it cannot roll back an offer (aiortc), then the newcomer is.
@@ -29,7 +36,9 @@ present is polite unless it cannot roll back an offer (aiortc), then the newcome
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+import heapq
+import hmac
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
 
@@ -46,6 +55,7 @@ from ..errors import (
     Refused,
     RoomFull,
     RoomLocked,
+    SessionGone,
     TurnUnavailable,
     WrongPassword,
 )
@@ -53,12 +63,16 @@ from ..protocol import messages as m
 from .access import PasswordHash
 from .actions import Action, Send
 from .matchmaking import Match, MatchQueue, Ticket
+from .outbox import Outbox
+from .saved import SavedRoom, digest_secret
 from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
-__all__ = ["CoreSettings", "Signalling", "Client", "Room"]
+__all__ = ["CoreSettings", "Signalling", "Client", "Room", "StaleSession"]
 
 LeaveReason = Literal["left", "disconnected", "removed", "banned"]
+# One answer for every failed resume, so that a guess learns nothing (docs/protocol.md).
+_SESSION_GONE = "this session cannot be resumed: join or match afresh"
 MAX_AVOIDED = 256
 
 
@@ -68,6 +82,15 @@ class CoreSettings:
 
     max_peers: int = 8
     match_relax_seconds: float = 10.0
+    # How long a room restored after a restart waits for its people (docs/protocol.md, "Restarts"):
+    # its host's seat is kept that long, and a room nobody came back to is then forgotten.
+    restore_seconds: float = 120.0
+    # Sessions (docs/protocol.md, "Sessions"): how long a detached session is kept, the cap that
+    # `hearing` reports cannot extend it past (both from the detach), and the replay bounds.
+    resume_grace_seconds: float = 20.0
+    resume_cap_seconds: float = 120.0
+    replay_messages: int = 256
+    replay_bytes: int = 262_144
     ice: IceSettings = field(default_factory=IceSettings)
     limits: m.Limits = field(
         default_factory=lambda: m.Limits(
@@ -76,14 +99,37 @@ class CoreSettings:
         )
     )
 
+    def __post_init__(self) -> None:
+        if not 0 < self.resume_grace_seconds <= self.resume_cap_seconds:
+            raise ValueError("the resume grace must be positive and at most the resume cap")
+        if self.replay_messages < 1 or self.replay_bytes < 2 * m.MAX_MESSAGE_BYTES:
+            raise ValueError(f"the replay buffer must hold at least 1 message and "
+                             f"{2 * m.MAX_MESSAGE_BYTES} bytes (two of the largest messages)")
+
+
+class StaleSession(SessionGone):
+    """``resume`` with the right token, but messages after ``last_seq`` were dropped: the session
+    can never resume, so the shell ends it at once (if detached) after refusing."""
+
 
 @dataclass(slots=True, eq=False)
 class Client:
-    """One connection: a peer id, and where it stands (idle, knocking, in a room, or queued)."""
+    """One session: a peer id, and where it stands (idle, knocking, in a room, or queued).
+
+    It lives as long as its connection, or longer: detached (``detached_at`` set) until it
+    resumes or ``expires_at`` passes (docs/protocol.md, "Sessions").
+    """
 
     id: str
+    # The resume token's SHA-256 (saved.digest_secret): the token itself, a secret, is never kept,
+    # so neither a snapshot nor a memory dump holds one.
+    token_digest: str = ""
+    outbox: Outbox | None = None      # seq and replay buffer, from its first numbered message
+    detached_at: float | None = None  # monotonic; None while a socket is attached
+    expires_at: float = 0.0           # while detached: when the grace runs out (monotonic)
     name: str = ""
-    key: str | None = None
+    # Its browser key's digest (saved.digest_secret): all a ban needs, and all a snapshot keeps.
+    key_digest: str | None = None
     rollback: bool = True
     room: Room | None = None
     knocking: Room | None = None
@@ -113,37 +159,183 @@ class Room:
     locked: bool = False
     lobby_on: bool = False
     password: PasswordHash | None = None
-    # Empty and shared until someone is banned: most rooms never ban anyone.
-    banned_keys: frozenset[str] = frozenset()
+    # Empty and shared until someone is banned: most rooms never ban anyone. Browser keys are
+    # kept as digests (saved.digest_secret), so a saved room holds none of them in the clear.
+    banned_key_digests: frozenset[str] = frozenset()
     banned_peers: frozenset[str] = frozenset()
+    # The digest of the secret the host was given (`host_key`), so that after a restart the
+    # host's client, not whoever comes back first, gets the role back. None in match rooms.
+    host_key_digest: str | None = None
+    # Set while a room restored after a restart waits for its people (monotonic deadline): it is
+    # kept even if empty, and while `host` is None its host's seat is reserved for the key.
+    restored_until: float | None = None
 
     def rules(self) -> m.Rules:
         return m.Rules(locked=self.locked, lobby=self.lobby_on, password=self.password is not None,
                        max_peers=self.max_peers)
 
+    def protected(self, server_max: int) -> bool:
+        """Whether anything keeps someone out: such a room is saved, so a crash cannot open it."""
+        return (self.locked or self.lobby_on or self.password is not None
+                or bool(self.banned_key_digests) or self.max_peers < server_max)
+
+    def host_reserved(self) -> bool:
+        """Restored, and its host has not proved itself yet: nobody else may take the role."""
+        return self.host is None and self.restored_until is not None and not self.match
+
 
 class Signalling:
     """All signalling state of one server process. See the module docstring."""
 
-    def __init__(self, settings: CoreSettings, room_ids: Iterator[str]) -> None:
+    def __init__(self, settings: CoreSettings, room_ids: Iterator[str],
+                 host_keys: Iterator[str] | None = None) -> None:
+        """``room_ids`` and ``host_keys`` are the shell's randomness: fresh 128-bit secrets for
+        match rooms and for host keys (``room_ids`` serves both when ``host_keys`` is None)."""
         self.settings = settings
         self.clients: dict[str, Client] = {}
         self.rooms: dict[str, Room] = {}
         self.queue = MatchQueue(relax_after=settings.match_relax_seconds)
         self._room_ids = room_ids
+        self._host_keys = host_keys if host_keys is not None else room_ids
         self._hello_limits = settings.limits
+        # Rooms restored by `restore` still waiting for their people, by deadline order of entry.
+        self._restored: dict[str, Room] = {}
+        # Goes up whenever what `saved_rooms` returns may have changed: the shell saves then.
+        self.saved_version = 0
+        # Grace deadlines of detached sessions, earliest first: (expires_at, peer). An entry made
+        # stale by a `hearing` (the session's expires_at moved on) or a resume is skipped.
+        self._expiries: list[tuple[float, str]] = []
 
     # ------------------------------------------------------------------ facts from the shell
 
-    def connect(self, peer: str) -> list[Action]:
-        """A connection opened; ``peer`` is its fresh random id."""
-        self.clients[peer] = Client(peer)
-        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, limits=self._hello_limits,
-                        relay=self.settings.ice.has_turn)
-        return [Send(peer, m.encode(hello))]
+    def connect(self, peer: str, token: str) -> list[Action]:
+        """A connection opened; ``peer`` is its fresh random id, ``token`` its resume secret."""
+        self.clients[peer] = Client(peer, token_digest=digest_secret(token))
+        hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, resume=token,
+                        limits=self._hello_limits, relay=self.settings.ice.has_turn)
+        return [Send(peer, m.encode(hello), numbered=False)]
+
+    def outbox(self, client: Client) -> Outbox:
+        """``client``'s outbox, made on its first numbered message (idle sessions have none)."""
+        outbox = client.outbox
+        if outbox is None:
+            s = self.settings
+            outbox = client.outbox = Outbox(s.replay_messages, s.replay_bytes)
+            if client.detached_at is not None:
+                outbox.hold()
+        return outbox
+
+    def detach(self, peer: str, now: Now) -> list[Action]:
+        """A socket was lost without the client hanging up: keep its session for the grace.
+
+        A session that stands nowhere (no room, lobby or queue) has nothing to keep and ends.
+        """
+        client = self.clients.get(peer)
+        if client is None or client.detached_at is not None:
+            return []
+        if client.room is None and client.knocking is None and client.queued is None:
+            return self.disconnect(peer)
+        client.detached_at = now.monotonic
+        client.expires_at = now.monotonic + self.settings.resume_grace_seconds
+        heapq.heappush(self._expiries, (client.expires_at, peer))
+        if client.outbox is not None:
+            client.outbox.hold()
+        if client.queued is not None and client.room is None:
+            self.queue.suspend(peer)
+        actions: list[Action] = []
+        if client.room is not None:
+            notice = m.encode(m.PeerAway(peer=peer))
+            for other in client.room.members.values():
+                if other is not client:
+                    actions.append(Send(other.id, notice))
+        return actions
+
+    def resume(self, peer: str, request: m.Resume, token: str, now: Now) -> list[Action]:
+        """``peer``, a fresh connection's provisional session, asks to continue ``request.peer``.
+
+        On success the provisional session is forgotten, the old one is attached again under the
+        new ``token``, and the actions are ``resumed``, the replay, ``peer-back`` to its
+        room-mates and any match its queue ticket now makes. If the old session was still
+        attached, the shell closes that socket (4010) itself.
+
+        Raises:
+            SessionGone: Unknown, wrong token, ended: nothing changed.
+            StaleSession: The right token, but the replay is no longer complete: nothing changed
+                (the shell ends the session if it is detached).
+        """
+        session = self.clients.get(request.peer)
+        if (session is None or session.id == peer
+                or not hmac.compare_digest(session.token_digest, digest_secret(request.token))):
+            raise SessionGone(_SESSION_GONE, ref="resume")
+        outbox = session.outbox
+        if outbox is None:
+            replay: list[bytes] | None = [] if request.last_seq == 0 else None
+        else:
+            replay = outbox.since(request.last_seq)
+        if replay is None:
+            raise StaleSession(_SESSION_GONE, ref="resume")
+        del self.clients[peer]
+        session.token_digest = digest_secret(token)
+        was_away = session.detached_at is not None
+        session.detached_at = None
+        if outbox is not None:
+            outbox.release()
+        servers, expires = ice_servers_for(self.settings.ice, session.id, now.unix)
+        resumed = m.Resumed(
+            peer=session.id, resume=token, last_seq=outbox.seq if outbox is not None else 0,
+            room=self._room_state(session), lobby=session.knocking.id if session.knocking else None,
+            queued=session.queued is not None and session.room is None,
+            ice_servers=servers, ice_expires_at=expires)
+        actions: list[Action] = [Send(session.id, m.encode(resumed), numbered=False)]
+        actions.extend(Send(session.id, frame, numbered=False) for frame in replay)
+        if was_away and session.room is not None:
+            notice = m.encode(m.PeerBack(peer=session.id))
+            for other in session.room.members.values():
+                if other is not session:
+                    actions.append(Send(other.id, notice))
+        if was_away and session.queued is not None and session.room is None:
+            for match in self.queue.reinstate(session.id, now.monotonic):
+                self._start_match(match, now, actions)
+        return actions
+
+    def _room_state(self, client: Client) -> m.RoomState | None:
+        """Where ``client`` stands in its room, for ``resumed``: ``joined``'s shape."""
+        room = client.room
+        if room is None:
+            return None
+        peers: list[m.PeerInfo] = []
+        before = True  # members are kept in arrival order
+        for other in room.members.values():
+            if other is client:
+                before = False
+                continue
+            # Rule 3 per pair: the one present first is polite unless it cannot roll back.
+            polite = (not other.rollback) if before else client.rollback
+            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite))
+        assert room.host is not None
+        return m.RoomState(
+            room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
+            ice_transport_policy=room.ice_transport_policy, match=room.match,
+            away=[o.id for o in room.members.values() if o.detached_at is not None and o is not client],
+            knocks=[m.KnockPeer(id=k.id, name=k.name) for k in room.lobby.values()]
+            if room.host == client.id else [])
+
+    def _hear(self, client: Client, target_id: str, now: Now) -> None:
+        """``client`` still receives ``target_id``'s audio: push its grace, up to the cap."""
+        target = self.clients.get(target_id)
+        if (target is None or target.detached_at is None or client.room is None
+                or target.room is not client.room):
+            return  # races (it came back, or is gone) and strangers to the room: ignored
+        settings = self.settings
+        until = min(now.monotonic + settings.resume_grace_seconds,
+                    target.detached_at + settings.resume_cap_seconds)
+        if until > target.expires_at:
+            target.expires_at = until
+            heapq.heappush(self._expiries, (until, target_id))
 
     def disconnect(self, peer: str) -> list[Action]:
-        """A connection closed or its heartbeat was lost: leave everything it was part of."""
+        """The session ends now (a hang-up, a punitive close, or its grace ran out): leave
+        everything it was part of."""
         client = self.clients.pop(peer, None)
         if client is None:
             return []
@@ -157,18 +349,128 @@ class Signalling:
         return actions
 
     def tick(self, now: Now) -> list[Action]:
-        """Time passed: pair waiting users whose preferences relaxed."""
+        """Time passed: pair waiting users whose preferences relaxed, end expired sessions,
+        settle restored rooms whose wait is over."""
         actions: list[Action] = []
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
+        expiries = self._expiries
+        while expiries and expiries[0][0] <= now.monotonic:
+            _, peer = heapq.heappop(expiries)
+            client = self.clients.get(peer)
+            if client is not None and client.detached_at is not None \
+                    and client.expires_at <= now.monotonic:
+                actions.extend(self.disconnect(peer))
+        for room in [r for r in self._restored.values()
+                     if r.restored_until is not None and r.restored_until <= now.monotonic]:
+            self._end_restore(room, actions)
         return actions
 
     def next_deadline(self) -> float | None:
         """When :meth:`tick` next has work (monotonic seconds, as ``now.monotonic``), or None."""
-        return self.queue.next_deadline()
+        expiries = self._expiries
+        while expiries:  # drop stale entries: resumed, ended, or moved on by `hearing`
+            at, peer = expiries[0]
+            client = self.clients.get(peer)
+            if client is not None and client.detached_at is not None and client.expires_at == at:
+                break
+            heapq.heappop(expiries)
+        deadlines = [r.restored_until for r in self._restored.values() if r.restored_until is not None]
+        queue = self.queue.next_deadline()
+        if queue is not None:
+            deadlines.append(queue)
+        if expiries:
+            deadlines.append(expiries[0][0])
+        return min(deadlines) if deadlines else None
 
-    def route_signal(self, peer: str, to: str) -> str:
-        """The relay's hot path: check that ``to`` shares ``peer``'s room, and return it.
+    # ------------------------------------------------------------------ snapshots (core.snapshot)
+
+    def adopt_detached(self, client: Client) -> None:
+        """A session from a snapshot, detached (``detached_at`` and ``expires_at`` set by the
+        caller) and wired to its room or lobby: it ends at ``expires_at`` unless it resumes."""
+        self.clients[client.id] = client
+        heapq.heappush(self._expiries, (client.expires_at, client.id))
+        if client.outbox is not None:
+            client.outbox.hold()
+
+    def adopt_room(self, room: Room) -> None:
+        """A room from a snapshot, its members and lobby already adopted."""
+        self.rooms[room.id] = room
+        if room.restored_until is not None:
+            self._restored[room.id] = room
+
+    def requeue_suspended(self, client: Client, enqueued_at: float) -> None:
+        """Put an adopted (detached) session's ticket back in the queue, suspended, keeping its
+        arrival time; called in arrival order. Pairs nobody: every ticket there is away.
+
+        Raises:
+            ValueError: The session has no request, or it was paired (a snapshot that does not
+                hold together).
+        """
+        if client.queued is None:
+            raise ValueError(f"session {client.id} is queued without a request")
+        if self.queue.enqueue(_ticket(client, client.queued, enqueued_at)):
+            raise ValueError("a restored ticket was paired: every ticket should be away")
+        self.queue.suspend(client.id)
+
+    # ------------------------------------------------------------------ saving and restoring
+
+    def saved_rooms(self) -> list[SavedRoom]:
+        """Every protected room as plain values (:mod:`xes.core.saved`), for the shell to write."""
+        server_max = self.settings.max_peers
+        return [self._save(room) for room in self.rooms.values()
+                if not room.match and (room.protected(server_max) or room.restored_until is not None)]
+
+    @staticmethod
+    def _save(room: Room) -> SavedRoom:
+        password = room.password
+        return SavedRoom(
+            id=room.id, max_peers=room.max_peers, locked=room.locked, lobby=room.lobby_on,
+            password_salt=password.salt if password is not None else None,
+            password_digest=password.digest if password is not None else None,
+            banned_key_digests=sorted(room.banned_key_digests), host_key_digest=room.host_key_digest)
+
+    def restore(self, saved: Sequence[SavedRoom], now: Now) -> int:
+        """Re-create saved rooms, empty, with their rules and bans, after a restart.
+
+        Each waits ``restore_seconds`` for its people: its host gets the role back by presenting
+        its ``host_key`` in ``join`` (before anyone else can take it), and a room nobody came back
+        to is then forgotten. Records for rooms that already exist (from a snapshot) are ignored.
+        Returns how many rooms were re-created.
+        """
+        restored = 0
+        for record in saved:
+            if record.id in self.rooms:
+                continue
+            restored += 1
+            password = (PasswordHash(record.password_salt, record.password_digest)
+                        if record.password_salt is not None and record.password_digest is not None
+                        else None)
+            room = Room(record.id, min(record.max_peers, self.settings.max_peers), locked=record.locked,
+                        lobby_on=record.lobby, password=password,
+                        banned_key_digests=frozenset(record.banned_key_digests),
+                        host_key_digest=record.host_key_digest,
+                        restored_until=now.monotonic + self.settings.restore_seconds)
+            self.rooms[room.id] = self._restored[room.id] = room
+        self.saved_version += 1
+        return restored
+
+    def _end_restore(self, room: Room, actions: list[Action]) -> None:
+        """A restored room's wait is over: forget it if nobody came back; if its host did not,
+        the role passes on as when a host leaves."""
+        del self._restored[room.id]
+        room.restored_until = None
+        self.saved_version += 1
+        if not room.members:
+            del self.rooms[room.id]
+            for knocker in list(room.lobby.values()):
+                self._decline(room, knocker, "the host did not come back", actions)
+        elif room.host is None:
+            self._promote(room, next(iter(room.members.values())), actions)
+
+    def route_signal(self, peer: str, to: str) -> Client:
+        """The relay's hot path: check that ``to`` shares ``peer``'s room, and return its session
+        (attached or not: a detached one keeps what it is sent for its resume).
 
         Raises:
             NotJoined: ``peer`` is in no room.
@@ -178,9 +480,10 @@ class Signalling:
         room = self.clients[peer].room
         if room is None:
             raise NotJoined("join a room before signalling", ref="signal")
-        if to not in room.members or to == peer:
+        target = room.members.get(to)
+        if target is None or to == peer:
             raise PeerNotFound(f"no peer {to!r} in your room", ref="signal")
-        return to
+        return target
 
     def password_salt(self, room_id: str) -> bytes | None:
         """The salt of a room's password, so the shell can hash a joiner's guess off the loop."""
@@ -242,6 +545,12 @@ class Signalling:
                 if client.queued is None:
                     raise NotQueued("you are not waiting for a match", ref="stop")
                 self._leave_anything(client, actions)
+            case m.Resume():
+                # The shell hands a connection's first message to `resume`; any later one is this.
+                raise AlreadyJoined("resume only as the first message on a new connection",
+                                    ref="resume")
+            case m.Hearing():
+                self._hear(client, message.peer, now)
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
             case _:
@@ -257,21 +566,24 @@ class Signalling:
         if client.room is not None or client.knocking is not None or client.queued is not None:
             raise AlreadyJoined("you are already in a room, a lobby or the match queue", ref="join")
         room = self.rooms.get(msg.room)
-        if room is not None:
+        # The host of a room restored after a restart, proving itself with its key: it set the
+        # rules, so they do not keep it out, and its seat was kept (see `_admission`).
+        reclaims = room is not None and _proves_host(room, msg.host_key)
+        if room is not None and not reclaims:
             refusal = self._admission(room, client, "join", join=msg, password=password)
             if refusal is not None:
                 raise refusal
-        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
-        elif room.lobby_on:
+        elif room.lobby_on and not reclaims:
             room.lobby[client.id] = client
             client.knocking = room
             actions.append(Send(client.id, m.encode(m.Lobby(room=room.id))))
-            assert room.host is not None
-            actions.append(Send(room.host, self._knock(client)))
+            if room.host is not None:  # else the knock waits for the host (see `_admit`)
+                actions.append(Send(room.host, self._knock(client)))
             return
-        self._admit(room, client, now, actions)
+        self._admit(room, client, now, actions, reclaims=reclaims)
 
     def _admission(self, room: Room, client: Client, ref: str, join: m.Join | None = None,
                    password: PasswordHash | None = None) -> Refused | None:
@@ -285,15 +597,17 @@ class Signalling:
         """
         if join is not None and (room.match or room.locked):
             return RoomLocked("this room is locked", ref=ref)
-        key = join.key if join is not None else client.key
-        if client.id in room.banned_peers or (key is not None and key in room.banned_keys):
+        banned = room.banned_key_digests
+        key_digest = (_digest(join.key) if banned and join is not None else client.key_digest)
+        if client.id in room.banned_peers or (key_digest is not None and key_digest in banned):
             return Banned("you were banned from this room", ref=ref)
         if join is not None and room.password is not None:
             if join.password is None:
                 return PasswordRequired("this room needs a password", ref=ref)
             if password is None or not room.password.matches(password):
                 return WrongPassword("wrong password", ref=ref)
-        if len(room.members) >= room.max_peers:
+        # A restored room keeps its absent host's seat, so its host is never the one left out.
+        if len(room.members) + room.host_reserved() >= room.max_peers:
             return RoomFull(f"this room is full ({room.max_peers} people)", ref=ref)
         return None
 
@@ -302,15 +616,26 @@ class Signalling:
         knocker.knocking = None
         self._admit(room, knocker, now, actions)
 
-    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action]) -> None:
-        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone."""
-        if room.host is None:
+    def _admit(self, room: Room, client: Client, now: Now, actions: list[Action],
+               reclaims: bool = False) -> None:
+        """Put ``client`` in ``room`` (admission decided: :meth:`_admission`) and tell everyone.
+
+        ``reclaims``: the client proved it is the host of this restored room (:meth:`_join`).
+        """
+        host_key = None
+        if reclaims or (room.host is None and not room.host_reserved()):
             room.host = client.id
+            if not room.match:
+                host_key = self._new_host_key(room)
+        if reclaims:
+            del self._restored[room.id]  # its host is back: from now on an ordinary room
+            room.restored_until = None
         peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
         servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
-                          ice_transport_policy=room.ice_transport_policy, match=room.match)
+                          ice_transport_policy=room.ice_transport_policy, match=room.match,
+                          host_key=host_key)
         actions.append(Send(client.id, m.encode(joined)))
         # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
         notices = {
@@ -321,6 +646,25 @@ class Signalling:
             actions.append(Send(other.id, notices[other.rollback]))
         room.members[client.id] = client
         client.room = room
+        if reclaims:
+            host_notice = m.encode(m.Host(peer=client.id))
+            for other in room.members.values():
+                if other is not client:
+                    actions.append(Send(other.id, host_notice))
+            for knocker in room.lobby.values():
+                actions.append(Send(client.id, self._knock(knocker)))
+
+    def _new_host_key(self, room: Room) -> str:
+        """A fresh secret for the room's (new) host; the room keeps only its digest."""
+        key = next(self._host_keys)
+        room.host_key_digest = digest_secret(key)
+        self._saved_changed(room)
+        return key
+
+    def _saved_changed(self, room: Room) -> None:
+        """``room``'s saved record (if it has one) changed: the shell should save again."""
+        if room.restored_until is not None or room.protected(self.settings.max_peers):
+            self.saved_version += 1
 
     def _leave_anything(self, client: Client, actions: list[Action]) -> None:
         """`leave`: out of the room or lobby, answered with `left`; leaving a match room or the
@@ -343,22 +687,30 @@ class Signalling:
         del room.members[client.id]
         client.room = None
         if not room.members:
-            self._forget(room, actions)
+            if room.restored_until is None:  # a restored room waits for its people until then
+                self._forget(room, actions)
             return
         notice = m.encode(m.PeerLeft(peer=client.id, reason=reason))
         for other in room.members.values():
             actions.append(Send(other.id, notice))
         if room.host == client.id and not room.match:
             # The role passes to the longest-present member: the first in insertion order.
-            room.host = next(iter(room.members))
-            host_notice = m.encode(m.Host(peer=room.host))
-            for other in room.members.values():
-                actions.append(Send(other.id, host_notice))
-            for knocker in room.lobby.values():
-                actions.append(Send(room.host, self._knock(knocker)))
+            self._promote(room, next(iter(room.members.values())), actions)
+
+    def _promote(self, room: Room, member: Client, actions: list[Action]) -> None:
+        """``member`` becomes host: everyone is told, only it gets the key, and the knocks."""
+        room.host = member.id
+        host_key = self._new_host_key(room)
+        host_notice = m.encode(m.Host(peer=member.id))
+        for other in room.members.values():
+            actions.append(Send(other.id, host_notice if other is not member
+                                else m.encode(m.Host(peer=member.id, host_key=host_key))))
+        for knocker in room.lobby.values():
+            actions.append(Send(member.id, self._knock(knocker)))
 
     def _forget(self, room: Room, actions: list[Action]) -> None:
         """The last member left: drop the room, its rules and bans; knockers are turned away."""
+        self._saved_changed(room)
         del self.rooms[room.id]
         for knocker in list(room.lobby.values()):
             self._decline(room, knocker, "everyone left the room", actions)
@@ -373,7 +725,7 @@ class Signalling:
         client.knocking = None
         if room.host is not None:
             actions.append(Send(room.host, m.encode(m.KnockWithdrawn(peer=client.id))))
-        if not room.members and not room.lobby:
+        if not room.members and not room.lobby and room.restored_until is None:
             self.rooms.pop(room.id, None)
 
     def _decline(self, room: Room, knocker: Client, why: str, actions: list[Action]) -> None:
@@ -410,6 +762,7 @@ class Signalling:
             room.password = password
         if isinstance(msg.lobby, bool):
             room.lobby_on = msg.lobby
+        self.saved_version += 1  # protected now, or no longer: either way the saved set changed
         notice = m.encode(m.RulesChanged(rules=room.rules()))
         for member in room.members.values():
             actions.append(Send(member.id, notice))
@@ -434,8 +787,9 @@ class Signalling:
             raise PeerNotFound(f"no peer {msg.peer!r} in your room", ref=ref)
         if banned:
             room.banned_peers = room.banned_peers | {target.id}
-            if target.key is not None:
-                room.banned_keys = room.banned_keys | {target.key}
+            if target.key_digest is not None:
+                room.banned_key_digests = room.banned_key_digests | {target.key_digest}
+            self.saved_version += 1
         if target.knocking is room:
             self._decline(room, target, "the host declined your request to join", actions)
             return
@@ -458,7 +812,7 @@ class Signalling:
                                   ref="match")
         if in_match_room:
             self._leave_match_room(client, actions)
-        client.name, client.key, client.rollback = msg.name, msg.key, msg.rollback
+        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
         client.queued = msg
         self._enqueue(client, now, actions)
 
@@ -490,15 +844,8 @@ class Signalling:
         assert request is not None
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
-        ticket = Ticket(
-            peer=client.id,
-            tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
-            language=request.language.lower() if request.language else None,
-            avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
-            enqueued_at=now.monotonic,
-        )
         actions.append(Send(client.id, m.encode(m.Queued())))
-        for match in self.queue.enqueue(ticket):
+        for match in self.queue.enqueue(_ticket(client, request, now.monotonic)):
             self._start_match(match, now, actions)
 
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
@@ -514,3 +861,23 @@ class Signalling:
     def _consents_to_direct(self, peer: str) -> bool:
         request = self.clients[peer].queued
         return request is not None and request.direct
+
+
+def _proves_host(room: Room, host_key: str | None) -> bool:
+    """``host_key`` is the key of this restored room's absent host (compared in constant time)."""
+    return (host_key is not None and room.host_reserved() and room.host_key_digest is not None
+            and hmac.compare_digest(digest_secret(host_key), room.host_key_digest))
+
+
+def _digest(key: str | None) -> str | None:
+    return digest_secret(key) if key is not None else None
+
+
+def _ticket(client: Client, request: m.MatchRequest, enqueued_at: float) -> Ticket:
+    return Ticket(
+        peer=client.id,
+        tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
+        language=request.language.lower() if request.language else None,
+        avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
+        enqueued_at=enqueued_at,
+    )

@@ -303,11 +303,36 @@ class _Session:
         elif isinstance(event, ev.Knocked):
             self.say(f"{event.name} ({event.peer_id}) is waiting in the lobby")
         elif isinstance(event, ev.RoomLeft):
-            if event.reason != "left":
+            if event.reason == "disconnected":
+                # The server's grace ran out before we were back: a room is joined again by
+                # the peer itself; a stranger is gone, so `xes match` looks for someone new.
+                if self.command == "match":
+                    self.say("the server lost this session while we were away; the call ended")
+                    self.partner_gone.set()
+                else:
+                    self.say("the server lost this session while we were away; joining again")
+            elif event.reason != "left":
                 self.say(f"you were {event.reason} from the room")
                 self.stop.set()
+        elif isinstance(event, ev.Reconnecting):
+            self.say(f"lost the server ({event.error}); reconnecting, the call goes on")
+        elif isinstance(event, ev.Resumed):
+            self.say(f"reconnected: the session goes on as {event.peer_id}")
+        elif isinstance(event, ev.Reconnected):
+            self.say(f"reconnected as {event.peer_id} (a new session)")
         elif isinstance(event, ev.ServerError):
             self.say(f"server refused {event.ref}: {event.message} ({event.code})")
+        elif isinstance(event, ev.SafetyCodeChanged):
+            if event.words is None:
+                return
+            self.say(f"safety code: {' '.join(event.words)} "
+                     "(read it aloud; everyone should see the same words)")
+            for member in peer.members.values():
+                code = peer.link_code(member)
+                if code is not None:
+                    self.say(f"link code with {_who(member)}: {' '.join(code)}")
+        elif isinstance(event, ev.SafetyAlert):
+            self.say(f"WARNING: {event.text}; someone may be in the middle")
         elif isinstance(event, ev.Disconnected):
             if event.error is not None:
                 print(f"{self.command}: error: lost the server: {event.error}",

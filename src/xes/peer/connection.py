@@ -22,6 +22,10 @@ aiortc's limits shape the rest:
 - It reports ``failed`` about a minute after a path turned out impossible; we give up after
   ``connect_timeout`` (15 s by default) instead, and say so as :attr:`LinkState.FAILED`.
 - Both descriptions lose their audio-level header extension (:mod:`xes.peer.sdp`).
+- Each link has the browser's data channel, negotiated out of band (label ``xes``, id 0): the
+  offerer creates it before its offer, so the offer carries an ``m=application`` section; the
+  answerer creates its end after setting the offer, as the browser does. It carries JSON objects
+  tagged by ``type`` (the safety codes of :mod:`xes.peer.verify`), peer to peer.
 
 Signals are handled one at a time per link, in arrival order, by a small worker task, so a slow
 ``setLocalDescription`` (gathering a TURN allocation) never reorders or blocks other links. They
@@ -33,13 +37,16 @@ from __future__ import annotations
 
 import asyncio
 import enum
+import json
 import logging
+import re
 from collections.abc import Callable
 from typing import Literal
 
 from aiortc import (
     MediaStreamTrack,
     RTCConfiguration,
+    RTCDataChannel,
     RTCIceCandidate,
     RTCPeerConnection,
     RTCSessionDescription,
@@ -50,7 +57,8 @@ from xes.peer.gathering import loopback_gathering
 from xes.peer.sdp import strip_audio_level
 from xes.protocol import messages as m
 
-__all__ = ["LinkState", "Route", "Link"]
+__all__ = ["DATA_CHANNEL_ID", "DATA_CHANNEL_LABEL", "DATA_MAX_BYTES", "LinkState", "Route", "Link",
+           "parse_data"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +88,27 @@ class Route(enum.Enum):
 
 
 SignalSender = Callable[[m.SignalData], None]
+DataHandler = Callable[["Link", dict[str, object]], None]
+
+DATA_CHANNEL_LABEL = "xes"
+DATA_CHANNEL_ID = 0
+DATA_MAX_BYTES = 16 * 1024
+"""Largest data channel message sent or accepted (JSON text), as in the browser."""
+_DATA_TYPE = re.compile(r"[a-z][a-z0-9-]{0,31}")
+
+
+def parse_data(raw: object) -> dict[str, object] | None:
+    """A data channel message as a JSON object with a ``type``; None for anything else."""
+    if not isinstance(raw, str) or len(raw) > DATA_MAX_BYTES:
+        return None
+    try:
+        message = json.loads(raw)
+    except ValueError:
+        return None
+    if not isinstance(message, dict):
+        return None
+    kind = message.get("type")
+    return message if isinstance(kind, str) and _DATA_TYPE.fullmatch(kind) else None
 
 
 class _MakeOffer:
@@ -102,6 +131,8 @@ class Link:
             only receive.
         allow_loopback: Also gather a 127.0.0.1 host candidate.
         connect_timeout: Seconds from creation to ``connected`` before the link is failed.
+        on_channel_open: Called once the link's data channel is open.
+        on_data: Called with each well-formed message from the peer's data channel.
     """
 
     def __init__(
@@ -115,6 +146,8 @@ class Link:
         source: MediaStreamTrack | None,
         allow_loopback: bool,
         connect_timeout: float = 15.0,
+        on_channel_open: Callable[[Link], None] | None = None,
+        on_data: DataHandler | None = None,
     ) -> None:
         if configuration.iceServers is None:
             raise ValueError("pass iceServers explicitly: aiortc's default is a public server")
@@ -132,6 +165,9 @@ class Link:
         self._allow_loopback = allow_loopback
         self._pending_candidates: list[RTCIceCandidate | None] = []
         self._inbox: asyncio.Queue[m.SignalData | _MakeOffer] = asyncio.Queue()
+        self._on_channel_open = on_channel_open
+        self._on_data = on_data
+        self._channel: RTCDataChannel | None = None
         self._pc = RTCPeerConnection(configuration)
         self._pc.on("track", self._handle_track)
         self._pc.on("connectionstatechange", self._handle_connection_state)
@@ -142,6 +178,38 @@ class Link:
     def peer_connection(self) -> RTCPeerConnection:
         """The underlying aiortc connection (for inspection; do not renegotiate on it)."""
         return self._pc
+
+    @property
+    def channel_open(self) -> bool:
+        """Whether the link's data channel is open."""
+        return self._channel is not None and self._channel.readyState == "open"
+
+    def send_data(self, message: dict[str, object]) -> bool:
+        """Send one JSON object on the data channel; False if it is not open or too large."""
+        text = json.dumps(message, separators=(",", ":"))
+        if not self.channel_open or len(text) > DATA_MAX_BYTES:
+            return False
+        assert self._channel is not None
+        self._channel.send(text)
+        return True
+
+    def _open_data_channel(self) -> None:
+        if self._channel is not None:
+            return
+        channel = self._pc.createDataChannel(
+            DATA_CHANNEL_LABEL, negotiated=True, id=DATA_CHANNEL_ID)
+        self._channel = channel
+
+        @channel.on("open")
+        def _opened() -> None:
+            if self._on_channel_open is not None and self.state is not LinkState.CLOSED:
+                self._on_channel_open(self)
+
+        @channel.on("message")
+        def _message(raw: object) -> None:
+            message = parse_data(raw)
+            if message is not None and self._on_data is not None:
+                self._on_data(self, message)
 
     def offer(self) -> None:
         """Make the offer to this member (we are the newcomer toward it)."""
@@ -196,6 +264,7 @@ class Link:
                 return
 
     async def _make_offer(self) -> None:
+        self._open_data_channel()
         self._add_outgoing_audio()
         self._set_state(LinkState.CONNECTING)
         offer = await self._pc.createOffer()
@@ -214,6 +283,7 @@ class Link:
                 RTCSessionDescription(strip_audio_level(sdp), "offer")
             )
             await self._add_pending_candidates()
+            self._open_data_channel()
             self._add_outgoing_audio()
             self._set_state(LinkState.CONNECTING)
             answer = await self._pc.createAnswer()

@@ -30,7 +30,12 @@ __all__ = [
     "Knocked",
     "RoomLeft",
     "ServerError",
+    "Reconnecting",
+    "Resumed",
+    "Reconnected",
     "Disconnected",
+    "SafetyCodeChanged",
+    "SafetyAlert",
 ]
 
 
@@ -108,7 +113,9 @@ class Knocked:
 
 @dataclass(frozen=True)
 class RoomLeft:
-    """We are out of the room: `reason` is ``left`` (we asked), ``removed`` or ``banned``."""
+    """We are out of the room: `reason` is ``left`` (we asked), ``removed``, ``banned``, or
+    ``disconnected`` (the signalling connection was lost for longer than the server's grace, so
+    the server ended our session; a room, not a match, is joined again at once)."""
 
     room_id: str
     reason: str
@@ -127,10 +134,52 @@ class ServerError:
 
 
 @dataclass(frozen=True)
+class Reconnecting:
+    """The signalling connection was lost (`error` says how); the peer is reconnecting to resume
+    its session. The calls go on meanwhile: links and audio are untouched."""
+
+    error: ConnectionLost
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """The session continues on a new connection: same peer id, same room, every link untouched;
+    whatever the server sent meanwhile follows as ordinary events."""
+
+    peer_id: str
+
+
+@dataclass(frozen=True)
+class Reconnected:
+    """A new connection, but the server no longer had our session (grace over, or restarted
+    without it): we are `peer_id` now. A ``RoomLeft`` (``disconnected``) came just before if we
+    were in a room; a room is joined again by itself (a ``Joined`` follows), a match is not."""
+
+    peer_id: str
+
+
+@dataclass(frozen=True)
 class Disconnected:
-    """The signalling connection ended; no more events follow."""
+    """The signalling connection ended for good (closed, shut out, or no new connection within
+    ``Peer.reconnect_for`` seconds); no more events follow."""
 
     error: ConnectionLost | None
+
+
+@dataclass(frozen=True)
+class SafetyCodeChanged:
+    """The room's safety code changed: `words` once every link of every member is attested by
+    both ends (read them aloud; everyone should see the same), None while links are checked."""
+
+    words: tuple[str, ...] | None
+
+
+@dataclass(frozen=True)
+class SafetyAlert:
+    """The peer itself found that someone may be in the middle: a reveal that does not match its
+    commitment, or two members who see different keys for their link (docs/verification.md)."""
+
+    text: str
 
 
 Event = (
@@ -146,6 +195,11 @@ Event = (
     | Knocked
     | RoomLeft
     | ServerError
+    | Reconnecting
+    | Resumed
+    | Reconnected
     | Disconnected
+    | SafetyCodeChanged
+    | SafetyAlert
 )
 """One of the events above."""

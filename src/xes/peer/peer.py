@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
@@ -39,6 +40,7 @@ from xes.peer.errors import (
     JoinRefused,
     PeerError,
     ServerProtocolError,
+    ServerUnreachable,
 )
 from xes.peer.events import (
     AudioStarted,
@@ -51,15 +53,21 @@ from xes.peer.events import (
     PeerJoined,
     PeerLeft,
     Queued,
+    Reconnected,
+    Reconnecting,
+    Resumed,
     RoomLeft,
     RulesChanged,
+    SafetyAlert,
+    SafetyCodeChanged,
     ServerError,
     WaitingInLobby,
 )
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
 from xes.peer.signalling import Incoming, SignallingClient
+from xes.peer.verify import RoomVerifier
 from xes.protocol import messages as m
-from xes.protocol.codes import ErrorCode
+from xes.protocol.codes import CloseCode, ErrorCode
 
 __all__ = ["Peer", "RemotePeer", "Room"]
 
@@ -76,6 +84,18 @@ _JOIN_REFUSALS = frozenset({
 
 # Ask for fresh TURN credentials this long before they expire.
 _ICE_REFRESH_MARGIN = 60.0
+
+# Reconnecting (docs/protocol.md, "Sessions"): the n-th attempt in a row waits
+# _FIRST_RETRY·2ⁿ seconds, at most _MAX_RETRY, times a random factor in [0.5, 1] (so clients cut off
+# together do not return in lockstep); each attempt may take _ATTEMPT_TIMEOUT to connect and answer.
+_FIRST_RETRY = 0.5
+_MAX_RETRY = 2.0
+_ATTEMPT_TIMEOUT = 5.0
+# How the server ended a connection it will not take back: it shut us out (start afresh would just
+# repeat it), or another connection resumed our session.
+_FINAL_CLOSES = frozenset({
+    CloseCode.FLOOD, CloseCode.TOO_MANY_ERRORS, CloseCode.MESSAGE_TOO_BIG, CloseCode.REPLACED,
+})
 
 
 class RemotePeer:
@@ -121,7 +141,8 @@ class Room:
 
     id: str
     you: str
-    host: str
+    host: str | None
+    """None while a room restored after a server restart waits for its host to come back."""
     rules: m.Rules
     match: bool
     peers: list[RemotePeer] = field(default_factory=list)
@@ -145,6 +166,9 @@ class Peer:
             everyone in the call is on this machine. Tests rely on it.
         connect_timeout: Seconds a link may take to connect before it is reported failed.
         key: The ban key sent with join/match (16-128 characters); random per Peer by default.
+        reconnect_for: Seconds to keep trying to reconnect after the signalling connection is
+            lost (``Reconnecting``) before giving up (``Disconnected``); 0 gives up at once, as
+            a version 1 client did. Links and audio go on meanwhile.
     """
 
     def __init__(
@@ -157,6 +181,7 @@ class Peer:
         allow_loopback: bool | None = None,
         connect_timeout: float = 15.0,
         key: str | None = None,
+        reconnect_for: float = 120.0,
     ) -> None:
         self.ws_url = websocket_url(server)
         self.name = name
@@ -165,9 +190,13 @@ class Peer:
             is_loopback_url(self.ws_url) if allow_loopback is None else allow_loopback
         )
         self.connect_timeout = connect_timeout
+        self.reconnect_for = reconnect_for
         self.key = key or secrets.token_urlsafe(24)
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
+        # Room id -> the secret the server gave us as that room's host (never logged): sent in
+        # `join` so that after a server restart we get the host role back (docs/protocol.md).
+        self._host_keys: dict[str, str] = {}
         """The other members of the room, by peer id."""
         self.ice_servers: list[m.IceServer] = []
         """The ICE (STUN/TURN) servers the server gave us last, used for every new link."""
@@ -180,7 +209,19 @@ class Peer:
         self._ice_refresher: asyncio.Task[None] | None = None
         self._waiting_room: asyncio.Future[Room] | None = None
         self._waiting_left: asyncio.Future[None] | None = None
+        self._verifier: RoomVerifier | None = None
         self._closed = False
+        # The session (docs/protocol.md, "Sessions"): our id, which a resume keeps; the resume
+        # token, a secret kept only here and never logged; the last `seq` handled.
+        self._peer_id: str | None = None
+        self._token: str | None = None
+        self._last_seq = 0
+        # The last `join`, to enter the room again if the server lost our session.
+        self._last_join: m.Join | None = None
+        # Members announced away, with their audio frame count at the last check.
+        self._away: dict[str, int] = {}
+        self._hearing: asyncio.Task[None] | None = None
+        self._hearing_interval = 5.0
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -193,10 +234,10 @@ class Peer:
 
     @property
     def id(self) -> str:
-        """Our peer id, assigned by the server on connect."""
-        if self._client is None:
+        """Our peer id, assigned by the server on connect (kept when the session resumes)."""
+        if self._peer_id is None:
             raise PeerError("not connected")
-        return self._client.peer_id
+        return self._peer_id
 
     async def connect(self, timeout: float = 10.0) -> None:
         """Open the signalling connection.
@@ -205,6 +246,7 @@ class Peer:
             ServerUnreachable: If the server cannot be reached or does not speak XES.
         """
         self._client = await SignallingClient.connect(self.ws_url, timeout=timeout)
+        self._start_session(self._client.hello)
         self._receiver = asyncio.ensure_future(self._receive_loop())
 
     async def close(self) -> None:
@@ -217,7 +259,7 @@ class Peer:
                 async with asyncio.timeout(2):
                     await self.leave()
         await self._close_links()
-        for task in (self._ice_refresher, self._receiver):
+        for task in (self._ice_refresher, self._hearing, self._receiver):
             if task is not None:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
@@ -227,6 +269,19 @@ class Peer:
         if self._audio is not None:
             self._audio.stop()
         self._events.put_nowait(None)
+
+    # -- safety codes (docs/verification.md) ---------------------------------------------------
+
+    @property
+    def safety_code(self) -> tuple[str, ...] | None:
+        """The room's safety code (words), the same on every member's screen when nobody is in
+        the middle; None until every link of every member is checked and attested."""
+        return self._verifier.room_code if self._verifier is not None else None
+
+    def link_code(self, member: RemotePeer | str) -> tuple[str, ...] | None:
+        """The safety code of our link to `member` (the same on its screen), or None yet."""
+        peer_id = member if isinstance(member, str) else member.id
+        return self._verifier.link_code(peer_id) if self._verifier is not None else None
 
     # -- requests ----------------------------------------------------------------------------
 
@@ -252,10 +307,13 @@ class Peer:
         try:
             message = m.Join(
                 room=room_id, name=self.name, password=password, key=self.key, rollback=False,
+                host_key=self._host_keys.get(room_id),
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
-        return await self._request_room(message)
+        room_joined = await self._request_room(message)
+        self._last_join = message
+        return room_joined
 
     async def match(self, *, tags: Iterable[str] = (), language: str | None = None,
                     direct: bool = False) -> Room:
@@ -351,16 +409,15 @@ class Peer:
         self._events.put_nowait(event)
 
     async def _receive_loop(self) -> None:
-        assert self._client is not None
         error: ConnectionLost | None = None
         try:
             while True:
                 try:
-                    message = await self._client.receive()
-                except ServerProtocolError as problem:  # one bad frame; the connection goes on
-                    logger.warning("! ignoring a message: %s", problem)
-                    continue
-                await self._dispatch(message)
+                    await self._pump()
+                except ConnectionLost as lost:
+                    if self._closed or not self._may_resume(lost):
+                        raise
+                    await self._reconnect(lost)
         except ConnectionLost as lost:
             error = lost
         finally:
@@ -375,12 +432,112 @@ class Peer:
                 self._emit(Disconnected(error))
                 self._events.put_nowait(None)
 
+    async def _pump(self) -> None:
+        """Handle the current connection's messages until it is lost (raises ConnectionLost)."""
+        assert self._client is not None
+        while True:
+            try:
+                message = await self._client.receive()
+            except ServerProtocolError as problem:  # one bad frame; the connection goes on
+                logger.warning("! ignoring a message: %s", problem)
+                continue
+            if not isinstance(message, m.UnknownMessage) and isinstance(message.seq, int):
+                # A replay after a resume can repeat what we handled before the socket went.
+                if message.seq <= self._last_seq:
+                    continue
+                self._last_seq = message.seq
+            await self._dispatch(message)
+
+    def _may_resume(self, lost: ConnectionLost) -> bool:
+        return self.reconnect_for > 0 and lost.close_code not in _FINAL_CLOSES
+
+    def _start_session(self, hello: m.Hello) -> None:
+        self._peer_id = hello.peer
+        self._token = hello.resume
+        self._last_seq = 0
+        self._hearing_interval = hello.limits.resume_grace_seconds / 4
+
+    async def _reconnect(self, lost: ConnectionLost) -> None:
+        """Open a new connection and resume the session on it, or start a fresh one if the
+        server no longer has it. Links are left alone throughout.
+
+        Raises:
+            ConnectionLost: If no connection could be made within ``reconnect_for`` seconds.
+        """
+        logger.info("! lost the server (%s); reconnecting", lost)
+        self._emit(Reconnecting(lost))
+        give_up_at = time.monotonic() + self.reconnect_for
+        attempt = 0
+        # 1012: the server restarts on purpose and keeps our session for its successor.
+        immediately = lost.close_code == CloseCode.SERVICE_RESTART
+        while True:
+            if not (immediately and attempt == 0):
+                ceiling = min(_MAX_RETRY, _FIRST_RETRY * 2 ** min(attempt, 16))
+                await asyncio.sleep(ceiling * (0.5 + 0.5 * random.random()))
+            attempt += 1
+            try:
+                client = await SignallingClient.connect(self.ws_url, timeout=_ATTEMPT_TIMEOUT)
+                self._client = client
+                async with asyncio.timeout(_ATTEMPT_TIMEOUT):
+                    await self._resume_on(client)
+                return
+            except (ServerUnreachable, ServerProtocolError, ConnectionLost, TimeoutError) as why:
+                logger.debug("! reconnect attempt %d failed: %s", attempt, why)
+                if time.monotonic() >= give_up_at:
+                    raise ConnectionLost(
+                        f"{lost}; no new connection within {self.reconnect_for:g} s",
+                        lost.close_code,
+                    ) from None
+
+    async def _resume_on(self, client: SignallingClient) -> None:
+        assert self._peer_id is not None and self._token is not None
+        client.send(m.Resume(peer=self._peer_id, token=self._token, last_seq=self._last_seq))
+        answer = await client.receive()
+        if isinstance(answer, m.Resumed):
+            self._token = answer.resume  # the old one stopped working
+            self._set_ice(answer.ice_servers, answer.ice_expires_at)
+            away = set(answer.room.away) if answer.room is not None else set()
+            for peer_id in list(self._away):
+                if peer_id not in away:
+                    self._away.pop(peer_id)
+            for peer_id in away:
+                self._watch_away(peer_id)
+            logger.info("! session resumed as %s", self._peer_id)
+            self._emit(Resumed(self._peer_id))
+            return  # the replay follows as ordinary messages
+        if isinstance(answer, m.Error) and answer.ref in ("resume", None):
+            await self._session_lost(client.hello)
+            return
+        raise ServerProtocolError(f"expected resumed or error, got {answer!r}")
+
+    async def _session_lost(self, hello: m.Hello) -> None:
+        """The server no longer has our session: carry on as the fresh one of `hello`."""
+        self._start_session(hello)
+        room = self.room
+        self._away.clear()
+        for future in (self._waiting_room, self._waiting_left):
+            if future is not None and not future.done():
+                future.set_exception(ConnectionLost("the server lost this session"))
+        await self._close_links()
+        self.room = None
+        if room is not None:
+            self._emit(RoomLeft(room.id, "disconnected"))
+        logger.info("! the session was gone; continuing as %s", hello.peer)
+        self._emit(Reconnected(hello.peer))
+        if room is not None and not room.match and self._last_join is not None:
+            # Enter the same room again, as a newcomer: the `joined` comes through _dispatch. With
+            # the host key we hold now, so a host gets its role back after a crash.
+            self._send(msgspec.structs.replace(self._last_join, host_key=self._host_keys.get(room.id)))
+
     async def _dispatch(self, message: Incoming) -> None:
         # One case per server message: a new one in the protocol fails the type check here.
         match message:
             case m.Joined():
                 await self._on_joined(message)
             case m.PeerJoined(peer=info):
+                known = self.members.get(info.id)
+                if known is not None and known.state not in (LinkState.FAILED, LinkState.CLOSED):
+                    return  # a replay after a resume repeated a join we handled: keep the link
                 self._emit(PeerJoined(self._add_member(info)))
             case m.PeerLeft(peer=peer_id, reason=reason):
                 await self._on_peer_left(peer_id, reason)
@@ -394,9 +551,11 @@ class Peer:
                 await self._on_room_left(room_id, "left")
             case m.Removed(room=room_id, banned=banned):
                 await self._on_room_left(room_id, "banned" if banned else "removed")
-            case m.Host(peer=peer_id):
+            case m.Host(peer=peer_id, host_key=host_key):
                 if self.room is not None:
                     self.room.host = peer_id
+                    if host_key is not None:
+                        self._host_keys[self.room.id] = host_key
                 self._emit(HostChanged(peer_id))
             case m.RulesChanged(rules=rules):
                 if self.room is not None:
@@ -412,8 +571,13 @@ class Peer:
                 self._set_ice(servers, expires_at)
             case m.Error():
                 self._on_error(message)
-            case m.Hello() | m.Unqueued() | m.KnockWithdrawn():
-                pass  # hello was read on connect; the other two change nothing kept here
+            case m.PeerAway(peer=peer_id):
+                if peer_id in self.members:
+                    self._watch_away(peer_id)
+            case m.PeerBack(peer=peer_id):
+                self._away.pop(peer_id, None)
+            case m.Hello() | m.Resumed() | m.Unqueued() | m.KnockWithdrawn():
+                pass  # hello and resumed are read on connect; the others change nothing here
             case m.UnknownMessage(type=kind):
                 logger.debug("< ignoring unknown message type %r", kind)  # a later server's
             case _:
@@ -422,11 +586,24 @@ class Peer:
     async def _on_joined(self, message: m.Joined) -> None:
         self._set_ice(message.ice_servers, message.ice_expires_at)
         self.ice_transport_policy = message.ice_transport_policy
+        if message.host_key is not None:
+            self._host_keys[message.room] = message.host_key
         room = Room(
             id=message.room, you=message.you, host=message.host, rules=message.rules,
             match=message.match,
         )
         self.room = room
+        self._verifier = RoomVerifier(
+            message.you,
+            members=lambda: {
+                peer_id: member.link for peer_id, member in self.members.items()
+                if member.link is not None
+            },
+            on_change=lambda: self._emit(SafetyCodeChanged(self.safety_code)),
+            on_alert=lambda _key, text: self._emit(SafetyAlert(text)),
+            name_of=lambda peer_id: (
+                self.members[peer_id].name if peer_id in self.members else peer_id),
+        )
         for info in message.peers:
             member = self._add_member(info)
             room.peers.append(member)
@@ -446,9 +623,12 @@ class Peer:
             self._waiting_left.set_result(None)
 
     async def _on_peer_left(self, peer_id: str, reason: str) -> None:
+        self._away.pop(peer_id, None)
         member = self.members.pop(peer_id, None)
         if member is None:
             return
+        if self._verifier is not None:
+            self._verifier.removed(peer_id)
         if member.link is not None:
             await member.link.close()
         await member.audio.close()
@@ -465,6 +645,30 @@ class Peer:
             return
         logger.info("! server refused %r: %s (%s)", ref, text, code)
         self._emit(ServerError(code, text, ref))
+
+    def _watch_away(self, peer_id: str) -> None:
+        """Vouch for an away member while its audio keeps arriving (docs/protocol.md,
+        "Sessions": `hearing` every quarter of the grace)."""
+        member = self.members.get(peer_id)
+        if member is None or peer_id in self._away:
+            return
+        self._away[peer_id] = member.audio.frames_received
+        if self._hearing is None or self._hearing.done():
+            self._hearing = asyncio.ensure_future(self._report_hearing())
+
+    async def _report_hearing(self) -> None:
+        while self._away:
+            await asyncio.sleep(self._hearing_interval)
+            for peer_id, before in list(self._away.items()):
+                member = self.members.get(peer_id)
+                if member is None or peer_id not in self._away:
+                    self._away.pop(peer_id, None)
+                    continue
+                frames = member.audio.frames_received
+                self._away[peer_id] = frames
+                if frames > before:
+                    with contextlib.suppress(PeerError):
+                        self._send(m.Hearing(peer=peer_id))
 
     def _add_member(self, info: m.PeerInfo) -> RemotePeer:
         peer_id = info.id  # a valid id: msgspec checked it against ID_PATTERN on decode
@@ -491,9 +695,21 @@ class Peer:
             source=source,
             allow_loopback=self.allow_loopback,
             connect_timeout=self.connect_timeout,
+            on_channel_open=self._channel_opened,
+            on_data=self._data_received,
         )
         self.members[peer_id] = member
         return member
+
+    def _channel_opened(self, link: Link) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.channel_opened(link)
+
+    def _data_received(self, link: Link, message: dict[str, object]) -> None:
+        member = self.members.get(link.remote_id)
+        if self._verifier is not None and member is not None and member.link is link:
+            self._verifier.received(link, message)
 
     def _send_signal(self, peer_id: str, data: m.SignalData) -> None:
         if peer_id not in self.members:
@@ -502,6 +718,7 @@ class Peer:
             self._send(m.signal_to(peer_id, data))
 
     async def _close_links(self) -> None:
+        self._verifier = None
         members, self.members = list(self.members.values()), {}
         for member in members:
             if member.link is not None:

@@ -43,7 +43,7 @@ def close_reason(code: int | None) -> str:
         case CloseCode.NORMAL:
             reason = "the server closed the connection"
         case CloseCode.GOING_AWAY:
-            reason = "the server is going away, or stopped hearing from us (heartbeat lost)"
+            reason = "the server stopped hearing from us (heartbeat lost)"
         case CloseCode.MESSAGE_TOO_BIG:
             reason = "a message was over the server's hard size cap"
         case CloseCode.TOO_MANY_ERRORS:
@@ -54,6 +54,10 @@ def close_reason(code: int | None) -> str:
             reason = "this client did not read the server's messages (over 1 MiB waiting)"
         case CloseCode.INTERNAL_ERROR:
             reason = "the server hit an unexpected error"
+        case CloseCode.SERVICE_RESTART:
+            reason = "the server is restarting"
+        case CloseCode.REPLACED:
+            reason = "another connection resumed this session"
         case _:
             assert_never(known)
     return f"{reason} (close code {code})"
@@ -137,7 +141,10 @@ class SignallingClient:
             raise ServerUnreachable(f"{ws_url} refused the WebSocket: {error}") from None
         except OSError as error:
             raise ServerUnreachable(f"cannot reach {ws_url}: {error.strerror or error}") from None
-        assert isinstance(listener, _Listener)
+        if not isinstance(listener, _Listener):
+            # picows hands back no listener when the connection dies during the handshake.
+            transport.disconnect(graceful=False)
+            raise ServerUnreachable(f"{ws_url} closed the connection during the handshake")
         client = cls(transport, listener)
         try:
             async with asyncio.timeout(timeout):

@@ -40,6 +40,7 @@ class ErrorCode(StrEnum):
     NOT_HOST = "not-host"
     NOT_QUEUED = "not-queued"
     TURN_UNAVAILABLE = "turn-unavailable"
+    SESSION_GONE = "session-gone"
 
 
 class CloseCode(IntEnum):
@@ -48,14 +49,20 @@ class CloseCode(IntEnum):
     NORMAL = 1000
     """The client closed, and the server answered."""
     GOING_AWAY = 1001
-    """Heartbeat lost (no pong in time), or the server is shutting down."""
+    """Heartbeat lost (no pong in time)."""
     MESSAGE_TOO_BIG = 1009
     """A frame over the hard cap (sent by picows itself, from the server's ``max_frame_size``)."""
     INTERNAL_ERROR = 1011
     """An exception XES did not expect while handling this connection; only this one is closed."""
+    SERVICE_RESTART = 1012
+    """The server is restarting on purpose (SIGTERM) and kept the sessions for its successor:
+    reconnect at once and resume (docs/protocol.md, "Restarts")."""
     TOO_MANY_ERRORS = 4002
     """Too many ``error`` replies in a row without a valid message in between."""
     NOT_READING = 4009
-    """The client left more than the outgoing limit (1 MiB) unread: dropped, not buffered for."""
+    """The client left more than the outgoing limit (1 MiB) unread: dropped, not buffered for.
+    Its session detaches and may be resumed (docs/protocol.md, "Sessions")."""
+    REPLACED = 4010
+    """Another connection resumed this session: this socket is superseded. Do not reconnect."""
     FLOOD = 4029
     """Message rate over the limit."""

@@ -26,15 +26,17 @@ from ..errors import BadField, BadJson, TooBig, UnknownType
 __all__ = [
     "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "MAX_NESTING", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
-    "MatchRequest", "Next", "Block", "Stop", "ClientMessage", "decode", "check_utf8", "encode_client",
+    "MatchRequest", "Next", "Block", "Stop", "Resume", "Hearing", "ClientMessage", "decode",
+    "check_utf8", "encode_client",
     "SessionDescription", "IceCandidate", "SignalData",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
     "Host", "RulesChanged", "Lobby", "KnockPeer", "Knock", "KnockWithdrawn", "Removed", "Queued",
-    "Unqueued", "IceServers", "Error", "RelayedSignal", "ServerMessage", "UnknownMessage",
-    "encode", "decode_server", "encode_signal", "signal_head",
+    "Unqueued", "IceServers", "Error", "RelayedSignal", "RoomState", "Resumed", "PeerAway",
+    "PeerBack", "ServerMessage", "UnknownMessage", "encode", "decode_server", "encode_signal",
+    "signal_head", "with_seq",
 ]
 
-PROTOCOL_VERSION: Final = 1
+PROTOCOL_VERSION: Final = 2
 MAX_MESSAGE_BYTES: Final = 65_536
 # JSON nesting always accepted (docs/protocol.md, "Limits"); deeper nesting is refused from where
 # the decoder's recursion guard stops it (about 980 levels on CPython 3.11), never by a crash.
@@ -42,6 +44,8 @@ MAX_NESTING: Final = 500
 ID_PATTERN: Final = r"^[A-Za-z0-9_-]{22}$"
 
 Id = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
+# Resume tokens look like ids (128 random bits, base64url) but are secrets: never logged.
+Token = Annotated[str, msgspec.Meta(pattern=ID_PATTERN)]
 # Names: 1-64 characters, no control characters (they could forge lines in a participant list).
 Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]*$")]
@@ -74,6 +78,9 @@ class Join(_ClientMessage, tag="join"):
     password: Password | None = None
     key: Key | None = None
     rollback: bool = True
+    # The secret this client got as host (`joined`/`host` `host_key`): after a restart, it gives
+    # the host its role back in the restored room (docs/protocol.md, "Restarts").
+    host_key: Id | None = None
 
     def __post_init__(self) -> None:
         # msgspec turns a ValueError raised here into a ValidationError naming the message.
@@ -154,9 +161,27 @@ class Stop(_ClientMessage, tag="stop"):
     pass
 
 
+class Resume(_ClientMessage, tag="resume"):
+    """The first message on a new connection: continue session ``peer`` here (docs/protocol.md,
+    "Sessions"). ``token`` is a secret: never log this message."""
+
+    peer: Id
+    token: Token
+    last_seq: Annotated[int, msgspec.Meta(ge=0)]
+
+    def __repr__(self) -> str:  # a traceback or a debug line must not carry the token
+        return f"Resume(peer={self.peer!r}, token=<secret>, last_seq={self.last_seq})"
+
+
+class Hearing(_ClientMessage, tag="hearing"):
+    """The sender still receives ``peer``'s audio while ``peer`` is away: extends its grace."""
+
+    peer: Id
+
+
 ClientMessage = (
     Join | Leave | Signal | IceRefresh | SetRules | Admit | Decline | Remove | Ban
-    | MatchRequest | Next | Block | Stop
+    | MatchRequest | Next | Block | Stop | Resume | Hearing
 )
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
@@ -273,8 +298,16 @@ def signal_to(peer: str, data: SignalData) -> Signal:
 # ----------------------------------------------------------------------------- server messages
 
 
-class _ServerMessage(msgspec.Struct, tag_field="type"):
-    """Encoded by the server, decoded by the Python peer; unknown fields are ignored on decode."""
+class _ServerMessage(msgspec.Struct, tag_field="type", kw_only=True):
+    """Encoded by the server, decoded by the Python peer; unknown fields are ignored on decode.
+
+    ``seq`` numbers every message after ``hello`` within a session (docs/protocol.md, "Sessions").
+    The server never sets it here: it splices it into each frame as it sends it
+    (:func:`with_seq`), since one encoded payload often goes to several members; a client reads it.
+    UNSET is never written, so the encoded struct is the payload without ``seq``.
+    """
+
+    seq: int | msgspec.UnsetType = msgspec.UNSET
 
 
 class Limits(msgspec.Struct, frozen=True):
@@ -283,11 +316,19 @@ class Limits(msgspec.Struct, frozen=True):
     rate_burst: int
     rate_per_second: float
     heartbeat_seconds: float
+    # Sessions (docs/protocol.md, "Sessions"): how long a detached session waits, the cap that
+    # `hearing` reports cannot pass, and the replay buffer's bounds.
+    resume_grace_seconds: float = 20.0
+    resume_cap_seconds: float = 120.0
+    replay_messages: int = 256
+    replay_bytes: int = 262_144
 
 
 class Hello(_ServerMessage, tag="hello"):
     protocol: int
     peer: Id
+    # The session's resume token: a secret (docs/privacy.md), never logged.
+    resume: Token
     limits: Limits
     # Whether this server hands out a TURN relay: without one, "Hide my IP" cannot work and a
     # stranger can only be met by consenting to a direct connection.
@@ -315,16 +356,19 @@ class IceServer(msgspec.Struct, frozen=True, omit_defaults=True):
     credential: str | None = None
 
 
-class Joined(_ServerMessage, tag="joined"):
+class Joined(_ServerMessage, tag="joined", omit_defaults=True):
     room: Id
     you: Id
-    host: Id
+    # None while a room restored after a restart waits for its host (docs/protocol.md, "Restarts").
+    host: Id | None
     peers: list[PeerInfo]
     rules: Rules
     ice_servers: list[IceServer]
     ice_expires_at: int | None
     ice_transport_policy: Literal["all", "relay"]
     match: bool
+    # Only when you are the host of a room (not a match): keep it secret, send it in `join`.
+    host_key: Id | None = None
 
 
 class PeerJoined(_ServerMessage, tag="peer-joined"):
@@ -340,8 +384,10 @@ class Left(_ServerMessage, tag="left"):
     room: Id
 
 
-class Host(_ServerMessage, tag="host"):
+class Host(_ServerMessage, tag="host", omit_defaults=True):
     peer: Id
+    # Only in the copy sent to the new host itself.
+    host_key: Id | None = None
 
 
 class RulesChanged(_ServerMessage, tag="rules"):
@@ -399,9 +445,47 @@ class RelayedSignal(_ServerMessage, tag="signal"):
     data: SignalData
 
 
+class RoomState(msgspec.Struct, frozen=True):
+    """Where a resumed session stands in its room: ``joined``'s shape, plus who is away and who
+    knocks (for the host), without the ICE fields (``resumed`` carries fresh ones)."""
+
+    room: Id
+    you: Id
+    host: Id | None  # None while a room restored after a crash waits for its host, as in Joined
+    peers: list[PeerInfo]
+    rules: Rules
+    ice_transport_policy: Literal["all", "relay"]
+    match: bool
+    away: list[Id]
+    knocks: list[KnockPeer]
+
+
+class Resumed(_ServerMessage, tag="resumed"):
+    """The answer to a successful ``resume``; the replay follows it. ``resume`` is the new
+    token (a secret)."""
+
+    peer: Id
+    resume: Token
+    last_seq: int
+    room: RoomState | None
+    lobby: Id | None
+    queued: bool
+    ice_servers: list[IceServer]
+    ice_expires_at: int | None
+
+
+class PeerAway(_ServerMessage, tag="peer-away"):
+    peer: Id
+
+
+class PeerBack(_ServerMessage, tag="peer-back"):
+    peer: Id
+
+
 ServerMessage = (
     Hello | Joined | PeerJoined | PeerLeft | RelayedSignal | Left | Host | RulesChanged | Lobby
     | Knock | KnockWithdrawn | Removed | Queued | Unqueued | IceServers | Error
+    | Resumed | PeerAway | PeerBack
 )
 
 
@@ -450,6 +534,15 @@ def signal_head(sender: str) -> bytes:
     connection and splices each relayed frame as ``head + data + b"}"`` (see :func:`encode_signal`).
     """
     return b'{"type":"signal","from":"' + sender.encode() + b'","data":'
+
+
+def with_seq(payload: bytes, seq: int) -> bytes:
+    """``payload`` (one encoded server message, a JSON object) with ``"seq": seq`` added last.
+
+    Appended rather than prepended so that ``type`` stays the first key, where decoders of
+    tagged unions look first.
+    """
+    return b"".join((payload[:-1], b',"seq":', str(seq).encode(), b"}"))
 
 
 def encode_signal(sender: str, data: msgspec.Raw) -> bytes:

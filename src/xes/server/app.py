@@ -35,16 +35,19 @@ from picows import (
 
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
 from ..core.actions import Action, Send
-from ..core.signalling import Signalling
+from ..core.saved import decode_saved, encode_saved
+from ..core.signalling import Signalling, StaleSession
+from ..core.snapshot import decode_snapshot, encode_snapshot, export_snapshot, import_snapshot
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
+from .store import ROOMS_FILE, SNAPSHOT_FILE, DataDir
 
 __all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY",
-           "CLOSE_NOT_READING", "CLOSE_INTERNAL_ERROR", "OUTGOING_LIMIT_BYTES"]
+           "CLOSE_NOT_READING", "CLOSE_INTERNAL_ERROR", "CLOSE_REPLACED", "OUTGOING_LIMIT_BYTES"]
 
 log = logging.getLogger("xes.server")
 
@@ -55,6 +58,15 @@ CLOSE_GOING_AWAY: Final = CloseCode.GOING_AWAY
 CLOSE_NOT_READING: Final = CloseCode.NOT_READING
 # An exception XES did not expect while handling one connection's event: that connection only.
 CLOSE_INTERNAL_ERROR: Final = CloseCode.INTERNAL_ERROR
+CLOSE_REPLACED: Final = CloseCode.REPLACED
+# Closes after which the session detaches (docs/protocol.md, "Sessions"): nothing in them says
+# the client wants to leave. The server's other closes (flood, error streak) end it at once.
+_DETACHING_CLOSES: Final = frozenset({CloseCode.GOING_AWAY, CloseCode.NOT_READING,
+                                      CloseCode.INTERNAL_ERROR})
+# A client's own close frame with one of these hangs up (a page closing sends 1001, `close()`
+# without a code sends none: 0 here); with any other code (XES clients use 4000) it dropped a
+# stale socket to resume on a new one.
+_HANG_UP_CODES: Final = frozenset({0, CloseCode.NORMAL, CloseCode.GOING_AWAY})
 # Bytes the server holds for one connection that the socket would not take (docs/protocol.md,
 # "Limits"). asyncio calls Connection.pause_writing once when a write goes past it.
 OUTGOING_LIMIT_BYTES: Final = 1_048_576
@@ -93,7 +105,7 @@ class Connection(WSListener):
     """
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
-                 "backlog", "fragments", "transport")  # no __dict__: tens of thousands of these
+                 "backlog", "fragments", "fresh", "transport")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
@@ -109,6 +121,7 @@ class Connection(WSListener):
         # While a password hashes off the loop, later frames wait here so order is kept.
         self.backlog: deque[bytes] | None = None
         self.fragments: bytearray | None = None
+        self.fresh = True    # no message read yet: only now may it be a `resume`
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -139,8 +152,14 @@ class Connection(WSListener):
                 else:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
             elif kind is WSMsgType.CLOSE:
-                # The client hangs up: its room hears now, not when (if ever) our reply drains.
-                self.server.close(self, WSCloseCode.OK.value, "")
+                # The client closes: a hang-up ends its session now (its room hears at once, not
+                # when, if ever, our reply drains); any other code detaches it, to resume. If
+                # picows had closed first (a frame over the hard cap), this is the answer, and
+                # the client was shut out: the session ends too.
+                code = frame.get_close_code()
+                self.server.close(self, WSCloseCode.OK.value, "",
+                                  detach=code.value not in _HANG_UP_CODES
+                                  and not transport.is_close_frame_sent)
                 transport.disconnect()
         except Exception as exc:
             self.server.fail(self, exc)
@@ -167,9 +186,9 @@ class Connection(WSListener):
         """More than OUTGOING_LIMIT_BYTES wait unsent: the client is not reading what we send.
 
         Buffering on would let one silent client grow the server without bound, so it is closed
-        (4009) and its room told at once; see :meth:`XesServer.close`. Called from inside a
-        ``transport.send``, so nothing more is written to it after this (picows ignores sends
-        after a close frame).
+        (4009) and its session detached, as for any lost socket; see :meth:`XesServer.close`.
+        Called from inside a ``transport.send``, so nothing more is written to it after this
+        (picows ignores sends after a close frame).
         """
         try:
             self.server.close(self, CLOSE_NOT_READING, "not reading: outgoing buffer over 1 MiB")
@@ -181,7 +200,11 @@ class Connection(WSListener):
 
     def on_ws_disconnected(self, transport: WSTransport) -> None:
         try:
-            self.server.closed(self)
+            # Our own closes were handled when sent. A close frame picows sent by itself (a frame
+            # over the hard cap, 1009, or a broken frame) shuts the client out: the session ends.
+            # Otherwise the socket was lost, and the session detaches.
+            handshake = transport.close_handshake
+            self.server.closed(self, detach=handshake is None or handshake.sent is None)
         except Exception as exc:
             self.server.fail(self, exc)
 
@@ -191,10 +214,14 @@ class XesServer:
 
     def __init__(self, settings: ServerSettings) -> None:
         self.settings = settings
-        limits = m.Limits(max_message_bytes=m.MAX_MESSAGE_BYTES, max_peers=settings.core.max_peers,
+        core = settings.core
+        limits = m.Limits(max_message_bytes=m.MAX_MESSAGE_BYTES, max_peers=core.max_peers,
                           rate_burst=settings.rate_burst,
                           rate_per_second=settings.rate_per_second,
-                          heartbeat_seconds=settings.heartbeat_seconds)
+                          heartbeat_seconds=settings.heartbeat_seconds,
+                          resume_grace_seconds=core.resume_grace_seconds,
+                          resume_cap_seconds=core.resume_cap_seconds,
+                          replay_messages=core.replay_messages, replay_bytes=core.replay_bytes)
         # `hello` echoes the limits this shell enforces, so clients never hard-code them.
         self.core = Signalling(dataclasses.replace(settings.core, limits=limits), _random_ids())
         self.connections: dict[str, Connection] = {}
@@ -213,12 +240,33 @@ class XesServer:
         # closes that connection, whose room must then be told): queued, so order is kept.
         self._executing = False
         self._pending: deque[Action] = deque()
+        # Saving protected rooms (server.store): the core's saved_version last written or being
+        # written, the newest encoding waiting for the writer, and the one writer at a time.
+        self.data: DataDir | None = None
+        self._saved_version = self.core.saved_version
+        self._unsaved: bytes | None = None
+        self._saving = asyncio.Lock()
+        self._stopping = False
 
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> int:
-        """Listen; returns the bound port (useful with port 0)."""
+        """Open the data directory and restore its rooms, then listen; returns the bound port.
+
+        Raises:
+            DataDirBusy: Another server uses the data directory.
+            ValueError: Its saved rooms cannot be read (nothing is guessed: the operator decides).
+            OSError: The data directory cannot be opened, or the port cannot be bound.
+        """
         s = self.settings
+        if s.data_dir is not None and self.data is None:
+            self.data = DataDir(s.data_dir)
+            try:
+                self._restore(self.data)
+            except BaseException:
+                self.data.close()
+                self.data = None
+                raise
         self._server = await ws_create_server(
             self._route, s.host, s.port,
             # Heartbeats come from one sweep for all connections, not a task per connection.
@@ -234,26 +282,70 @@ class XesServer:
         loop = asyncio.get_running_loop()
         self._last_sweep = loop.time()
         self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
+        self._schedule_tick()  # restored rooms have a deadline
         port: int = self._server.sockets[0].getsockname()[1]
         return port
 
-    async def stop(self) -> None:
-        """Close every connection (1001, going away) and stop listening.
+    def _restore(self, data: DataDir) -> None:
+        """The state a stop left (the snapshot, read once and deleted), then the protected rooms
+        it does not have (all of them after a crash)."""
+        snapshot = data.read(SNAPSHOT_FILE)
+        if snapshot is not None:
+            started = time.perf_counter()
+            try:
+                import_snapshot(self.core, decode_snapshot(snapshot), _now())
+            except ValueError as exc:
+                # Sessions are a convenience: their clients join afresh. Rooms' protection does
+                # not depend on it (rooms.json, below), so the server starts all the same.
+                log.error("could not read the snapshot %s (%s); its sessions are lost",
+                          data.path / SNAPSHOT_FILE, exc)
+            else:
+                log.info("resumed %d session(s) in %d room(s) from the snapshot (%d bytes, %.0f ms)",
+                         len(self.core.clients), len(self.core.rooms), len(snapshot),
+                         (time.perf_counter() - started) * 1000)
+            data.remove(SNAPSHOT_FILE)
+        saved = data.read(ROOMS_FILE)
+        if saved is None:
+            self._saved_version = self.core.saved_version
+            return
+        try:
+            rooms = decode_saved(saved)
+        except ValueError as exc:
+            raise ValueError(f"{data.rooms_path}: {exc}; move it away to start without the "
+                             "rooms saved in it") from None
+        restored = self.core.restore(rooms, _now())
+        self._saved_version = self.core.saved_version
+        if restored:
+            log.info("restored %d protected room(s) from %s", restored, data.rooms_path)
 
-        Clients get the close grace period to answer; whoever has not by then (one that does not
-        read) is aborted, so stopping never waits on a client.
+    async def stop(self) -> None:
+        """Stop listening, save the sessions, tell every client to come back (1012), and close.
+
+        docs/protocol.md, "Restarts": the state is taken in one go before any socket closes, so
+        that nothing a client does meanwhile is half in it; clients then get the close grace to
+        answer, and whoever has not by then (one that does not read) is aborted, so stopping
+        never waits on a client. Bounded: the snapshot's write plus twice the close grace.
         """
         if self._server is not None:
             self._server.close()
+        # From here on rooms empty because their connections close, not because people left:
+        # the saved rooms must stay as they are, for the next start.
+        self._stopping = True
         for handle in (self._tick_handle, self._sweep_handle):
             if handle is not None:
                 handle.cancel()
+        snapshot = self._snapshot()
         connections = list(self.connections.values())
         for connection in connections:
-            connection.transport.send_close(WSCloseCode.GOING_AWAY, b"server shutting down")
+            connection.tokens = -math.inf  # anything still arriving is ignored: it is not saved
+            connection.transport.send_close(cast(WSCloseCode, CloseCode.SERVICE_RESTART),
+                                            b"server restarting: reconnect")
             connection.transport.disconnect()
-        for connection in connections:  # the core forgets them; nothing more is sent after a close
-            self.closed(connection)
+        for connection in connections:  # the snapshot is taken: the core may forget them now
+            self.closed(connection, detach=False)
+        writing = None
+        if snapshot is not None and self.data is not None:
+            writing = asyncio.ensure_future(asyncio.to_thread(self.data.write, SNAPSHOT_FILE, snapshot))
         if connections:
             gone = [asyncio.ensure_future(c.transport.wait_disconnected()) for c in connections]
             await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)
@@ -262,8 +354,32 @@ class XesServer:
             _, stuck = await asyncio.wait(gone, timeout=_CLOSE_GRACE_SECONDS)  # aborts are prompt
             for waiter in stuck:
                 waiter.cancel()
+        if writing is not None:
+            try:
+                await writing
+            except OSError as exc:
+                log.error("could not write the snapshot: %s; clients will join afresh",
+                          exc.strerror or type(exc).__name__)
+        async with self._saving:  # a save under way finishes
+            pass
+        if self.data is not None:
+            self.data.close()
         if self._server is not None:
             await self._server.wait_closed()
+
+    def _snapshot(self) -> bytes | None:
+        """The whole signalling state, encoded, for the next start; None without a data dir or
+        when there is nothing to carry over."""
+        if self.data is None:
+            return None
+        started = time.perf_counter()
+        state = export_snapshot(self.core, _now())
+        if not (state.sessions or state.rooms):
+            return None  # nothing to carry over: no file at all
+        snapshot = encode_snapshot(state)
+        log.info("snapshot of %d session(s) taken: %d bytes in %.0f ms", len(self.core.clients),
+                 len(snapshot), (time.perf_counter() - started) * 1000)
+        return snapshot
 
     # ------------------------------------------------------------------ HTTP and upgrades
 
@@ -327,11 +443,18 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
-        self.execute(self.core.connect(connection.peer))
+        self.execute(self.core.connect(connection.peer, new_id()))
 
-    def closed(self, connection: Connection) -> None:
-        """The connection is gone, or is being closed: leave everything it was part of (once)."""
-        if self.connections.pop(connection.peer, None) is not None:
+    def closed(self, connection: Connection, detach: bool) -> None:
+        """The connection is gone, or is being closed (once): its session detaches, to be
+        resumed within the grace, or ends now (docs/protocol.md, "Sessions")."""
+        if self.connections.get(connection.peer) is not connection:
+            return  # already closed, or replaced by a connection that resumed its session
+        del self.connections[connection.peer]
+        if detach:
+            self.execute(self.core.detach(connection.peer, _now()))
+            self._schedule_tick()
+        else:
             self.execute(self.core.disconnect(connection.peer))
 
     def receive(self, connection: Connection, data: bytes | memoryview) -> None:
@@ -344,18 +467,31 @@ class XesServer:
             connection.backlog.append(bytes(data))
             return
         try:
+            fresh, connection.fresh = connection.fresh, False
             message = m.decode(data)
             if type(message) is m.Signal:
-                to = self.core.route_signal(connection.peer, message.to)
-                # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte.
-                relayed = b"".join((connection.signal_head, message.data, b"}"))
+                target = self.core.route_signal(connection.peer, message.to)
+                outbox = target.outbox or self.core.outbox(target)
+                # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte, and
+                # the recipient's next `seq` appended (see messages.with_seq).
+                relayed = b"".join((connection.signal_head, message.data, b',"seq":',
+                                    b"%d" % (outbox.seq + 1), b"}"))
                 # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
                 if not relayed.isascii():
                     m.check_utf8(relayed, "signal")
-                self.connections[to].transport.send(_TEXT, relayed)
+                if outbox.keep(relayed):
+                    recipient = self.connections.get(target.id)
+                    if recipient is not None:  # else detached: kept for its resume
+                        recipient.transport.send(_TEXT, relayed)
+                else:  # detached, and its replay buffer is full: it can no longer resume
+                    self.execute(self.core.disconnect(target.id))
                 if self.debug:
-                    log.debug("< %s signal -> %s: %s", connection.peer, to, bytes(data))
+                    log.debug("< %s signal -> %s: %s", connection.peer, target.id, bytes(data))
+            elif type(message) is m.Resume and fresh:
+                if self.debug:
+                    log.debug("< %s resume %s (token not logged)", connection.peer, message.peer)
+                self._resume(connection, message)
             elif _needs_password_hash(message):
                 connection.backlog = deque()
                 task = asyncio.get_running_loop().create_task(self._with_password(connection, message))
@@ -364,9 +500,15 @@ class XesServer:
                 return
             else:
                 if self.debug:
-                    log.debug("< %s %s", connection.peer, bytes(data))
-                self.execute(self.core.handle(connection.peer, message, _now()))
-                if type(message) in _MATCH_MESSAGES:
+                    log.debug("< %s %s", connection.peer,
+                              bytes(data) if type(message) is not m.Resume else b"resume")
+                actions = self.core.handle(connection.peer, message, _now())
+                saving = self._save_rooms()
+                if saving is None:
+                    self.execute(actions)
+                else:
+                    self._tell_when_saved(connection, saving, actions)
+                if type(message) in _TIMED_MESSAGES:
                     self._schedule_tick()
         except SignallingError as exc:
             self.refuse(connection, exc)
@@ -375,6 +517,40 @@ class XesServer:
             self.fail(connection, exc)
             return
         connection.error_streak = 0
+
+    def _resume(self, connection: Connection, request: m.Resume) -> None:
+        """A fresh connection continues session ``request.peer`` (docs/protocol.md, "Sessions").
+
+        Raises:
+            SessionGone: Refused; nothing changed, except that a detached session whose replay
+                is incomplete is ended at once (its owner just proved it cannot resume).
+        """
+        try:
+            actions = self.core.resume(connection.peer, request, new_id(), _now())
+        except StaleSession:
+            session = self.core.clients.get(request.peer)
+            if session is not None and session.detached_at is not None:
+                self.execute(self.core.disconnect(request.peer))
+            raise
+        old = self.connections.get(request.peer)
+        if old is not None:  # a silent cut not noticed yet: this connection takes over
+            self._replace(old)
+        del self.connections[connection.peer]
+        connection.peer = request.peer
+        connection.signal_head = m.signal_head(request.peer)
+        self.connections[request.peer] = connection
+        self.execute(actions)
+        self._schedule_tick()
+
+    def _replace(self, connection: Connection) -> None:
+        """Close a socket whose session another connection resumed (4010), leaving the session."""
+        del self.connections[connection.peer]
+        connection.tokens = -math.inf  # whatever it still sends is ignored
+        transport = connection.transport
+        if not transport.is_close_frame_sent and not transport.is_disconnected:
+            transport.send_close(cast(WSCloseCode, CLOSE_REPLACED), b"replaced")
+        if not transport.is_disconnected:
+            asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, _abort, transport)
 
     async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
         try:
@@ -387,38 +563,97 @@ class XesServer:
                 elif isinstance(message.password, str):
                     salt = secrets.token_bytes(SALT_BYTES)
                     hashed = await asyncio.to_thread(hash_password, message.password, salt)
-            if connection.peer in self.connections:  # it may have left while we hashed
-                self.execute(self.core.handle(connection.peer, message, _now(), password=hashed))
+            if self._live(connection):  # it may have left while we hashed
+                actions = self.core.handle(connection.peer, message, _now(), password=hashed)
                 connection.error_streak = 0
+                saving = self._save_rooms()
+                if saving is not None:
+                    await saving
+                self.execute(actions)
         except SignallingError as exc:
-            if connection.peer in self.connections:
+            if self._live(connection):
                 self.refuse(connection, exc)
         except Exception as exc:
             self.fail(connection, exc)
+        self._replay_backlog(connection)
+
+    def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[None],
+                         actions: list[Action]) -> None:
+        """Carry out ``actions`` once the rooms they changed are on disk; meanwhile this
+        connection's next messages wait, in order (as while a password hashes)."""
+        connection.backlog = deque()
+
+        async def tell() -> None:
+            try:
+                await saving
+                self.execute(actions)
+            except Exception as exc:
+                self.fail(connection, exc)
+            self._replay_backlog(connection)
+
+        task = asyncio.get_running_loop().create_task(tell())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _save_rooms(self) -> asyncio.Future[None] | None:
+        """If the protected rooms changed, write them: a future done once they are on disk.
+
+        Writes are one at a time, in a thread (two fsyncs); changes made while one is under way
+        are written together by the next, so a flood of `set-rules` costs one write per fsync.
+        """
+        if self.data is None or self._stopping or self.core.saved_version == self._saved_version:
+            return None
+        self._saved_version = self.core.saved_version
+        self._unsaved = encode_saved(self.core.saved_rooms())
+        task = asyncio.get_running_loop().create_task(self._write_rooms(self.data))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    async def _write_rooms(self, data: DataDir) -> None:
+        async with self._saving:
+            unsaved, self._unsaved = self._unsaved, None
+            if unsaved is None:
+                return  # a write that began after our change was queued took it along
+            try:
+                await asyncio.to_thread(data.write, ROOMS_FILE, unsaved)
+            except OSError as exc:
+                # The rules hold in memory; only a crash before the next successful write could
+                # lose them. Say so loudly (no path contents, no secrets in the message).
+                log.error("could not save the protected rooms to %s: %s", data.rooms_path,
+                          exc.strerror or type(exc).__name__)
+
+    def _replay_backlog(self, connection: Connection) -> None:
         pending, connection.backlog = connection.backlog, None
         # Replay what arrived meanwhile, unless the connection went away while we hashed: the
         # core has forgotten its peer, and replaying for it would fail.
-        while pending and connection.peer in self.connections:
+        while pending and self._live(connection):
             self.receive(connection, pending.popleft())
             if connection.backlog is not None:  # another hash started: keep the order
                 connection.backlog.extend(pending)
                 break
 
+    def _live(self, connection: Connection) -> bool:
+        """Whether ``connection`` is still the open socket of its session."""
+        return self.connections.get(connection.peer) is connection
+
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
         error = m.Error(code=exc.code, message=exc.message, ref=exc.ref)
-        connection.transport.send(_TEXT, m.encode(error))
+        self.execute([Send(connection.peer, m.encode(error))])
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
             self.close(connection, CLOSE_TOO_MANY_ERRORS, "too many errors in a row")
 
-    def close(self, connection: Connection, code: int, reason: str) -> None:
-        """Close one connection, whatever the reason, and tell its room now.
+    def close(self, connection: Connection, code: int, reason: str,
+              detach: bool | None = None) -> None:
+        """Close one connection, whatever the reason, and detach or end its session now.
 
         Sends a close frame and ignores whatever else the client sends. The TCP connection is
         dropped when the client answers (see Connection.on_ws_frame); if it has not within the
         grace period, it is aborted: a client that does not read never drains a graceful close.
-        The disconnect handling does not wait for either, so room-mates get ``peer-left`` at once.
+        The session handling does not wait for either. ``detach`` defaults to what ``code``
+        means (docs/protocol.md, "Sessions"): 1001, 4009 and 1011 detach, the others end.
         """
         if self.connections.get(connection.peer) is not connection:
             return  # already closed: once is enough
@@ -429,7 +664,7 @@ class XesServer:
             transport.send_close(cast(WSCloseCode, code), reason.encode())
         if not transport.is_disconnected:
             asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, _abort, transport)
-        self.closed(connection)
+        self.closed(connection, code in _DETACHING_CLOSES if detach is None else detach)
 
     def fail(self, connection: Connection, exc: Exception) -> None:
         """An exception XES did not expect while handling one connection: close that one (1011).
@@ -445,7 +680,8 @@ class XesServer:
         except Exception as again:  # the disconnect handling itself failed: drop the socket
             log.error("unexpected %s at %s while closing peer %s", type(again).__name__,
                       _where(again), connection.peer, exc_info=self.debug)
-            self.connections.pop(connection.peer, None)
+            if self._live(connection):
+                del self.connections[connection.peer]
             _abort(connection.transport)
 
     def execute(self, actions: list[Action]) -> None:
@@ -460,18 +696,32 @@ class XesServer:
         if self._executing:
             return
         self._executing = True
-        connections = self.connections
+        connections, sessions, core = self.connections, self.core.clients, self.core
         try:
             while pending:
                 action = pending.popleft()
                 if type(action) is Send:
+                    session = sessions.get(action.to)
+                    if session is None:
+                        continue  # ended meanwhile
+                    frame: bytes | None = action.payload
+                    if action.numbered:
+                        frame = (session.outbox or core.outbox(session)).post(action.payload)
+                        if frame is None:  # detached and its replay buffer is full: it ends
+                            pending.extend(core.disconnect(action.to))
+                            continue
                     connection = connections.get(action.to)
                     if connection is not None:
-                        connection.transport.send(_TEXT, action.payload)
+                        connection.transport.send(_TEXT, frame)
                         if self.debug:
-                            log.debug("> %s %s", action.to, action.payload)
+                            # hello and resumed carry the resume token: never logged.
+                            log.debug("> %s %s", action.to,
+                                      frame if action.numbered else b"(not logged)")
         finally:
             self._executing = False
+        # A room emptied or a restored room settled by a disconnect or the timer: nobody waits
+        # on that save, so it just starts.
+        self._save_rooms()
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
@@ -522,12 +772,13 @@ class XesServer:
         try:
             self.execute(self.core.tick(_now()))
         except Exception as exc:  # not one connection's fault: log it, keep the timer going
-            log.error("unexpected %s at %s in the matchmaking timer", type(exc).__name__,
+            log.error("unexpected %s at %s in the core's timer", type(exc).__name__,
                       _where(exc), exc_info=self.debug)
         self._schedule_tick()
 
 
-_MATCH_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave})
+# Messages after which the core's next deadline may be earlier: queue relaxations, grace ends.
+_TIMED_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave, m.Hearing})
 
 
 def _abort(transport: WSTransport) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from ..core.signalling import CoreSettings
 
@@ -25,3 +26,6 @@ class ServerSettings:
     hard_frame_limit: int = 1_048_576
     # Debug logging includes message contents (SDP, candidates, addresses): off by default.
     debug: bool = False
+    # Where protected rooms are saved so a restart cannot weaken them (server.store); None keeps
+    # nothing on disk, so a restart forgets every room (for tests and embedding only).
+    data_dir: Path | None = None

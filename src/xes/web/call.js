@@ -13,6 +13,8 @@ import { Mesh } from './mesh.js';
 import { LINK_FAILURE } from './negotiation.js';
 import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats } from './stats.js';
+import { HearingReporter } from './hearing.js';
+import { RoomVerification } from './verify.js';
 
 /**
  * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
@@ -37,6 +39,9 @@ export const NO_RELAY_FOR_STRANGERS = 'This server has no relay, so you can only
   'who also allow a direct connection, and they will see your IP address. Tick “Allow a direct ' +
   'connection with strangers” if you accept that.';
 export const INVALID_ROOM_LINK = 'This room link is not valid. Ask for the link again, or start a new room.';
+// While the signalling socket is down and the session may resume: news, not an emergency.
+export const RESTORING = 'The connection to the server is being restored…';
+export const RESTORING_IN_CALL = 'The connection to the server is being restored. Your call goes on meanwhile.';
 
 /**
  * The call. Events (all CustomEvent):
@@ -59,12 +64,16 @@ export class Call extends EventTarget {
    * @param {() => number} [options.now] wall clock in ms (ICE credential expiry is wall-clock)
    * @param {{relayOnly?: boolean, allowDirect?: boolean}} [options.preferences] the user's
    *   "Hide my IP" and "Allow a direct connection with strangers"; the view keeps them current
+   * @param {{get: (room: string) => (string|null|undefined), set: (room: string, key: string) => void}}
+   *   [options.hostKeys] where this tab keeps, per room, the secret that proves it is the host
+   *   after a server restart (docs/protocol.md, "Restarts"); the view gives sessionStorage
    */
   constructor({
     signalling, roomId = null, openMicrophone: open = openMicrophone, browserKey = () => '',
-    now = () => Date.now(), preferences = {},
+    now = () => Date.now(), preferences = {}, hostKeys = new Map(),
   }) {
     super();
+    this.hostKeys = hostKeys;
     this.signalling = signalling;
     this.openMicrophone = open;
     this.browserKey = browserKey;
@@ -95,6 +104,8 @@ export class Call extends EventTarget {
     this.talkHeld = new Set();
     /** @type {Mesh|null} */
     this.mesh = null;
+    /** @type {RoomVerification|null} the safety codes while in a call (verify.js) */
+    this.verification = null;
     this.refreshTimer = null;
     /** @type {Map<string, string>} id -> name of who knocks, while we are host */
     this.knocks = new Map();
@@ -109,6 +120,13 @@ export class Call extends EventTarget {
     this.alerts = new Map();
     // Counts alert changes, so the view redraws them (and screen readers hear them) only then.
     this.alertsVersion = 0;
+    // What the polite live region says about the signalling connection ('' when it is fine).
+    this.connectionNotice = '';
+    // Members whose own socket is away: we tell the server while we still receive their audio.
+    this.hearing = new HearingReporter({
+      peerConnections: () => (this.mesh ? this.mesh.peerConnections() : new Map()),
+      report: (peerId) => this.signalling.send(protocol.hearing(peerId)),
+    });
     this.linkStats = new LinkStats(() => (this.mesh ? this.mesh.peerConnections() : new Map()));
     this.linkStats.addEventListener('update', ({ detail }) => this.onLinkStats(detail));
     signalling.addEventListener('message', ({ detail }) => this.onServerMessage(detail));
@@ -237,6 +255,7 @@ export class Call extends EventTarget {
   sendJoin() {
     this.signalling.send(protocol.join({
       room: this.roomId, name: this.me.name, key: this.browserKey(), password: this.password,
+      hostKey: this.hostKeys.get(this.roomId) ?? null,
     }));
   }
 
@@ -297,9 +316,11 @@ export class Call extends EventTarget {
 
   /** Close every link and forget the room; keeps the microphone when `keepMicrophone`. */
   tearDown({ keepMicrophone = false } = {}) {
+    this.stopVerification();
     if (this.mesh) this.mesh.closeAll();
     this.mesh = null;
     this.linkStats.stop();
+    this.hearing.stop();
     clearTimeout(this.refreshTimer);
     this.refreshTimer = null;
     this.peers.clear();
@@ -376,16 +397,32 @@ export class Call extends EventTarget {
       case 'hello':
         this.maxCeiling = message.limits?.max_peers ?? this.maxCeiling;
         this.serverRelay = typeof message.relay === 'boolean' ? message.relay : null;
+        if (message.limits?.resume_grace_seconds) {
+          this.hearing.setInterval(message.limits.resume_grace_seconds * 250); // a quarter of it
+        }
         break;
       case 'joined':
         this.onJoined(message);
         break;
+      case 'resumed':
+        this.onResumed(message);
+        break;
+      case 'peer-away':
+        // Nothing to show: the member is still in the call. We only vouch for its audio.
+        if (this.peers.has(message.peer)) this.hearing.away(message.peer);
+        break;
+      case 'peer-back':
+        this.hearing.back(message.peer);
+        break;
       case 'peer-joined':
+        // A replay after a resume may repeat a join we handled: keep the link we have.
+        if (this.peers.has(message.peer.id) && this.mesh && this.mesh.links.has(message.peer.id)) break;
         this.peers.set(message.peer.id, newPeer(message.peer));
         this.knocks.delete(message.peer.id);
         if (this.mesh) this.mesh.add(message.peer, false);
         break;
       case 'peer-left':
+        this.hearing.back(message.peer);
         this.peers.delete(message.peer);
         if (this.mesh) this.mesh.remove(message.peer);
         break;
@@ -396,6 +433,7 @@ export class Call extends EventTarget {
         break; // we already tore down when we sent leave/next/stop
       case 'host':
         this.hostId = message.peer;
+        if (message.host_key) this.hostKeys.set(this.roomId, message.host_key);
         break;
       case 'rules':
         this.rules = message.rules;
@@ -445,6 +483,7 @@ export class Call extends EventTarget {
     this.isMatch = message.match === true;
     this.me = { id: message.you, name: this.me ? this.me.name : '' };
     this.hostId = message.host;
+    if (message.host_key) this.hostKeys.set(message.room, message.host_key);
     this.rules = message.rules;
     // A server older than `hello.limits.max_peers`: a fresh room's size is its maximum.
     this.maxCeiling = Math.max(this.maxCeiling ?? 0, message.rules.max_peers);
@@ -461,6 +500,7 @@ export class Call extends EventTarget {
     }
     this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
     this.wireMesh(this.mesh);
+    this.startVerification();
     for (const peer of message.peers) {
       this.peers.set(peer.id, newPeer(peer));
       this.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
@@ -510,25 +550,44 @@ export class Call extends EventTarget {
     this.refreshTimer = setTimeout(() => this.signalling.send(protocol.iceRefresh()), delayMs);
   }
 
-  onSignallingState({ state, previous }) {
+  /**
+   * `resumed`: our seat is back and every link untouched. The replay that follows brings what
+   * changed meanwhile (members, host, rules, signals), handled like live traffic; from the
+   * snapshot we take the fresh ICE credentials and who is away now.
+   */
+  onResumed(message) {
+    this.iceServers = message.ice_servers;
+    this.iceExpiresAt = message.ice_expires_at ?? null;
+    if (this.mesh) this.mesh.setConfiguration(this.configuration());
+    this.scheduleIceRefresh();
+    const away = new Set(message.room ? message.room.away : []);
+    for (const peerId of this.hearing.awayPeers()) if (!away.has(peerId)) this.hearing.back(peerId);
+    for (const peerId of away) if (this.peers.has(peerId)) this.hearing.away(peerId);
+  }
+
+  onSignallingState({ state, previous, closeCode, resumed }) {
     if (state === SignallingState.LOST) {
-      this.showAlert('signalling', this.inCall
-        ? 'Connection to the server lost. Calls already connected keep going; reconnecting…'
-        : 'Connection to the server lost. Reconnecting…');
+      // The server keeps our session through a grace period, so the call is left alone.
+      this.connectionNotice = this.inCall ? RESTORING_IN_CALL : RESTORING;
     } else if (state === SignallingState.OPEN) {
-      this.clearAlert('signalling');
-      // The server forgot us with the old socket; come back under the new peer id.
-      if (previous === SignallingState.LOST && this.me && !this.awaitingSocket) this.resume();
+      this.connectionNotice = '';
+      // A resumed session is the same seat. Only a fresh one means the server forgot us.
+      if (!resumed && previous === SignallingState.LOST && this.me && !this.awaitingSocket) this.rejoin();
+    } else if (state === SignallingState.IDLE && closeCode === protocol.CLOSE_CODES.REPLACED) {
+      this.connectionNotice = '';
+      this.showAlert('signalling', 'This call was taken over by another connection. Reload the page to come back.');
     }
     this.changed();
   }
 
-  resume() {
+  /** The server no longer had our session (grace over, or restarted without it): start afresh. */
+  rejoin() {
     if (this.phase === Phase.JOINED || this.phase === Phase.JOINING || this.phase === Phase.LOBBY) {
       if (this.isMatch) {
+        // The stranger was told we left when our grace ran out: that conversation is over.
         this.end();
-        this.showAlert('signalling-match', 'The connection dropped, so the conversation ended. ' +
-          'Press “Talk to someone” to meet someone new.');
+        this.showAlert('signalling-match', 'The connection to the server was lost for too long, so ' +
+          'the conversation ended. Press “Talk to someone” to meet someone new.');
       } else {
         this.phase = Phase.JOINING;
         this.sendJoin();
@@ -539,6 +598,25 @@ export class Call extends EventTarget {
   }
 
   // --- links ---------------------------------------------------------------------------------------
+
+  // --- safety codes (verify.js) -------------------------------------------------------------------
+
+  startVerification() {
+    this.verification = new RoomVerification({
+      selfId: this.me.id,
+      mesh: this.mesh,
+      nameOf: (peerId) => this.peers.get(peerId)?.name ?? 'someone',
+    });
+    this.verification.addEventListener('change', () => this.changed());
+    // A mismatch the client found itself is an alert, never only a log line.
+    this.verification.addEventListener('alert', ({ detail }) => this.showAlert(`verify-${detail.key}`, detail.text));
+  }
+
+  stopVerification() {
+    if (this.verification) this.verification.detach();
+    this.verification = null;
+    for (const key of [...this.alerts.keys()]) if (key.startsWith('verify-')) this.clearAlert(key);
+  }
 
   wireMesh(mesh) {
     mesh.addEventListener('signal', ({ detail }) => {

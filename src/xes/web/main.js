@@ -20,6 +20,24 @@ const STORAGE_KEYS = Object.freeze({
 });
 // Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
 const VOLUMES_KEY = 'xes.volumes';
+// Per room, the secret proving this tab is the host after a server restart: this tab only.
+const HOST_KEY_PREFIX = 'xes.hostKey.';
+const hostKeys = {
+  get(room) {
+    try {
+      return sessionStorage.getItem(HOST_KEY_PREFIX + room);
+    } catch {
+      return null; // storage disabled: after a crash the room waits for its host, then moves on
+    }
+  },
+  set(room, key) {
+    try {
+      sessionStorage.setItem(HOST_KEY_PREFIX + room, key);
+    } catch {
+      // see get()
+    }
+  },
+};
 
 // A level above this (dBFS RMS) lights the speaking indicator; below it is room noise.
 const SPEAKING_DB = -50;
@@ -98,6 +116,7 @@ const call = new Call({
   signalling,
   roomId: route.roomId,
   browserKey,
+  hostKeys,
   preferences: {
     relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
     allowDirect: load(STORAGE_KEYS.allowDirect) === 'true',
@@ -133,6 +152,18 @@ function renderAlerts() {
     close.addEventListener('click', () => call.clearAlert(key));
     item.append(close);
     container.append(item);
+  }
+}
+
+/** The signalling connection's state, in its own polite live region (index.html). */
+function renderConnectionNotice() {
+  const notice = $('connection-notice');
+  if (notice.textContent === call.connectionNotice) return;
+  notice.replaceChildren();
+  if (call.connectionNotice) {
+    const item = element('div', 'alert alert--info');
+    item.append(element('p', 'alert__text', call.connectionNotice));
+    notice.append(item);
   }
 }
 
@@ -402,6 +433,7 @@ async function startMatch(event) {
 
 function render() {
   const inCall = call.inCall;
+  renderConnectionNotice();
   const callSection = $('call');
   callSection.hidden = !inCall;
   $('mute').setAttribute('aria-pressed', String(call.muted));
@@ -420,6 +452,7 @@ function render() {
   renderParticipants();
   renderKnocks();
   renderSettings();
+  renderVerification();
 }
 
 function renderRoomView(inCall) {
@@ -757,6 +790,50 @@ function setUpLandingView() {
   $('match-stop').addEventListener('click', () => call.stop());
 }
 
+// --- safety codes (the state is call.verification, verify.js) ------------------------------------
+
+const verifyView = { open: false, linkCodesOpen: false }; // "Verify" and "Show each link's code"
+
+function setUpVerify() {
+  $('verify').addEventListener('click', () => {
+    verifyView.open = !verifyView.open;
+    renderVerification();
+  });
+  $('verify-links').addEventListener('click', () => {
+    verifyView.linkCodesOpen = !verifyView.linkCodesOpen;
+    renderVerification();
+  });
+}
+
+function renderVerification() {
+  const open = verifyView.open && call.inCall;
+  $('verify').setAttribute('aria-expanded', String(open));
+  $('verify').classList.toggle('is-active', open);
+  $('verify-panel').hidden = !open;
+  if (!open) return;
+  const summary = call.verification ? call.verification.summary() : null;
+  let roomText = summary?.words ? summary.words.join(' ')
+    : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
+  if (summary?.contradictions.length) roomText += ' (mismatch found: see the warning)';
+  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
+  $('verify-links').setAttribute('aria-expanded', String(verifyView.linkCodesOpen));
+  $('verify-links').textContent = verifyView.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  const list = $('link-codes');
+  list.hidden = !verifyView.linkCodesOpen;
+  const items = [...call.peers.values()].map((peer) => {
+    const link = summary?.links.get(peer.id);
+    const text = link?.state === 'verified' ? link.words.join(' ')
+      : link?.state === 'broken' ? `check failed: ${link.problem}` : 'checking…';
+    const item = element('li', '', `With ${peer.name}: `);
+    item.dataset.peer = peer.id;
+    item.append(element('strong', 'verify__link-code', text));
+    return item;
+  });
+  const same = items.length === list.children.length &&
+    items.every((item, i) => list.children[i].textContent === item.textContent);
+  if (!same) list.replaceChildren(...items);
+}
+
 function start() {
   const sinks = element('div', 'sinks');
   sinks.id = 'sinks';
@@ -769,6 +846,7 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
@@ -795,6 +873,18 @@ window.xes = Object.freeze({
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
   // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
   heardStreams: () => volumes.heardStreams(),
+  // The safety codes as the page computed them: {room: words|null, links: {peer id: {state, words}}}.
+  verification: () => {
+    const summary = call.verification ? call.verification.summary() : null;
+    if (!summary) return null;
+    return {
+      room: summary.words ? [...summary.words] : null,
+      contradictions: summary.contradictions.map((pair) => [...pair]),
+      links: Object.fromEntries([...summary.links].map(([id, link]) => [id, {
+        state: link.state, words: link.words ? [...link.words] : null, problem: link.problem,
+      }])),
+    };
+  },
 });
 
 start();

@@ -6,7 +6,7 @@ import { Negotiation } from './negotiation.js';
 /**
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
- * `linkfailure`, `error`; plus `removed` (detail `{peerId}`) when a link is closed.
+ * `linkfailure`, `channelopen`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link is closed.
  */
 export class Mesh extends EventTarget {
   /**
@@ -38,7 +38,7 @@ export class Mesh extends EventTarget {
       configuration: this.configuration(),
       localStream: this.localStream,
     });
-    for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'error']) {
+    for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'data', 'error']) {
       link.addEventListener(type, (event) => {
         if (this.links.get(peer.id) !== link) return;
         this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));

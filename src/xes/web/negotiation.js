@@ -18,6 +18,13 @@
 //   facing it is polite and never needs the other side to roll back.
 // - Signals from the other side are handled strictly one at a time, in arrival order, on a
 //   promise chain: the async steps of one must not interleave with the next.
+// - Each link carries one data channel, negotiated out of band (`negotiated: true, id: 0`), so it
+//   costs no extra round trip and no in-band open message. The initiator creates it before its
+//   first offer (with the microphone track: one `negotiationneeded`, one offer with an audio and
+//   an application m-line). The other side creates its own only after setRemoteDescription(offer):
+//   created earlier, its first data channel would fire `negotiationneeded` and make it offer on
+//   its own at join, which the offer rule above forbids. It carries small JSON objects tagged by
+//   `type` (safety codes in verify.js; later chat), peer to peer, never through the server.
 // - The RTP header extension urn:ietf:params:rtp-hdrext:ssrc-audio-level carries each packet's
 //   loudness in clear text, so a TURN relay could see who speaks when. It is stripped from every
 //   description we send and every one we receive; with it absent from both offer and answer it is
@@ -36,6 +43,32 @@ export const RELAY_GATHER_TIMEOUT_MS = 5000;
  * still short enough that nobody stares at "Connecting…" wondering. Documented in README.
  */
 export const LINK_CONNECT_TIMEOUT_MS = 25_000;
+
+/** The link's data channel: negotiated, stream id 0 (docs/verification.md, "Data channel"). */
+export const DATA_CHANNEL = Object.freeze({ label: 'xes', id: 0 });
+
+/** Largest data channel message accepted or sent, in bytes of JSON. */
+export const DATA_MAX_BYTES = 16 * 1024;
+
+/** Data channel message types: lower-case words, as in the signalling protocol. */
+const DATA_TYPE = /^[a-z][a-z0-9-]{0,31}$/;
+
+/**
+ * Parse one data channel message: a JSON object with a string `type`, at most DATA_MAX_BYTES.
+ * @param {unknown} raw what the channel delivered
+ * @returns {object|null} null for anything else (binary, oversized, not JSON, no type)
+ */
+export function parseData(raw) {
+  if (typeof raw !== 'string' || raw.length > DATA_MAX_BYTES) return null;
+  let message;
+  try {
+    message = JSON.parse(raw);
+  } catch {
+    return null;
+  }
+  if (message === null || typeof message !== 'object' || Array.isArray(message)) return null;
+  return typeof message.type === 'string' && DATA_TYPE.test(message.type) ? message : null;
+}
 
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
 export const LINK_FAILURE = Object.freeze({
@@ -92,6 +125,8 @@ export function cleanDescription(description) {
  * - `linkfailure` (detail: {reason}, one of LINK_FAILURE's values) when the link has not
  *   connected within LINK_CONNECT_TIMEOUT_MS, or failed again after its ICE restart; a later
  *   `statechange` to "connected" supersedes it,
+ * - `channelopen` (no detail) when the link's data channel opened,
+ * - `data` (detail: a message object from the peer's data channel, checked by parseData),
  * - `error` (detail: an Error that broke negotiation; the link may be dead).
  */
 export class Negotiation extends EventTarget {
@@ -128,6 +163,9 @@ export class Negotiation extends EventTarget {
     this.failureReported = false;
     this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
     this.queue = Promise.resolve();
+    /** @type {RTCDataChannel|null} */
+    this.channel = null;
+    this.channelOpen = false;
 
     this.pc.addEventListener('negotiationneeded', () => {
       // The initiator's first offer is made at once (end of the constructor): no second one.
@@ -161,12 +199,49 @@ export class Negotiation extends EventTarget {
     });
 
     if (initiator) {
+      this.openDataChannel();
       this.addLocalTracks();
       // The first offer leaves now rather than when the queued `negotiationneeded` task gets its
       // turn behind the page's rendering of `joined` (bench/browser_bench.py's timeline: tens of
       // ms). The event that follows finds the offer made and does nothing.
       this.onNegotiationNeeded();
     }
+  }
+
+  /**
+   * Send one message to the peer over the link's data channel.
+   * @param {object} message a JSON-serialisable object with a `type`
+   * @returns {boolean} false when the channel is not open or the message too large
+   */
+  sendData(message) {
+    if (!this.channelOpen || this.channel === null) return false;
+    const text = JSON.stringify(message);
+    if (text.length > DATA_MAX_BYTES) return false;
+    try {
+      this.channel.send(text);
+    } catch {
+      return false; // closing under us: the link is going away
+    }
+    return true;
+  }
+
+  openDataChannel() {
+    if (this.channel !== null) return;
+    const channel = this.pc.createDataChannel(DATA_CHANNEL.label, { negotiated: true, id: DATA_CHANNEL.id });
+    this.channel = channel;
+    channel.addEventListener('open', () => {
+      if (this.closed) return;
+      this.channelOpen = true;
+      this.emit('channelopen', null);
+    });
+    channel.addEventListener('close', () => {
+      this.channelOpen = false;
+    });
+    channel.addEventListener('message', ({ data }) => {
+      if (this.closed) return;
+      const message = parseData(data);
+      if (message !== null) this.emit('data', message);
+    });
   }
 
   /** @returns {string} the RTCPeerConnection's connectionState */
@@ -274,7 +349,9 @@ export class Negotiation extends EventTarget {
       await this.pc.setRemoteDescription(description);
       this.srdAnswerPending = false;
       if (description.type === 'offer') {
-        // Our first offer from the peer: now add the microphone, reusing the offer's transceiver.
+        // Our first offer from the peer: now add the microphone, reusing the offer's transceiver,
+        // and our end of the negotiated data channel (the offer already has its m-line).
+        this.openDataChannel();
         this.addLocalTracks();
         await this.pc.setLocalDescription();
         this.sendDescription();

@@ -1,9 +1,9 @@
-// The XES signalling wire format, version 1: message constructors for what the client sends and a
+// The XES signalling wire format, version 2: message constructors for what the client sends and a
 // validator for what the server sends. docs/protocol.md is the contract; this file mirrors it and
 // must change in the same commit when it does.
 
 /** Protocol version this client speaks (`hello.protocol`). */
-export const PROTOCOL_VERSION = 1;
+export const PROTOCOL_VERSION = 2;
 
 /** Peer and room ids: 22 base64url characters (128 random bits). */
 export const ID_PATTERN = /^[A-Za-z0-9_-]{22}$/;
@@ -25,8 +25,10 @@ export const CLOSE_CODES = Object.freeze({
   MESSAGE_TOO_BIG: 1009,
   TOO_MANY_ERRORS: 4002,
   NOT_READING: 4009,
+  REPLACED: 4010,
   FLOOD: 4029,
   INTERNAL_ERROR: 1011,
+  SERVICE_RESTART: 1012,
 });
 
 /** Thrown by {@link parseServerMessage} for a frame that breaks the contract. */
@@ -58,6 +60,7 @@ const ERROR_SENTENCES = Object.freeze({
   'not-host': 'Only the host of the room can do that.',
   'not-queued': 'You are not waiting for a match.',
   'turn-unavailable': 'This server has no relay (TURN) configured.',
+  'session-gone': 'The connection to the server was lost for too long, so this page joined again.',
 });
 
 /** Every `error` code the server sends; each has a sentence above. */
@@ -146,13 +149,16 @@ export function describeRemoval(banned) {
 // --- messages from the client ------------------------------------------------------------------
 
 /**
- * `join`: enter a room (created on first join).
- * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean}} fields
+ * `join`: enter a room (created on first join). `hostKey` is the secret the server gave this page
+ * as the room's host: after a server restart it gives the host its role back.
+ * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean,
+ *          hostKey?: string|null}} fields
  */
-export function join({ room, name, key, password, rollback = true }) {
+export function join({ room, name, key, password, rollback = true, hostKey = null }) {
   const message = { type: 'join', room, name, rollback };
   if (key !== undefined) message.key = key;
   if (password !== undefined && password !== '') message.password = password;
+  if (hostKey) message.host_key = hostKey;
   return message;
 }
 
@@ -233,6 +239,26 @@ export function stop() {
   return { type: 'stop' };
 }
 
+/**
+ * `resume`: the first message on a new connection, to continue a session whose socket was lost
+ * (docs/protocol.md, "Sessions"). `token` is a secret: never log this message.
+ * @param {{peer: string, token: string, lastSeq: number}} fields
+ */
+export function resume({ peer, token, lastSeq }) {
+  return { type: 'resume', peer, token, last_seq: lastSeq };
+}
+
+/**
+ * `hearing`: this page still receives the audio of `peer`, which the server announced away.
+ * @param {string} peer
+ */
+export function hearing(peer) {
+  return { type: 'hearing', peer };
+}
+
+/** The close code a client uses when it drops a socket on purpose to resume on a new one. */
+export const CLOSE_TO_RESUME = 4000;
+
 // --- messages from the server ------------------------------------------------------------------
 
 const isString = (v) => typeof v === 'string';
@@ -247,11 +273,11 @@ const isIceServers = (v) => Array.isArray(v) && v.every((s) => isObject(s) && s.
 
 // Required fields per server message type; extra fields are ignored, as the contract says.
 const SERVER_SCHEMAS = Object.freeze({
-  hello: { protocol: isNumber, peer: isId },
+  hello: { protocol: isNumber, peer: isId, resume: isId },
   joined: {
     room: isId,
     you: isId,
-    host: isId,
+    host: (v) => v === null || isId(v), // null: a restored room waits for its host
     peers: (v) => Array.isArray(v) && v.every((p) => isPeer(p) && isBool(p.polite)),
     rules: isRules,
     ice_servers: isIceServers,
@@ -271,6 +297,18 @@ const SERVER_SCHEMAS = Object.freeze({
   unqueued: {},
   'ice-servers': { ice_servers: isIceServers },
   error: { code: isString },
+  resumed: {
+    peer: isId,
+    resume: isId,
+    last_seq: isNumber,
+    room: (v) => v === null || (isObject(v) && isId(v.room) && (v.host === null || isId(v.host)) && Array.isArray(v.peers)
+      && v.peers.every((p) => isPeer(p) && isBool(p.polite)) && isRules(v.rules)
+      && Array.isArray(v.away)),
+    queued: isBool,
+    ice_servers: isIceServers,
+  },
+  'peer-away': { peer: isId },
+  'peer-back': { peer: isId },
 });
 
 /** Every message type the server sends, as listed in src/xes/protocol/messages.py (a test checks). */

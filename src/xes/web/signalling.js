@@ -1,17 +1,20 @@
 // The WebSocket to the XES server, as an EventTarget of parsed protocol messages.
 //
 // Losing this socket does not end a call: audio goes browser to browser, so links already up keep
-// playing. This module only reports the loss and reconnects with backoff; main.js decides what to
-// show and rejoins the room, since the server gives every connection a fresh peer id.
+// playing. The server keeps our session for a grace period after the socket goes (docs/protocol.md,
+// "Resuming a session"), so this module reconnects with backoff and jitter and *resumes* that
+// session: same peer id, the messages it missed replayed in order, nothing for the rest of the room
+// to notice. Only when the server says the session is gone does the connection come back as a
+// fresh one, and main.js rejoins as it would after a restart.
 
-import { parseServerMessage, ProtocolError } from './protocol.js';
+import { CLOSE_CODES, CLOSE_TO_RESUME, ProtocolError, parseServerMessage, resume } from './protocol.js';
 
 /**
  * Connection states, in the order a healthy connection goes through them.
  * - `idle`: not started, or closed on purpose by {@link Signalling#close}.
  * - `connecting`: first attempt in progress.
- * - `open`: socket open and `hello` received (`peerId` is set).
- * - `lost`: the socket closed or never opened; a reconnect is scheduled.
+ * - `open`: socket open and `hello` received (`peerId` is set), or our session resumed.
+ * - `lost`: the socket closed or never opened; a reconnect (and resume) is under way.
  */
 export const SignallingState = Object.freeze({
   IDLE: 'idle',
@@ -20,8 +23,21 @@ export const SignallingState = Object.freeze({
   LOST: 'lost',
 });
 
-const FIRST_RETRY_MS = 1000;
+// Backoff: the n-th attempt in a row waits FIRST_RETRY_MS·2ⁿ, capped, times a random factor in
+// [0.5, 1] so that clients cut off together (a server restart) do not come back in lockstep.
+const FIRST_RETRY_MS = 500;
+// While the server may still hold our session, try often enough to land inside its grace
+// (20 s by default) and to be back soon after the network is; without one, back off further.
+const MAX_RETRY_RESUMABLE_MS = 2000;
 const MAX_RETRY_MS = 15000;
+// A socket that neither opens nor greets within this is given up and tried again: a network that
+// silently drops packets would otherwise keep one attempt pending for minutes.
+const HANDSHAKE_TIMEOUT_MS = 15000;
+// Client messages held while the socket is down and our session may resume (e.g. an ICE
+// candidate a link trickles meanwhile), sent once it has; dropped if it cannot resume.
+const MAX_HELD_MESSAGES = 256;
+// The error code the server answers a `resume` with when the session cannot be resumed.
+const SESSION_GONE = 'session-gone';
 
 /**
  * The URL of the signalling socket on the page's own origin.
@@ -34,28 +50,42 @@ export function signallingUrl(location) {
 
 /**
  * WebSocket wrapper. Events:
- * - `message` (CustomEvent, detail: the parsed server message; `hello` included),
- * - `statechange` (CustomEvent, detail: {state, previous, closeCode}),
+ * - `message` (CustomEvent, detail: the parsed server message; `hello` and `resumed` included;
+ *   replayed duplicates are dropped before they get here),
+ * - `statechange` (CustomEvent, detail: {state, previous, closeCode, resumed}); `resumed` is true
+ *   when an `open` is the old session resumed, false when it is a fresh one,
  * - `protocolerror` (CustomEvent, detail: the ProtocolError for a frame that broke the contract).
  */
 export class Signalling extends EventTarget {
   /**
    * @param {string} url `ws://` or `wss://` URL of `/ws`
-   * @param {{reconnect?: boolean}} [options]
+   * @param {{reconnect?: boolean, random?: () => number}} [options] `random` (in [0, 1)) sets
+   *   the backoff's jitter
    */
-  constructor(url, { reconnect = true } = {}) {
+  constructor(url, { reconnect = true, random = Math.random } = {}) {
     super();
     this.url = url;
     this.reconnect = reconnect;
+    this.random = random;
     /** @type {string} one of {@link SignallingState} */
     this.state = SignallingState.IDLE;
-    /** @type {string|null} our peer id on the current connection (from `hello`) */
+    /** @type {string|null} our peer id (from `hello`; unchanged by a resume) */
     this.peerId = null;
     /** @type {object|null} `hello.limits` of the current connection */
     this.limits = null;
     this.socket = null;
-    this.retryMs = FIRST_RETRY_MS;
+    this.attempts = 0;
     this.retryTimer = null;
+    this.handshakeTimer = null;
+    // The session to resume: {peer, token}. The token is a secret (it lets whoever holds it take
+    // over our seat), so it lives only in this object's memory: never in storage, never logged.
+    this.session = null;
+    /** @type {number} `seq` of the last server message handled; 0 before any */
+    this.lastSeq = 0;
+    // The `hello` of a connection that is trying to resume: the fresh session we fall back to.
+    this.pendingHello = null;
+    this.resuming = false;
+    this.held = [];
   }
 
   /** Open the socket (no-op if already open or connecting). */
@@ -66,21 +96,61 @@ export class Signalling extends EventTarget {
     if (this.state !== SignallingState.LOST) this.setState(SignallingState.CONNECTING);
     const socket = new WebSocket(this.url);
     this.socket = socket;
+    this.resuming = false;
+    this.pendingHello = null;
     socket.addEventListener('message', (event) => {
       if (socket !== this.socket) return;
       this.receive(event.data);
     });
     socket.addEventListener('close', (event) => {
       if (socket !== this.socket) return;
-      this.socket = null;
-      this.peerId = null;
-      if (this.state === SignallingState.IDLE) return;
-      this.setState(SignallingState.LOST, event.code);
-      if (this.reconnect) {
-        this.retryTimer = setTimeout(() => this.connect(), this.retryMs);
-        this.retryMs = Math.min(this.retryMs * 2, MAX_RETRY_MS);
-      }
+      this.lose(event.code);
     });
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = setTimeout(() => {
+      if (socket === this.socket && this.state !== SignallingState.OPEN) {
+        this.lose(null);
+        // Not 1000/1001, which would tell the server we hang up and end the session at once.
+        socket.close(CLOSE_TO_RESUME);
+      }
+    }, HANDSHAKE_TIMEOUT_MS);
+  }
+
+  /**
+   * The socket is gone: report it and schedule the next attempt.
+   * @param {number|null} closeCode
+   */
+  lose(closeCode) {
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.socket = null;
+    this.resuming = false;
+    this.pendingHello = null;
+    if (this.state === SignallingState.IDLE) return;
+    if (closeCode === CLOSE_CODES.REPLACED) {
+      // Another connection resumed our session (the server says: do not reconnect).
+      this.session = null;
+      this.held = [];
+      this.setState(SignallingState.IDLE, { closeCode });
+      return;
+    }
+    this.setState(SignallingState.LOST, { closeCode });
+    if (!this.reconnect) return;
+    this.retryTimer = setTimeout(() => this.connect(), this.retryDelay(closeCode));
+  }
+
+  /**
+   * How long to wait before the next attempt.
+   * @param {number|null} closeCode of the socket just lost
+   * @returns {number} milliseconds
+   */
+  retryDelay(closeCode) {
+    // 1012: the server is restarting on purpose and has kept our session for its successor.
+    if (closeCode === CLOSE_CODES.SERVICE_RESTART) return 0;
+    const cap = this.session !== null ? MAX_RETRY_RESUMABLE_MS : MAX_RETRY_MS;
+    const ceiling = Math.min(cap, FIRST_RETRY_MS * 2 ** Math.min(this.attempts, 16));
+    this.attempts += 1;
+    return ceiling * (0.5 + 0.5 * this.random());
   }
 
   /**
@@ -101,24 +171,37 @@ export class Signalling extends EventTarget {
   }
 
   /**
-   * Send one message as JSON.
+   * Send one message as JSON. While the socket is down and our session may resume, the message
+   * is held and sent after the resume (dropped if the session turns out to be gone).
    * @param {object} message built with protocol.js
-   * @returns {boolean} false when the socket is not open (the message is dropped)
+   * @returns {boolean} false when the message was dropped
    */
   send(message) {
-    if (this.socket === null || this.socket.readyState !== WebSocket.OPEN) return false;
-    this.socket.send(JSON.stringify(message));
-    return true;
+    if (this.state === SignallingState.OPEN && this.socket !== null &&
+        this.socket.readyState === WebSocket.OPEN) {
+      this.socket.send(JSON.stringify(message));
+      return true;
+    }
+    if (this.state === SignallingState.LOST && this.session !== null &&
+        this.held.length < MAX_HELD_MESSAGES) {
+      this.held.push(message);
+      return true;
+    }
+    return false;
   }
 
-  /** Close on purpose: no reconnect, state back to `idle`. */
+  /** Close on purpose: no reconnect, state back to `idle`, the session forgotten. */
   close() {
     clearTimeout(this.retryTimer);
     this.retryTimer = null;
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
     this.setState(SignallingState.IDLE);
     const socket = this.socket;
     this.socket = null;
     this.peerId = null;
+    this.session = null;
+    this.held = [];
     if (socket !== null) socket.close(1000);
   }
 
@@ -133,22 +216,90 @@ export class Signalling extends EventTarget {
       return;
     }
     if (message.type === 'hello') {
-      this.peerId = message.peer;
       this.limits = message.limits ?? null;
-      this.retryMs = FIRST_RETRY_MS;
-      this.setState(SignallingState.OPEN);
+      if (this.session !== null && this.state === SignallingState.LOST) {
+        // A new socket after a lost one: its first message asks for our old seat back. This
+        // hello's own session is what we fall back to if the server no longer has it.
+        this.resuming = true;
+        this.pendingHello = message;
+        const { peer, token } = this.session;
+        this.socket.send(JSON.stringify(resume({ peer, token, lastSeq: this.lastSeq })));
+        return;
+      }
+      this.startFresh(message);
+      return;
+    }
+    if (this.resuming) {
+      if (message.type === 'resumed') {
+        this.finishResume(message);
+        return;
+      }
+      if (message.type === 'error' && message.ref === 'resume') {
+        // session-gone (or a code a later server adds): the old seat is lost, start afresh.
+        if (message.code !== SESSION_GONE) {
+          console.warn('XES: the server refused to resume the session:', message.code);
+        }
+        this.resuming = false;
+        this.held = [];
+        if (this.pendingHello !== null) this.startFresh(this.pendingHello);
+        return;
+      }
+    }
+    if (typeof message.seq === 'number') {
+      // A replay can repeat what we already handled before the socket went: handle it once.
+      if (message.seq <= this.lastSeq) return;
+      this.lastSeq = message.seq;
     }
     this.dispatchEvent(new CustomEvent('message', { detail: message }));
   }
 
   /**
-   * @param {string} state
-   * @param {number|null} [closeCode]
+   * A new session: a first connection, or the fallback when the old one could not resume.
+   * @param {object} hello
    */
-  setState(state, closeCode = null) {
+  startFresh(hello) {
+    this.pendingHello = null;
+    this.peerId = hello.peer;
+    this.session = typeof hello.resume === 'string' ? { peer: hello.peer, token: hello.resume } : null;
+    this.lastSeq = 0;
+    this.held = [];
+    this.opened();
+    this.dispatchEvent(new CustomEvent('message', { detail: hello }));
+    this.setState(SignallingState.OPEN, { resumed: false });
+  }
+
+  /**
+   * The server gave us our old seat back. It announces `resumed`, then replays what we missed.
+   * @param {object} resumed
+   */
+  finishResume(resumed) {
+    this.resuming = false;
+    if (this.pendingHello !== null) this.limits = this.pendingHello.limits ?? this.limits;
+    this.pendingHello = null;
+    this.peerId = resumed.peer;
+    this.session = { peer: resumed.peer, token: resumed.resume }; // the old token stops working
+    this.opened();
+    this.setState(SignallingState.OPEN, { resumed: true });
+    this.dispatchEvent(new CustomEvent('message', { detail: resumed }));
+    const held = this.held;
+    this.held = [];
+    for (const message of held) this.send(message);
+  }
+
+  opened() {
+    clearTimeout(this.handshakeTimer);
+    this.handshakeTimer = null;
+    this.attempts = 0;
+  }
+
+  /**
+   * @param {string} state
+   * @param {{closeCode?: number|null, resumed?: boolean}} [details]
+   */
+  setState(state, { closeCode = null, resumed = false } = {}) {
     const previous = this.state;
     if (previous === state) return;
     this.state = state;
-    this.dispatchEvent(new CustomEvent('statechange', { detail: { state, previous, closeCode } }));
+    this.dispatchEvent(new CustomEvent('statechange', { detail: { state, previous, closeCode, resumed } }));
   }
 }
