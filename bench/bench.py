@@ -35,6 +35,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
@@ -153,14 +154,16 @@ def xes_variant(kind: str) -> list[str]:
     return [PY, "-c", "\n".join(lines)]
 
 
-def server_command(kind: str, port: int) -> list[str]:
+def server_command(kind: str, port: int, data_dir: Path) -> list[str]:
+    # Each XES gets its own data directory: two servers side by side must not share one.
+    flags = ["--host", HOST, "--port", str(port), "--data-dir", str(data_dir), *XES_FLAGS]
     if kind == "xes":
         # BENCH_XES_CMD: measure another build of XES (e.g. an older checkout's venv/bin/xes).
         cmd = os.environ.get("BENCH_XES_CMD")
         base = cmd.split() if cmd else [str(ROOT / ".venv/bin/xes")]
-        return base + ["serve", "--host", HOST, "--port", str(port), *XES_FLAGS]
+        return base + ["serve", *flags]
     if kind.startswith("xes-"):
-        return xes_variant(kind) + ["serve", "--host", HOST, "--port", str(port), *XES_FLAGS]
+        return xes_variant(kind) + ["serve", *flags]
     if kind == "peerjs":
         return ["node", str(HERE / "peerjs_server.cjs"), str(port), "200000"]
     if kind in ("bare", "bare-uvloop"):
@@ -173,9 +176,11 @@ def server_command(kind: str, port: int) -> list[str]:
 def running_server(kind: str, core: int, logdir: Path) -> Iterator[Server]:
     port = free_port()
     logdir.mkdir(parents=True, exist_ok=True)
-    with open(logdir / f"{kind}.log", "ab") as log:
-        proc = subprocess.Popen(taskset({core}) + server_command(kind, port), stdout=log,
-                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, cwd=HERE)
+    with open(logdir / f"{kind}.log", "ab") as log, \
+            tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as data_dir:
+        proc = subprocess.Popen(taskset({core}) + server_command(kind, port, Path(data_dir)),
+                                stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=HERE)
         try:
             wait_port(port, proc)
             time.sleep(0.5)  # let it finish starting (imports, JIT warm-up) before baselines

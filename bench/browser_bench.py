@@ -231,8 +231,9 @@ def start_server(kind: str, turn_url: str, secret_file: Path, log: Path
         # the main branch's .venv/bin/xes), measured in the same run.
         exe = (os.environ["BENCH_XES_BEFORE_CMD"] if kind == "xes-before"
                else str(ROOT / ".venv/bin/xes"))
-        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
+        data_dir = log.parent / f"data-{kind}"  # two XES side by side: one data directory each
+        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
+               str(data_dir), "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
     else:
         cmd = [sys.executable, str(HERE / "bare_relay.py"), "--port", str(port),
                "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
