@@ -755,23 +755,36 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
             results["traffic"] = await scenario_traffic(bench, opts.servers + opts.variants, prof)
             if prof is not None and results["traffic"].get("profile"):
                 results["profile"] = results["traffic"]["profile"][0]
+            save(opts, results)
     if "browser" in opts.scenarios:
         browser = await scenario_browser(plan, logdir, opts.limits, plan.retries)
         results["browser"] = browser
         for key, fig in browser.get("figures", {}).items():
             figures.data[key] = fig
+        save(opts, results)
     async with Workers(opts.workers, gen_cores) as workers:
         bench = Bench(plan, workers, server_core, logdir, opts.limits, figures)
         if "idle" in opts.scenarios:
             idle = results.setdefault("idle", {})
             for n in plan.idle_sizes:
                 idle[str(n)] = await scenario_idle(bench, opts.servers, n)
+                save(opts, results)  # what is measured survives an interrupted run
     if "match" in opts.scenarios:
         results["matchmaking"] = await scenario_matchmaking(plan, logdir)
     figures.summarize()
     run_info["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S%z")
     run_info["load_average_at_end"] = [round(x, 2) for x in os.getloadavg()]
     return results
+
+
+def save(opts: Options, results: dict[str, Any]) -> None:
+    """Write latest.json and latest.md with what is measured so far."""
+    Figures(results.setdefault("figures", {})).summarize()
+    opts.out.parent.mkdir(parents=True, exist_ok=True)
+    opts.out.write_text(json.dumps(results, indent=1, default=str))
+    from report import write_report
+
+    write_report(results, opts.out.with_suffix(".md"))
 
 
 def peer_version() -> str:
@@ -827,11 +840,7 @@ def main() -> None:
     # `kill` (SIGTERM) stops the run like Ctrl-C: servers and generators are stopped on the way out.
     signal.signal(signal.SIGTERM, signal.default_int_handler)
     results = asyncio.run(run(opts, previous))
-    opts.out.parent.mkdir(parents=True, exist_ok=True)
-    opts.out.write_text(json.dumps(results, indent=1, default=str))
-    from report import write_report
-
-    write_report(results, opts.out.with_suffix(".md"))
+    save(opts, results)
     print(f"wrote {opts.out} and {opts.out.with_suffix('.md')}")
 
 
