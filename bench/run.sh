@@ -22,13 +22,7 @@ venv_ensure bench/requirements.txt
 # 2. Node: the PeerJS server, exactly the versions in package-lock.json (npm ci installs nothing
 #    else and refuses a lock that disagrees with package.json). Installed again when the lock changes.
 command -v node >/dev/null || { say "node is missing (apt-get install nodejs npm)"; exit 1; }
-npm_stamp="$BENCH/node_modules/.xes-package-lock"
-npm_want="$(sha256sum "$BENCH/package-lock.json" | cut -d' ' -f1)"
-if [ ! -f "$npm_stamp" ] || [ "$(cat "$npm_stamp")" != "$npm_want" ]; then
-  say "installing the PeerJS server (npm peer) into bench/node_modules"
-  (cd "$BENCH" && npm ci --no-audit --no-fund --loglevel=error)
-  echo "$npm_want" > "$npm_stamp"
-fi
+npm_ensure "$BENCH"
 
 # 3. File descriptors: n clients means n sockets in the server and as many in the load generator
 #    (each process has its own limit). Root may raise the hard limit; otherwise take what the

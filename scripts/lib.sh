@@ -63,3 +63,19 @@ venv_ensure() {
     echo "$want" > "$stamp"
   done
 }
+
+# npm_ensure DIR: DIR/node_modules holds exactly the versions in DIR/package-lock.json (npm ci
+# checks each package's integrity hash and refuses a lock that disagrees with package.json).
+# Installed again only when the lock changes.
+npm_ensure() {
+  local dir="$1"
+  command -v npm >/dev/null || { log "npm is missing (apt-get install nodejs npm)"; return 1; }
+  local stamp="$dir/node_modules/.xes-package-lock"
+  local want
+  want="$(sha256sum "$dir/package-lock.json" | cut -d' ' -f1)"
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    log "installing $dir/package-lock.json into $dir/node_modules"
+    (cd "$dir" && npm ci --no-audit --no-fund --loglevel=error)
+    echo "$want" > "$stamp"
+  fi
+}

@@ -60,7 +60,8 @@ class XesServerProcess:
         return self.process.returncode
 
 
-def _xes_command() -> list[str]:
+def xes_command() -> list[str]:
+    """How to run `xes` from the virtualenv under test."""
     exe = Path(sys.executable).with_name("xes")
     return [str(exe)] if exe.exists() else [sys.executable, "-m", "xes.cli"]
 
@@ -78,11 +79,16 @@ def launch_xes_server(args: list[str] | None = None, env: dict[str, str] | None 
     args = list(args or [])
     if not builtin_relay and "--turn-url" not in args and "--turn-host" not in args:
         args.append("--no-turn")
+    if "--new-identities-per-day" not in args:
+        # Every test's browsers and clients are new identities from one address (loopback): the
+        # per-network limit is tested where a test asks for it, not tripped by the others.
+        args += ["--new-identities-per-day", "100000"]
     own_data_dir = None
     if "--data-dir" not in args:
+        # Each server its own throwaway data: never the operator's default directory.
         own_data_dir = Path(tempfile.mkdtemp(prefix="xes-data-"))
         args += ["--data-dir", str(own_data_dir)]
-    command = [*(wrapper or []), *_xes_command(), "serve", "--host", host, "--port", "0", *args]
+    command = [*(wrapper or []), *xes_command(), "serve", "--host", host, "--port", "0", *args]
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                env={**os.environ, **(env or {})}, bufsize=1)
     assert process.stdout is not None
@@ -140,3 +146,12 @@ def require_binary(name: str) -> str:
     if path is None:
         pytest.fail(f"{name} is not installed: scripts/test.sh should have installed it")
     return path
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[str]:
+    """A real PostgreSQL cluster for the whole session (started on first use); its URL."""
+    from tests.support.postgres import postgres_cluster
+
+    with postgres_cluster() as url:
+        yield url

@@ -75,17 +75,38 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--replay-bytes", type=int, default=262_144, metavar="BYTES",
                    help="bytes of messages kept per session to replay on resume (default 262144, "
                         "at least 131072: two messages of the largest size)")
-    p.add_argument("--data-dir", type=Path, default=os.environ.get("XES_DATA_DIR"), metavar="PATH",
-                   help="where the rules of protected rooms are saved, so that a restart or a crash "
-                        "never reopens a room weaker (default: $XES_DATA_DIR, else systemd's "
-                        "$STATE_DIRECTORY, else $XDG_STATE_HOME/xes or ~/.local/state/xes); "
-                        "one server per directory")
     p.add_argument("--room-wait", type=float, default=120.0, metavar="SECONDS",
                    help="after a crash, how long a saved room keeps its host's seat and waits "
                         "for its people before it is forgotten (default 120)")
     p.add_argument("--debug", action="store_true",
                    help="log every message, with SDP, candidates and addresses (off: none of them; "
                         "resume tokens never)")
+    _add_storage_arguments(p)
+    p.add_argument("--identity-secret-file", type=Path, metavar="PATH",
+                   help="the secret identities are hashed with (default DATA_DIR/identity-secret, "
+                        "made on first start); every node sharing a database needs the same one")
+    p.add_argument("--new-identities-per-day", type=int, default=5, metavar="N",
+                   help="new identities one network may make per day (default 5)")
+    p.add_argument("--moderate-port", type=int, metavar="PORT",
+                   help="serve the moderators' page /moderate on this port (0: a free one; "
+                        "default: not served). Keep it off the public internet if you can")
+    p.add_argument("--behind-tls", action="store_true",
+                   help="a TLS proxy is in front: moderators' session cookies are marked Secure")
+    p.add_argument("--trust-forwarded-for", action="store_true",
+                   help="behind a reverse proxy: take the client's address from the last "
+                        "X-Forwarded-For entry (for the new-identity limit per network only)")
+
+
+def _add_storage_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--data-dir", type=Path, default=os.environ.get("XES_DATA_DIR"), metavar="DIR",
+                   help="where XES keeps its data: the rules of protected rooms (so that a restart "
+                        "or a crash never reopens a room weaker), the sessions across a restart, "
+                        "the SQLite database (xes.sqlite3, WAL) and the identity secret (default: "
+                        "$XES_DATA_DIR, else systemd's $STATE_DIRECTORY, else $XDG_STATE_HOME/xes "
+                        "or ~/.local/state/xes); one server per directory")
+    p.add_argument("--database", metavar="URL", default=os.environ.get("XES_DATABASE"),
+                   help="postgresql://... to keep safety data in PostgreSQL (several nodes) "
+                        "instead of SQLite in --data-dir (or set XES_DATABASE)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -109,6 +130,13 @@ def build_parser(command: str | None = None) -> argparse.ArgumentParser:
             sub.add_argument("rest", nargs=argparse.REMAINDER)
         else:
             getattr(peer_cli, adder)(sub)
+    moderator = commands.add_parser("moderator", help="manage moderators' accounts")
+    moderator_commands = moderator.add_subparsers(dest="moderator_command", required=True, metavar="ACTION")
+    add = moderator_commands.add_parser("add", help="create a moderator (or set a new password)")
+    add.add_argument("name", help="the moderator's login name")
+    add.add_argument("--password-stdin", action="store_true",
+                     help="read the password from standard input instead of asking twice")
+    _add_storage_arguments(add)
     turn = commands.add_parser("turn-config", help="print a hardened coturn configuration for this server")
     try:
         from . import turnconfig
@@ -211,11 +239,17 @@ def _serve(args: argparse.Namespace) -> int:
                               resume_grace_seconds=args.resume_grace,
                               resume_cap_seconds=args.resume_cap,
                               replay_messages=args.replay_messages,
-                              replay_bytes=args.replay_bytes),
+                              replay_bytes=args.replay_bytes,
+                              new_identities_per_network=args.new_identities_per_day),
             allowed_origins=frozenset(o.rstrip("/") for o in args.allow_origin),
             rate_per_second=args.rate_per_second, rate_burst=args.rate_burst,
             heartbeat_seconds=args.heartbeat, debug=args.debug,
-            data_dir=args.data_dir if args.data_dir is not None else default_data_dir())
+            data_dir=args.data_dir if args.data_dir is not None else default_data_dir(),
+            database=args.database,
+            identity_secret_file=args.identity_secret_file,
+            moderate_host=args.host if args.moderate_port is not None else None,
+            moderate_port=args.moderate_port, behind_tls=args.behind_tls,
+            trust_forwarded_for=args.trust_forwarded_for)
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()
@@ -259,8 +293,13 @@ async def _run_server(settings: object) -> int:
                  else f"listen on {settings.host}:{settings.port}")
         print(f"xes serve: cannot {where}: {exc.strerror}", file=sys.stderr)
         return 1
+    except Exception as exc:  # the database: unreachable, or not ours
+        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     shown = f"[{shown}]" if ":" in shown else shown
+    if server.moderate_port is not None:
+        print(f"Moderators: http://{shown}:{server.moderate_port}/moderate", flush=True)
     print(f"XES is running. Open http://{shown}:{port}/ in your browser.", flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -272,11 +311,47 @@ async def _run_server(settings: object) -> int:
     return 0
 
 
+def _moderator(args: argparse.Namespace) -> int:
+    """`xes moderator add NAME`: store a scrypt hash of a new password (never the password)."""
+    import getpass
+    import secrets
+    import time
+
+    from .core.access import SALT_BYTES, hash_password
+    from .server.storage import open_database
+    from .server.store import default_data_dir
+
+    if not 1 <= len(args.name) <= 64 or not args.name.isprintable():
+        print("xes moderator: a name is 1-64 printable characters", file=sys.stderr)
+        return 2
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass(f"Password for {args.name}: ")
+        if getpass.getpass("Again: ") != password:
+            print("xes moderator: the passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 12:
+        print("xes moderator: use a password of at least 12 characters", file=sys.stderr)
+        return 2
+    salt = secrets.token_bytes(SALT_BYTES)
+    hashed = hash_password(password, salt)
+    database = open_database(args.database, args.data_dir or default_data_dir())
+    try:
+        database.add_moderator(args.name, hashed.salt, hashed.digest, time.time())
+    finally:
+        database.close()
+    print(f"Moderator {args.name} can now log in at /moderate.")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     if args.command == "serve":
         return _serve(args)
+    if args.command == "moderator":
+        return _moderator(args)
     if args.command in ("call", "match"):
         try:
             peer_cli = importlib.import_module("xes.peer.cli")

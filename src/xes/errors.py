@@ -24,7 +24,12 @@ this tree.
         ├── NotHost            not-host
         ├── NotQueued          not-queued
         ├── TurnUnavailable    turn-unavailable
-        └── SessionGone        session-gone
+        ├── SessionGone        session-gone
+        ├── IdentityRequired   identity-required
+        ├── IdentityRefused    identity-refused
+        ├── TooManyIdentities  too-many-identities
+        ├── IdentityBanned     identity-banned
+        └── Cooldown           cooldown
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = [
     "NotJoined", "AlreadyJoined", "PeerNotFound", "RoomFull", "RoomLocked", "PasswordRequired",
     "WrongPassword", "Banned", "Declined", "NotHost", "NotQueued", "TurnUnavailable",
     "SessionGone",
+    "IdentityRequired", "IdentityRefused", "TooManyIdentities", "IdentityBanned", "Cooldown",
 ]
 
 
@@ -47,10 +53,11 @@ class SignallingError(Exception):
     code: ClassVar[ErrorCode]
     """Set by every concrete class below: one class per code of :class:`ErrorCode`."""
 
-    def __init__(self, message: str, ref: str | None = None) -> None:
+    def __init__(self, message: str, ref: str | None = None, retry_after: int | None = None) -> None:
         super().__init__(message)
         self.message = message
         self.ref = ref
+        self.retry_after = retry_after
 
 
 class ProtocolError(SignallingError):
@@ -129,3 +136,21 @@ class SessionGone(Refused):
     """``resume`` failed, for whichever reason: one code, one message (docs/protocol.md)."""
 
     code = ErrorCode.SESSION_GONE
+class IdentityRequired(Refused):
+    code = ErrorCode.IDENTITY_REQUIRED
+
+
+class IdentityRefused(Refused):
+    code = ErrorCode.IDENTITY_REFUSED
+
+
+class TooManyIdentities(Refused):
+    code = ErrorCode.TOO_MANY_IDENTITIES
+
+
+class IdentityBanned(Refused):
+    code = ErrorCode.IDENTITY_BANNED
+
+
+class Cooldown(Refused):
+    code = ErrorCode.COOLDOWN

@@ -142,7 +142,8 @@ def test_without_a_relay_strangers_must_both_consent_before_anything_is_queued(
         expect(page.get_by_label(ALLOW_DIRECT)).to_be_focused()
         sent, received = frames[name]
         assert [m for m in sent if m["type"] == "match"] == []
-        assert [m["type"] for m in received if m["type"] != "hello"] == []  # no joined, no signal
+        # No joined, no signal: only the connection's own hello and identity.
+        assert [m["type"] for m in received if m["type"] not in ("hello", "identified")] == []
         assert page.evaluate("window.xes.phase") == "idle"
 
     for page in (ada, bob):

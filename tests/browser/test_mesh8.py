@@ -29,6 +29,12 @@ from tests.support.browser import (
 # The bound leaves room for a busy machine; it only costs time on failure.
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
+# The uplink budget of a full room (src/xes/web/quality.js, README "Call quality"): our voice to
+# 7 others in at most 250 kbit/s, counted as getStats counts it (RTP payload + RTP headers).
+UPLINK_BUDGET_KBPS = 250.0
+# How long the outbound byte counters are watched for the bitrate.
+BITRATE_WINDOW_S = 5.0
+
 # 180 Hz or more apart: far beyond the tone listener's 2-bin (47 Hz) tolerance.
 TONES = (440.0, 620.0, 830.0, 1070.0, 1310.0, 1550.0, 1790.0, 2030.0)
 NAMES = tuple(f"P{n}" for n in range(1, len(TONES) + 1))
@@ -64,6 +70,39 @@ def link_states(page: Page) -> dict[str, str]:
         " (window.xes.pcs().get(peer.id) || {}).connectionState])),"
         " microphone: `${window.__xesTestAudio?.state} at ${window.__xesTestAudio?.currentTime}`})")
     return states
+
+
+def outbound_audio_bytes(page: Page) -> dict[str, int]:
+    """Per link (other person's id), audio bytes sent so far: RTP payload plus RTP headers."""
+    sent: dict[str, int] = page.evaluate(
+        """async () => {
+          const result = {};
+          for (const [id, pc] of window.xes.pcs()) {
+            let bytes = 0;
+            (await pc.getStats()).forEach((report) => {
+              if (report.type === 'outbound-rtp' && report.kind === 'audio') {
+                bytes += report.bytesSent + (report.headerBytesSent ?? 0);
+              }
+            });
+            result[id] = bytes;
+          }
+          return result;
+        }""")
+    return sent
+
+
+def outbound_kbps(pages: dict[str, Page], seconds: float) -> dict[str, dict[str, float]]:
+    """Each person's outbound audio bitrate per link over `seconds`, in kbit/s."""
+    before = {name: outbound_audio_bytes(page) for name, page in pages.items()}
+    started = time.monotonic()
+    time.sleep(seconds)
+    after = {name: outbound_audio_bytes(page) for name, page in pages.items()}
+    elapsed = time.monotonic() - started
+    return {
+        name: {peer: (after[name][peer] - before[name].get(peer, 0)) * 8 / 1000 / elapsed
+               for peer in after[name]}
+        for name in pages
+    }
 
 
 def expected_heard(name: str, present: list[str]) -> dict[str, list[float]]:
@@ -112,6 +151,19 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
         assert len(pairs) == 7 and set(pairs.values()) == {("host", "host")}, pairs
         expect(page.get_by_role("list", name="Participants").get_by_text("Direct", exact=True)
                ).to_have_count(7, timeout=CONNECT_TIMEOUT_MS)
+
+    # Each link's outbound audio bitrate: Opus at 24 kbit/s per link for 8 people (plus RTP
+    # headers), so 7 links stay within the uplink budget. The tones never pause, so DTX never
+    # lowers it: this is the worst case.
+    rates = outbound_kbps(pages, BITRATE_WINDOW_S)
+    for name, links in rates.items():
+        print(f"{name} sends " + ", ".join(f"{kbps:.1f}" for kbps in links.values())
+              + f" kbit/s per link, {sum(links.values()):.1f} kbit/s in all")
+    for name, links in rates.items():
+        assert len(links) == 7, (name, links)
+        assert all(kbps <= UPLINK_BUDGET_KBPS / 7 for kbps in links.values()), (name, links)
+        assert sum(links.values()) <= UPLINK_BUDGET_KBPS, (name, links)
+        assert all(kbps > 8 for kbps in links.values()), ("every link carries voice", name, links)
 
     # A ninth is refused, visibly, and the eight are undisturbed.
     ninth = person(browser, 2270.0)

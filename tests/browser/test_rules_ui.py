@@ -3,7 +3,7 @@
 role passing on, and the relay-by-default choice for calls with strangers.
 
 Audio is not the point here, so the people in a room are contexts of one Chromium with the
-default fake microphone; each context has its own localStorage, hence its own ban key.
+default fake microphone; each context has its own IndexedDB, hence its own identity.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def room_url(xes_server: XesServerProcess) -> str:
 
 @pytest.fixture
 def person(browser: Browser) -> Iterator[Callable[[], Page]]:
-    """Factory: a new person, i.e. a fresh context (own localStorage, so its own browser key) and
+    """Factory: a new person, i.e. a fresh context (own IndexedDB, so its own identity) and
     its page. At the end no page may have thrown or logged an error (a CSP refusal included)."""
     errors: list[str] = []
 
@@ -181,7 +181,7 @@ def test_lobby_admit_and_decline(
 
 def test_remove_and_ban(person: Callable[[], Page], room_url: str) -> None:
     """Remove takes a member out; Ban also keeps that browser out after a reload, but a fresh
-    browser profile (a new key) gets in: what the page's help text says a ban can and cannot do."""
+    browser profile (a new identity) gets in: what the page's help text says a ban can and cannot do."""
     ada, bob, cy = person(), person(), person()
     join(ada, room_url, "Ada")
     join(bob, room_url, "Bob")
@@ -207,11 +207,11 @@ def test_remove_and_ban(person: Callable[[], Page], room_url: str) -> None:
     expect(cy.get_by_role("alert")).to_contain_text("You were removed from the room and banned")
     expect(participants(ada)).not_to_contain_text("Cy")
 
-    cy.reload()  # same context: same localStorage, same key
+    cy.reload()  # same context: same IndexedDB, same identity
     press_join(cy, room_url, "Cy again")
     expect(cy.get_by_role("alert")).to_contain_text("The host has banned you from this room")
 
-    fresh = person()  # a new profile has a new key: a ban cannot follow it
+    fresh = person()  # a new profile has a new identity: a ban cannot follow it
     join(fresh, room_url, "Cy")
     expect(participants(ada)).to_contain_text("Cy")
 

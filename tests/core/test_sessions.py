@@ -8,7 +8,20 @@ from typing import Any
 
 import pytest
 
-from tests.core.test_signalling import NOW, ROOM, TOKEN, join, later, make_core, pid, snapshot, to, types
+from tests.core.test_signalling import (
+    CHALLENGE,
+    NOW,
+    ROOM,
+    TOKEN,
+    identify,
+    join,
+    later,
+    make_core,
+    pid,
+    snapshot,
+    to,
+    types,
+)
 from xes.core.matchmaking import Match, MatchQueue, Ticket
 from xes.core.outbox import Outbox
 from xes.core.signalling import Signalling, StaleSession
@@ -30,7 +43,7 @@ def trio() -> Signalling:
 def resume(core: Signalling, peer: str, token: str = TOKEN, last_seq: int = 0,
            at: float = 1.0) -> list[Any]:
     """Resume ``peer`` from a fresh connection (id NEW), ``at`` seconds after NOW."""
-    core.connect(NEW, TOKEN)
+    core.connect(NEW, TOKEN, CHALLENGE)
     return core.resume(NEW, m.Resume(peer=peer, token=token, last_seq=last_seq), ROTATED, later(at))
 
 
@@ -48,7 +61,7 @@ def test_a_lost_member_is_away_not_gone() -> None:
 
 def test_a_session_that_stands_nowhere_ends_with_its_socket() -> None:
     core = make_core()
-    core.connect(pid(1), TOKEN)
+    core.connect(pid(1), TOKEN, CHALLENGE)
     assert core.detach(pid(1), NOW) == []
     assert pid(1) not in core.clients and core.next_deadline() is None
 
@@ -123,7 +136,7 @@ def test_failed_resumes_are_one_answer_and_change_nothing(case: str) -> None:
     core.detach(pid(3), NOW)
     if case == "ended":
         core.tick(later(GRACE))
-    core.connect(NEW, TOKEN)
+    core.connect(NEW, TOKEN, CHALLENGE)
     before = snapshot(core)
     peer = {"unknown peer": pid(8), "itself": NEW}.get(case, pid(3))
     token = "W" * 22 if case == "wrong token" else TOKEN
@@ -183,7 +196,8 @@ def test_the_host_sees_knocks_waiting_in_its_snapshot() -> None:
 
 def _queue(core: Signalling, peer: str, at: float = 0.0) -> list[Any]:
     if peer not in core.clients:
-        core.connect(peer, TOKEN)
+        core.connect(peer, TOKEN, CHALLENGE)
+        identify(core, peer)
     return core.handle(peer, m.MatchRequest(name="Q", direct=True), later(at))
 
 

@@ -15,7 +15,7 @@ import pytest
 from xes import errors
 from xes.core.access import PasswordHash, hash_password
 from xes.core.actions import Action, Send
-from xes.core.signalling import CoreSettings, Signalling
+from xes.core.signalling import CoreSettings, ProvenIdentity, Signalling
 from xes.core.timing import Now
 from xes.core.turn import IceSettings, turn_credentials
 from xes.protocol import messages as m
@@ -53,17 +53,39 @@ def types(actions: list[Action], peer: str) -> list[str]:
     return [msg["type"] for msg in to(actions, peer)]
 
 
-def join(core: Signalling, peer: str, room: str = ROOM, name: str | None = None, **fields: Any
-         ) -> list[Action]:
+CHALLENGE = "c" * 43
+# What a browser sends; the core never checks signatures (the shell does, then passes `proven`).
+IDENTIFY = m.Identify(public_key="A" * 87, signature="B" * 86)
+
+
+def connect(core: Signalling, peer: str) -> list[Action]:
+    return core.connect(peer, TOKEN, CHALLENGE)
+
+
+def identify(core: Signalling, peer: str, identity: str | None = None, now: Now = NOW,
+             **proven: Any) -> list[Action]:
+    """``peer`` proves ``identity`` (default: one of its own), as the shell reports it."""
     if peer not in core.clients:
-        core.connect(peer, TOKEN)
+        connect(core, peer)
+    fields: dict[str, Any] = {"standing": None, "blocks": frozenset(), "network": None,
+                              "created_today_on_network": 0, **proven}
+    return core.handle(peer, IDENTIFY, now, proven=ProvenIdentity(identity or f"id-{peer}", **fields))
+
+
+def join(core: Signalling, peer: str, room: str = ROOM, name: str | None = None,
+         key: str | None = None, **fields: Any) -> list[Action]:
+    """``key``: the identity this browser proves first (host bans use it)."""
+    if peer not in core.clients:
+        connect(core, peer)
+    if key is not None:
+        identify(core, peer, key)
     return core.handle(peer, m.Join(room=room, name=name or f"name-{peer[-2:]}", **fields), NOW)
 
 
 def snapshot(core: Signalling) -> Any:
     """Everything observable about the core's state, to prove a refusal changed nothing."""
     rooms = {rid: (list(r.members), list(r.lobby), r.host, r.locked, r.lobby_on, r.max_peers,
-                   sorted(r.banned_key_digests)) for rid, r in core.rooms.items()}
+                   sorted(r.banned_identities)) for rid, r in core.rooms.items()}
     clients = {cid: (c.room.id if c.room else None, c.knocking.id if c.knocking else None,
                      c.queued is not None, sorted(c.avoid), c.token_digest, c.detached_at, c.expires_at)
                for cid, c in core.clients.items()}
@@ -74,9 +96,9 @@ def snapshot(core: Signalling) -> Any:
 
 def test_connect_says_hello_with_the_peer_id_and_limits() -> None:
     core = make_core()
-    [hello] = to(core.connect(pid(1), TOKEN), pid(1))
+    [hello] = to(connect(core, pid(1)), pid(1))
     assert hello["type"] == "hello" and hello["peer"] == pid(1) and hello["protocol"] == 2
-    assert hello["resume"] == TOKEN
+    assert hello["resume"] == TOKEN and hello["challenge"] == CHALLENGE
     assert hello["limits"]["max_message_bytes"] == 65_536 and hello["limits"]["max_peers"] == 8
 
 
@@ -162,7 +184,7 @@ def test_the_ninth_gets_room_full_and_nothing_changes() -> None:
     core = make_core()
     for n in range(8):
         join(core, pid(n))
-    core.connect(pid(9), TOKEN)
+    connect(core, pid(9))
     before = snapshot(core)
     with pytest.raises(errors.RoomFull):
         join(core, pid(9))
@@ -198,7 +220,7 @@ def test_route_signal_refuses_anyone_outside_your_room(target: str) -> None:
 
 def test_route_signal_before_joining() -> None:
     core = make_core()
-    core.connect(pid(1), TOKEN)
+    connect(core, pid(1))
     with pytest.raises(errors.NotJoined):
         core.route_signal(pid(1), pid(2))
 
@@ -245,7 +267,7 @@ def test_password_required_wrong_and_right() -> None:
     join(core, pid(1))
     core.handle(pid(1), m.SetRules(password="hunter2"), NOW, password=_hash("hunter2"))
     assert core.password_salt(ROOM) == b"s" * 16
-    core.connect(pid(2), TOKEN)
+    connect(core, pid(2))
     with pytest.raises(errors.PasswordRequired):
         join(core, pid(2))
     with pytest.raises(errors.WrongPassword):
@@ -330,7 +352,7 @@ def test_ban_refuses_the_same_key_on_a_new_connection() -> None:
     with pytest.raises(errors.Banned):
         join(core, pid(3), key=key)
     with pytest.raises(errors.Banned):  # the banned connection itself, even with no key
-        core.connect(pid(4), TOKEN)
+        connect(core, pid(4))
         core.rooms[ROOM].banned_peers |= {pid(4)}
         join(core, pid(4))
     join(core, pid(5), key="another-key-entirely")
@@ -364,7 +386,7 @@ def test_a_full_room_refuses_by_every_way_in() -> None:
     join(core, pid(2))
     join(core, pid(3))
     core.handle(pid(1), m.Admit(peer=pid(2)), NOW)
-    core.connect(pid(4), TOKEN)
+    connect(core, pid(4))
     before = snapshot(core)
     with pytest.raises(errors.RoomFull) as admit_refused:
         core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
@@ -386,7 +408,7 @@ def test_a_ban_holds_by_every_way_in() -> None:
     core.handle(pid(1), m.SetRules(lobby=True), NOW)
     join(core, pid(3), key="k" * 32)  # the same browser knocks from a second tab
     core.handle(pid(1), m.Ban(peer=pid(2)), NOW)
-    core.connect(pid(4), TOKEN)
+    connect(core, pid(4))
     before = snapshot(core)
     with pytest.raises(errors.Banned) as admit_refused:
         core.handle(pid(1), m.Admit(peer=pid(3)), NOW)
@@ -459,8 +481,8 @@ def test_turn_without_a_secret_is_a_configuration_error() -> None:
 def match(core: Signalling, peer: str, now: Now = NOW, **fields: Any) -> list[Action]:
     """Queue `peer` for a stranger. Consenting to a direct connection unless `direct=False` is
     given, so that the pairing rules can be tested on a core without a relay."""
-    if peer not in core.clients:
-        core.connect(peer, TOKEN)
+    if peer not in core.clients or core.clients[peer].identity is None:
+        identify(core, peer)
     fields.setdefault("direct", True)
     return core.handle(peer, m.MatchRequest(name=f"s-{peer[-2:]}", **fields), now)
 
@@ -533,7 +555,7 @@ def test_tagged_strangers_relax_after_the_wait() -> None:
 
 def test_the_avoid_list_is_capped() -> None:
     core = make_core()
-    core.connect(pid(1), TOKEN)
+    connect(core, pid(1))
     for n in range(300):
         core.handle(pid(1), m.Block(peer=pid(1000 + n)), NOW)
     avoid = core.clients[pid(1)].avoid
@@ -601,13 +623,13 @@ def test_hello_says_whether_the_server_has_a_relay() -> None:
     for ice, relay in ((IceSettings(), False), (IceSettings(stun_urls=("stun:s",)), False),
                        (WITH_RELAY, True)):
         core = make_core(ice=ice)
-        assert to(core.connect(pid(1), TOKEN), pid(1))[0]["relay"] is relay
+        assert to(connect(core, pid(1)), pid(1))[0]["relay"] is relay
 
 
 def test_without_a_relay_a_stranger_who_did_not_consent_is_refused_and_not_queued() -> None:
     """No relay means the only path is direct, which shows each their IP: never without consent."""
     core = make_core(ice=IceSettings(stun_urls=("stun:s",)))  # STUN finds addresses, relays nothing
-    core.connect(pid(1), TOKEN)
+    connect(core, pid(1))
     before = snapshot(core)
     with pytest.raises(errors.TurnUnavailable):
         match(core, pid(1), direct=False)
@@ -670,3 +692,67 @@ def test_with_a_relay_next_keeps_each_ones_consent() -> None:
     actions = match(core, pid(4), direct=True)  # meets 1, who consented
     joined = next(x for x in to(actions, pid(4)) if x["type"] == "joined")
     assert joined["peers"][0]["id"] == pid(1) and joined["ice_transport_policy"] == "all"
+
+
+# ---------------------------------------------------------------------------------------------- safety
+
+def _matched_pair(core: Signalling) -> None:
+    match(core, pid(1))
+    match(core, pid(2))
+
+
+def test_rate_and_report_name_only_the_current_or_last_stranger_once() -> None:
+    from xes.core.actions import SaveRating, SaveReport
+
+    core = make_core()
+    _matched_pair(core)
+    with pytest.raises(errors.PeerNotFound):
+        core.handle(pid(1), m.Rate(peer=pid(3), good=False), NOW)
+    actions = core.handle(pid(1), m.Rate(peer=pid(2), good=False), NOW)
+    [rating] = [a for a in actions if isinstance(a, SaveRating)]
+    assert (rating.rating.rater, rating.rating.target, rating.rating.good) == (f"id-{pid(1)}", f"id-{pid(2)}",
+                                                                                False)
+    assert rating.rating.fresh and rating.rating.weight == 0.5 * 0.2
+    with pytest.raises(errors.BadField):
+        core.handle(pid(1), m.Rate(peer=pid(2), good=True), NOW)
+    core.handle(pid(2), m.Stop(), later(42))  # the call ends after 42 s
+    actions = core.handle(pid(1), m.Report(peer=pid(2), reason="under-18", text=" 13 "), later(100))
+    [report] = [a for a in actions if isinstance(a, SaveReport)]
+    assert (report.reason, report.text, report.call_seconds) == ("under-18", "13", 42.0)
+    assert types(actions, pid(1)) == ["noted"]
+
+
+def test_a_block_of_a_stranger_is_stored_and_keeps_the_identities_apart() -> None:
+    from xes.core.actions import SaveBlock
+
+    core = make_core()
+    _matched_pair(core)
+    actions = core.handle(pid(1), m.Block(peer=pid(2)), NOW)
+    assert [a for a in actions if isinstance(a, SaveBlock)] == [SaveBlock(f"id-{pid(1)}", f"id-{pid(2)}",
+                                                                          NOW.unix)]
+    core.handle(pid(2), m.Stop(), NOW)
+    core.disconnect(pid(2))
+    # The same identity on a new connection, with the block loaded as the shell would:
+    identify(core, pid(3), f"id-{pid(2)}", blocks=frozenset({f"id-{pid(1)}"}))
+    assert "joined" not in types(match(core, pid(3)), pid(3))
+
+
+def test_bans_and_cooldowns_refuse_match_with_the_time_left() -> None:
+    import dataclasses
+
+    from xes.core import safety
+
+    core = make_core()
+    identify(core, pid(1), "banned", standing=safety.Standing("banned", 0.0, banned=True))
+    with pytest.raises(errors.IdentityBanned):
+        match(core, pid(1))
+    cooling = safety.Standing("cool", 0.0, cooldown_until=NOW.unix + 3480.5)
+    identify(core, pid(2), "cool", standing=cooling)
+    with pytest.raises(errors.Cooldown) as refused:
+        match(core, pid(2))
+    assert refused.value.retry_after == 3481 and "59 min" in refused.value.message  # rounded up
+    core.standing_changed(dataclasses.replace(cooling, cooldown_until=None))
+    assert types(match(core, pid(2)), pid(2)) == ["queued"]
+    connect(core, pid(4))
+    with pytest.raises(errors.IdentityRequired):
+        core.handle(pid(4), m.MatchRequest(name="x", direct=True), NOW)

@@ -14,7 +14,7 @@ import msgspec
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tests.core.test_signalling import NOW, TOKEN, make_core, pid, snapshot
+from tests.core.test_signalling import CHALLENGE, NOW, TOKEN, identify, make_core, pid, snapshot
 from xes.core.access import PasswordHash
 from xes.core.signalling import Signalling
 from xes.core.timing import Now
@@ -23,11 +23,9 @@ from xes.protocol import messages as m
 
 PEERS = [pid(n) for n in range(1, 6)]
 ROOMS = ["A" * 22, "B" * 22]
-KEYS = ["k" * 16, "q" * 16]
 peers = st.sampled_from(PEERS)
 
 joins = st.builds(m.Join, room=st.sampled_from(ROOMS), name=st.just("x"),
-                  key=st.none() | st.sampled_from(KEYS),
                   password=st.none() | st.sampled_from(["pw", "no"]), rollback=st.booleans())
 matches = st.builds(m.MatchRequest, name=st.just("s"), tags=st.sampled_from([[], ["jazz"], ["chess"]]),
                     rollback=st.booleans())
@@ -44,6 +42,8 @@ client_messages: st.SearchStrategy[m.ClientMessage] = st.one_of(
     st.builds(m.Admit, peer=peers), st.builds(m.Decline, peer=peers),
     st.builds(m.Remove, peer=peers), st.builds(m.Ban, peer=peers),
     st.just(m.Next()), st.builds(m.Block, peer=peers), st.just(m.Stop()),
+    st.builds(m.Rate, peer=peers, good=st.booleans()),
+    st.builds(m.Report, peer=peers, reason=st.sampled_from(["under-18", "other"])),
 )
 steps = st.lists(st.tuples(
     peers,
@@ -65,7 +65,7 @@ def fake_hash(password: str, salt: bytes) -> PasswordHash:
 def apply(core: Signalling, peer: str, fact: Any, now: Now) -> None:
     if fact == "connect":
         if peer not in core.clients:
-            core.connect(peer, TOKEN)
+            identify(core, peer)
     elif fact == "disconnect":
         core.disconnect(peer)
     elif fact == "tick":
@@ -75,7 +75,7 @@ def apply(core: Signalling, peer: str, fact: Any, now: Now) -> None:
     elif fact == "resume":
         client = core.clients.get(peer)
         if client is not None and client.detached_at is not None:
-            core.connect(RESUMER, TOKEN)
+            core.connect(RESUMER, TOKEN, CHALLENGE)
             core.resume(RESUMER, m.Resume(peer=peer, token=TOKEN, last_seq=0), TOKEN, now)
     elif peer in core.clients:
         password = None
@@ -119,7 +119,7 @@ def test_any_sequence_only_refuses_and_a_refusal_changes_nothing(
         sequence: list[tuple[str, Any, float, float]]) -> None:
     core = make_core(match_relax_seconds=10)
     for peer in PEERS:
-        core.connect(peer, TOKEN)
+        identify(core, peer)
     monotonic, unix = NOW.monotonic, NOW.unix
     for peer, fact, mono_step, wall_step in sequence:
         monotonic, unix = monotonic + mono_step, unix + mono_step + wall_step

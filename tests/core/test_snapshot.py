@@ -8,10 +8,22 @@ from typing import Any
 import msgspec
 import pytest
 
-from tests.core.test_signalling import NOW, ROOM, join, later, make_core, pid, to
+from tests.core.test_signalling import (
+    CHALLENGE,
+    IDENTIFY,
+    NOW,
+    ROOM,
+    identify,
+    join,
+    later,
+    make_core,
+    pid,
+    to,
+)
 from xes import errors
 from xes.core.access import hash_password
 from xes.core.actions import Action, Send
+from xes.core.safety import Standing
 from xes.core.signalling import Signalling
 from xes.core.snapshot import (
     Snapshot,
@@ -43,15 +55,20 @@ def act(core: Signalling, peer: str, message: m.ClientMessage, **kwargs: Any) ->
     return actions
 
 
+def identity(n: int) -> str:
+    """What the shell makes of a proven public key: its keyed hash (the key never reaches the core)."""
+    return f"{n:064x}"
+
+
 def busy_core() -> Signalling:
     """A room with a password, a ban and three members (pid 3 detached), a lobby with a
     knocker, a stranger waiting and a matched pair."""
     core = make_core(max_peers=6)
     for n in range(1, 12):
-        core.connect(pid(n), token(n))
+        core.connect(pid(n), token(n), CHALLENGE)
+        deliver(core, identify(core, pid(n), identity(n)))
     for n in (1, 2, 3, 9):
-        deliver(core, core.handle(pid(n), m.Join(room=ROOM, name=f"n{n}", key=f"browser-key-{n:08d}"),
-                                  NOW))
+        deliver(core, core.handle(pid(n), m.Join(room=ROOM, name=f"n{n}"), NOW))
     act(core, pid(1), m.Ban(peer=pid(9)))
     act(core, pid(1), m.SetRules(password="pw", max_peers=5), password=PASSWORD)
     deliver(core, core.detach(pid(3), NOW))
@@ -93,11 +110,35 @@ def test_the_round_trip_keeps_everything_but_the_sockets() -> None:
     assert fresh.clients[pid(6)].room is fresh.clients[pid(7)].room is not None
 
 
-def test_a_snapshot_holds_no_token_and_no_browser_key() -> None:
+def test_a_snapshot_holds_no_token_and_identities_only_as_their_hash() -> None:
     data = encode_snapshot(export_snapshot(busy_core(), NOW))
     for n in range(1, 12):
-        assert token(n).encode() not in data and f"browser-key-{n:08d}".encode() not in data
+        assert token(n).encode() not in data
+    assert IDENTIFY.public_key.encode() not in data and IDENTIFY.signature.encode() not in data
     assert b"pw" not in data.replace(b"password", b"")
+
+
+def test_a_resumed_session_stays_identified_once_the_shell_loaded_its_standing() -> None:
+    core = busy_core()
+    core.handle(pid(6), m.Rate(peer=pid(7), good=True), NOW)  # a stranger rated: its partner is kept
+    fresh, _ = restarted(core)
+    # Sessions that stand somewhere: 9 was banned, 10 and 11 never joined anything.
+    assert fresh.identities_to_load() == {identity(n) for n in range(1, 12) if n not in (9, 10, 11)}
+    for ident in sorted(fresh.identities_to_load()):
+        standing = Standing(ident, created_at=NOW.unix) if ident != identity(8) else None
+        created = fresh.identity_loaded(ident, standing, (), later(3))
+        # A standing whose write was lost is made again: the identity was proven before the stop.
+        assert [type(a).__name__ for a in created] == (["CreateIdentity"] if standing is None else [])
+    assert fresh.identities_to_load() == set()
+    fresh.connect(pid(40), token(40), CHALLENGE)
+    fresh.resume(pid(40), m.Resume(peer=pid(8), token=token(8), last_seq=0), token(41), later(4))
+    assert fresh.clients[pid(8)].identity == identity(8)
+    with pytest.raises(errors.IdentityRefused):  # no second identify: it still has one
+        identify(fresh, pid(8), identity(8), later(4))
+    fresh.connect(pid(42), token(42), CHALLENGE)
+    fresh.resume(pid(42), m.Resume(peer=pid(6), token=token(6), last_seq=0), token(43), later(4))
+    with pytest.raises(errors.BadField, match="already rated"):
+        fresh.handle(pid(6), m.Rate(peer=pid(7), good=True), later(4))
 
 
 def test_sessions_resume_with_their_token_and_their_replay() -> None:
@@ -106,14 +147,14 @@ def test_sessions_resume_with_their_token_and_their_replay() -> None:
                 if client.outbox is not None}
     fresh, _ = restarted(core)
     # pid 3 was detached before the stop: it missed the signal, which the replay brings.
-    fresh.connect(pid(40), token(40))
+    fresh.connect(pid(40), token(40), CHALLENGE)
     actions = fresh.resume(pid(40), m.Resume(peer=pid(3), token=token(3), last_seq=last_seq[pid(3)] - 1),
                            token(41), later(4))
     sent = to(actions, pid(3))
     assert sent[0]["type"] == "resumed" and sent[0]["room"]["host"] == pid(1)
     assert [msg["type"] for msg in sent[1:]] == ["signal"] and sent[1]["from"] == pid(2)
     # The host resumes: still host, still with its rules; its room-mates hear peer-back only.
-    fresh.connect(pid(42), token(42))
+    fresh.connect(pid(42), token(42), CHALLENGE)
     actions = fresh.resume(pid(42), m.Resume(peer=pid(1), token=token(1), last_seq=last_seq[pid(1)]),
                            token(43), later(4))
     [resumed] = to(actions, pid(1))
@@ -121,9 +162,9 @@ def test_sessions_resume_with_their_token_and_their_replay() -> None:
     assert {json.loads(a.payload)["type"] for a in actions if isinstance(a, Send) and a.to != pid(1)} \
         == {"peer-back"}
     # The banned key is still banned, the password still asked.
-    fresh.connect(pid(44), token(44))
+    fresh.connect(pid(44), token(44), CHALLENGE)
     with pytest.raises(errors.Banned):
-        fresh.handle(pid(44), m.Join(room=ROOM, name="again", key="browser-key-00000009"), later(4))
+        join(fresh, pid(44), key=identity(9))
     with pytest.raises(errors.PasswordRequired):
         join(fresh, pid(45))
 
@@ -131,7 +172,7 @@ def test_sessions_resume_with_their_token_and_their_replay() -> None:
 def test_a_wrong_token_is_refused_and_unresumed_sessions_end_after_their_grace() -> None:
     core = busy_core()
     fresh, _ = restarted(core)
-    fresh.connect(pid(40), token(40))
+    fresh.connect(pid(40), token(40), CHALLENGE)
     with pytest.raises(errors.SessionGone):
         fresh.resume(pid(40), m.Resume(peer=pid(2), token=token(3), last_seq=0), token(41), later(4))
     grace = fresh.settings.resume_grace_seconds

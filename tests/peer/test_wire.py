@@ -32,7 +32,7 @@ class ScriptedServer(picows.WSListener):
     def on_ws_connected(self, transport: picows.WSTransport) -> None:
         self.transport = transport
         hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=ME, resume=ME,
-                        limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=False)
+                        limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=False, challenge="c" * 43)
         transport.send(picows.WSMsgType.TEXT, m.encode(hello))
 
     def on_ws_frame(self, transport: picows.WSTransport, frame: picows.WSFrame) -> None:
@@ -41,6 +41,9 @@ class ScriptedServer(picows.WSListener):
         elif frame.msg_type is picows.WSMsgType.TEXT:
             message = m.decode(frame.get_payload_as_bytes())  # the real server's decoder
             self.received.append(message)
+            if isinstance(message, m.Identify):
+                answer = m.Identified(cooldown_until=None, banned=False, warning=None)
+                transport.send(picows.WSMsgType.TEXT, m.encode(answer))
             if isinstance(message, m.Join):
                 for reply in self.replies:
                     transport.send(picows.WSMsgType.TEXT, reply)
@@ -70,9 +73,9 @@ async def test_peer_sends_server_structs_and_skips_what_it_cannot_read() -> None
             assert peer.id == ME
             room = await asyncio.wait_for(peer.join(ROOM), 10)
             assert (room.id, room.host, room.rules) == (ROOM, HOST, RULES)
-            assert script.received == [
-                m.Join(room=ROOM, name="bot", key=peer.key, rollback=False),
-            ]
+            identify, join = script.received  # the identity first, then the struct the server reads
+            assert isinstance(identify, m.Identify) and identify.public_key == peer.identity.public_key
+            assert join == m.Join(room=ROOM, name="bot", rollback=False)
             events: list[Event] = []
 
             async def collect() -> None:
@@ -110,4 +113,4 @@ async def test_a_blank_name_is_refused_as_the_server_would_without_sending_it() 
     finally:
         server.close()
         await server.wait_closed()
-    assert script.received == [m.SetRules(locked=True)]
+    assert script.received[1:] == [m.SetRules(locked=True)]  # after the identity

@@ -11,13 +11,12 @@ from tests.protocol.conftest import markdown_section, markdown_table
 from xes.protocol import messages as m
 
 A, B, R = "A" * 22, "B" * 22, "R" * 22
-KEY = "k" * 24
 RULES = m.Rules(locked=False, lobby=True, password=True, max_peers=4)
 ICE = [m.IceServer(urls=["turn:127.0.0.1:3478?transport=udp"], username="1:x", credential="c")]
 OFFER = m.SignalData(description=m.SessionDescription("offer", "v=0\r\n"))
 
 CLIENT_MESSAGES: list[m.ClientMessage] = [
-    m.Join(room=R, name="Ada", password="pw", key=KEY, rollback=False),
+    m.Join(room=R, name="Ada", password="pw", rollback=False),
     m.Join(room=R, name="Ada"),
     m.Leave(),
     m.signal_to(B, OFFER),
@@ -25,13 +24,19 @@ CLIENT_MESSAGES: list[m.ClientMessage] = [
     m.SetRules(locked=True, password=None),
     m.SetRules(max_peers=3),
     m.Admit(peer=B), m.Decline(peer=B), m.Remove(peer=B), m.Ban(peer=B),
-    m.MatchRequest(name="Ada", tags=["chess"], language="en", key=KEY, rollback=False, direct=True),
+    m.MatchRequest(name="Ada", tags=["chess"], language="en", rollback=False, direct=True),
     m.Next(), m.Block(peer=B), m.Stop(),
     m.Resume(peer=A, token=B, last_seq=7), m.Hearing(peer=B),
+    m.Identify(public_key="P" * 87, signature="S" * 86), m.Rate(peer=B, good=False),
+    m.Report(peer=B, reason="under-18", text="said they are 14"), m.Report(peer=B, reason="other"),
 ]
 
 SERVER_MESSAGES: list[m.ServerMessage] = [
-    m.Hello(protocol=2, peer=A, resume=B, limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=True),
+    m.Hello(protocol=2, peer=A, resume=B, limits=m.Limits(65536, 8, 400, 100.0, 10.0), relay=True,
+            challenge="c" * 43),
+    m.Identified(cooldown_until=1_800_003_600.0, banned=False, warning="Be kind."),
+    m.Noted(ref="report"),
+    m.Error(code="cooldown", message="in 59 min", ref="match", retry_after=3540),
     m.Joined(room=R, you=A, host=B, peers=[m.PeerInfo(B, "Bob", True)], rules=RULES,
              ice_servers=ICE, ice_expires_at=1_790_000_000, ice_transport_policy="relay",
              match=False),

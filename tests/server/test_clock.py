@@ -46,9 +46,9 @@ async def test_a_wall_clock_stepping_back_does_not_break_matching(
         return readings[-1]
 
     monkeypatch.setattr(time, "time", stepping_back)
-    await ada.send({"type": "match", "name": "Ada"})
+    await ada.match("Ada")
     await ada.expect("queued")
-    await bob.send({"type": "match", "name": "Bob"})
+    await bob.match("Bob")
     await bob.expect("queued")
     joined = {name: await client.expect("joined") for name, client in (("ada", ada), ("bob", bob))}
     assert joined["ada"]["room"] == joined["bob"]["room"] and joined["bob"]["match"] is True
@@ -63,14 +63,14 @@ async def test_a_wall_clock_jumping_forward_does_not_relax_preferences(
         in_process_server: str, monkeypatch: pytest.MonkeyPatch) -> None:
     """Preferences relax after 10 s of waiting on the monotonic clock, not on the wall clock."""
     ada, bob, cy = [await Client.connect(in_process_server) for _ in range(3)]
-    await ada.send({"type": "match", "name": "Ada", "tags": ["chess"]})
+    await ada.match("Ada", tags=["chess"])
     await ada.expect("queued")
     real_time = time.time
     monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
-    await bob.send({"type": "match", "name": "Bob"})  # accepts anyone; Ada does not yet
+    await bob.match("Bob")  # accepts anyone; Ada does not yet
     await bob.expect("queued")
     await ada.silent()
-    await cy.send({"type": "match", "name": "Cy", "tags": ["chess"]})
+    await cy.match("Cy", tags=["chess"])
     await cy.expect("queued")
     assert (await cy.expect("joined"))["peers"][0]["id"] == ada.peer  # the shared interest
     await ada.expect("joined")

@@ -30,17 +30,17 @@ async def test_hello_says_there_is_a_relay_when_turn_is_configured(
 async def test_without_a_relay_strangers_meet_only_if_both_consented(
         xes_server: XesServerProcess) -> None:
     ada, bob = await Client.connect(xes_server.ws_url), await Client.connect(xes_server.ws_url)
-    await ada.send({"type": "match", "name": "Ada", "direct": True})
+    await ada.match("Ada", direct=True)
     await ada.expect("queued")
     # Bob did not consent: refused, not queued, and Ada (who waits) is not paired with him.
-    await bob.send({"type": "match", "name": "Bob"})
+    await bob.match("Bob")
     refused = await bob.expect("error")
     assert refused["code"] == "turn-unavailable" and refused["ref"] == "match"
     await ada.silent(0.3)
     await bob.send({"type": "stop"})
     assert (await bob.expect("error"))["code"] == "not-queued"
     # Once he consents, they meet, and the server lets the call go direct.
-    await bob.send({"type": "match", "name": "Bob", "direct": True})
+    await bob.match("Bob", direct=True)
     await bob.expect("queued")
     for client in (bob, ada):
         joined = await client.expect("joined")
@@ -51,9 +51,9 @@ async def test_with_a_relay_a_pair_without_both_consents_is_relay_only(
         start_xes_server: Callable[..., XesServerProcess]) -> None:
     server = start_xes_server(args=TURN, env={"XES_TURN_SECRET": "s3cret-for-the-test"})
     ada, bob = await Client.connect(server.ws_url), await Client.connect(server.ws_url)
-    await ada.send({"type": "match", "name": "Ada", "direct": True})
+    await ada.match("Ada", direct=True)
     await ada.expect("queued")
-    await bob.send({"type": "match", "name": "Bob"})
+    await bob.match("Bob")
     await bob.expect("queued")
     for client in (bob, ada):
         joined = await client.expect("joined")

@@ -14,11 +14,11 @@ from websockets.exceptions import ConnectionClosed
 
 from tests.conftest import XesServerProcess, launch_xes_server
 from tests.server.wsclient import Client, new_room
+from xes.peer.identity import PeerIdentity
 
 pytestmark = pytest.mark.timeout(90)
 
-MALLORY_KEY = "browser-key-of-mallory-0001"
-GUEST_KEY = "browser-key-of-the-guest-01"
+MALLORY = PeerIdentity.generate()
 PASSWORD = "correct horse"
 # docs/protocol.md, "Restarts": how long `xes serve` may take to stop on SIGTERM.
 STOP_BOUND_SECONDS = 5.0
@@ -56,7 +56,8 @@ async def test_sigkill_then_restart_no_room_comes_back_weaker(
     key_a = joined["host_key"]
     assert joined["host"] == host_a.peer and len(key_a) == 22
     mallory = await Client.connect(before.ws_url)
-    await mallory.join(room_a, "Mallory", key=MALLORY_KEY)
+    assert (await mallory.identify(MALLORY))["type"] == "identified"
+    await mallory.join(room_a, "Mallory")
     await host_a.expect("peer-joined")
     await host_a.send({"type": "ban", "peer": mallory.peer})
     await host_a.expect("peer-left")
@@ -74,27 +75,30 @@ async def test_sigkill_then_restart_no_room_comes_back_weaker(
     assert stat.S_IMODE(saved.stat().st_mode) == 0o600
     assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700
     content = saved.read_bytes()
-    for secret in (PASSWORD, MALLORY_KEY, key_a, key_b, host_a.peer, "Host A", "Mallory", "127.0.0.1"):
+    for secret in (PASSWORD, MALLORY.public_key, key_a, key_b, host_a.peer, "Host A", "Mallory", "127.0.0.1"):
         assert secret.encode() not in content, secret
 
     after = start(servers, data_dir)
     assert "restored 2 protected room(s)" in after.log
 
-    async def refused(room: str, **fields: object) -> str:
+    async def refused(room: str, identity: PeerIdentity | None = None, **fields: object) -> str:
         client = await Client.connect(after.ws_url)
+        if identity is not None:
+            assert (await client.identify(identity))["type"] == "identified"
         answer = await client.join(room, "Newcomer", **fields)
         assert answer["type"] == "error", answer
         return str(answer["code"])
 
     assert await refused(room_a) == "password-required"
     assert await refused(room_a, password="battery staple") == "wrong-password"
-    assert await refused(room_a, password=PASSWORD, key=MALLORY_KEY) == "banned"
+    assert await refused(room_a, MALLORY, password=PASSWORD) == "banned"
     assert await refused(room_a, host_key="x" * 22) == "password-required"  # a made-up key
     assert await refused(room_b) == "room-locked"
 
     # Members with the password come back; nobody is host until the host is.
     guest = await Client.connect(after.ws_url)
-    back = await guest.join(room_a, "Guest", password=PASSWORD, key=GUEST_KEY)
+    await guest.identify()
+    back = await guest.join(room_a, "Guest", password=PASSWORD)
     assert back["type"] == "joined" and back["host"] is None and "host_key" not in back
     assert back["rules"] == rules_a
     await guest.send({"type": "set-rules", "password": None})  # nobody else can weaken it
@@ -149,7 +153,7 @@ async def test_sigterm_then_restart_every_client_resumes_where_it_was(
     assert (await knocker.join(lobby_room, "Knocker"))["type"] == "lobby"
     await doorkeeper.expect("knock")
     stranger = await Client.connect(before.ws_url)
-    await stranger.send({"type": "match", "name": "Stranger", "direct": True})
+    await stranger.match("Stranger", direct=True)
     await stranger.expect("queued")
     everyone = [host, ada, bob, doorkeeper, knocker, stranger]
 
@@ -167,6 +171,7 @@ async def test_sigterm_then_restart_every_client_resumes_where_it_was(
     for client in everyone:
         assert client.token.encode() not in content  # only the tokens' digests
     assert PASSWORD.encode() not in content
+    assert stranger.identity.public_key.encode() not in content  # only its keyed hash
 
     after = start(servers, data_dir)
     assert not snapshot.exists()  # read once, then gone
@@ -197,3 +202,8 @@ async def test_sigterm_then_restart_every_client_resumes_where_it_was(
     assert (await bob.expect("signal"))["from"] == ada.peer
     await doorkeeper.send({"type": "admit", "peer": knocker.peer})
     assert (await knocker.expect("joined"))["host"] == doorkeeper.peer
+    # The stranger resumed identified: it may queue again without a new `identify`.
+    await stranger.send({"type": "stop"})
+    await stranger.expect("unqueued")
+    await stranger.send({"type": "match", "name": "Stranger", "direct": True})
+    await stranger.expect("queued")

@@ -9,10 +9,11 @@ import pytest
 
 from tests.conftest import XesServerProcess
 from tests.server.wsclient import Client, new_room
+from xes.peer.identity import PeerIdentity
 
 pytestmark = pytest.mark.timeout(60)
 
-KEY_A = "browser-key-of-mallory-0001"
+MALLORY = PeerIdentity.generate()
 
 
 async def room_with_host(server: XesServerProcess) -> tuple[Client, str]:
@@ -96,17 +97,19 @@ async def test_removed_peer_cannot_signal_the_room(xes_server: XesServerProcess)
 async def test_banned_browser_cannot_return_on_a_new_connection(xes_server: XesServerProcess) -> None:
     host, room = await room_with_host(xes_server)
     mallory = await Client.connect(xes_server.ws_url)
-    await mallory.join(room, "Mallory", key=KEY_A)
+    await mallory.identify(MALLORY)
+    await mallory.join(room, "Mallory")
     await host.expect("peer-joined")
     await host.send({"type": "ban", "peer": mallory.peer})
     assert (await mallory.expect("removed"))["banned"] is True
     assert (await host.expect("peer-left"))["reason"] == "banned"
-    # Same connection, no key this time:
+    # Same connection:
     assert (await mallory.join(room, "Mallory"))["code"] == "banned"
     await mallory.close()
-    # New connection, new name, same browser key:
+    # New connection, new name, same browser identity:
     again = await Client.connect(xes_server.ws_url)
-    assert (await again.join(room, "Totally Not Mallory", key=KEY_A))["code"] == "banned"
+    await again.identify(MALLORY)
+    assert (await again.join(room, "Totally Not Mallory"))["code"] == "banned"
     await host.silent()
 
 
@@ -130,9 +133,9 @@ async def test_strangers_are_matched_skipped_and_rematched(
         start_xes_server: Callable[..., XesServerProcess]) -> None:
     server = start_xes_server(args=["--match-relax", "1"])
     a, b, c = [await Client.connect(server.ws_url) for _ in range(3)]
-    await a.send({"type": "match", "name": "A", "tags": ["chess"], "direct": True})
+    await a.match("A", tags=["chess"], direct=True)
     await a.expect("queued")
-    await b.send({"type": "match", "name": "B", "tags": ["Chess"], "direct": True})
+    await b.match("B", tags=["Chess"], direct=True)
     await b.expect("queued")
     joined_b = await b.expect("joined")
     joined_a = await a.expect("joined")
@@ -152,7 +155,7 @@ async def test_strangers_are_matched_skipped_and_rematched(
     await b.expect("queued")
     await asyncio.sleep(1.5)  # past --match-relax: A and B would accept anyone, but not each other
     await a.silent(0.2)
-    await c.send({"type": "match", "name": "C", "direct": True})
+    await c.match("C", direct=True)
     await c.expect("queued")
     assert (await c.expect("joined"))["peers"][0]["id"] == a.peer  # the earliest waiting
     await c.send({"type": "stop"})

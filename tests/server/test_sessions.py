@@ -250,14 +250,13 @@ async def test_a_queued_stranger_keeps_its_place_and_is_never_matched_while_away
         server: XesServerProcess, proxy: TcpProxy) -> None:
     """docs/protocol.md, "Queue and matches": a detached ticket keeps its place but is not
     eligible; on resume it is served at once."""
-    request = {"type": "match", "name": "Q", "direct": True}
     away_one = await Client.connect(proxied(proxy))
-    await away_one.send(request)
+    await away_one.match("Q", direct=True)
     await away_one.expect("queued")
     proxy.cut("reset")
     await asyncio.sleep(0.3)  # the server hears the reset
     other = await Client.connect(server.ws_url)
-    await other.send(request)
+    await other.match("Q", direct=True)
     await other.expect("queued")
     await other.silent(0.5)  # not paired with someone who is not there
     back, resumed = await away_one.resume(server.ws_url)
@@ -269,20 +268,19 @@ async def test_a_queued_stranger_keeps_its_place_and_is_never_matched_while_away
 
 async def test_a_stranger_who_never_comes_back_is_never_matched(
         server: XesServerProcess, proxy: TcpProxy) -> None:
-    request = {"type": "match", "name": "Q", "direct": True}
     ghost = await Client.connect(proxied(proxy))
-    await ghost.send(request)
+    await ghost.match("Q", direct=True)
     await ghost.expect("queued")
     proxy.cut("reset")
     await asyncio.sleep(0.3)
     waiting = await Client.connect(server.ws_url)
-    await waiting.send(request)
+    await waiting.match("Q", direct=True)
     await waiting.expect("queued")
     await waiting.silent(GRACE + 0.5)  # the ghost's grace ran out meanwhile: nothing to see
     _, answer = await ghost.resume(server.ws_url)
     assert answer["code"] == "session-gone"
     newcomer = await Client.connect(server.ws_url)
-    await newcomer.send(request)
+    await newcomer.match("Q", direct=True)
     await newcomer.expect("queued")
     assert (await newcomer.expect("joined"))["peers"][0]["id"] == waiting.peer
     await waiting.expect("joined")

@@ -10,6 +10,9 @@ from typing import Any
 import websockets
 from websockets.asyncio.client import ClientConnection
 
+from xes.peer.identity import PeerIdentity
+from xes.protocol import messages as m
+
 WAIT = 5.0
 
 
@@ -73,6 +76,19 @@ class Client:
         except TimeoutError:
             return
         raise AssertionError(f"unexpected message: {message!r}")
+
+    async def identify(self, identity: PeerIdentity | None = None) -> dict[str, Any]:
+        """Prove ``identity`` (a fresh one by default) for this connection; the server's answer."""
+        self.identity = identity or PeerIdentity.generate()
+        await self.send(m.encode_client(self.identity.identify(self.hello["challenge"])).decode())
+        return await self.recv()
+
+    async def match(self, name: str = "stranger", **fields: Any) -> None:
+        """Identify first if not yet, then queue for a stranger (the answer is left to read)."""
+        if not hasattr(self, "identity"):
+            answer = await self.identify()
+            assert answer["type"] == "identified", answer
+        await self.send({"type": "match", "name": name, **fields})
 
     async def join(self, room: str, name: str = "someone", **fields: Any) -> dict[str, Any]:
         await self.send({"type": "join", "room": room, "name": name, **fields})

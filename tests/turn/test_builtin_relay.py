@@ -21,6 +21,8 @@ from typing import Any
 import websockets
 
 from tests.conftest import ROOT, XesServerProcess
+from xes.peer.identity import PeerIdentity
+from xes.protocol.messages import encode_client
 
 from .turnclient import allocation
 
@@ -53,6 +55,8 @@ async def hello_and_match(ws_url: str, name: str) -> tuple[Any, dict[str, Any]]:
     """Connect, read `hello`, and queue for a stranger *without* consenting to a direct call."""
     ws = await websockets.connect(ws_url)
     hello = json.loads(await ws.recv())
+    await ws.send(encode_client(PeerIdentity.generate().identify(hello["challenge"])).decode())
+    assert json.loads(await ws.recv())["type"] == "identified"
     await ws.send(json.dumps({"type": "match", "name": name}))
     return ws, hello
 

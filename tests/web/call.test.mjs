@@ -20,7 +20,6 @@ const ME_AGAIN = 'N'.repeat(22);
 const ADA = 'A'.repeat(22);
 const BOB = 'B'.repeat(22);
 const CAROL = 'C'.repeat(22);
-const KEY = 'k'.repeat(32);
 const RULES = Object.freeze({ locked: false, lobby: false, password: false, max_peers: 8 });
 
 function joinedMessage(fields = {}) {
@@ -36,7 +35,7 @@ function makeCall(t, options = {}) {
   const microphone = new FakeMediaStream([new FakeTrack()]);
   const signalling = new Signalling('ws://xes.test/ws');
   const call = new Call({
-    signalling, roomId: ROOM, openMicrophone: async () => microphone, browserKey: () => KEY, ...options,
+    signalling, roomId: ROOM, openMicrophone: async () => microphone, ...options,
   });
   const events = [];
   for (const type of ['track', 'linkremoved', 'teardown', 'passwordrequired', 'directconsentrequired']) {
@@ -73,7 +72,7 @@ test('join opens the microphone, then the socket, then sends the room, the name 
   assert.deepEqual(socket.sent, [], 'nothing is sent before hello');
   socket.open(ME);
   await joining;
-  assert.deepEqual(socket.sent, [{ type: 'join', room: ROOM, name: 'Me', rollback: true, key: KEY }]);
+  assert.deepEqual(socket.sent, [{ type: 'join', room: ROOM, name: 'Me', rollback: true}]);
   assert.equal(call.phase, Phase.JOINING);
 });
 
@@ -246,7 +245,7 @@ test('a stranger call ends, and frees the microphone, only when the server lost 
   socket.open(ME);
   await finding;
   assert.deepEqual(socket.sentOf('match'),
-    [{ type: 'match', name: 'Me', rollback: true, direct: false, tags: ['jazz'], key: KEY }]);
+    [{ type: 'match', name: 'Me', rollback: true, direct: false, tags: ['jazz']}]);
   socket.serverSends({ type: 'queued' });
   assert.equal(call.phase, Phase.QUEUED);
   socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
@@ -323,7 +322,7 @@ test('host controls reach the server only while we are the host', async (t) => {
   call.setRules({ lobby: true });
   call.moderate('ban', ADA);
   assert.deepEqual(socket.sent.filter((message) => message.type !== 'signal'), [
-    { type: 'join', room: ROOM, name: 'Me', rollback: true, key: KEY },
+    { type: 'join', room: ROOM, name: 'Me', rollback: true},
     { type: 'set-rules', locked: true },
     { type: 'remove', peer: ADA },
   ]);
@@ -360,4 +359,137 @@ test('reconnects back off with jitter, capped while a session may resume; 1012 c
   assert.equal(low.retryDelay(1012), 0, 'a server restarting on purpose kept our session');
   low.session = null;
   assert.equal(low.retryDelay(1006), 7500, 'no session to resume: back off further');
+});
+
+/** In a room with Ada and Bob, both links connected and their data channels open. */
+async function withOpenChannels(t) {
+  const context = await inRoom(t, {
+    peers: [{ id: ADA, name: 'Ada', polite: true }, { id: BOB, name: 'Bob', polite: true }],
+  });
+  const announced = [];
+  context.call.addEventListener('announce', ({ detail }) => announced.push(detail));
+  for (const peer of [ADA, BOB]) {
+    context.socket.serverSends({ type: 'signal', from: peer, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  }
+  await settle();
+  for (const pc of FakeRTCPeerConnection.made) {
+    pc.connect();
+    pc.channels[0].open();
+  }
+  return { ...context, announced, channels: FakeRTCPeerConnection.made.map((pc) => pc.channels[0]) };
+}
+
+test('chat goes to every member over their own data channel, never to the server', async (t) => {
+  const { call, socket, channels } = await withOpenChannels(t);
+  const sentToServer = socket.sent.length;
+  assert.deepEqual(call.sendChat('  hello  '), { ok: true });
+  for (const channel of channels) assert.deepEqual(channel.sent.at(-1), { type: 'chat', text: 'hello' });
+  assert.equal(socket.sent.length, sentToServer, 'nothing went to the server');
+  assert.deepEqual(call.messages.map(({ name, text, self }) => [name, text, self]), [['Me', 'hello', true]]);
+  assert.equal(call.sendChat('   ').ok, false);
+  assert.equal(call.sendChat('x'.repeat(4001)).ok, false);
+});
+
+test('a received message shows with its sender and is announced; junk is ignored', async (t) => {
+  const { call, channels, announced } = await withOpenChannels(t);
+  channels[0].receive({ type: 'chat', text: 'hi from Ada' });
+  channels[1].receive({ type: 'chat', text: 42 });
+  channels[1].receive('not json');
+  assert.deepEqual(call.messages.map(({ from, name, text }) => [from, name, text]), [[ADA, 'Ada', 'hi from Ada']]);
+  // Announced by the chat history itself (a role=log live region), not a second time.
+  assert.ok(!announced.some((text) => text.includes('hi from Ada')));
+});
+
+test('our mute is told to every link, and theirs is shown and announced on change', async (t) => {
+  const { call, channels, announced } = await withOpenChannels(t);
+  // The channel also carries the safety codes' messages (verify.js): look at mute only.
+  const told = (channel) => channel.sent.filter((message) => message.type === 'mute').map((m) => m.muted);
+  for (const channel of channels) assert.deepEqual(told(channel), [false]);
+  call.toggleMute();
+  for (const channel of channels) assert.deepEqual(told(channel), [false, true]);
+  call.holdToTalk('space', true);
+  for (const channel of channels) assert.deepEqual(told(channel), [false, true, false]);
+  call.holdToTalk('space', false);
+  channels[1].receive({ type: 'mute', muted: false });
+  assert.equal(call.peers.get(BOB).muted, false);
+  assert.ok(!announced.some((text) => text.startsWith('Bob')), 'a first state is not news');
+  channels[1].receive({ type: 'mute', muted: true });
+  assert.equal(call.peers.get(BOB).muted, true);
+  assert.ok(announced.includes('Bob muted their microphone.'));
+});
+
+test('joins, leaves and host changes are announced by name; we are told where we are', async (t) => {
+  const { call, socket, announced } = await withOpenChannels(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: false } });
+  socket.serverSends({ type: 'peer-left', peer: ADA, reason: 'left' });
+  socket.serverSends({ type: 'host', peer: BOB });
+  socket.serverSends({ type: 'host', peer: ME });
+  assert.deepEqual(announced, ['Carol joined.', 'Ada left.', 'Bob is now the host.', 'You are now the host.']);
+  assert.equal(call.isHost, true);
+});
+
+test('the Opus bitrate per link follows the number of people', async (t) => {
+  const { socket } = await withOpenChannels(t);
+  const bitrates = () => FakeRTCPeerConnection.made.filter((pc) => pc.connectionState !== 'closed')
+    .map((pc) => pc.senders[0].maxBitrate);
+  assert.deepEqual(bitrates(), [40_000, 40_000]);
+  for (const [index, id] of ['D', 'E', 'F', 'G', 'H'].entries()) {
+    socket.serverSends({ type: 'peer-joined', peer: { id: id.repeat(22), name: id, polite: false } });
+    const pc = FakeRTCPeerConnection.made.at(-1);
+    socket.serverSends({ type: 'signal', from: id.repeat(22), data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
+    await settle();
+    pc.connect();
+    await settle();
+    assert.equal(bitrates().length, 3 + index);
+  }
+  assert.deepEqual(new Set(bitrates()), new Set([24_000]), '8 people: 24 kbit/s on each of 7 links');
+  socket.serverSends({ type: 'peer-left', peer: 'H'.repeat(22), reason: 'left' });
+  await settle();
+  assert.deepEqual(new Set(bitrates()), new Set([28_000]));
+});
+
+test('a new microphone replaces the track on every link without renegotiating', async (t) => {
+  const { call, socket, microphone } = await withOpenChannels(t);
+  const offers = socket.sentOf('signal').length;
+  const [old] = microphone.getAudioTracks();
+  const fresh = new FakeTrack('audio', 'second microphone');
+  call.toggleMute();
+  assert.equal(await call.switchMicrophone(async () => new FakeMediaStream([fresh])), true);
+  for (const pc of FakeRTCPeerConnection.made) assert.equal(pc.senders[0].track, fresh);
+  assert.equal(socket.sentOf('signal').length, offers, 'no new offer');
+  assert.equal(old.readyState, 'ended');
+  assert.deepEqual(call.localStream.getAudioTracks(), [fresh]);
+  assert.equal(fresh.enabled, false, 'still muted');
+  const refusal = new MicrophoneError('missing', 'No microphone was found.');
+  assert.equal(await call.switchMicrophone(async () => { throw refusal; }), false);
+  assert.equal(call.alerts.get('microphone'), 'No microphone was found.');
+  assert.deepEqual(call.localStream.getAudioTracks(), [fresh], 'the working one stays');
+});
+
+test('after a stranger call: rate once, report with a reason, and a cooldown says the time left', async (t) => {
+  const { call } = makeCall(t, { now: () => 1_800_000_000_000 });
+  const finding = call.findStranger('Me', { tags: [], language: '' });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  assert.equal(call.feedback.stranger.name, 'Ada');
+  call.rateStranger(false);
+  assert.deepEqual(socket.sentOf('rate'), [{ type: 'rate', peer: ADA, good: false }]);
+  assert.equal(call.feedback.rated, true);
+  socket.serverSends({ type: 'noted', ref: 'rate' });
+  assert.match(call.feedback.said, /rating was recorded/);
+  call.toggleReporting();
+  assert.equal(call.feedback.reporting, true);
+  call.reportStranger('under-18', 'said they are 13');
+  assert.deepEqual(socket.sentOf('report'),
+    [{ type: 'report', peer: ADA, reason: 'under-18', text: 'said they are 13' }]);
+  assert.deepEqual([call.feedback.reported, call.feedback.reporting], [true, false]);
+  call.next();
+  socket.serverSends({ type: 'error', code: 'cooldown', message: 'in 59 min', ref: 'next', retry_after: 3540 });
+  assert.equal(call.phase, Phase.IDLE);
+  assert.deepEqual(socket.sentOf('stop'), [{ type: 'stop' }], 'the server still had us in the match room');
+  assert.match(call.alerts.get('match-refused'), /Time left: 59 min/);
+  assert.equal(call.feedback.stranger.id, ADA, 'the last stranger can still be blocked or reported');
 });

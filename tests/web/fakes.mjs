@@ -41,7 +41,8 @@ export class FakeWebSocket extends EventTarget {
     this.readyState = OPEN;
     this.dispatchEvent(new Event('open'));
     this.serverSends({
-      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), limits: { max_peers: 8 }, ...extra,
+      type: 'hello', protocol: 2, peer, resume: tokenOf(peer), challenge: 'c'.repeat(43),
+      limits: { max_peers: 8 }, ...extra,
     });
   }
 
@@ -103,14 +104,36 @@ export class FakeMediaStream {
   addTrack(track) {
     this.tracks.push(track);
   }
+
+  removeTrack(track) {
+    this.tracks = this.tracks.filter((t) => t !== track);
+  }
 }
 
-const SDP = (type) => [
-  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111',
-  'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
-].join('\r\n');
+/** An RTCRtpSender: one encoding once negotiated; replaceTrack and setParameters are recorded. */
+export class FakeSender {
+  constructor(track, stream, pc) {
+    this.track = track;
+    this.stream = stream;
+    this.pc = pc;
+    this.maxBitrate = undefined;
+  }
 
-/** An RTCDataChannel that keeps what is sent; `open()` opens it. */
+  getParameters() {
+    const negotiated = this.pc.localDescription !== null && this.pc.remoteDescription !== null;
+    return { encodings: negotiated ? [{ active: true, maxBitrate: this.maxBitrate }] : [] };
+  }
+
+  async setParameters(parameters) {
+    this.maxBitrate = parameters.encodings[0].maxBitrate;
+  }
+
+  async replaceTrack(track) {
+    this.track = track;
+  }
+}
+
+/** A data channel that opens when the test says so; `sent` holds what the page sent. */
 export class FakeDataChannel extends EventTarget {
   constructor(label, init) {
     super();
@@ -120,15 +143,33 @@ export class FakeDataChannel extends EventTarget {
     this.sent = [];
   }
 
-  send(data) {
-    this.sent.push(data);
+  send(text) {
+    if (this.readyState !== 'open') throw new Error('send on a data channel that is not open');
+    this.sent.push(JSON.parse(text));
   }
 
   open() {
     this.readyState = 'open';
     this.dispatchEvent(new Event('open'));
   }
+
+  /** The peer sends `message` (an object, sent as JSON like the real peer does). */
+  receive(message) {
+    const event = new Event('message');
+    event.data = typeof message === 'string' ? message : JSON.stringify(message);
+    this.dispatchEvent(event);
+  }
+
+  close() {
+    this.readyState = 'closed';
+    this.dispatchEvent(new Event('close'));
+  }
 }
+
+const SDP = (type) => [
+  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111',
+  'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
+].join('\r\n');
 
 /**
  * An RTCPeerConnection with the signalling state machine of the spec's offer/answer and no
@@ -150,12 +191,17 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.transceivers = [];
     this.candidates = [];
     this.restarts = 0;
+    /** @type {FakeDataChannel[]} */
     this.channels = [];
     FakeRTCPeerConnection.made.push(this);
   }
 
+  getSenders() {
+    return [...this.senders];
+  }
+
   addTrack(track, stream) {
-    const sender = { track, stream };
+    const sender = new FakeSender(track, stream, this);
     this.senders.push(sender);
     // After a remote offer the track takes the offer's transceiver: nothing to negotiate.
     if (this.remoteDescription === null) {
@@ -164,7 +210,6 @@ export class FakeRTCPeerConnection extends EventTarget {
     return sender;
   }
 
-  /** The link's negotiated data channel; `open()` on it fires its `open` event. */
   createDataChannel(label, init) {
     const channel = new FakeDataChannel(label, init);
     this.channels.push(channel);
@@ -210,6 +255,7 @@ export class FakeRTCPeerConnection extends EventTarget {
   close() {
     this.connectionState = 'closed';
     this.signalingState = 'closed';
+    for (const channel of this.channels) channel.close();
   }
 
   connect() {

@@ -11,7 +11,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["Send", "Action"]
+from .safety import Rating, ReportReason, Standing
+
+__all__ = ["Send", "CreateIdentity", "SaveStanding", "SaveBlock", "SaveRating", "SaveReport",
+           "StoreAction", "Action"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -28,4 +31,45 @@ class Send:
     numbered: bool = True
 
 
-Action = Send
+# What the core asks the shell to store (the core decides, the shell stores: never on the relay path).
+
+
+@dataclass(frozen=True, slots=True)
+class CreateIdentity:
+    """A new identity: store it, and count it against its network for today."""
+
+    standing: Standing
+    network: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class SaveStanding:
+    standing: Standing
+
+
+@dataclass(frozen=True, slots=True)
+class SaveBlock:
+    blocker: str
+    blocked: str
+    at: float
+
+
+@dataclass(frozen=True, slots=True)
+class SaveRating:
+    """Store the rating and apply it to the target's stored standing (``safety.apply_rating``)."""
+
+    rating: Rating
+
+
+@dataclass(frozen=True, slots=True)
+class SaveReport:
+    reporter: str
+    target: str
+    reason: ReportReason
+    text: str
+    at: float
+    call_seconds: float
+
+
+StoreAction = CreateIdentity | SaveStanding | SaveBlock | SaveRating | SaveReport
+Action = Send | StoreAction

@@ -69,6 +69,8 @@ class Ticket:
         avoid: Peer ids this user skipped or blocked; the pair is forbidden if either side's
             avoid set holds the other.
         enqueued_at: Monotonic time in seconds when the user asked to be matched.
+        identity: The user's pseudonymous identity, if any: two tickets of one identity never
+            meet, and an avoid set may name identities (lasting blocks) as well as peer ids.
     """
 
     peer: str
@@ -76,6 +78,7 @@ class Ticket:
     language: str | None
     avoid: frozenset[str]
     enqueued_at: float
+    identity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,8 +117,13 @@ def _interest_keys(ticket: Ticket) -> tuple[_InterestKey, ...]:
 
 
 def _conflict(a: _Waiting, b: _Waiting) -> bool:
-    """True if either side skipped or blocked the other."""
-    return a.ticket.peer in b.ticket.avoid or b.ticket.peer in a.ticket.avoid
+    """True if either side skipped or blocked the other (by peer id or identity), or both are one."""
+    ta, tb = a.ticket, b.ticket
+    if ta.peer in tb.avoid or tb.peer in ta.avoid:
+        return True
+    if ta.identity is not None and (ta.identity in tb.avoid or ta.identity == tb.identity):
+        return True
+    return tb.identity is not None and tb.identity in ta.avoid
 
 
 def _first_compatible(fifo: Iterable[_Waiting], seeker: _Waiting) -> _Waiting | None:

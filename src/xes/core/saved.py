@@ -8,9 +8,10 @@ one changes (:attr:`~xes.core.signalling.Signalling.saved_version` tells it when
 hands them back to :meth:`~xes.core.signalling.Signalling.restore`.
 
 A record holds no secret in the clear and nothing that identifies a person: the password as the
-salted scrypt hash the room already kept, banned browser keys and the host's key as SHA-256
-digests (both keys are random strings, so the digest cannot be reversed by guessing), no names,
-no peer ids, no addresses. Encoding is pure (bytes in, bytes out); the file is the shell's.
+salted scrypt hash the room already kept, banned identities as the keyed hashes XES keeps of
+public keys (docs/moderation.md: without the server's key they cannot be linked to a key), the
+host's key as a SHA-256 digest (a random string, so the digest cannot be reversed by guessing),
+no names, no peer ids, no addresses. Encoding is pure (bytes in, bytes out); the file is the shell's.
 """
 
 from __future__ import annotations
@@ -24,11 +25,11 @@ import msgspec
 __all__ = ["SavedRoom", "SavedRooms", "SAVED_ROOMS_FORMAT", "encode_saved", "decode_saved",
            "digest_secret"]
 
-SAVED_ROOMS_FORMAT: Final = 1
+SAVED_ROOMS_FORMAT: Final = 2
 
 
 def digest_secret(secret: str) -> str:
-    """SHA-256 (hex) of a random secret (a host key, a browser key): what is kept instead of it.
+    """SHA-256 (hex) of a random secret (a host key, a resume token): what is kept instead of it.
 
     A fast hash suffices: these are random strings, not passwords a person chose, so there is
     nothing to guess from the digest.
@@ -45,7 +46,7 @@ class SavedRoom(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     lobby: bool
     password_salt: bytes | None = None
     password_digest: bytes | None = None
-    banned_key_digests: list[str] = []
+    banned_identities: list[str] = []
     host_key_digest: str | None = None
 
 

@@ -36,8 +36,10 @@ present is polite unless it cannot roll back an offer (aiortc), then the newcome
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import hmac
+import math
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Literal, assert_never
@@ -46,7 +48,11 @@ from ..errors import (
     AlreadyJoined,
     BadField,
     Banned,
+    Cooldown,
     Declined,
+    IdentityBanned,
+    IdentityRefused,
+    IdentityRequired,
     NotHost,
     NotJoined,
     NotQueued,
@@ -56,19 +62,22 @@ from ..errors import (
     RoomFull,
     RoomLocked,
     SessionGone,
+    TooManyIdentities,
     TurnUnavailable,
     WrongPassword,
 )
 from ..protocol import messages as m
+from . import safety
 from .access import PasswordHash
-from .actions import Action, Send
+from .actions import Action, CreateIdentity, SaveBlock, SaveRating, SaveReport, SaveStanding, Send
 from .matchmaking import Match, MatchQueue, Ticket
 from .outbox import Outbox
 from .saved import SavedRoom, digest_secret
 from .timing import Now
 from .turn import IceSettings, ice_servers_for
 
-__all__ = ["CoreSettings", "Signalling", "Client", "Room", "StaleSession"]
+__all__ = ["CoreSettings", "Signalling", "Client", "Room", "StaleSession", "Partner",
+           "ProvenIdentity"]
 
 LeaveReason = Literal["left", "disconnected", "removed", "banned"]
 # One answer for every failed resume, so that a guess learns nothing (docs/protocol.md).
@@ -92,6 +101,7 @@ class CoreSettings:
     replay_messages: int = 256
     replay_bytes: int = 262_144
     ice: IceSettings = field(default_factory=IceSettings)
+    new_identities_per_network: int = safety.NEW_IDENTITIES_PER_NETWORK_PER_DAY
     limits: m.Limits = field(
         default_factory=lambda: m.Limits(
             max_message_bytes=m.MAX_MESSAGE_BYTES, max_peers=8, rate_burst=400, rate_per_second=100.0,
@@ -112,6 +122,37 @@ class StaleSession(SessionGone):
     can never resume, so the shell ends it at once (if detached) after refusing."""
 
 
+@dataclass(frozen=True, slots=True)
+class ProvenIdentity:
+    """What the shell found out about an ``identify``: signature checked, record loaded.
+
+    Attributes:
+        identity: The keyed hash of the public key (the only form XES keeps).
+        standing: Its stored standing, or None if XES has never seen it.
+        blocks: Identities it blocked or that blocked it (never to be matched with it).
+        network: The daily salted hash of the connection's address, or None if unknown.
+        created_today_on_network: New identities this network made today.
+    """
+
+    identity: str
+    standing: safety.Standing | None
+    blocks: frozenset[str]
+    network: str | None
+    created_today_on_network: int
+
+
+@dataclass(slots=True, eq=False)
+class Partner:
+    """The stranger of one's current or last match: what `rate`, `report` and `block` refer to."""
+
+    peer: str
+    identity: str | None
+    started_at: float            # unix seconds
+    ended_at: float | None = None
+    rated: bool = False
+    reported: bool = False
+
+
 @dataclass(slots=True, eq=False)
 class Client:
     """One session: a peer id, and where it stands (idle, knocking, in a room, or queued).
@@ -128,9 +169,11 @@ class Client:
     detached_at: float | None = None  # monotonic; None while a socket is attached
     expires_at: float = 0.0           # while detached: when the grace runs out (monotonic)
     name: str = ""
-    # Its browser key's digest (saved.digest_secret): all a ban needs, and all a snapshot keeps.
-    key_digest: str | None = None
+    # Set by a proven `identify`: the keyed hash of the public key, never the key itself. Host
+    # bans and blocks use it, and a snapshot keeps it so a resumed session stays identified.
+    identity: str | None = None
     rollback: bool = True
+    partner: Partner | None = None
     room: Room | None = None
     knocking: Room | None = None
     queued: m.MatchRequest | None = None   # the request to re-use on `next`, while queued or matched
@@ -159,9 +202,9 @@ class Room:
     locked: bool = False
     lobby_on: bool = False
     password: PasswordHash | None = None
-    # Empty and shared until someone is banned: most rooms never ban anyone. Browser keys are
-    # kept as digests (saved.digest_secret), so a saved room holds none of them in the clear.
-    banned_key_digests: frozenset[str] = frozenset()
+    # Empty and shared until someone is banned: most rooms never ban anyone. Identities are
+    # keyed hashes already, so a saved room holds no public key, let alone a secret.
+    banned_identities: frozenset[str] = frozenset()
     banned_peers: frozenset[str] = frozenset()
     # The digest of the secret the host was given (`host_key`), so that after a restart the
     # host's client, not whoever comes back first, gets the role back. None in match rooms.
@@ -177,7 +220,7 @@ class Room:
     def protected(self, server_max: int) -> bool:
         """Whether anything keeps someone out: such a room is saved, so a crash cannot open it."""
         return (self.locked or self.lobby_on or self.password is not None
-                or bool(self.banned_key_digests) or self.max_peers < server_max)
+                or bool(self.banned_identities) or self.max_peers < server_max)
 
     def host_reserved(self) -> bool:
         """Restored, and its host has not proved itself yet: nobody else may take the role."""
@@ -205,14 +248,25 @@ class Signalling:
         # Grace deadlines of detached sessions, earliest first: (expires_at, peer). An entry made
         # stale by a `hearing` (the session's expires_at moved on) or a resume is skipped.
         self._expiries: list[tuple[float, str]] = []
+        # Identities with at least one connection: their standing and lasting blocks (both
+        # directions), loaded by the shell on `identify` and kept current by it.
+        self.standings: dict[str, safety.Standing] = {}
+        self.blocks: dict[str, set[str]] = {}
+        self._identity_connections: dict[str, int] = {}
+        # The latest wall-clock time the shell told us (any entry point with `now`): when a match
+        # call ends through `disconnect`, which has no `now` of its own.
+        self._last_unix = 0.0
+
 
     # ------------------------------------------------------------------ facts from the shell
 
-    def connect(self, peer: str, token: str) -> list[Action]:
-        """A connection opened; ``peer`` is its fresh random id, ``token`` its resume secret."""
+    def connect(self, peer: str, token: str, challenge: str) -> list[Action]:
+        """A connection opened; ``peer`` is its fresh random id, ``token`` its resume secret,
+        ``challenge`` its nonce to sign in ``identify``."""
         self.clients[peer] = Client(peer, token_digest=digest_secret(token))
         hello = m.Hello(protocol=m.PROTOCOL_VERSION, peer=peer, resume=token,
-                        limits=self._hello_limits, relay=self.settings.ice.has_turn)
+                        limits=self._hello_limits, relay=self.settings.ice.has_turn,
+                        challenge=challenge)
         return [Send(peer, m.encode(hello), numbered=False)]
 
     def outbox(self, client: Client) -> Outbox:
@@ -333,12 +387,19 @@ class Signalling:
             target.expires_at = until
             heapq.heappush(self._expiries, (until, target_id))
 
+    def standing_changed(self, standing: safety.Standing) -> None:
+        """The stored standing of an identity changed (a rating, a moderator): keep ours current."""
+        if standing.identity in self.standings:
+            self.standings[standing.identity] = standing
+
     def disconnect(self, peer: str) -> list[Action]:
         """The session ends now (a hang-up, a punitive close, or its grace ran out): leave
         everything it was part of."""
         client = self.clients.pop(peer, None)
         if client is None:
             return []
+        if client.identity is not None:
+            self._forget_identity_connection(client.identity)
         actions: list[Action] = []
         if client.room is not None:
             self._leave(client, "disconnected", actions)
@@ -351,6 +412,7 @@ class Signalling:
     def tick(self, now: Now) -> list[Action]:
         """Time passed: pair waiting users whose preferences relaxed, end expired sessions,
         settle restored rooms whose wait is over."""
+        self._last_unix = max(self._last_unix, now.unix)
         actions: list[Action] = []
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
@@ -392,6 +454,32 @@ class Signalling:
         heapq.heappush(self._expiries, (client.expires_at, client.id))
         if client.outbox is not None:
             client.outbox.hold()
+        if client.identity is not None:
+            self._identity_connections[client.identity] = (
+                self._identity_connections.get(client.identity, 0) + 1)
+
+    def identities_to_load(self) -> set[str]:
+        """Identities of sessions whose standing is not loaded: those adopted from a snapshot.
+        The shell loads each (:meth:`identity_loaded`) before it serves anyone, so that a resumed
+        session stays identified without a new ``identify`` (its key never left the client, and
+        the new connection's challenge proves nothing more than the resume token already does)."""
+        return {client.identity for client in self.clients.values()
+                if client.identity is not None and client.identity not in self.standings}
+
+    def identity_loaded(self, identity: str, standing: safety.Standing | None,
+                        blocks: Iterable[str], now: Now) -> list[Action]:
+        """The stored standing and lasting blocks of an identity from :meth:`identities_to_load`.
+
+        No standing: it was proven before the restart but its record is not there (its write was
+        lost): it is made again, as on a first ``identify``, since the proof already happened.
+        """
+        actions: list[Action] = []
+        if standing is None:
+            standing = safety.Standing(identity, created_at=now.unix)
+            actions.append(CreateIdentity(standing, None))
+        self.standings[identity] = standing
+        self.blocks.setdefault(identity, set()).update(blocks)
+        return actions
 
     def adopt_room(self, room: Room) -> None:
         """A room from a snapshot, its members and lobby already adopted."""
@@ -409,7 +497,7 @@ class Signalling:
         """
         if client.queued is None:
             raise ValueError(f"session {client.id} is queued without a request")
-        if self.queue.enqueue(_ticket(client, client.queued, enqueued_at)):
+        if self.queue.enqueue(self._ticket(client, client.queued, enqueued_at)):
             raise ValueError("a restored ticket was paired: every ticket should be away")
         self.queue.suspend(client.id)
 
@@ -428,7 +516,7 @@ class Signalling:
             id=room.id, max_peers=room.max_peers, locked=room.locked, lobby=room.lobby_on,
             password_salt=password.salt if password is not None else None,
             password_digest=password.digest if password is not None else None,
-            banned_key_digests=sorted(room.banned_key_digests), host_key_digest=room.host_key_digest)
+            banned_identities=sorted(room.banned_identities), host_key_digest=room.host_key_digest)
 
     def restore(self, saved: Sequence[SavedRoom], now: Now) -> int:
         """Re-create saved rooms, empty, with their rules and bans, after a restart.
@@ -448,7 +536,7 @@ class Signalling:
                         else None)
             room = Room(record.id, min(record.max_peers, self.settings.max_peers), locked=record.locked,
                         lobby_on=record.lobby, password=password,
-                        banned_key_digests=frozenset(record.banned_key_digests),
+                        banned_identities=frozenset(record.banned_identities),
                         host_key_digest=record.host_key_digest,
                         restored_until=now.monotonic + self.settings.restore_seconds)
             self.rooms[room.id] = self._restored[room.id] = room
@@ -491,18 +579,22 @@ class Signalling:
         return room.password.salt if room is not None and room.password is not None else None
 
     def handle(self, peer: str, message: m.ClientMessage, now: Now,
-               password: PasswordHash | None = None) -> list[Action]:
+               password: PasswordHash | None = None,
+               proven: ProvenIdentity | None = None) -> list[Action]:
         """A decoded message from ``peer``, other than ``signal`` (see :meth:`route_signal`).
 
         ``now`` is the shell's reading of both clocks (:mod:`xes.core.timing`): the queue runs on
         ``now.monotonic``, TURN credentials expire by ``now.unix``.
         ``password`` is the shell's hash of the message's password: for ``join``, hashed with the
         room's salt (:meth:`password_salt`); for ``set-rules``, a new hash with a fresh salt.
+        ``proven`` is, for ``identify``, what the shell verified and loaded; None if the
+        signature did not verify.
 
         Raises:
             SignallingError: The message is refused; nothing changed.
         """
         client = self.clients[peer]
+        self._last_unix = max(self._last_unix, now.unix)
         actions: list[Action] = []
         match message:
             case m.Join():
@@ -539,8 +631,9 @@ class Signalling:
             case m.Next():
                 self._next(client, None, now, actions)
             case m.Block():
-                client.remember_to_avoid((message.peer,))
+                self._block(client, message.peer, now, actions)
                 self._next(client, message.peer, now, actions)
+                actions.append(Send(peer, _NOTED_BLOCK))
             case m.Stop():
                 if client.queued is None:
                     raise NotQueued("you are not waiting for a match", ref="stop")
@@ -551,6 +644,12 @@ class Signalling:
                                     ref="resume")
             case m.Hearing():
                 self._hear(client, message.peer, now)
+            case m.Identify():
+                self._identify(client, proven, now, actions)
+            case m.Rate():
+                self._rate(client, message, now, actions)
+            case m.Report():
+                self._report(client, message, now, actions)
             case m.Signal():  # pragma: no cover - the shell routes signals via route_signal
                 self.route_signal(peer, message.to)
             case _:
@@ -573,7 +672,7 @@ class Signalling:
             refusal = self._admission(room, client, "join", join=msg, password=password)
             if refusal is not None:
                 raise refusal
-        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
+        client.name, client.rollback = msg.name, msg.rollback
         if room is None:
             room = self.rooms[msg.room] = Room(msg.room, self.settings.max_peers)
         elif room.lobby_on and not reclaims:
@@ -597,9 +696,8 @@ class Signalling:
         """
         if join is not None and (room.match or room.locked):
             return RoomLocked("this room is locked", ref=ref)
-        banned = room.banned_key_digests
-        key_digest = (_digest(join.key) if banned and join is not None else client.key_digest)
-        if client.id in room.banned_peers or (key_digest is not None and key_digest in banned):
+        identity = client.identity
+        if client.id in room.banned_peers or (identity is not None and identity in room.banned_identities):
             return Banned("you were banned from this room", ref=ref)
         if join is not None and room.password is not None:
             if join.password is None:
@@ -686,6 +784,10 @@ class Signalling:
         assert room is not None
         del room.members[client.id]
         client.room = None
+        if room.match:  # the call is over: its length goes into a report made afterwards
+            for member in (client, *room.members.values()):
+                if member.partner is not None and member.partner.ended_at is None:
+                    member.partner.ended_at = self._last_unix
         if not room.members:
             if room.restored_until is None:  # a restored room waits for its people until then
                 self._forget(room, actions)
@@ -787,9 +889,8 @@ class Signalling:
             raise PeerNotFound(f"no peer {msg.peer!r} in your room", ref=ref)
         if banned:
             room.banned_peers = room.banned_peers | {target.id}
-            if target.key_digest is not None:
-                room.banned_key_digests = room.banned_key_digests | {target.key_digest}
-            self.saved_version += 1
+            if target.identity is not None:
+                room.banned_identities = room.banned_identities | {target.identity}
         if target.knocking is room:
             self._decline(room, target, "the host declined your request to join", actions)
             return
@@ -804,6 +905,7 @@ class Signalling:
             raise AlreadyJoined("you are already waiting for a match", ref="match")
         if (client.room is not None and not in_match_room) or client.knocking is not None:
             raise AlreadyJoined("leave your room before looking for a match", ref="match")
+        self._check_may_match(client, now)
         if not msg.direct and not self.settings.ice.has_turn:
             # Without a relay the only path between strangers is direct, which shows each the
             # other's IP address: only those who consented (`direct: true`) may be paired.
@@ -812,7 +914,7 @@ class Signalling:
                                   ref="match")
         if in_match_room:
             self._leave_match_room(client, actions)
-        client.name, client.key_digest, client.rollback = msg.name, _digest(msg.key), msg.rollback
+        client.name, client.rollback = msg.name, msg.rollback
         client.queued = msg
         self._enqueue(client, now, actions)
 
@@ -829,6 +931,8 @@ class Signalling:
             else:
                 actions.append(Send(client.id, m.encode(m.Queued())))
             return
+        if blocked is None:  # a block always goes through; queueing again may not
+            self._check_may_match(client, now, ref)
         self._leave_match_room(client, actions)
         self._enqueue(client, now, actions)
 
@@ -845,7 +949,7 @@ class Signalling:
         for match in self.queue.tick(now.monotonic):
             self._start_match(match, now, actions)
         actions.append(Send(client.id, m.encode(m.Queued())))
-        for match in self.queue.enqueue(_ticket(client, request, now.monotonic)):
+        for match in self.queue.enqueue(self._ticket(client, request, now.monotonic)):
             self._start_match(match, now, actions)
 
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
@@ -855,13 +959,129 @@ class Signalling:
         consented = all(self._consents_to_direct(peer) for peer in (match.first, match.second))
         room = self.rooms[room_id] = Room(room_id, 2, match=True,
                                           ice_transport_policy="all" if consented else "relay")
-        for peer in (match.first, match.second):
-            self._admit(room, self.clients[peer], now, actions)
+        first, second = self.clients[match.first], self.clients[match.second]
+        first.partner = Partner(second.id, second.identity, now.unix)
+        second.partner = Partner(first.id, first.identity, now.unix)
+        for client in (first, second):
+            self._admit(room, client, now, actions)
+
+    def _ticket(self, client: Client, request: m.MatchRequest, enqueued_at: float) -> Ticket:
+        return Ticket(
+            peer=client.id,
+            tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
+            language=request.language.lower() if request.language else None,
+            # O(MAX_AVOIDED + blocks) at most, once per queueing.
+            avoid=frozenset(client.avoid).union(self.blocks.get(client.identity or "", ())),
+            enqueued_at=enqueued_at,
+            identity=client.identity,
+        )
 
     def _consents_to_direct(self, peer: str) -> bool:
         request = self.clients[peer].queued
         return request is not None and request.direct
 
+
+    # ------------------------------------------------------------------ identity and safety
+
+    def _identify(self, client: Client, proven: ProvenIdentity | None, now: Now,
+                  actions: list[Action]) -> None:
+        if client.identity is not None:
+            raise IdentityRefused("this connection already has an identity", ref="identify")
+        if proven is None:
+            raise IdentityRefused("the signature does not prove this key for this connection's "
+                                  "challenge", ref="identify")
+        standing = proven.standing
+        if standing is None:
+            if not safety.may_create_identity(proven.created_today_on_network,
+                                              self.settings.new_identities_per_network):
+                raise TooManyIdentities("too many new identities from your network today; "
+                                        "try again tomorrow", ref="identify")
+            standing = safety.Standing(proven.identity, created_at=now.unix)
+            actions.append(CreateIdentity(standing, proven.network))
+        warning = standing.warning
+        if warning is not None:  # shown once, on this connect
+            standing = dataclasses.replace(standing, warning=None)
+            actions.append(SaveStanding(standing))
+        client.identity = proven.identity
+        self._identity_connections[proven.identity] = self._identity_connections.get(proven.identity, 0) + 1
+        self.standings[proven.identity] = standing
+        self.blocks.setdefault(proven.identity, set()).update(proven.blocks)
+        left = safety.cooldown_left(standing, now.unix)
+        actions.append(Send(client.id, m.encode(m.Identified(
+            cooldown_until=standing.cooldown_until if left is not None else None,
+            banned=standing.banned, warning=warning))))
+
+    def _forget_identity_connection(self, identity: str) -> None:
+        count = self._identity_connections.get(identity, 0) - 1
+        if count > 0:
+            self._identity_connections[identity] = count
+            return
+        self._identity_connections.pop(identity, None)
+        self.standings.pop(identity, None)
+        self.blocks.pop(identity, None)
+
+    def _check_may_match(self, client: Client, now: Now, ref: str = "match") -> None:
+        if client.identity is None:
+            raise IdentityRequired("send `identify` before looking for a stranger", ref=ref)
+        standing = self.standings[client.identity]
+        if standing.banned:
+            raise IdentityBanned("a moderator banned this identity from talking to strangers",
+                                 ref=ref)
+        left = safety.cooldown_left(standing, now.unix)
+        if left is not None:
+            seconds = math.ceil(left)
+            raise Cooldown(f"you can look for a stranger again in {_duration(seconds)}",
+                           ref=ref, retry_after=seconds)
+
+    def _partner(self, client: Client, peer: str, ref: str) -> Partner:
+        """The current or last stranger of ``client`` if it is ``peer``; else peer-not-found."""
+        partner = client.partner
+        if partner is None or partner.peer != peer:
+            raise PeerNotFound(f"{peer!r} is not your current or last stranger", ref=ref)
+        if client.identity is None:
+            raise IdentityRequired("send `identify` first", ref=ref)
+        return partner
+
+    def _block(self, client: Client, peer: str, now: Now, actions: list[Action]) -> None:
+        """One-way and lasting when the blocked one is a stranger with an identity."""
+        client.remember_to_avoid((peer,))
+        partner = client.partner
+        if partner is None or partner.peer != peer or partner.identity is None or client.identity is None:
+            return
+        blocker, blocked = client.identity, partner.identity
+        if blocked in self.blocks.get(blocker, ()):
+            return
+        self.blocks.setdefault(blocker, set()).add(blocked)
+        if blocked in self.blocks:  # loaded: its connections must avoid the blocker too
+            self.blocks[blocked].add(blocker)
+        actions.append(SaveBlock(blocker, blocked, now.unix))
+
+    def _rate(self, client: Client, msg: m.Rate, now: Now, actions: list[Action]) -> None:
+        partner = self._partner(client, msg.peer, "rate")
+        if partner.rated:
+            raise BadField("you already rated this call (field `peer`)", ref="rate")
+        if partner.identity is None or client.identity is None:
+            raise PeerNotFound("that stranger has no identity to rate", ref="rate")
+        weight, fresh = safety.rating_weight(self.standings[client.identity], now.unix)
+        partner.rated = True
+        rating = safety.Rating(client.identity, partner.identity, msg.good, weight, fresh, now.unix)
+        target = self.standings.get(partner.identity)
+        if target is not None:  # connected here: the rule holds from the next message on
+            self.standings[partner.identity] = safety.apply_rating(target, rating)
+        actions.append(SaveRating(rating))
+        actions.append(Send(client.id, _NOTED_RATE))
+
+    def _report(self, client: Client, msg: m.Report, now: Now, actions: list[Action]) -> None:
+        partner = self._partner(client, msg.peer, "report")
+        if partner.reported:
+            raise BadField("you already reported this call (field `peer`)", ref="report")
+        if partner.identity is None or client.identity is None:
+            raise PeerNotFound("that stranger has no identity to report", ref="report")
+        partner.reported = True
+        ended = partner.ended_at if partner.ended_at is not None else now.unix
+        actions.append(SaveReport(client.identity, partner.identity, safety.ReportReason(msg.reason),
+                                  msg.text.strip(), now.unix, max(0.0, ended - partner.started_at)))
+        actions.append(Send(client.id, _NOTED_REPORT))
 
 def _proves_host(room: Room, host_key: str | None) -> bool:
     """``host_key`` is the key of this restored room's absent host (compared in constant time)."""
@@ -869,15 +1089,13 @@ def _proves_host(room: Room, host_key: str | None) -> bool:
             and hmac.compare_digest(digest_secret(host_key), room.host_key_digest))
 
 
-def _digest(key: str | None) -> str | None:
-    return digest_secret(key) if key is not None else None
+_NOTED_RATE = m.encode(m.Noted(ref="rate"))
+_NOTED_REPORT = m.encode(m.Noted(ref="report"))
+_NOTED_BLOCK = m.encode(m.Noted(ref="block"))
 
 
-def _ticket(client: Client, request: m.MatchRequest, enqueued_at: float) -> Ticket:
-    return Ticket(
-        peer=client.id,
-        tags=frozenset(tag.strip().lower() for tag in request.tags if tag.strip()),
-        language=request.language.lower() if request.language else None,
-        avoid=frozenset(client.avoid),  # O(MAX_AVOIDED) at most, once per queueing
-        enqueued_at=enqueued_at,
-    )
+def _duration(seconds: int) -> str:
+    """"59 min" or "23 h 59 min": the time left of a cooldown, in words."""
+    minutes = max(1, math.ceil(seconds / 60))
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours} h {minutes} min" if hours else f"{minutes} min"

@@ -10,7 +10,9 @@ anyone leave.
 What is kept, and what is not (docs/privacy.md, "What the server stores"):
 
 - no resume token, only its SHA-256 digest (a token is 128 random bits: the digest cannot be
-  turned back into it); browser keys and host keys likewise;
+  turned back into it); host keys likewise; a session's identity as the keyed hash XES keeps
+  anyway (never the public key), so that it resumes identified, and its last stranger (peer id,
+  identity hash, call times, whether rated or reported) so that a rating still reaches them;
 - display names, room ids and rules, the password's salted scrypt hash, who is host, members,
   lobby and queue, each session's skip list, and its replay buffer: the messages it was sent
   lately, which may include SDP and ICE candidates (so IP addresses) — what the server held in
@@ -30,25 +32,35 @@ import msgspec
 from ..protocol import messages as m
 from .access import PasswordHash
 from .outbox import Outbox
-from .signalling import Client, Room, Signalling
+from .signalling import Client, Partner, Room, Signalling
 from .timing import Now
 
-__all__ = ["Snapshot", "SessionRecord", "RoomRecord", "TicketRecord", "export_snapshot",
+__all__ = ["Snapshot", "SessionRecord", "PartnerRecord", "RoomRecord", "TicketRecord", "export_snapshot",
            "import_snapshot", "encode_snapshot", "decode_snapshot", "SNAPSHOT_FORMAT"]
 
-SNAPSHOT_FORMAT: Final = 1
+SNAPSHOT_FORMAT: Final = 2
+
+
+class PartnerRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    peer: str
+    identity: str | None
+    started_at: float                       # unix seconds: the wall clock survives a restart
+    ended_at: float | None
+    rated: bool
+    reported: bool
 
 
 class SessionRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     id: str
     token_digest: str
     name: str
-    key_digest: str | None
+    identity: str | None                    # the keyed hash (docs/moderation.md), never the key
     rollback: bool
     avoid: list[str]
     room: str | None = None
     knocking: str | None = None
-    queued: m.MatchRequest | None = None   # the request `next` re-uses, its key left out
+    queued: m.MatchRequest | None = None   # the request `next` re-uses
+    partner: PartnerRecord | None = None    # the current or last stranger, for `rate`/`report`
     seq: int = 0                            # the last seq sent (0: no outbox yet)
     # The replay buffer, oldest first, ending at `seq`: each frame is a JSON object, kept as is.
     frames: list[msgspec.Raw] = []
@@ -67,7 +79,7 @@ class RoomRecord(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     lobby_on: bool
     password_salt: bytes | None
     password_digest: bytes | None
-    banned_key_digests: list[str]
+    banned_identities: list[str]
     banned_peers: list[str]
     host_key_digest: str | None
     restore_left: float | None              # a restored room's wait still to run, in seconds
@@ -101,13 +113,21 @@ def _export_session(client: Client, now: Now) -> SessionRecord:
     queued = client.queued
     return SessionRecord(
         id=client.id, token_digest=client.token_digest, name=client.name,
-        key_digest=client.key_digest, rollback=client.rollback, avoid=list(client.avoid),
+        identity=client.identity, rollback=client.rollback, avoid=list(client.avoid),
         room=client.room.id if client.room is not None else None,
         knocking=client.knocking.id if client.knocking is not None else None,
-        queued=msgspec.structs.replace(queued, key=None) if queued is not None else None,
+        queued=queued,
+        partner=_export_partner(client.partner),
         seq=outbox.seq if outbox is not None else 0,
         frames=[msgspec.Raw(frame) for frame in outbox.frames] if outbox is not None else [],
         detached_for=(now.monotonic - client.detached_at) if client.detached_at is not None else None)
+
+
+def _export_partner(partner: Partner | None) -> PartnerRecord | None:
+    if partner is None:
+        return None
+    return PartnerRecord(peer=partner.peer, identity=partner.identity, started_at=partner.started_at,
+                         ended_at=partner.ended_at, rated=partner.rated, reported=partner.reported)
 
 
 def _export_room(room: Room, now: Now) -> RoomRecord:
@@ -119,7 +139,7 @@ def _export_room(room: Room, now: Now) -> RoomRecord:
         lobby_on=room.lobby_on,
         password_salt=password.salt if password is not None else None,
         password_digest=password.digest if password is not None else None,
-        banned_key_digests=sorted(room.banned_key_digests), banned_peers=sorted(room.banned_peers),
+        banned_identities=sorted(room.banned_identities), banned_peers=sorted(room.banned_peers),
         host_key_digest=room.host_key_digest,
         restore_left=(max(0.0, room.restored_until - now.monotonic)
                       if room.restored_until is not None else None))
@@ -144,8 +164,11 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
     clients: dict[str, Client] = {}
     for record in snapshot.sessions:
         client = Client(record.id, token_digest=record.token_digest, name=record.name,
-                        key_digest=record.key_digest, rollback=record.rollback,
+                        identity=record.identity, rollback=record.rollback,
                         avoid=tuple(record.avoid), queued=record.queued)
+        p = record.partner
+        if p is not None:
+            client.partner = Partner(p.peer, p.identity, p.started_at, p.ended_at, p.rated, p.reported)
         if record.seq:
             outbox = client.outbox = Outbox(settings.replay_messages, settings.replay_bytes)
             outbox.restore(record.seq, [bytes(frame) for frame in record.frames])
@@ -161,7 +184,7 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
                         if r.password_salt is not None and r.password_digest is not None else None)
             room = Room(r.id, r.max_peers, match=r.match, ice_transport_policy=r.ice_transport_policy,
                         host=r.host, locked=r.locked, lobby_on=r.lobby_on, password=password,
-                        banned_key_digests=frozenset(r.banned_key_digests),
+                        banned_identities=frozenset(r.banned_identities),
                         banned_peers=frozenset(r.banned_peers), host_key_digest=r.host_key_digest,
                         restored_until=(now.monotonic + r.restore_left
                                         if r.restore_left is not None else None))

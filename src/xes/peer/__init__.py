@@ -53,12 +53,14 @@ from xes.peer.events import (
     ServerError,
     WaitingInLobby,
 )
+from xes.peer.identity import PeerIdentity
 from xes.peer.links import RoomTarget, resolve_room, websocket_url
 from xes.peer.peer import Peer, RemotePeer, Room
 from xes.protocol.codes import CloseCode, ErrorCode
 
 __all__ = [
     "Peer",
+    "PeerIdentity",
     "RemotePeer",
     "Room",
     "LinkState",

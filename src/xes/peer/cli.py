@@ -73,6 +73,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave after this many seconds (default: stay until Ctrl-C)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: links and signalling; -vv: aiortc too)")
+    parser.add_argument("--identity-file", type=Path, metavar="FILE",
+                        help="keep this peer's pseudonymous identity (an ECDSA P-256 key, PEM) in "
+                             "FILE, made on first use; without it each run is a new identity")
 
 
 def add_call_arguments(parser: argparse.ArgumentParser) -> None:
@@ -143,6 +146,7 @@ class _Session:
 
     async def run(self) -> int:
         from xes.peer.errors import AudioError, JoinRefused, PeerError
+        from xes.peer.identity import PeerIdentity
         from xes.peer.links import resolve_room, websocket_url
         from xes.peer.peer import Peer
 
@@ -174,8 +178,10 @@ class _Session:
         if args.duration is not None:
             loop.call_later(args.duration, self.stop.set)
 
+        identity = PeerIdentity.from_file(args.identity_file) if args.identity_file else None
         peer = Peer(ws_url, name=args.name, audio=audio, relay=True if args.relay else None,
-                    allow_loopback=args.allow_loopback, connect_timeout=args.connect_timeout)
+                    allow_loopback=args.allow_loopback, connect_timeout=args.connect_timeout,
+                    identity=identity)
         status = EXIT_OK
         printer: asyncio.Task[None] | None = None
         try:

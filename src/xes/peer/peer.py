@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import logging
 import random
-import secrets
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass, field
@@ -63,13 +62,17 @@ from xes.peer.events import (
     ServerError,
     WaitingInLobby,
 )
+from xes.peer.identity import PeerIdentity
 from xes.peer.links import ROOM_ID_PATTERN, is_loopback_url, resolve_room, websocket_url
 from xes.peer.signalling import Incoming, SignallingClient
 from xes.peer.verify import RoomVerifier
 from xes.protocol import messages as m
 from xes.protocol.codes import CloseCode, ErrorCode
 
-__all__ = ["Peer", "RemotePeer", "Room"]
+__all__ = ["Peer", "RemotePeer", "Room", "ReportReason"]
+
+# The reasons a stranger may be reported for (docs/protocol.md, `report`).
+ReportReason = Literal["harassment", "hate", "sexual-content", "under-18", "other"]
 
 logger = logging.getLogger(__name__)
 
@@ -80,6 +83,8 @@ _JOIN_REFUSALS = frozenset({
     ErrorCode.BAD_FIELD, ErrorCode.NOT_JOINED,
     # A match without consent to a direct connection, on a server with no relay.
     ErrorCode.TURN_UNAVAILABLE,
+    # Safety (docs/moderation.md): no identity yet, banned by a moderator, or cooling down.
+    ErrorCode.IDENTITY_REQUIRED, ErrorCode.IDENTITY_BANNED, ErrorCode.COOLDOWN,
 })
 
 # Ask for fresh TURN credentials this long before they expire.
@@ -165,10 +170,13 @@ class Peer:
             (default) turns it on when the server itself is on a loopback address, i.e. when
             everyone in the call is on this machine. Tests rely on it.
         connect_timeout: Seconds a link may take to connect before it is reported failed.
-        key: The ban key sent with join/match (16-128 characters); random per Peer by default.
         reconnect_for: Seconds to keep trying to reconnect after the signalling connection is
             lost (``Reconnecting``) before giving up (``Disconnected``); 0 gives up at once, as
             a version 1 client did. Links and audio go on meanwhile.
+        identity: The pseudonymous identity proven on connect (host bans, blocks, ratings and
+            moderators' decisions follow it); a fresh one per Peer by default. Keep one across
+            runs with ``PeerIdentity.from_file(path)``. A resumed session keeps it; a fresh
+            session (the server lost ours) proves it again.
     """
 
     def __init__(
@@ -180,8 +188,8 @@ class Peer:
         relay: bool | None = None,
         allow_loopback: bool | None = None,
         connect_timeout: float = 15.0,
-        key: str | None = None,
         reconnect_for: float = 120.0,
+        identity: PeerIdentity | None = None,
     ) -> None:
         self.ws_url = websocket_url(server)
         self.name = name
@@ -191,7 +199,9 @@ class Peer:
         )
         self.connect_timeout = connect_timeout
         self.reconnect_for = reconnect_for
-        self.key = key or secrets.token_urlsafe(24)
+        self.identity = identity or PeerIdentity.generate()
+        self.identified: m.Identified | None = None
+        """The server's answer to our ``identify`` (cooldown, ban, a moderator's warning)."""
         self.room: Room | None = None
         self.members: dict[str, RemotePeer] = {}
         # Room id -> the secret the server gave us as that room's host (never logged): sent in
@@ -247,6 +257,22 @@ class Peer:
         """
         self._client = await SignallingClient.connect(self.ws_url, timeout=timeout)
         self._start_session(self._client.hello)
+        self._client.send(self.identity.identify(self._client.hello.challenge))
+        try:
+            async with asyncio.timeout(timeout):
+                answer = await self._client.receive()
+        except TimeoutError:
+            self._client.abort()
+            raise ServerUnreachable(f"{self.ws_url} did not answer identify within {timeout:g} s") from None
+        if isinstance(answer, m.Error):
+            await self._client.close()
+            raise JoinRefused(ErrorCode(answer.code), answer.message)
+        if not isinstance(answer, m.Identified):
+            self._client.abort()
+            raise ServerProtocolError(f"expected identified, got {answer!r}")
+        self.identified = answer
+        if isinstance(answer.seq, int):
+            self._last_seq = answer.seq  # numbered like every later message: a replay skips it
         self._receiver = asyncio.ensure_future(self._receive_loop())
 
     async def close(self) -> None:
@@ -306,7 +332,7 @@ class Peer:
         room_id = room if ROOM_ID_PATTERN.fullmatch(room) else resolve_room(room).room_id
         try:
             message = m.Join(
-                room=room_id, name=self.name, password=password, key=self.key, rollback=False,
+                room=room_id, name=self.name, password=password, rollback=False,
                 host_key=self._host_keys.get(room_id),
             )
         except ValueError as blank:  # the server's own check, made before sending
@@ -332,7 +358,7 @@ class Peer:
         """
         try:
             message = m.MatchRequest(
-                name=self.name, tags=list(tags), language=language, key=self.key, rollback=False,
+                name=self.name, tags=list(tags), language=language, rollback=False,
                 direct=direct,
             )
         except ValueError as blank:  # the server's own check, made before sending
@@ -354,6 +380,18 @@ class Peer:
     async def next(self) -> None:
         """Leave the current match and queue again (protocol ``next``)."""
         self._send(m.Next())
+
+    def rate(self, peer_id: str, good: bool) -> None:
+        """"Good call" (True) or "Bad call" about the current or last stranger (docs/moderation.md)."""
+        self._send(m.Rate(peer=peer_id, good=good))
+
+    def report(self, peer_id: str, reason: ReportReason, text: str = "") -> None:
+        """Report the current or last stranger to the moderators, with a reason and optional text."""
+        self._send(m.Report(peer=peer_id, reason=reason, text=text))
+
+    def block(self, peer_id: str) -> None:
+        """Never be paired with that stranger's identity again (one-way, lasting)."""
+        self._send(m.Block(peer=peer_id))
 
     def admit(self, peer_id: str) -> None:
         """As host: let `peer_id` in from the lobby."""
@@ -523,6 +561,9 @@ class Peer:
         if room is not None:
             self._emit(RoomLeft(room.id, "disconnected"))
         logger.info("! the session was gone; continuing as %s", hello.peer)
+        # The fresh session has no identity: prove ours on its challenge before anything else, so
+        # that a rejoin still meets the room's bans (its answer comes through _dispatch).
+        self._send(self.identity.identify(hello.challenge))
         self._emit(Reconnected(hello.peer))
         if room is not None and not room.match and self._last_join is not None:
             # Enter the same room again, as a newcomer: the `joined` comes through _dispatch. With
@@ -576,7 +617,9 @@ class Peer:
                     self._watch_away(peer_id)
             case m.PeerBack(peer=peer_id):
                 self._away.pop(peer_id, None)
-            case m.Hello() | m.Resumed() | m.Unqueued() | m.KnockWithdrawn():
+            case m.Identified():
+                self.identified = message  # a fresh session's identity, proven again
+            case m.Hello() | m.Resumed() | m.Unqueued() | m.KnockWithdrawn() | m.Noted():
                 pass  # hello and resumed are read on connect; the others change nothing here
             case m.UnknownMessage(type=kind):
                 logger.debug("< ignoring unknown message type %r", kind)  # a later server's

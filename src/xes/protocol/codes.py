@@ -41,6 +41,12 @@ class ErrorCode(StrEnum):
     NOT_QUEUED = "not-queued"
     TURN_UNAVAILABLE = "turn-unavailable"
     SESSION_GONE = "session-gone"
+    # Identity and safety (docs/moderation.md).
+    IDENTITY_REQUIRED = "identity-required"
+    IDENTITY_REFUSED = "identity-refused"
+    TOO_MANY_IDENTITIES = "too-many-identities"
+    IDENTITY_BANNED = "identity-banned"
+    COOLDOWN = "cooldown"
 
 
 class CloseCode(IntEnum):

@@ -26,14 +26,14 @@ from ..errors import BadField, BadJson, TooBig, UnknownType
 __all__ = [
     "PROTOCOL_VERSION", "MAX_MESSAGE_BYTES", "MAX_NESTING", "ID_PATTERN",
     "Join", "Leave", "Signal", "IceRefresh", "SetRules", "Admit", "Decline", "Remove", "Ban",
-    "MatchRequest", "Next", "Block", "Stop", "Resume", "Hearing", "ClientMessage", "decode",
-    "check_utf8", "encode_client",
+    "MatchRequest", "Next", "Block", "Stop", "Resume", "Hearing", "Identify", "Rate", "Report",
+    "ClientMessage", "decode", "check_utf8", "encode_client", "IDENTIFY_CONTEXT",
     "SessionDescription", "IceCandidate", "SignalData",
     "Limits", "Hello", "PeerInfo", "Rules", "IceServer", "Joined", "PeerJoined", "PeerLeft", "Left",
     "Host", "RulesChanged", "Lobby", "KnockPeer", "Knock", "KnockWithdrawn", "Removed", "Queued",
-    "Unqueued", "IceServers", "Error", "RelayedSignal", "RoomState", "Resumed", "PeerAway",
-    "PeerBack", "ServerMessage", "UnknownMessage", "encode", "decode_server", "encode_signal",
-    "signal_head", "with_seq",
+    "Unqueued", "IceServers", "Identified", "Noted", "Error", "RelayedSignal", "RoomState",
+    "Resumed", "PeerAway", "PeerBack", "ServerMessage", "UnknownMessage", "encode",
+    "decode_server", "encode_signal", "signal_head", "with_seq",
 ]
 
 PROTOCOL_VERSION: Final = 2
@@ -51,7 +51,11 @@ Name = Annotated[str, msgspec.Meta(min_length=1, max_length=64, pattern=r"^[^\x0
 Tag = Annotated[str, msgspec.Meta(min_length=1, max_length=32, pattern=r"^[^\x00-\x1f\x7f]*$")]
 Language = Annotated[str, msgspec.Meta(min_length=1, max_length=16, pattern=r"^[A-Za-z0-9-]*$")]
 Password = Annotated[str, msgspec.Meta(min_length=1, max_length=256)]
-Key = Annotated[str, msgspec.Meta(min_length=16, max_length=128, pattern=r"^[A-Za-z0-9_.~+/=-]*$")]
+# Identity (docs/protocol.md, "Identity"): an ECDSA P-256 public key as its 65-byte uncompressed
+# point, and a signature as the 64 bytes r || s (WebCrypto's format), both unpadded base64url.
+PublicKey = Annotated[str, msgspec.Meta(min_length=87, max_length=87, pattern=r"^[A-Za-z0-9_-]*$")]
+SignatureText = Annotated[str, msgspec.Meta(min_length=86, max_length=86, pattern=r"^[A-Za-z0-9_-]*$")]
+ReportText = Annotated[str, msgspec.Meta(max_length=1000)]
 MaxPeers = Annotated[int, msgspec.Meta(ge=2, le=64)]
 
 
@@ -76,7 +80,6 @@ class Join(_ClientMessage, tag="join"):
     room: Id
     name: Name
     password: Password | None = None
-    key: Key | None = None
     rollback: bool = True
     # The secret this client got as host (`joined`/`host` `host_key`): after a restart, it gives
     # the host its role back in the restored room (docs/protocol.md, "Restarts").
@@ -139,7 +142,6 @@ class MatchRequest(_ClientMessage, tag="match"):
     name: Name
     tags: Annotated[list[Tag], msgspec.Meta(max_length=8)] = []
     language: Language | None = None
-    key: Key | None = None
     rollback: bool = True
     # The user's consent to a direct connection, which shows the stranger their IP address.
     # False (the default) means relay only; the server pairs accordingly (docs/protocol.md).
@@ -177,12 +179,32 @@ class Hearing(_ClientMessage, tag="hearing"):
     """The sender still receives ``peer``'s audio while ``peer`` is away: extends its grace."""
 
     peer: Id
+class Identify(_ClientMessage, tag="identify"):
+    """Proof of a pseudonymous identity: ``signature`` over ``IDENTIFY_CONTEXT + hello.challenge``."""
+
+    public_key: PublicKey
+    signature: SignatureText
+
+
+class Rate(_ClientMessage, tag="rate"):
+    """"Good call" (``good: true``) or "Bad call" about the current or last stranger."""
+
+    peer: Id
+    good: bool
+
+
+class Report(_ClientMessage, tag="report"):
+    peer: Id
+    reason: Literal["harassment", "hate", "sexual-content", "under-18", "other"]
+    text: ReportText = ""
 
 
 ClientMessage = (
     Join | Leave | Signal | IceRefresh | SetRules | Admit | Decline | Remove | Ban
-    | MatchRequest | Next | Block | Stop | Resume | Hearing
+    | MatchRequest | Next | Block | Stop | Resume | Hearing | Identify | Rate | Report
 )
+# What a client signs: this, then the challenge from `hello` (ASCII bytes).
+IDENTIFY_CONTEXT: Final = b"xes-identify-v1:"
 
 _decoder: Final = msgspec.json.Decoder(ClientMessage)
 _KNOWN_TYPES: Final = frozenset(
@@ -333,6 +355,8 @@ class Hello(_ServerMessage, tag="hello"):
     # Whether this server hands out a TURN relay: without one, "Hide my IP" cannot work and a
     # stranger can only be met by consenting to a direct connection.
     relay: bool
+    # 32 random bytes (base64url) for this connection, to sign in `identify`.
+    challenge: str
 
 
 class PeerInfo(msgspec.Struct, frozen=True):
@@ -429,12 +453,28 @@ class IceServers(_ServerMessage, tag="ice-servers"):
     ice_expires_at: int | None
 
 
-class Error(_ServerMessage, tag="error"):
+class Identified(_ServerMessage, tag="identified"):
+    """Reply to `identify`: this connection now speaks for that identity."""
+
+    cooldown_until: float | None
+    banned: bool
+    warning: str | None
+
+
+class Noted(_ServerMessage, tag="noted"):
+    """Reply to `rate`, `report` and `block`: recorded."""
+
+    ref: str
+
+
+class Error(_ServerMessage, tag="error", omit_defaults=True):
     code: str
     """One of :class:`xes.protocol.codes.ErrorCode`; a string on the wire, so that a client still
     reads a code added after it was written (and shows it as a refusal it cannot explain)."""
     message: str
     ref: str | None = None
+    # With `cooldown`: seconds until `match` is allowed again.
+    retry_after: int | None = None
 
 
 class RelayedSignal(_ServerMessage, tag="signal"):
@@ -484,7 +524,7 @@ class PeerBack(_ServerMessage, tag="peer-back"):
 
 ServerMessage = (
     Hello | Joined | PeerJoined | PeerLeft | RelayedSignal | Left | Host | RulesChanged | Lobby
-    | Knock | KnockWithdrawn | Removed | Queued | Unqueued | IceServers | Error
+    | Knock | KnockWithdrawn | Removed | Queued | Unqueued | IceServers | Identified | Noted | Error
     | Resumed | PeerAway | PeerBack
 )
 

@@ -14,11 +14,13 @@ import dataclasses
 import logging
 import math
 import secrets
+import sqlite3
 import time
 from collections import deque
-from collections.abc import Iterator
+from collections.abc import Coroutine, Iterator
 from http import HTTPStatus
-from typing import Final, TypeGuard, cast
+from pathlib import Path
+from typing import Any, Final, TypeGuard, cast
 from urllib.parse import urlsplit
 
 from picows import (
@@ -33,17 +35,30 @@ from picows import (
     ws_create_server,
 )
 
+from ..core import safety
 from ..core.access import SALT_BYTES, PasswordHash, hash_password
-from ..core.actions import Action, Send
+from ..core.actions import (
+    Action,
+    CreateIdentity,
+    SaveBlock,
+    SaveRating,
+    SaveReport,
+    SaveStanding,
+    Send,
+    StoreAction,
+)
 from ..core.saved import decode_saved, encode_saved
-from ..core.signalling import Signalling, StaleSession
+from ..core.signalling import ProvenIdentity, Signalling, StaleSession
 from ..core.snapshot import decode_snapshot, encode_snapshot, export_snapshot, import_snapshot
 from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
 from .config import ServerSettings
+from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
+from .moderate import ModerationServer
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
+from .storage import Database, Storage, open_database
 from .store import ROOMS_FILE, SNAPSHOT_FILE, DataDir
 
 __all__ = ["XesServer", "new_id", "CLOSE_TOO_MANY_ERRORS", "CLOSE_FLOOD", "CLOSE_GOING_AWAY",
@@ -105,11 +120,12 @@ class Connection(WSListener):
     """
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
-                 "backlog", "fragments", "fresh", "transport")  # no __dict__: tens of thousands
+                 "backlog", "fragments", "fresh", "transport", "challenge",
+                 "forwarded_for")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
-    def __init__(self, server: XesServer) -> None:
+    def __init__(self, server: XesServer, forwarded_for: str | None = None) -> None:
         self.server = server
         self.peer = new_id()
         # The relayed `signal` frame's head, stamped with this sender once, not per message.
@@ -122,6 +138,10 @@ class Connection(WSListener):
         self.backlog: deque[bytes] | None = None
         self.fragments: bytearray | None = None
         self.fresh = True    # no message read yet: only now may it be a `resume`
+        # What `identify` must sign on this connection (sent in `hello`).
+        self.challenge = new_challenge()
+        # The client's address as the trusted proxy saw it (--trust-forwarded-for), else None.
+        self.forwarded_for = forwarded_for
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -247,8 +267,26 @@ class XesServer:
         self._unsaved: bytes | None = None
         self._saving = asyncio.Lock()
         self._stopping = False
+        self.storage: Storage | None = None
+        self._identity_secret = b""
+        self._network_salt: tuple[int, bytes] | None = None
+        self._retention_handle: asyncio.TimerHandle | None = None
+        self.moderate_port: int | None = None
+        self.moderation: ModerationServer | None = None
 
     # ------------------------------------------------------------------ lifecycle
+
+    def _open_storage(self) -> tuple[Database, bytes]:
+        s = self.settings
+        if s.data_dir is None and s.database is None:
+            db = Database(sqlite3.connect(":memory:", isolation_level=None, check_same_thread=False),
+                          "sqlite")
+            db.migrate()
+            return db, secrets.token_bytes(32)
+        data_dir = s.data_dir if s.data_dir is not None else Path.cwd()
+        secret_file = s.identity_secret_file or data_dir / "identity-secret"
+        return open_database(s.database, data_dir), load_or_create_secret(secret_file)
+
 
     async def start(self) -> int:
         """Open the data directory and restore its rooms, then listen; returns the bound port.
@@ -267,6 +305,14 @@ class XesServer:
                 self.data.close()
                 self.data = None
                 raise
+        database, self._identity_secret = await asyncio.to_thread(self._open_storage)
+        self.storage = Storage(database)
+        await self._load_restored_identities()
+        self._retain()
+        if s.moderate_port is not None:
+            self.moderation = ModerationServer(self.storage, self.core.standing_changed,
+                                               secure=s.behind_tls)
+            self.moderate_port = await self.moderation.start(s.moderate_host or s.host, s.moderate_port)
         self._server = await ws_create_server(
             self._route, s.host, s.port,
             # Heartbeats come from one sweep for all connections, not a task per connection.
@@ -285,6 +331,16 @@ class XesServer:
         self._schedule_tick()  # restored rooms have a deadline
         port: int = self._server.sockets[0].getsockname()[1]
         return port
+
+    async def _load_restored_identities(self) -> None:
+        """Sessions from the snapshot keep their identity: load each one's standing and blocks
+        before anyone is served, so a resume needs no new `identify`."""
+        assert self.storage is not None
+        db, unix = self.storage.database, time.time()
+        for identity in sorted(self.core.identities_to_load()):
+            standing, blocks, _ = await self.storage.run(
+                db.load_identity, identity, None, safety.utc_day(unix), unix)
+            self.execute(self.core.identity_loaded(identity, standing, blocks, _now()))
 
     def _restore(self, data: DataDir) -> None:
         """The state a stop left (the snapshot, read once and deleted), then the protected rooms
@@ -331,7 +387,9 @@ class XesServer:
         # From here on rooms empty because their connections close, not because people left:
         # the saved rooms must stay as they are, for the next start.
         self._stopping = True
-        for handle in (self._tick_handle, self._sweep_handle):
+        if self.moderation is not None:
+            await self.moderation.stop()
+        for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
         snapshot = self._snapshot()
@@ -366,6 +424,11 @@ class XesServer:
             self.data.close()
         if self._server is not None:
             await self._server.wait_closed()
+        if self._tasks:  # writes already asked for are finished before the database closes
+            await asyncio.wait(list(self._tasks), timeout=10)
+        if self.storage is not None:
+            await asyncio.to_thread(self.storage.close)
+            self.storage = None
 
     def _snapshot(self) -> bytes | None:
         """The whole signalling state, encoded, for the next start; None without a data dir or
@@ -402,7 +465,9 @@ class XesServer:
                 return _http(HTTPStatus.UPGRADE_REQUIRED, b"This is the XES WebSocket endpoint.\n")
             if not self._origin_allowed(headers.get("Origin"), headers.get("Host")):
                 return _http(HTTPStatus.FORBIDDEN, b"Origin not allowed.\n")
-            return Connection(self)
+            forwarded = headers.get("X-Forwarded-For") if self.settings.trust_forwarded_for else None
+            # The proxy appends the address it saw: the last entry is the one it vouches for.
+            return Connection(self, forwarded.rsplit(",", 1)[-1].strip() if forwarded else None)
         if path == b"/" or path.startswith(_ROOM_PATH_PREFIX):
             return self._file("index.html")
         if path.startswith(b"/static/"):
@@ -443,7 +508,7 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
-        self.execute(self.core.connect(connection.peer, new_id()))
+        self.execute(self.core.connect(connection.peer, new_id(), connection.challenge))
 
     def closed(self, connection: Connection, detach: bool) -> None:
         """The connection is gone, or is being closed (once): its session detaches, to be
@@ -493,10 +558,10 @@ class XesServer:
                     log.debug("< %s resume %s (token not logged)", connection.peer, message.peer)
                 self._resume(connection, message)
             elif _needs_password_hash(message):
-                connection.backlog = deque()
-                task = asyncio.get_running_loop().create_task(self._with_password(connection, message))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
+                self._off_loop(connection, self._with_password(connection, message))
+                return
+            elif type(message) is m.Identify:
+                self._off_loop(connection, self._identify(connection, message))
                 return
             else:
                 if self.debug:
@@ -552,24 +617,20 @@ class XesServer:
         if not transport.is_disconnected:
             asyncio.get_running_loop().call_later(_CLOSE_GRACE_SECONDS, _abort, transport)
 
-    async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
+    def _off_loop(self, connection: Connection, work: Coroutine[Any, Any, None]) -> None:
+        """Run slow work for one message (a hash, the database); later messages wait, in order."""
+        connection.backlog = deque()
+        self._spawn(self._then_replay(connection, work))
+
+    def _spawn(self, work: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(work)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _then_replay(self, connection: Connection, work: Coroutine[Any, Any, None]) -> None:
         try:
-            hashed: PasswordHash | None = None
-            async with self._hashing:
-                if isinstance(message, m.Join):
-                    salt = self.core.password_salt(message.room)
-                    if salt is not None and message.password is not None:
-                        hashed = await asyncio.to_thread(hash_password, message.password, salt)
-                elif isinstance(message.password, str):
-                    salt = secrets.token_bytes(SALT_BYTES)
-                    hashed = await asyncio.to_thread(hash_password, message.password, salt)
-            if self._live(connection):  # it may have left while we hashed
-                actions = self.core.handle(connection.peer, message, _now(), password=hashed)
-                connection.error_streak = 0
-                saving = self._save_rooms()
-                if saving is not None:
-                    await saving
-                self.execute(actions)
+            await work
+            connection.error_streak = 0
         except SignallingError as exc:
             if self._live(connection):
                 self.refuse(connection, exc)
@@ -629,7 +690,7 @@ class XesServer:
         # core has forgotten its peer, and replaying for it would fail.
         while pending and self._live(connection):
             self.receive(connection, pending.popleft())
-            if connection.backlog is not None:  # another hash started: keep the order
+            if connection.backlog is not None:  # more slow work started: keep the order
                 connection.backlog.extend(pending)
                 break
 
@@ -637,9 +698,49 @@ class XesServer:
         """Whether ``connection`` is still the open socket of its session."""
         return self.connections.get(connection.peer) is connection
 
+    async def _with_password(self, connection: Connection, message: m.Join | m.SetRules) -> None:
+        hashed: PasswordHash | None = None
+        async with self._hashing:
+            if isinstance(message, m.Join):
+                salt = self.core.password_salt(message.room)
+                if salt is not None and message.password is not None:
+                    hashed = await asyncio.to_thread(hash_password, message.password, salt)
+            elif isinstance(message.password, str):
+                salt = secrets.token_bytes(SALT_BYTES)
+                hashed = await asyncio.to_thread(hash_password, message.password, salt)
+        if self._live(connection):  # it may have left while we hashed
+            actions = self.core.handle(connection.peer, message, _now(), password=hashed)
+            saving = self._save_rooms()
+            if saving is not None:
+                await saving
+            self.execute(actions)
+
+    async def _identify(self, connection: Connection, message: m.Identify) -> None:
+        """Check the signature, load what is stored about the identity, and let the core decide."""
+        raw = verify_identity(message.public_key, message.signature, connection.challenge)
+        proven: ProvenIdentity | None = None
+        if raw is not None:
+            assert self.storage is not None
+            identity = identity_hash(self._identity_secret, raw)
+            unix = time.time()
+            day = safety.utc_day(unix)
+            network = None
+            address = connection.forwarded_for or _peer_address(connection.transport)
+            if address is not None:
+                if self._network_salt is None or self._network_salt[0] != day:
+                    salt = await self.storage.run(self.storage.database.network_salt, day,
+                                                  secrets.token_bytes(32))
+                    self._network_salt = (day, salt)
+                network = network_hash(self._network_salt[1], address)
+            standing, blocks, created = await self.storage.run(
+                self.storage.database.load_identity, identity, network, day, unix)
+            proven = ProvenIdentity(identity, standing, blocks, network, created)
+        if self._live(connection):
+            self.execute(self.core.handle(connection.peer, message, _now(), proven=proven))
+
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
-        error = m.Error(code=exc.code, message=exc.message, ref=exc.ref)
+        error = m.Error(code=exc.code, message=exc.message, ref=exc.ref, retry_after=exc.retry_after)
         self.execute([Send(connection.peer, m.encode(error))])
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
@@ -717,11 +818,60 @@ class XesServer:
                             # hello and resumed carry the resume token: never logged.
                             log.debug("> %s %s", action.to,
                                       frame if action.numbered else b"(not logged)")
+                else:  # the type check above is the hot path's: it does not narrow
+                    self._spawn(self._store(cast(StoreAction, action)))
         finally:
             self._executing = False
         # A room emptied or a restored room settled by a disconnect or the timer: nobody waits
         # on that save, so it just starts.
         self._save_rooms()
+
+    async def _store(self, action: StoreAction) -> None:
+        """Carry out one write the core asked for, in the database thread, in the core's order.
+
+        A database failure loses that one fact (logged without contents) and harms no connection.
+        """
+        storage = self.storage
+        if storage is None:
+            return
+        db = storage.database
+        try:
+            match action:
+                case CreateIdentity():
+                    await storage.run(db.create_identity, action.standing, action.network,
+                                      safety.utc_day(action.standing.created_at),
+                                      action.standing.created_at)
+                case SaveStanding():
+                    await storage.run(db.save_standing, action.standing)
+                case SaveBlock():
+                    await storage.run(db.save_block, action.blocker, action.blocked, action.at)
+                case SaveRating():
+                    after = await storage.run(db.save_rating, action.rating)
+                    if after is not None:
+                        self.core.standing_changed(after)
+                case SaveReport():
+                    await storage.run(db.save_report, action.reporter, action.target, action.reason,
+                                      action.text, action.at, action.call_seconds)
+        except Exception as exc:
+            log.error("could not store %s: %s at %s", type(action).__name__, type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+
+    def _retain(self) -> None:
+        """Delete what is kept no longer (docs/privacy.md, "Retention"), now and on a schedule."""
+        self._retention_handle = asyncio.get_running_loop().call_later(
+            self.settings.retention_seconds, self._retain)
+        self._spawn(self._run_retention())
+
+    async def _run_retention(self) -> None:
+        if self.storage is None:
+            return
+        try:
+            gone = await self.storage.run(self.storage.database.retention, time.time())
+            if any(gone.values()):
+                log.info("retention: deleted %s", ", ".join(f"{n} {t}" for t, n in gone.items() if n))
+        except Exception as exc:
+            log.error("retention failed: %s at %s", type(exc).__name__, _where(exc),
+                      exc_info=self.debug)
 
     # ------------------------------------------------------------------ rate limit and heartbeat
 
@@ -795,6 +945,15 @@ def _where(exc: BaseException) -> str:
     while tb.tb_next is not None:
         tb = tb.tb_next
     return f"{tb.tb_frame.f_code.co_filename.rsplit('/', 1)[-1]}:{tb.tb_lineno}"
+
+
+def _peer_address(transport: WSTransport) -> str | None:
+    """The client's IP address, read only to hash its network (never kept, never logged)."""
+    try:
+        peername = transport.underlying_transport.get_extra_info("peername")
+    except Exception:
+        return None
+    return str(peername[0]) if isinstance(peername, tuple) and peername else None
 
 
 def _needs_password_hash(message: m.ClientMessage) -> TypeGuard[m.Join | m.SetRules]:

@@ -26,6 +26,21 @@ class ServerSettings:
     hard_frame_limit: int = 1_048_576
     # Debug logging includes message contents (SDP, candidates, addresses): off by default.
     debug: bool = False
-    # Where protected rooms are saved so a restart cannot weaken them (server.store); None keeps
-    # nothing on disk, so a restart forgets every room (for tests and embedding only).
+    # Where protected rooms and the restart snapshot are saved (server.store), and where safety
+    # facts live (docs/privacy.md): SQLite in data_dir, or PostgreSQL at `database`. No data_dir
+    # keeps nothing on disk: a restart forgets every room, and safety facts go to an in-memory
+    # SQLite with a fresh identity secret (for tests, bench and embedding only).
     data_dir: Path | None = None
+    database: str | None = None
+    # The secret identities are hashed with; default data_dir/identity-secret. Share it between nodes.
+    identity_secret_file: Path | None = None
+    # How often retention runs (docs/privacy.md, "Retention").
+    retention_seconds: float = 3600.0
+    # The moderators' page (/moderate) listens on its own port: picows serves only GET.
+    moderate_host: str | None = None
+    moderate_port: int | None = None
+    # Behind a TLS proxy the moderators' session cookie is marked Secure.
+    behind_tls: bool = False
+    # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
+    # (only for the per-network limit on new identities; never stored, never logged).
+    trust_forwarded_for: bool = False

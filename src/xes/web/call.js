@@ -14,7 +14,9 @@ import { LINK_FAILURE } from './negotiation.js';
 import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats } from './stats.js';
 import { HearingReporter } from './hearing.js';
+import { judge, opusBitrate, sample } from './quality.js';
 import { RoomVerification } from './verify.js';
+import * as safety from './safety.js';
 
 /**
  * What the page is doing. Rooms: idle → joining → (lobby →) joined. Strangers: idle → joining →
@@ -38,6 +40,13 @@ const JOIN_REFUSALS = new Set([
 export const NO_RELAY_FOR_STRANGERS = 'This server has no relay, so you can only talk to strangers ' +
   'who also allow a direct connection, and they will see your IP address. Tick “Allow a direct ' +
   'connection with strangers” if you accept that.';
+/** Longest chat message, in characters (its JSON stays well under the data channel's limit). */
+export const CHAT_MAX_CHARS = 4000;
+/** Messages kept on the page (older ones scroll away; nothing is stored anywhere). */
+export const CHAT_KEEP = 200;
+/** Quality samples kept per link: enough for quality.js's 5 s loss window at one poll a second. */
+const QUALITY_SAMPLES = 8;
+
 export const INVALID_ROOM_LINK = 'This room link is not valid. Ask for the link again, or start a new room.';
 // While the signalling socket is down and the session may resume: news, not an emergency.
 export const RESTORING = 'The connection to the server is being restored…';
@@ -52,7 +61,10 @@ export const RESTORING_IN_CALL = 'The connection to the server is being restored
  * - `teardown` (no detail): every link and the roster are gone (left, removed, rejoined);
  * - `passwordrequired`: the room wants a password (the view shows and focuses its field);
  * - `directconsentrequired`: this server has no relay and the user did not allow a direct
- *   connection with strangers, so nothing was queued.
+ *   connection with strangers, so nothing was queued;
+ * - `entered` (detail: {match}): we are in a call now (the view moves focus there);
+ * - `announce` (detail: a sentence): something a screen-reader user should hear politely:
+ *   joins and leaves by name, mutes, host changes, chat messages, a link turning poor.
  */
 export class Call extends EventTarget {
   /**
@@ -60,7 +72,6 @@ export class Call extends EventTarget {
    * @param {import('./signalling.js').Signalling} options.signalling
    * @param {string|null} [options.roomId] the room of a `/r/<id>` page
    * @param {() => Promise<MediaStream>} [options.openMicrophone]
-   * @param {() => string} [options.browserKey] the key a host's ban recognises this browser by
    * @param {() => number} [options.now] wall clock in ms (ICE credential expiry is wall-clock)
    * @param {{relayOnly?: boolean, allowDirect?: boolean}} [options.preferences] the user's
    *   "Hide my IP" and "Allow a direct connection with strangers"; the view keeps them current
@@ -69,19 +80,20 @@ export class Call extends EventTarget {
    *   after a server restart (docs/protocol.md, "Restarts"); the view gives sessionStorage
    */
   constructor({
-    signalling, roomId = null, openMicrophone: open = openMicrophone, browserKey = () => '',
+    signalling, roomId = null, openMicrophone: open = openMicrophone,
     now = () => Date.now(), preferences = {}, hostKeys = new Map(),
   }) {
     super();
     this.hostKeys = hostKeys;
     this.signalling = signalling;
     this.openMicrophone = open;
-    this.browserKey = browserKey;
     this.now = now;
     this.preferences = { relayOnly: false, allowDirect: false, ...preferences };
     this.phase = Phase.IDLE;
     this.roomId = roomId;
     this.isMatch = false;
+    // What may still be said about the current or last stranger (safety.js).
+    this.feedback = null;
     /** @type {{id: string|null, name: string}|null} */
     this.me = null;
     this.hostId = null;
@@ -104,7 +116,7 @@ export class Call extends EventTarget {
     this.talkHeld = new Set();
     /** @type {Mesh|null} */
     this.mesh = null;
-    /** @type {RoomVerification|null} the safety codes while in a call (verify.js) */
+    /** @type {RoomVerification|null} the safety codes, while in a call */
     this.verification = null;
     this.refreshTimer = null;
     /** @type {Map<string, string>} id -> name of who knocks, while we are host */
@@ -116,6 +128,11 @@ export class Call extends EventTarget {
     this.matchRequest = null;
     // While a first join or match waits for the socket, a reconnect must not also send one.
     this.awaitingSocket = false;
+    /** @type {{from: string|null, name: string, text: string, at: number, self: boolean}[]} chat
+     * messages of this call, oldest first; kept in memory only, gone when the call ends */
+    this.messages = [];
+    // Whether the others were last told our microphone is silenced (null: not told yet).
+    this.toldSilenced = null;
     /** @type {Map<string, string>} key -> sentence; one per concern so a repeat replaces */
     this.alerts = new Map();
     // Counts alert changes, so the view redraws them (and screen readers hear them) only then.
@@ -147,6 +164,11 @@ export class Call extends EventTarget {
   /** Whether the microphone is silenced: muted, and push-to-talk not held. */
   get silenced() {
     return this.muted && this.talkHeld.size === 0;
+  }
+
+  /** Whether the server answers now: host controls sent while it does not would be lost. */
+  get serverReachable() {
+    return this.signalling.state === SignallingState.OPEN;
   }
 
   /** "Hide my IP (always relay)", unless the server said it has no relay to hide behind. */
@@ -254,7 +276,7 @@ export class Call extends EventTarget {
 
   sendJoin() {
     this.signalling.send(protocol.join({
-      room: this.roomId, name: this.me.name, key: this.browserKey(), password: this.password,
+      room: this.roomId, name: this.me.name, password: this.password,
       hostKey: this.hostKeys.get(this.roomId) ?? null,
     }));
   }
@@ -269,7 +291,7 @@ export class Call extends EventTarget {
       return;
     }
     this.signalling.send(protocol.match({
-      name: this.me.name, ...this.matchRequest, key: this.browserKey(), direct,
+      name: this.me.name, ...this.matchRequest, direct,
     }));
   }
 
@@ -325,6 +347,7 @@ export class Call extends EventTarget {
     this.refreshTimer = null;
     this.peers.clear();
     this.knocks.clear();
+    this.messages = [];
     this.hostId = null;
     this.rules = null;
     this.talkHeld.clear();
@@ -344,11 +367,23 @@ export class Call extends EventTarget {
   /** The microphone sends while unmuted, or while muted and push-to-talk is held. */
   applyMicrophone() {
     setMuted(this.localStream, this.silenced);
+    this.tellMuted();
+  }
+
+  /**
+   * Tell everyone whether our microphone sends (over each link's data channel, never through the
+   * server): without it the others cannot tell a muted person from a silent one.
+   */
+  tellMuted() {
+    if (!this.mesh || this.toldSilenced === this.silenced) return;
+    this.toldSilenced = this.silenced;
+    for (const link of this.mesh.links.values()) link.sendData({ type: 'mute', muted: this.silenced });
   }
 
   toggleMute() {
     this.muted = !this.muted;
     this.applyMicrophone();
+    this.announce(this.muted ? 'Microphone off.' : 'Microphone on.');
     this.changed();
   }
 
@@ -364,6 +399,56 @@ export class Call extends EventTarget {
     if (before === this.talkHeld.size > 0) return;
     this.applyMicrophone();
     this.changed();
+  }
+
+  // --- chat ----------------------------------------------------------------------------------------
+
+  /**
+   * Send a chat message to everyone in the call: one copy over each link's data channel. The
+   * server never sees it and nothing stores it.
+   * @param {string} raw what the user typed
+   * @returns {{ok: true} | {ok: false, reason: string}}
+   */
+  sendChat(raw) {
+    const text = String(raw).trim();
+    if (!this.inCall) return { ok: false, reason: 'You are not in a call.' };
+    if (text.length === 0) return { ok: false, reason: 'Type a message first.' };
+    if (text.length > CHAT_MAX_CHARS) {
+      return { ok: false, reason: `A message can be at most ${CHAT_MAX_CHARS} characters.` };
+    }
+    const links = [...this.mesh.links.values()];
+    const sent = links.filter((link) => link.sendData({ type: 'chat', text })).length;
+    if (links.length > 0 && sent === 0) return { ok: false, reason: 'Not sent: nobody is connected yet.' };
+    this.addMessage({ from: this.me.id, name: this.me.name, text, self: true });
+    return { ok: true };
+  }
+
+  addMessage({ from, name, text, self }) {
+    // The time is when this page sent or received it, by this page's clock: a sender's clock
+    // could say anything.
+    this.messages.push({ from, name, text, at: this.now(), self });
+    if (this.messages.length > CHAT_KEEP) this.messages.splice(0, this.messages.length - CHAT_KEEP);
+    // Not through the announcer: the chat history is itself a polite live region (role="log"),
+    // so a screen reader reads the new entry once, and the text is not on the page twice.
+    this.changed();
+  }
+
+  /** A message from a peer's data channel (its `type` checked by negotiation.js's parseData). */
+  onPeerData(peerId, message) {
+    const peer = this.peers.get(peerId);
+    if (!peer) return;
+    if (message.type === 'chat' && typeof message.text === 'string') {
+      const text = message.text.trim();
+      if (text.length === 0 || text.length > CHAT_MAX_CHARS) return;
+      this.addMessage({ from: peerId, name: peer.name, text, self: false });
+    } else if (message.type === 'mute' && typeof message.muted === 'boolean') {
+      if (peer.muted === message.muted) return;
+      const before = peer.muted;
+      peer.muted = message.muted;
+      // The first word from a link is its state, not news; a change is announced.
+      if (before !== null) this.announce(`${peer.name} ${peer.muted ? 'muted' : 'unmuted'} their microphone.`);
+      this.changed();
+    }
   }
 
   // --- host controls -------------------------------------------------------------------------------
@@ -420,18 +505,29 @@ export class Call extends EventTarget {
         this.peers.set(message.peer.id, newPeer(message.peer));
         this.knocks.delete(message.peer.id);
         if (this.mesh) this.mesh.add(message.peer, false);
+        this.announce(`${message.peer.name} joined.`);
+        this.applyBitrate();
         break;
-      case 'peer-left':
+      case 'peer-left': {
         this.hearing.back(message.peer);
+        const peer = this.peers.get(message.peer);
         this.peers.delete(message.peer);
         if (this.mesh) this.mesh.remove(message.peer);
+        if (peer) this.announce(`${peer.name} left.`);
+        this.applyBitrate();
         break;
+      }
       case 'signal':
         if (this.mesh) this.mesh.handleSignal(message.from, message.data);
         break;
       case 'left':
         break; // we already tore down when we sent leave/next/stop
       case 'host':
+        if (this.hostId !== message.peer && this.inCall && !this.isMatch) {
+          const who = message.peer === this.me?.id ? 'You are'
+            : `${this.peers.get(message.peer)?.name ?? 'Someone'} is`;
+          this.announce(`${who} now the host.`);
+        }
         this.hostId = message.peer;
         if (message.host_key) this.hostKeys.set(this.roomId, message.host_key);
         break;
@@ -445,6 +541,7 @@ export class Call extends EventTarget {
         break;
       case 'knock':
         this.knocks.set(message.peer.id, message.peer.name);
+        this.announce(`${message.peer.name} asks to join.`);
         break;
       case 'knock-withdrawn':
         this.knocks.delete(message.peer);
@@ -468,9 +565,58 @@ export class Call extends EventTarget {
       case 'error':
         this.onServerError(message);
         break;
+      case 'identified':
+        for (const [n, sentence] of safety.identifiedSentences(message, this.now() / 1000).entries()) {
+          this.showAlert(`identified-${n}`, sentence);
+        }
+        break;
+      case 'noted':
+        if (this.feedback) this.feedback = safety.noted(this.feedback, message.ref);
+        break;
       default:
         break;
     }
+    if (this.isMatch && (message.type === 'joined' || message.type === 'peer-joined')) {
+      const stranger = message.type === 'joined' ? message.peers[0] : message.peer;
+      if (stranger && this.feedback?.stranger.id !== stranger.id) this.feedback = safety.newFeedback(stranger);
+    }
+    this.changed();
+  }
+
+  // --- after a call with a stranger (docs/moderation.md) ------------------------------------------
+
+  /** "Good call" (true) or "Bad call" about the current or last stranger. */
+  rateStranger(good) {
+    this.sendFeedback(protocol.rate(this.feedback?.stranger.id, good), { rated: true });
+  }
+
+  /** Never meet that stranger again; in a call with them, the server moves us on as with Next. */
+  blockStranger() {
+    if (!this.feedback) return;
+    const inCallWithThem = this.phase === Phase.JOINED && this.peers.has(this.feedback.stranger.id);
+    this.sendFeedback(protocol.block(this.feedback.stranger.id), { blocked: true });
+    if (inCallWithThem) {
+      this.tearDown({ keepMicrophone: true });
+      this.phase = Phase.QUEUED;
+      this.changed();
+    }
+  }
+
+  toggleReporting() {
+    if (!this.feedback) return;
+    this.feedback = { ...this.feedback, reporting: !this.feedback.reporting };
+    this.changed();
+  }
+
+  /** @param {string} reason a key of REPORT_REASONS @param {string} text */
+  reportStranger(reason, text) {
+    this.sendFeedback(protocol.report(this.feedback?.stranger.id, reason, text),
+      { reported: true, reporting: false });
+  }
+
+  sendFeedback(message, change) {
+    if (!this.feedback || !this.signalling.send(message)) return;
+    this.feedback = { ...this.feedback, ...change };
     this.changed();
   }
 
@@ -499,14 +645,26 @@ export class Call extends EventTarget {
         '“Hide my IP (always relay)” on, calls cannot connect. Turn it off to connect directly.');
     }
     this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
+    this.toldSilenced = null; // nobody on the new links has been told yet
     this.wireMesh(this.mesh);
     this.startVerification();
     for (const peer of message.peers) {
       this.peers.set(peer.id, newPeer(peer));
       this.mesh.add(peer, true); // we are the newcomer: we offer to everyone already here
     }
+    this.applyBitrate();
     this.linkStats.start();
     this.scheduleIceRefresh();
+    const others = message.peers.map((peer) => peer.name);
+    // A match is said by the match status, itself a polite live region: not twice.
+    if (!this.isMatch) this.announce(others.length === 0 ? 'You joined the call. Nobody else is here yet.'
+        : `You joined the call with ${others.join(', ')}.`);
+    this.emit('entered', { match: this.isMatch });
+  }
+
+  /** Opus bitrate for every link, from the number of people (quality.js explains the budget). */
+  applyBitrate() {
+    if (this.mesh) this.mesh.setAudioBitrate(opusBitrate(this.peers.size + 1));
   }
 
   onServerError(message) {
@@ -525,6 +683,13 @@ export class Call extends EventTarget {
       // No relay and no consent: the page normally stops this before sending (see sendMatch).
       this.end();
       this.showAlert('match-refused', NO_RELAY_FOR_STRANGERS);
+      return;
+    }
+    if (['cooldown', 'identity-banned', 'identity-required'].includes(message.code)) {
+      // A refused `next` leaves us in the server's match room while the page already moved on.
+      if (message.ref === 'next') this.signalling.send(protocol.stop());
+      this.end();
+      this.showAlert('match-refused', sentence);
       return;
     }
     if (message.code === 'already-joined' || message.code === 'not-queued') {
@@ -657,6 +822,11 @@ export class Call extends EventTarget {
       this.showAlert(`link-${detail.peerId}`,
         `Setting up audio with ${peer ? peer.name : 'someone'} failed: ${detail.detail}.`);
     });
+    mesh.addEventListener('channelopen', ({ detail }) => {
+      const link = mesh.links.get(detail.peerId);
+      if (link) link.sendData({ type: 'mute', muted: this.silenced });
+    });
+    mesh.addEventListener('data', ({ detail }) => this.onPeerData(detail.peerId, detail.detail));
     mesh.addEventListener('removed', ({ detail }) => {
       this.emit('linkremoved', { peerId: detail.peerId });
       this.clearAlert(`link-${detail.peerId}`);
@@ -677,14 +847,62 @@ export class Call extends EventTarget {
       peer.localType = info.localType;
       peer.remoteType = info.remoteType;
       peer.connectionState = info.connectionState;
+      if (info.report) this.judgeLink(peer, sample(info.report, info.at));
     }
     this.changed();
+  }
+
+  judgeLink(peer, latest) {
+    peer.samples.push(latest);
+    if (peer.samples.length > QUALITY_SAMPLES) peer.samples.shift();
+    const wasPoor = peer.quality.poor;
+    peer.quality = judge(peer.samples);
+    if (peer.quality.poor && !wasPoor) this.announce(`The link with ${peer.name} is poor: ${peer.quality.poor}.`);
+  }
+
+  // --- devices -------------------------------------------------------------------------------------
+
+  /**
+   * Use another microphone (or the same one with other processing) without renegotiating: the
+   * new track replaces the old one on every link's sender (`replaceTrack`), and the old one stops.
+   * @param {() => Promise<MediaStream>} open opens the new microphone
+   * @returns {Promise<boolean>} false when it could not be opened (the old one stays, an alert says why)
+   */
+  async switchMicrophone(open) {
+    let stream;
+    try {
+      stream = await open();
+    } catch (error) {
+      this.showAlert('microphone', error instanceof MicrophoneError ? error.message : String(error));
+      return false;
+    }
+    this.clearAlert('microphone');
+    const [track] = stream.getAudioTracks();
+    if (this.mesh) await this.mesh.replaceAudioTrack(track);
+    if (this.localStream) {
+      // Our MediaStream object stays the same (links made later add its track): swap inside it.
+      for (const previous of this.localStream.getAudioTracks()) {
+        this.localStream.removeTrack(previous);
+        previous.stop();
+      }
+      this.localStream.addTrack(track);
+    } else {
+      this.localStream = stream;
+    }
+    this.applyMicrophone();
+    this.emit('microphone', this.localStream);
+    return true;
   }
 
   // --- events --------------------------------------------------------------------------------------
 
   changed() {
     this.emit('change');
+  }
+
+  /** @param {string} text a sentence for the polite live region */
+  announce(text) {
+    this.emit('announce', text);
   }
 
   /**
@@ -700,6 +918,10 @@ function newPeer(peer) {
   return {
     id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
     linkFailure: null,
+    // What their data channel said: null until it has (a peer may never say).
+    muted: null,
+    samples: [],
+    quality: judge([]),
   };
 }
 

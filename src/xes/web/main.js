@@ -6,17 +6,24 @@
 
 import * as protocol from './protocol.js';
 import { Signalling, signallingUrl } from './signalling.js';
-import { Call, INVALID_ROOM_LINK, Phase } from './call.js';
+import { Call, Phase } from './call.js';
 import {
-  LevelMeters, RemoteVolumes, VOLUME_DEFAULT, VOLUME_MAX, VOLUME_MIN, clampVolume, stopStream,
+  LevelMeters, PROCESSING_DEFAULTS, RemoteVolumes, VOLUME_DEFAULT, VOLUME_MAX, VOLUME_MIN, clampVolume,
+  openMicrophone, stopStream,
 } from './media.js';
 import { RELAYED } from './stats.js';
+import { describeNumbers } from './quality.js';
+import { identifyMessage } from './identity.js';
+import { REPORT_REASONS } from './safety.js';
 
 const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
   relayOnly: 'xes.relayOnly',
   allowDirect: 'xes.allowDirectWithStrangers',
-  key: 'xes.key',
+  // Audio settings, remembered per browser: the chosen devices and the processing toggles.
+  microphone: 'xes.microphone',
+  speaker: 'xes.speaker',
+  processing: 'xes.processing',
 });
 // Per-person volumes, by display name, in sessionStorage: remembered for this tab's session only.
 const VOLUMES_KEY = 'xes.volumes';
@@ -83,17 +90,6 @@ function store(key, value) {
   }
 }
 
-/** The random key that lets a host's ban recognise this browser (never an IP address). */
-function browserKey() {
-  let key = load(STORAGE_KEYS.key);
-  if (!key || key.length < 16 || key.length > 128) {
-    const bytes = crypto.getRandomValues(new Uint8Array(24));
-    key = btoa(String.fromCharCode(...bytes)).replace(/\+/g, '-').replace(/\//g, '_');
-    store(STORAGE_KEYS.key, key);
-  }
-  return key;
-}
-
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -111,12 +107,41 @@ function parseRoute(pathname) {
   return { view: 'landing', roomId: null };
 }
 
-const signalling = new Signalling(signallingUrl(location));
+/** The processing toggles as remembered (each on unless the user turned it off). */
+function processingChoice() {
+  try {
+    const stored = JSON.parse(load(STORAGE_KEYS.processing) ?? '{}');
+    return Object.fromEntries(Object.entries(PROCESSING_DEFAULTS).map(([name, on]) =>
+      [name, typeof stored?.[name] === 'boolean' ? stored[name] : on]));
+  } catch {
+    return { ...PROCESSING_DEFAULTS };
+  }
+}
+
+/** The microphone the user chose last time (if it is still there) with their processing. */
+function microphoneChoice() {
+  return { deviceId: load(STORAGE_KEYS.microphone), ...processingChoice() };
+}
+
+/** Open the chosen microphone; a remembered device that is gone falls back to the default one. */
+async function openChosenMicrophone() {
+  const choice = microphoneChoice();
+  try {
+    return await openMicrophone(choice);
+  } catch (error) {
+    if (!choice.deviceId || error?.kind !== 'missing') throw error;
+    store(STORAGE_KEYS.microphone, '');
+    return openMicrophone({ ...choice, deviceId: null });
+  }
+}
+
+// The browser's identity is proven on every connection before it counts as open (identity.js).
+const signalling = new Signalling(signallingUrl(location), { identify: identifyMessage });
 const call = new Call({
   signalling,
   roomId: route.roomId,
-  browserKey,
   hostKeys,
+  openMicrophone: openChosenMicrophone,
   preferences: {
     relayOnly: load(STORAGE_KEYS.relayOnly) === 'true',
     allowDirect: load(STORAGE_KEYS.allowDirect) === 'true',
@@ -134,6 +159,7 @@ const view = {
   // A clone of the microphone track that stays enabled while muted: it feeds our own level
   // meter, so the page can say "You are muted" when the user talks into a muted microphone.
   meterStream: null,
+  renderedMessages: 0, // how many chat messages the list shows
 };
 
 // --- alerts --------------------------------------------------------------------------------------
@@ -192,6 +218,33 @@ async function joinRoom(event) {
 function onLeaveClick() {
   call.leave();
   (route.view === 'room' ? $('join') : $('match-start')).focus();
+}
+
+/** In the call at last: keyboard focus and the screen (a phone's too) go to it, not to the body. */
+function onEntered() {
+  render(); // the call area shows now, and only a shown element takes focus
+  const heading = $('call-title');
+  heading.focus({ preventScroll: true });
+  $('call').scrollIntoView({ block: 'start', behavior: 'auto' });
+}
+
+/** Sentences kept in the live region: screen readers read each addition once. */
+const ANNOUNCEMENTS_KEPT = 5;
+/** How long a sentence stays in the live region after it was read out. */
+const ANNOUNCEMENT_LIFETIME_MS = 5000;
+
+/**
+ * A sentence for screen readers, said politely: added to the live region (which reads additions
+ * only), so two news items in quick succession are both heard, and a repeat is heard again.
+ */
+function announce(text) {
+  const region = $('announcer');
+  const sentence = element('p', '', text);
+  region.append(sentence);
+  while (region.children.length > ANNOUNCEMENTS_KEPT) region.firstElementChild.remove();
+  // Said once is enough: stale news would otherwise sit in the page (and in find-in-page) twice,
+  // once where it is shown and once here.
+  setTimeout(() => sentence.remove(), ANNOUNCEMENT_LIFETIME_MS);
 }
 
 /** Leave the lobby before the host answers. */
@@ -358,6 +411,7 @@ function attachRemoteStream(peerId, stream) {
   const peer = call.peers.get(peerId);
   volumes.attach(peerId, stream, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
   meters.attach(peerId, stream);
+  applySpeaker();
   // Without a user gesture the autoplay policy keeps the AudioContext suspended: say so.
   setTimeout(() => {
     if (volumes.suspended()) blockedPlayback();
@@ -408,6 +462,8 @@ call.addEventListener('teardown', () => {
   view.confirmingBan = null;
 });
 call.addEventListener('passwordrequired', () => $('room-password').focus());
+call.addEventListener('entered', onEntered);
+call.addEventListener('announce', ({ detail }) => announce(detail));
 call.addEventListener('directconsentrequired', () => $('allow-direct').focus());
 
 signalling.addEventListener('protocolerror', ({ detail }) => {
@@ -444,8 +500,12 @@ function render() {
   const talking = call.muted && call.talkHeld.size > 0;
   $('talk').classList.toggle('is-active', talking);
 
+  // A stranger call has Next and Stop; a "Leave" beside them would only be a second Stop.
+  $('leave').hidden = call.isMatch;
+
   if (route.view === 'room') renderRoomView(inCall);
   else renderLandingView(inCall);
+  renderChat();
 
   renderAlerts();
   renderRules();
@@ -456,8 +516,11 @@ function render() {
 }
 
 function renderRoomView(inCall) {
+  const validRoom = protocol.ID_PATTERN.test(call.roomId ?? '');
+  $('share').hidden = !validRoom;
+  $('bad-room').hidden = validRoom;
   $('join-form').hidden = inCall;
-  $('join').disabled = call.phase !== 'idle';
+  $('join').disabled = call.phase !== 'idle' || !validRoom;
   $('join').textContent = call.phase === 'joining' ? 'Joining…' : 'Join';
   $('join').hidden = call.phase === 'lobby';
   $('lobby-cancel').hidden = call.phase !== 'lobby';
@@ -481,11 +544,21 @@ function renderRoomView(inCall) {
   $('room-state').textContent = states[call.phase] ?? '';
 }
 
+/** While queued: who we look for, and that the wait widens to anyone (docs/protocol.md). */
+function queuedWords() {
+  const tags = protocol.parseTags($('match-tags').value);
+  const language = $('match-language').value.trim();
+  if (tags.length === 0 && !language) return 'Looking for someone to talk to…';
+  const wants = [tags.length > 0 ? `likes ${tags.join(' or ')}` : '', language ? `speaks “${language}”` : '']
+    .filter(Boolean).join(' or ');
+  return `Looking for someone who ${wants}… If nobody does within a few seconds, anyone.`;
+}
+
 function renderLandingView(inCall) {
   const words = {
     idle: '',
     joining: 'Connecting…',
-    queued: 'Looking for someone to talk to…',
+    queued: queuedWords(),
     joined: 'Connected with a stranger.',
   };
   $('match-status').textContent = words[call.phase] ?? '';
@@ -499,6 +572,7 @@ function renderLandingView(inCall) {
   $('allow-direct').disabled = call.phase !== 'idle';
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
+  renderStrangerFeedback();
   if (inCall && call.isMatch && call.peers.size === 0) {
     $('match-status').textContent =
       'The other person left. Press Next to meet someone new, or Stop.';
@@ -555,7 +629,10 @@ function renderParticipants() {
       ? `Could not connect: ${peer.linkFailure}`
       : CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
     if (peer.link) meta.push(peer.link);
-    entries.push({ key: peer.id, id: peer.id, name: peer.name, self: false, meta, link: peer.link });
+    if (peer.muted === true) meta.push('Muted');
+    entries.push({
+      key: peer.id, id: peer.id, name: peer.name, self: false, meta, link: peer.link, quality: peer.quality,
+    });
   }
   const existing = new Map([...list.children].map((item) => [item.dataset.peer, item]));
   const items = entries.map((entry) => {
@@ -581,11 +658,23 @@ function participantItem(key) {
   const title = element('p', 'participant__name');
   title.append(element('span', 'participant__label'), element('span', 'participant__badges'));
   body.append(title, element('p', 'participant__meta'));
+  // The ring is for eyes; the words beside it are for screen readers (updated with the ring).
+  const speakingText = element('span', 'participant__speaking-text visually-hidden', '');
+  title.append(speakingText);
+  const warning = element('p', 'participant__warning');
+  warning.hidden = true;
+  body.append(warning);
   const speaking = element('span', 'participant__speaking');
   speaking.setAttribute('aria-hidden', 'true');
   speaking.title = 'Speaking';
   item.append(avatar, body, speaking);
-  if (key !== 'self') item.append(volumeControl(key));
+  if (key !== 'self') {
+    const quality = element('details', 'participant__quality');
+    const summary = element('summary', '', 'Connection details');
+    quality.append(summary, element('p', 'participant__numbers'));
+    body.append(quality);
+    item.append(volumeControl(key));
+  }
   item.append(element('div', 'participant__actions'));
   return item;
 }
@@ -611,8 +700,18 @@ function volumeControl(peerId) {
   return wrapper;
 }
 
-function updateParticipantItem(item, { id, name, self, meta, link }) {
-  item.classList.toggle('is-muted', self && call.muted);
+function updateParticipantItem(item, { id, name, self, meta, link, quality }) {
+  item.classList.toggle('is-muted', self ? call.muted : meta.includes('Muted'));
+  if (quality) {
+    const warning = item.querySelector('.participant__warning');
+    const text = quality.poor ? `Poor connection: ${quality.poor}.` : '';
+    if (warning.textContent !== text) warning.textContent = text;
+    warning.hidden = !quality.poor;
+    item.querySelector('.participant__quality summary').setAttribute('aria-label', `Connection details for ${name}`);
+    const numbers = describeNumbers(quality);
+    const shown = item.querySelector('.participant__numbers');
+    if (shown.textContent !== numbers) shown.textContent = numbers;
+  }
   item.querySelector('.participant__avatar').textContent = [...name][0]?.toUpperCase() ?? '?';
   item.querySelector('.participant__label').textContent = name;
   const volumeLabel = item.querySelector('.participant__volume-label');
@@ -629,6 +728,7 @@ function updateParticipantItem(item, { id, name, self, meta, link }) {
     details.append(part);
   });
   const actions = item.querySelector('.participant__actions');
+  for (const button of actions.querySelectorAll('button')) button.disabled = !call.serverReachable;
   if (self || !call.isHost) {
     actions.replaceChildren();
     actions.hidden = true;
@@ -704,12 +804,18 @@ function renderKnocks() {
 function renderSettings() {
   const section = $('room-settings');
   section.hidden = !call.isHost;
+  const offline = !call.serverReachable;
+  $('settings-offline').hidden = !offline;
+  for (const control of section.querySelectorAll('input, button')) {
+    control.disabled = offline || (control.id === 'rule-password-clear' && !call.rules?.password);
+  }
+  for (const button of $('knockers').querySelectorAll('button')) button.disabled = offline;
   if (section.hidden || view.renderedRules === call.rules) return;
   const rules = call.rules;
   view.renderedRules = rules;
   $('rule-locked').checked = rules.locked;
   $('rule-lobby').checked = rules.lobby;
-  $('rule-password-clear').disabled = !rules.password;
+  $('rule-password-clear').disabled = !rules.password || !call.serverReachable;
   $('rule-password-state').textContent = rules.password
     ? 'A password is set: newcomers must type it to join.'
     : 'No password: anyone with the link can join.';
@@ -728,12 +834,137 @@ function updateSpeaking() {
     const key = item.dataset.peer;
     const speaking = key === 'self' && silenced ? false : meters.level(key) > SPEAKING_DB;
     item.classList.toggle('is-speaking', speaking);
+    const words = item.querySelector('.participant__speaking-text');
+    const text = speaking ? ', speaking' : '';
+    if (words.textContent !== text) words.textContent = text;
   }
   // Talking into a muted microphone: the meter listens to a clone that mute leaves on.
   const unheard = call.phase === 'joined' && silenced && meters.level('self') > SPEAKING_DB;
   const notice = $('muted-notice');
   const text = unheard ? 'You are muted' : '';
   if (notice.textContent !== text) notice.textContent = text;
+}
+
+// --- chat ----------------------------------------------------------------------------------------
+
+function onChatSubmit(event) {
+  event.preventDefault();
+  const input = $('chat-message');
+  const result = call.sendChat(input.value);
+  if (!result.ok) {
+    call.showAlert('chat', result.reason);
+    input.focus();
+    return;
+  }
+  call.clearAlert('chat');
+  input.value = '';
+  input.focus();
+}
+
+const TIME_FORMAT = new Intl.DateTimeFormat(undefined, { hour: '2-digit', minute: '2-digit' });
+
+/** Append the messages the list does not show yet (the list is rebuilt only when a call ends). */
+function renderChat() {
+  const list = $('messages');
+  if (call.messages.length < view.renderedMessages || !call.inCall) {
+    list.replaceChildren();
+    view.renderedMessages = 0;
+  }
+  const fresh = call.messages.slice(view.renderedMessages);
+  view.renderedMessages = call.messages.length;
+  for (const message of fresh) {
+    const item = element('li', message.self ? 'chat__message chat__message--self' : 'chat__message');
+    const head = element('p', 'chat__head');
+    const time = element('time', 'chat__time', TIME_FORMAT.format(message.at));
+    time.dateTime = new Date(message.at).toISOString();
+    head.append(element('span', 'chat__name', message.self ? `${message.name} (you)` : message.name), ' ', time);
+    item.append(head, element('p', 'chat__text', message.text));
+    list.append(item);
+  }
+  while (list.children.length > call.messages.length) list.firstElementChild.remove();
+  if (fresh.length > 0) list.scrollTop = list.scrollHeight;
+}
+
+// --- audio settings --------------------------------------------------------------------------------
+
+const PROCESSING_TOGGLES = Object.freeze({
+  'echo-cancellation': 'echoCancellation',
+  'noise-suppression': 'noiseSuppression',
+  'auto-gain': 'autoGainControl',
+});
+
+function setUpAudioSettings() {
+  const processing = processingChoice();
+  for (const [id, name] of Object.entries(PROCESSING_TOGGLES)) {
+    $(id).checked = processing[name];
+    $(id).addEventListener('change', async () => {
+      store(STORAGE_KEYS.processing, JSON.stringify({ ...processingChoice(), [name]: $(id).checked }));
+      if (call.localStream) await call.switchMicrophone(() => openMicrophone(microphoneChoice()));
+    });
+  }
+  $('microphone').addEventListener('change', async () => {
+    store(STORAGE_KEYS.microphone, $('microphone').value);
+    if (call.localStream) await call.switchMicrophone(() => openMicrophone(microphoneChoice()));
+    await listDevices();
+  });
+  $('speaker').addEventListener('change', () => {
+    store(STORAGE_KEYS.speaker, $('speaker').value);
+    applySpeaker();
+  });
+  navigator.mediaDevices?.addEventListener?.('devicechange', listDevices);
+  call.addEventListener('microphone', listDevices);
+  listDevices();
+}
+
+/** Whether this browser can send the call's sound to a chosen output (AudioContext.setSinkId). */
+function canChooseSpeaker() {
+  return typeof AudioContext !== 'undefined' && 'setSinkId' in AudioContext.prototype;
+}
+
+/** Fill the two selects; names are only given once the microphone is allowed, so ask again then. */
+async function listDevices() {
+  if (!navigator.mediaDevices?.enumerateDevices) return;
+  const devices = await navigator.mediaDevices.enumerateDevices();
+  const live = call.localStream?.getAudioTracks()[0]?.getSettings?.().deviceId || null;
+  fillSelect($('microphone'), devices.filter((device) => device.kind === 'audioinput'),
+    [live, load(STORAGE_KEYS.microphone)], 'Microphone');
+  const speakers = devices.filter((device) => device.kind === 'audiooutput');
+  const speakerSelect = $('speaker');
+  if (canChooseSpeaker()) {
+    fillSelect(speakerSelect, speakers, [load(STORAGE_KEYS.speaker)], 'Speaker');
+    speakerSelect.disabled = false;
+    $('speaker-note').textContent = speakers.length <= 1 ? 'Only one speaker was found.' : '';
+  } else {
+    fillSelect(speakerSelect, [], [], 'Speaker');
+    speakerSelect.disabled = true;
+    $('speaker-note').textContent = 'This browser cannot choose where the call plays: it uses the ' +
+      'system’s default output. Change it in your system’s sound settings.';
+  }
+}
+
+/** Options for `devices`; selected: the first of `wanted` that is one of them, else the first. */
+function fillSelect(select, devices, wanted, kind) {
+  const options = devices.length > 0
+    ? devices.map((device, index) => {
+      const option = element('option', '', device.label || `${kind} ${index + 1}`);
+      option.value = device.deviceId;
+      return option;
+    })
+    : [Object.assign(element('option', '', 'Default'), { value: '' })];
+  const same = options.length === select.options.length &&
+    options.every((option, i) => select.options[i].value === option.value && select.options[i].text === option.text);
+  if (!same) select.replaceChildren(...options);
+  const values = [...select.options].map((option) => option.value);
+  select.value = wanted.find((value) => value && values.includes(value)) ?? values[0];
+}
+
+/** Send the call's sound to the chosen output, where the browser can. */
+function applySpeaker() {
+  const chosen = load(STORAGE_KEYS.speaker);
+  if (!canChooseSpeaker() || !chosen || !meters.context) return;
+  meters.context.setSinkId(chosen === 'default' ? '' : chosen).catch((error) => {
+    call.showAlert('speaker', `That speaker could not be used (${error.message}). The call plays on the default one.`);
+  });
 }
 
 // --- start-up ------------------------------------------------------------------------------------
@@ -767,7 +998,6 @@ function setUpRoomView() {
   $('password-form').addEventListener('submit', onPasswordSet);
   $('rule-password-clear').addEventListener('click', () => call.setRules({ password: null }));
   $('max-form').addEventListener('submit', onMaxSave);
-  if (!protocol.ID_PATTERN.test(call.roomId)) call.showAlert('room', INVALID_ROOM_LINK);
 }
 
 function setUpLandingView() {
@@ -788,6 +1018,35 @@ function setUpLandingView() {
   });
   $('match-next').addEventListener('click', () => call.next());
   $('match-stop').addEventListener('click', () => call.stop());
+  wireStrangerFeedback();
+}
+
+// --- after a call with a stranger: Good call, Bad call, Block, Report (state in call.js) ----------
+
+function wireStrangerFeedback() {
+  $('rate-good').addEventListener('click', () => call.rateStranger(true));
+  $('rate-bad').addEventListener('click', () => call.rateStranger(false));
+  $('block-stranger').addEventListener('click', () => call.blockStranger());
+  $('report-open').addEventListener('click', () => call.toggleReporting());
+  for (const [reason, words] of Object.entries(REPORT_REASONS)) {
+    const button = element('button', 'button', words);
+    button.type = 'button';
+    button.addEventListener('click', () => call.reportStranger(reason, $('report-text').value.trim()));
+    $('report-reasons').append(button);
+  }
+}
+
+function renderStrangerFeedback() {
+  const feedback = call.feedback;
+  $('stranger-feedback').hidden = !feedback;
+  if (!feedback) return;
+  $('feedback-name').textContent = feedback.stranger.name;
+  $('rate-good').disabled = $('rate-bad').disabled = feedback.rated;
+  $('block-stranger').disabled = feedback.blocked;
+  $('report-open').disabled = feedback.reported;
+  $('report-open').setAttribute('aria-expanded', String(feedback.reporting));
+  $('report-panel').hidden = !feedback.reporting;
+  $('feedback-status').textContent = feedback.said;
 }
 
 // --- safety codes (the state is call.verification, verify.js) ------------------------------------
@@ -846,6 +1105,8 @@ function start() {
   document.addEventListener('keydown', onKeyDown);
   document.addEventListener('keyup', onKeyUp);
   $('leave').addEventListener('click', onLeaveClick);
+  $('chat-form').addEventListener('submit', onChatSubmit);
+  setUpAudioSettings();
   setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
   render();
@@ -873,6 +1134,8 @@ window.xes = Object.freeze({
   pcs: () => (call.mesh ? call.mesh.peerConnections() : new Map()),
   // Per peer id, what goes to the speakers after that person's volume (for tests measuring it).
   heardStreams: () => volumes.heardStreams(),
+  // The local microphone stream (for tests checking a device switch keeps the link).
+  localStream: () => call.localStream,
   // The safety codes as the page computed them: {room: words|null, links: {peer id: {state, words}}}.
   verification: () => {
     const summary = call.verification ? call.verification.summary() : null;

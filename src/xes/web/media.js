@@ -16,12 +16,23 @@ export class MicrophoneError extends Error {
 }
 
 /**
- * Open the microphone. Echo cancellation, noise suppression and automatic gain stay on (the
- * browser defaults): real people talk over speakers, and without them everyone hears themselves.
+ * The browser's audio processing, each on unless the user turned it off ("Audio settings"):
+ * real people talk over speakers, and without echo cancellation everyone hears themselves.
+ */
+export const PROCESSING_DEFAULTS = Object.freeze({
+  echoCancellation: true, noiseSuppression: true, autoGainControl: true,
+});
+
+/**
+ * Open the microphone.
+ * @param {{deviceId?: string|null, echoCancellation?: boolean, noiseSuppression?: boolean,
+ *          autoGainControl?: boolean}} [choice] a device from enumerateDevices (none: the
+ *   default one) and the processing wanted
  * @returns {Promise<MediaStream>}
  * @throws {MicrophoneError}
  */
-export async function openMicrophone() {
+export async function openMicrophone(choice = {}) {
+  const { deviceId = null, ...processing } = choice;
   if (!navigator.mediaDevices || !navigator.mediaDevices.getUserMedia) {
     throw new MicrophoneError(
       'unsupported',
@@ -30,7 +41,11 @@ export async function openMicrophone() {
   }
   try {
     return await navigator.mediaDevices.getUserMedia({
-      audio: { echoCancellation: true, noiseSuppression: true, autoGainControl: true },
+      audio: {
+        ...PROCESSING_DEFAULTS,
+        ...processing,
+        ...(deviceId ? { deviceId: { exact: deviceId } } : {}),
+      },
       video: false,
     });
   } catch (error) {

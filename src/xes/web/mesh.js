@@ -21,6 +21,8 @@ export class Mesh extends EventTarget {
     this.localStream = localStream;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
+    /** @type {number|null} Opus bitrate per link, from the Call */
+    this.audioBitrate = null;
   }
 
   /**
@@ -44,6 +46,7 @@ export class Mesh extends EventTarget {
         this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));
       });
     }
+    if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
     return link;
   }
@@ -77,6 +80,24 @@ export class Mesh extends EventTarget {
    */
   setConfiguration(configuration) {
     for (const link of this.links.values()) link.setConfiguration(configuration);
+  }
+
+  /**
+   * The most each link may spend on our voice (Opus), for every link now and later.
+   * @param {number} bitsPerSecond
+   */
+  setAudioBitrate(bitsPerSecond) {
+    this.audioBitrate = bitsPerSecond;
+    for (const link of this.links.values()) link.setAudioBitrate(bitsPerSecond);
+  }
+
+  /**
+   * Send another microphone track on every link, without renegotiating.
+   * @param {MediaStreamTrack} track
+   * @returns {Promise<void>}
+   */
+  async replaceAudioTrack(track) {
+    await Promise.all([...this.links.values()].map((link) => link.replaceAudioTrack(track)));
   }
 
   /** Close every link. */

@@ -61,6 +61,11 @@ const ERROR_SENTENCES = Object.freeze({
   'not-queued': 'You are not waiting for a match.',
   'turn-unavailable': 'This server has no relay (TURN) configured.',
   'session-gone': 'The connection to the server was lost for too long, so this page joined again.',
+  'identity-required': 'This page has not proven its identity to the server yet. Reload the page.',
+  'identity-refused': 'The server could not check this browser\'s identity. Reload the page.',
+  'too-many-identities': 'Too many new visitors from your network today. Please try again tomorrow.',
+  'identity-banned': 'A moderator has banned you from talking to strangers.',
+  cooldown: 'You cannot talk to strangers for a while after bad ratings.',
 });
 
 /** Every `error` code the server sends; each has a sentence above. */
@@ -78,6 +83,9 @@ export function describeError(error) {
   }
   // bad-field names the field; that detail helps more than it confuses.
   if (error.code === 'bad-field' && error.message) return `${sentence} (${error.message})`;
+  if (error.code === 'cooldown' && Number.isFinite(error.retry_after)) {
+    return `${sentence} Time left: ${describeDuration(error.retry_after)}.`;
+  }
   return sentence;
 }
 
@@ -149,14 +157,24 @@ export function describeRemoval(banned) {
 // --- messages from the client ------------------------------------------------------------------
 
 /**
+ * "59 min" or "23 h 59 min": a cooldown's time left, in words (as the server's own message).
+ * @param {number} seconds
+ */
+export function describeDuration(seconds) {
+  const total = Math.max(1, Math.ceil(seconds / 60));
+  const hours = Math.floor(total / 60);
+  const minutes = total % 60;
+  return hours ? `${hours} h ${minutes} min` : `${minutes} min`;
+}
+
+/**
  * `join`: enter a room (created on first join). `hostKey` is the secret the server gave this page
  * as the room's host: after a server restart it gives the host its role back.
- * @param {{room: string, name: string, key?: string, password?: string, rollback?: boolean,
+ * @param {{room: string, name: string, password?: string, rollback?: boolean,
  *          hostKey?: string|null}} fields
  */
-export function join({ room, name, key, password, rollback = true, hostKey = null }) {
+export function join({ room, name, password, rollback = true, hostKey = null }) {
   const message = { type: 'join', room, name, rollback };
-  if (key !== undefined) message.key = key;
   if (password !== undefined && password !== '') message.password = password;
   if (hostKey) message.host_key = hostKey;
   return message;
@@ -213,14 +231,13 @@ export function ban(peer) {
  * `match`: queue to talk to a stranger. `direct` is the user's consent to a direct connection,
  * which shows the stranger their IP address; without it the server keeps the call on the relay,
  * or refuses (`turn-unavailable`) when it has none.
- * @param {{name: string, tags?: string[], language?: string, key?: string, rollback?: boolean,
+ * @param {{name: string, tags?: string[], language?: string, rollback?: boolean,
  *          direct?: boolean}} fields
  */
-export function match({ name, tags = [], language = '', key, rollback = true, direct = false }) {
+export function match({ name, tags = [], language = '', rollback = true, direct = false }) {
   const message = { type: 'match', name, rollback, direct };
   if (tags.length > 0) message.tags = tags;
   if (language) message.language = language;
-  if (key !== undefined) message.key = key;
   return message;
 }
 
@@ -259,6 +276,45 @@ export function hearing(peer) {
 /** The close code a client uses when it drops a socket on purpose to resume on a new one. */
 export const CLOSE_TO_RESUME = 4000;
 
+/** What a browser signs to prove its identity: this, then `hello.challenge` (docs/protocol.md). */
+export const IDENTIFY_CONTEXT = 'xes-identify-v1:';
+
+/**
+ * `identify`: prove this browser's identity for this connection.
+ * @param {string} publicKey the P-256 public key, uncompressed point, base64url
+ * @param {string} signature r || s over IDENTIFY_CONTEXT + challenge, base64url
+ */
+export function identify(publicKey, signature) {
+  return { type: 'identify', public_key: publicKey, signature };
+}
+
+/**
+ * `rate`: "Good call" (true) or "Bad call" (false) about the current or last stranger.
+ * @param {string} peer @param {boolean} good
+ */
+export function rate(peer, good) {
+  return { type: 'rate', peer, good };
+}
+
+/** Report reasons, as the server knows them, with the words the page shows. */
+export const REPORT_REASONS = Object.freeze({
+  harassment: 'Harassment',
+  hate: 'Hate',
+  'sexual-content': 'Sexual content',
+  'under-18': 'Suspected under 18',
+  other: 'Other',
+});
+
+/**
+ * `report`: tell the moderators about the current or last stranger.
+ * @param {string} peer @param {string} reason a key of REPORT_REASONS @param {string} [text]
+ */
+export function report(peer, reason, text = '') {
+  const message = { type: 'report', peer, reason };
+  if (text) message.text = text.slice(0, 1000);
+  return message;
+}
+
 // --- messages from the server ------------------------------------------------------------------
 
 const isString = (v) => typeof v === 'string';
@@ -273,7 +329,7 @@ const isIceServers = (v) => Array.isArray(v) && v.every((s) => isObject(s) && s.
 
 // Required fields per server message type; extra fields are ignored, as the contract says.
 const SERVER_SCHEMAS = Object.freeze({
-  hello: { protocol: isNumber, peer: isId, resume: isId },
+  hello: { protocol: isNumber, peer: isId, resume: isId, challenge: isString },
   joined: {
     room: isId,
     you: isId,
@@ -296,6 +352,8 @@ const SERVER_SCHEMAS = Object.freeze({
   queued: {},
   unqueued: {},
   'ice-servers': { ice_servers: isIceServers },
+  identified: { banned: isBool },
+  noted: { ref: isString },
   error: { code: isString },
   resumed: {
     peer: isId,

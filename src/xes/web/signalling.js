@@ -59,14 +59,18 @@ export function signallingUrl(location) {
 export class Signalling extends EventTarget {
   /**
    * @param {string} url `ws://` or `wss://` URL of `/ws`
-   * @param {{reconnect?: boolean, random?: () => number}} [options] `random` (in [0, 1)) sets
-   *   the backoff's jitter
+   * @param {{reconnect?: boolean, random?: () => number,
+   *          identify?: (challenge: string) => Promise<object>}} [options] `random` (in [0, 1))
+   *   sets the backoff's jitter; `identify` makes the `identify` message for a connection's
+   *   challenge: sent before a fresh session counts as open, so everything sent afterwards speaks
+   *   for this identity. A resumed session keeps the identity it proved, so it is not sent then.
    */
-  constructor(url, { reconnect = true, random = Math.random } = {}) {
+  constructor(url, { reconnect = true, random = Math.random, identify = null } = {}) {
     super();
     this.url = url;
     this.reconnect = reconnect;
     this.random = random;
+    this.identify = identify;
     /** @type {string} one of {@link SignallingState} */
     this.state = SignallingState.IDLE;
     /** @type {string|null} our peer id (from `hello`; unchanged by a resume) */
@@ -254,6 +258,23 @@ export class Signalling extends EventTarget {
   }
 
   /**
+   * Prove our identity on a fresh session (its `hello.challenge`), then count it as open.
+   * @param {WebSocket} socket @param {string} challenge
+   */
+  async sendIdentity(socket, challenge) {
+    let message;
+    try {
+      message = await this.identify(challenge);
+    } catch (error) {
+      this.dispatchEvent(new CustomEvent('protocolerror', { detail: error }));
+      return;
+    }
+    if (socket !== this.socket) return; // that connection is gone; the next one signs its own
+    socket.send(JSON.stringify(message));
+    this.setState(SignallingState.OPEN, { resumed: false });
+  }
+
+  /**
    * A new session: a first connection, or the fallback when the old one could not resume.
    * @param {object} hello
    */
@@ -265,7 +286,11 @@ export class Signalling extends EventTarget {
     this.held = [];
     this.opened();
     this.dispatchEvent(new CustomEvent('message', { detail: hello }));
-    this.setState(SignallingState.OPEN, { resumed: false });
+    if (this.identify === null) {
+      this.setState(SignallingState.OPEN, { resumed: false });
+    } else {
+      this.sendIdentity(this.socket, hello.challenge);
+    }
   }
 
   /**

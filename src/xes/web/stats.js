@@ -11,7 +11,15 @@ export const RELAYED = 'Relayed (encrypted)';
  * @returns {Promise<{localType: string, remoteType: string} | null>} null while none is selected
  */
 export async function selectedPair(pc) {
-  const stats = await pc.getStats();
+  return pairOf(await pc.getStats());
+}
+
+/**
+ * The selected candidate pair in one getStats() result.
+ * @param {RTCStatsReport|Map<string, object>} stats
+ * @returns {{localType: string, remoteType: string} | null}
+ */
+export function pairOf(stats) {
   let pair = null;
   stats.forEach((report) => {
     if (report.type === 'transport' && report.selectedCandidatePairId) {
@@ -46,7 +54,9 @@ export function linkKind(pair) {
 
 /**
  * Polls every link about once a second. Event `update` (CustomEvent) has detail
- * `Map<peerId, {link: string|null, localType?: string, remoteType?: string, connectionState: string}>`.
+ * `Map<peerId, {link: string|null, localType?: string, remoteType?: string, connectionState: string,
+ * report: RTCStatsReport|null, at: number}>`: `report` is the whole getStats() result (quality.js
+ * reads it), `at` when it was taken (performance.now()).
  */
 export class LinkStats extends EventTarget {
   /**
@@ -81,15 +91,18 @@ export class LinkStats extends EventTarget {
     try {
       const result = new Map();
       for (const [peerId, pc] of this.peerConnections()) {
-        let pair = null;
+        let report = null;
         if (pc.connectionState !== 'closed') {
           try {
-            pair = await selectedPair(pc);
+            report = await pc.getStats();
           } catch {
-            pair = null;
+            report = null;
           }
         }
-        result.set(peerId, { link: linkKind(pair), ...(pair ?? {}), connectionState: pc.connectionState });
+        const pair = report === null ? null : pairOf(report);
+        result.set(peerId, {
+          link: linkKind(pair), ...(pair ?? {}), connectionState: pc.connectionState, report, at: performance.now(),
+        });
       }
       this.dispatchEvent(new CustomEvent('update', { detail: result }));
     } finally {
