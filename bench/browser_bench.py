@@ -1,17 +1,23 @@
-"""Scenario 5: browser join-to-first-audio on loopback, XES against a bare relay.
+"""Scenario 5: browser join-to-first-audio on loopback, XES against a bare page on a bare relay.
 
 Two headless Chromium processes, each with a fake microphone playing its own tone (440 Hz for the
 one already in the room, 880 Hz for the newcomer). Per call: both open the room page (not timed),
-the first joins, then the newcomer presses Join and the clock starts. Measured, from that click
-(Date.now() on both pages: one machine, one clock):
+the first joins, then the newcomer presses Join and the clock starts. The figure is the time from
+that click until both pages hear each other's tone on a remote stream (call_ms).
 
-- newcomer_ms: until the newcomer's page hears 440 Hz on a remote stream;
-- call_ms: until both pages hear each other (the figure reported as join-to-first-audio).
+One clock for everything: `performance.timeOrigin + performance.now()` on both pages (one machine).
+An init script, the same for both pages and not part of either, marks each step as it happens by
+watching the browser APIs the pages call: getUserMedia resolving (microphone), the WebSocket
+opening (socket), `joined`, the offer sent and the answer received, ICE connected, DTLS
+connected; and on the member's page: `peer-joined`, the offer received, the answer sent. It also
+counts the page's own work: AudioContexts created, getStats calls, WebSocket messages and DOM
+mutation records. So a difference between the pages is located at a step, not guessed.
 
-The click includes everything a user waits for: getUserMedia, the WebSocket, `join`, the offer,
-answer and candidates through the server, ICE, DTLS and the first audio frames. Both pages run
-the same detector (an AnalyserNode with fftSize 2048, ~43 ms windows, polled every 10 ms,
-three hits in a row), so its own delay is the same for both servers.
+The click includes everything a user waits for. Both pages run the same detector (an AnalyserNode
+with fftSize 2048, ~43 ms windows, polled every 10 ms, three hits in a row), so its own delay is
+the same for both. XES and bare calls alternate (one of each per repetition, order rotating), so
+the ratio is taken inside each repetition. Each call is watched by the noise check
+(bench/noise.py): a disturbed call is made again, a bounded number of times.
 
 "direct": host candidates on 127.0.0.1. "relayed": "relay only" ticked on both pages, so audio
 goes through a local coturn (TURN REST credentials from each server). Both servers are given the
@@ -25,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import shutil
 import socket
@@ -39,21 +46,99 @@ from typing import Any
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
+from figures import Figures  # noqa: E402
+from noise import NoiseLimits, NoiseProbe  # noqa: E402
 from tests.support.browser import chromium_args, write_tone_wav  # noqa: E402
 
 FIRST_TONE, NEWCOMER_TONE = 440.0, 880.0
 CALL_TIMEOUT_S = 30.0
+# The steps of the timeline, in the order a call goes through them, per page.
+NEWCOMER_STEPS = ["click", "microphone", "socket open", "joined", "peer connection",
+                  "negotiationneeded", "offer sent", "answer received", "ICE connected",
+                  "DTLS connected", "remote track", "first audio"]
+MEMBER_STEPS = ["peer-joined", "offer received", "peer connection", "answer sent",
+                "ICE connected", "DTLS connected", "remote track", "first audio"]
+STEPS = [f"newcomer: {s}" for s in NEWCOMER_STEPS] + [f"member: {s}" for s in MEMBER_STEPS]
+MARKS_JS = "() => ({marks: window.__bench.marks, counts: window.__bench.counts})"
 
-# Runs in a page: resolves with Date.now() when `freq` is first heard on any remote stream.
+# Added to every page before its own scripts (both pages alike): marks each step on one clock and
+# counts the page's own work. It only observes: every wrapped API behaves exactly as before.
+INSTRUMENT_JS = r"""
+(() => {
+  const now = () => performance.timeOrigin + performance.now();
+  const marks = [];
+  const counts = { audioContexts: 0, getStats: 0, wsReceived: 0, wsSent: 0, domMutations: 0 };
+  const mark = (name) => { if (!marks.some((m) => m[0] === name)) marks.push([name, now()]); };
+  const RealAudioContext = window.AudioContext;
+  Object.defineProperty(window, '__bench', { value: { marks, counts, mark, now, RealAudioContext } });
+  const gum = MediaDevices.prototype.getUserMedia;
+  MediaDevices.prototype.getUserMedia = function (...args) {
+    mark('getUserMedia called');
+    return gum.apply(this, args).then((stream) => { mark('microphone'); return stream; });
+  };
+  const describe = (text) => {
+    try {
+      const m = JSON.parse(text);
+      if (m.type !== 'signal') return m.type;
+      if (m.data && m.data.description) return m.data.description.type;
+      if (m.data && m.data.candidate) return 'candidate';
+      return 'signal';
+    } catch { return '?'; }
+  };
+  const RealWebSocket = window.WebSocket;
+  window.WebSocket = class extends RealWebSocket {
+    constructor(...args) {
+      super(...args);
+      mark('socket created');
+      this.addEventListener('open', () => mark('socket open'));
+      this.addEventListener('message', (event) => {
+        counts.wsReceived++;
+        const kind = describe(event.data);
+        mark(kind === 'joined' || kind === 'peer-joined' ? kind : `${kind} received`);
+      });
+    }
+    send(data) {
+      counts.wsSent++;
+      mark(`${describe(data)} sent`);
+      return super.send(data);
+    }
+  };
+  const RealPC = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends RealPC {
+    constructor(...args) {
+      super(...args);
+      mark('peer connection');
+      this.addEventListener('negotiationneeded', () => mark('negotiationneeded'));
+      this.addEventListener('iceconnectionstatechange', () => {
+        if (['connected', 'completed'].includes(this.iceConnectionState)) mark('ICE connected');
+      });
+      this.addEventListener('connectionstatechange', () => {
+        if (this.connectionState === 'connected') mark('DTLS connected');
+      });
+      this.addEventListener('track', () => mark('remote track'));
+    }
+    getStats(...args) { counts.getStats++; return super.getStats(...args); }
+  };
+  window.AudioContext = class extends RealAudioContext {
+    constructor(...args) { super(...args); counts.audioContexts++; mark('AudioContext'); }
+  };
+  new MutationObserver((records) => { counts.domMutations += records.length; })
+    .observe(document, { subtree: true, childList: true, attributes: true, characterData: true });
+})();
+"""
+
+# Runs in a page: resolves with the one-clock time when `freq` is first heard on any remote
+# stream. Its AudioContext is the unwrapped one, so the page's own count stays the page's.
 DETECT_JS = """
 async ({freq, timeoutMs}) => {
-  const ctx = new AudioContext();
+  const B = window.__bench;
+  const ctx = new B.RealAudioContext();
   await ctx.resume();
   const fftSize = 2048, binHz = ctx.sampleRate / fftSize;
   const probes = new Map();
-  const deadline = Date.now() + timeoutMs;
+  const deadline = B.now() + timeoutMs;
   try {
-    while (Date.now() < deadline) {
+    while (B.now() < deadline) {
       const streams = window.xes ? window.xes.remoteStreams() : new Map();
       for (const [id, stream] of streams) {
         if (probes.has(id) || stream.getAudioTracks().length === 0) continue;
@@ -68,7 +153,7 @@ async ({freq, timeoutMs}) => {
         for (let i = 4; i < p.bins.length; i++) if (p.bins[i] > best) { best = p.bins[i]; bin = i; }
         const ok = best > -75 && Math.abs(bin * binHz - freq) <= 2 * binHz;
         p.hits = ok ? p.hits + 1 : 0;
-        if (p.hits >= 3) return Date.now();
+        if (p.hits >= 3) { B.mark('first audio'); return B.now(); }
       }
       await new Promise((r) => setTimeout(r, 10));
     }
@@ -93,7 +178,8 @@ CLICK_JOIN_JS = """
   const box = document.getElementById('relay-only');
   if (box && box.checked !== relay) box.click();
   document.getElementById('display-name').value = 'bench';
-  const t = Date.now();
+  const t = window.__bench.now();
+  window.__bench.mark('click');
   document.getElementById('join').click();
   return t;
 }
@@ -140,9 +226,14 @@ def start_coturn(rundir: Path, secret_file: Path) -> tuple[subprocess.Popen[byte
 def start_server(kind: str, turn_url: str, secret_file: Path, log: Path
                  ) -> tuple[subprocess.Popen[bytes], str]:
     port = free_port()
-    if kind == "xes":
-        cmd = [str(ROOT / ".venv/bin/xes"), "serve", "--host", "127.0.0.1", "--port", str(port),
-               "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
+    if kind.startswith("xes"):
+        # xes-before: another build of XES to compare the page with (BENCH_XES_BEFORE_CMD, e.g.
+        # the main branch's .venv/bin/xes), measured in the same run.
+        exe = (os.environ["BENCH_XES_BEFORE_CMD"] if kind == "xes-before"
+               else str(ROOT / ".venv/bin/xes"))
+        data_dir = log.parent / f"data-{kind}"  # two XES side by side: one data directory each
+        cmd = [exe, "serve", "--host", "127.0.0.1", "--port", str(port), "--data-dir",
+               str(data_dir), "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
     else:
         cmd = [sys.executable, str(HERE / "bare_relay.py"), "--port", str(port),
                "--turn-url", turn_url, "--turn-secret-file", str(secret_file)]
@@ -154,13 +245,15 @@ def start_server(kind: str, turn_url: str, secret_file: Path, log: Path
 
 def room_url(kind: str, base: str) -> str:
     room = secrets.token_urlsafe(16)
-    return f"{base}/r/{room}" if kind == "xes" else f"{base}/?room={room}"
+    return f"{base}/r/{room}" if kind.startswith("xes") else f"{base}/?room={room}"
 
 
 async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> dict[str, Any]:
     url = room_url(kind, base)
     first, newcomer = [await b.new_page() for b in browsers]
     try:
+        for page in (first, newcomer):
+            await page.add_init_script(INSTRUMENT_JS)
         await asyncio.gather(first.goto(url), newcomer.goto(url))
         await first.evaluate(CLICK_JOIN_JS, relay)
         # A polling evaluate, not wait_for_function: XES's CSP forbids the eval that uses.
@@ -175,23 +268,54 @@ async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> di
         clicked = await newcomer.evaluate(CLICK_JOIN_JS, relay)
         t_first, t_new = await asyncio.gather(heard_first, heard_new)
         if t_first is None or t_new is None:
-            return {"ok": False}
+            return {"ok": False, "error": "a tone was not heard"}
+        timeline: dict[str, float] = {}
+        counts: dict[str, float] = {}
+        for role, page, steps in (("newcomer", newcomer, NEWCOMER_STEPS),
+                                  ("member", first, MEMBER_STEPS)):
+            got = await page.evaluate(MARKS_JS)
+            marks = {name: at for name, at in got["marks"]}
+            for step in steps:
+                if step in marks:
+                    timeline[f"{role}: {step}"] = marks[step] - clicked
+            for what, n in got["counts"].items():
+                counts[f"{role}: {what}"] = n
         return {"ok": True, "newcomer_ms": t_new - clicked,
-                "call_ms": max(t_new, t_first) - clicked}
+                "call_ms": max(t_new, t_first) - clicked, "timeline": timeline, "counts": counts}
     finally:
         await first.close()
         await newcomer.close()
 
 
-def stats(values: list[float]) -> dict[str, float]:
-    if not values:
-        return {"median_ms": float("nan"), "p90_ms": float("nan")}
-    ordered = sorted(values)
-    p90 = ordered[min(len(ordered) - 1, round(0.9 * (len(ordered) - 1)))]
-    return {"median_ms": statistics.median(ordered), "p90_ms": p90}
+async def quiet_call(browsers: list[Any], kind: str, base: str, relay: bool,
+                     limits: NoiseLimits, retries: int) -> dict[str, Any]:
+    """One call, made again while the noise check calls it disturbed (bounded)."""
+    seen: list[dict[str, object]] = []
+    result: dict[str, Any] = {}
+    for _ in range(1 + retries):
+        probe = NoiseProbe(limits)
+        probe.start()
+        try:
+            result = await asyncio.wait_for(one_call(browsers, kind, base, relay),
+                                            CALL_TIMEOUT_S + 15)
+        except Exception as exc:  # noqa: BLE001 - a failed call is reported, not raised
+            result = {"ok": False, "error": f"{type(exc).__name__}: {exc}"[:200]}
+        reading = probe.stop()
+        seen.append(reading.as_dict())
+        if reading.quiet or not result.get("ok"):
+            return {**result, "quiet": reading.quiet, "noise": seen}
+        print(f"  ~ browser {kind}: call disturbed ({reading}), again", flush=True)
+        await asyncio.sleep(1.0)
+    return {**result, "quiet": False, "noise": seen}
 
 
-async def run(calls: int, servers: list[str], workdir: Path) -> dict[str, Any]:
+def median_of(rows: list[dict[str, float]]) -> dict[str, float]:
+    keys = {k for r in rows for k in r}
+    return {k: statistics.median([r[k] for r in rows if k in r]) for k in sorted(keys)}
+
+
+async def run(calls: int, servers: list[str], workdir: Path, limits: NoiseLimits,
+              retries: int) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     secret_file = workdir / "turn.secret"
@@ -199,9 +323,16 @@ async def run(calls: int, servers: list[str], workdir: Path) -> dict[str, Any]:
     secret_file.chmod(0o600)
     turn, turn_port = start_coturn(workdir, secret_file)
     turn_url = f"turn:127.0.0.1:{turn_port}?transport=udp"
+    figures = Figures()
     out: dict[str, Any] = {"method": __doc__.split("\n\n")[1].replace("\n", " ") if __doc__
-                           else ""}
+                           else "", "timeline_steps": STEPS, "timeline": {}, "page_work": {},
+                           "calls": {}}
+    procs: list[subprocess.Popen[bytes]] = []
     try:
+        bases = {}
+        for kind in servers:
+            proc, bases[kind] = start_server(kind, turn_url, secret_file, workdir / f"{kind}.log")
+            procs.append(proc)
         async with async_playwright() as pw:
             browsers = []
             for tone in (FIRST_TONE, NEWCOMER_TONE):
@@ -210,44 +341,46 @@ async def run(calls: int, servers: list[str], workdir: Path) -> dict[str, Any]:
                     executable_path="/usr/bin/chromium", headless=True,
                     args=chromium_args(fake_audio=wav)))
             try:
-                for kind in servers:
-                    proc, base = start_server(kind, turn_url, secret_file,
-                                              workdir / f"{kind}.log")
-                    out[kind] = {}
-                    try:
-                        await one_call(browsers, kind, base, False)  # warm-up, not kept
-                        for path, relay in (("direct", False), ("relayed", True)):
-                            results = []
-                            for _ in range(calls):
-                                try:
-                                    results.append(await asyncio.wait_for(
-                                        one_call(browsers, kind, base, relay), CALL_TIMEOUT_S + 15))
-                                except (TimeoutError, Exception) as exc:  # noqa: BLE001
-                                    results.append({"ok": False, "error": str(exc)[:200]})
-                            good = [r for r in results if r.get("ok")]
-                            out[kind][path] = {
-                                "calls": calls, "ok": len(good),
-                                **stats([r["call_ms"] for r in good]),
-                                "newcomer": stats([r["newcomer_ms"] for r in good]),
-                                "raw_call_ms": [r.get("call_ms") for r in results],
-                            }
-                            s = out[kind][path]
-                            print(f"  browser {kind} {path}: {s['ok']}/{calls} ok, median "
-                                  f"{s['median_ms']:.0f} ms, p90 {s['p90_ms']:.0f} ms", flush=True)
-                    finally:
-                        proc.terminate()
-                        proc.wait(timeout=10)
+                for kind in servers:  # warm-up, not kept: caches, the first getUserMedia
+                    await quiet_call(browsers, kind, bases[kind], False, limits, 0)
+                for path, relay in (("direct", False), ("relayed", True)):
+                    key = f"browser_{path}_ms"
+                    figures.define(key, f"Join → both hear each other, {path}", "ms", calls, 0,
+                                   "browser")
+                    results: dict[str, list[dict[str, Any]]] = {k: [] for k in servers}
+                    for rep in range(calls):
+                        order = servers[rep % len(servers):] + servers[:rep % len(servers)]
+                        for kind in order:
+                            r = await quiet_call(browsers, kind, bases[kind], relay, limits,
+                                                 retries)
+                            results[kind].append(r)
+                            good = r.get("ok") and r.get("quiet")
+                            figures.put(key, kind, rep, r["call_ms"] if good else None,
+                                        r["noise"] if r.get("ok") else None)
+                        print(f"  browser {path} {rep + 1}/{calls}: " + ", ".join(
+                            f"{k} {results[k][-1].get('call_ms', float('nan')):.0f} ms"
+                            f"{'' if results[k][-1].get('quiet') else ' (disturbed)'}"
+                            for k in servers), flush=True)
+                    out["calls"][path] = results
+                    out["timeline"][path] = {
+                        k: median_of([r["timeline"] for r in rs if r.get("ok") and r.get("quiet")])
+                        for k, rs in results.items()}
+                    out["page_work"][path] = {
+                        k: median_of([r["counts"] for r in rs if r.get("ok") and r.get("quiet")])
+                        for k, rs in results.items()}
             finally:
                 for b in browsers:
                     await b.close()
     finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(timeout=10)
         turn.terminate()
         turn.wait(timeout=10)
-    for path in ("direct", "relayed"):
-        x = out.get("xes", {}).get(path, {}).get("median_ms")
-        b = out.get("bare", {}).get(path, {}).get("median_ms")
-        if x and b:
-            out[f"ratio_{path}"] = x / b
+    # The report shows page work for the direct path (the relayed one differs only in TURN).
+    out["page_work"] = out["page_work"].get("direct", {})
+    figures.summarize()
+    out["figures"] = figures.data
     return out
 
 
@@ -256,9 +389,14 @@ def main() -> None:
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--servers", default="xes,bare")
     parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--noise-others", type=float, default=NoiseLimits.others_cores)
+    parser.add_argument("--noise-steal", type=float, default=NoiseLimits.steal_cores)
+    parser.add_argument("--retries", type=int, default=3)
     args = parser.parse_args()
+    limits = NoiseLimits(args.noise_others, args.noise_steal)
     with tempfile.TemporaryDirectory(prefix="xes-browser-bench-") as tmp:
-        result = asyncio.run(run(args.calls, args.servers.split(","), Path(tmp)))
+        result = asyncio.run(run(args.calls, args.servers.split(","), Path(tmp), limits,
+                                 args.retries))
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(result, indent=1))
 

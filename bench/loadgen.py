@@ -335,12 +335,20 @@ class Generator:
         errors: list[str] = []
         new: list[Client] = []
 
+        # Several loopback source addresses: each has its own ephemeral ports towards the one
+        # server port (about 28,000 each), so 100,000 clients do not run out of ports.
+        sources = [str(a) for a in msg.get("sources") or []]
+        counter = iter(range(10_000_000))
+
         async def one() -> None:
             async with sem:
                 url = self.proto.url(self.base)
+                extra: dict[str, Any] = {}
+                if sources:
+                    extra["local_addr"] = (sources[next(counter) % len(sources)], 0)
                 try:
                     _, client = await ws_connect(
-                        lambda: Client(self), url, websocket_handshake_timeout=30)
+                        lambda: Client(self), url, websocket_handshake_timeout=30, **extra)
                     if isinstance(self.proto, PeerJs):
                         client.peer_id = url.split("id=", 1)[1].split("&", 1)[0]
                     self.proto.on_hello(client, await client.expect(self.proto.hello))

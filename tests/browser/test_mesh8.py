@@ -27,7 +27,7 @@ from tests.support.browser import (
 # Measured on 2 cores: 89 s from the first Join to the eighth person hearing everyone before the
 # level meters asked for 'playback' latency, about 30 s after it (with other work running beside).
 # The bound leaves room for a busy machine; it only costs time on failure.
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
 
 # The uplink budget of a full room (src/xes/web/quality.js, README "Call quality"): our voice to
 # 7 others in at most 250 kbit/s, counted as getStats counts it (RTP payload + RTP headers).

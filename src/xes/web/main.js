@@ -448,8 +448,12 @@ call.addEventListener('microphone', ({ detail: stream }) => {
   stopStream(view.meterStream);
   view.meterStream = null;
   if (stream === null) return;
-  view.meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
-  meters.attach('self', view.meterStream);
+  const meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
+  view.meterStream = meterStream;
+  // After this task, so that `join` leaves first: the meter's AudioContext is not needed to join.
+  setTimeout(() => {
+    if (view.meterStream === meterStream) meters.attach('self', meterStream);
+  }, 0);
 });
 call.addEventListener('teardown', () => {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();

@@ -3,10 +3,10 @@
 //
 // Theory of operation
 // - Who offers first is decided by the server, not by a race: the newcomer (the peer that found
-//   the other in `joined.peers`) is the `initiator`. It adds its microphone track at once, which
-//   fires `negotiationneeded` and sends the offer. The member already there adds no track until
-//   that offer arrives, so it never fires `negotiationneeded` on its own and cannot cross offers
-//   on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
+//   the other in `joined.peers`) is the `initiator`. It adds its microphone track and sends the
+//   offer at once, without waiting for the `negotiationneeded` that adding the track queues. The
+//   member already there adds no track until that offer arrives, so it never fires
+//   `negotiationneeded` on its own and cannot cross offers on join. After setRemoteDescription(offer), addTrack reuses the transceiver the offer created,
 //   so the answer is sendrecv and nothing needs renegotiating.
 // - A failed link is restarted (ICE restart) by the side that made the first offer.
 // - A link that has not connected within LINK_CONNECT_TIMEOUT_MS, or fails again after the
@@ -223,7 +223,10 @@ export class Negotiation extends EventTarget {
     this.channel = null;
     this.channelOpen = false;
 
-    this.pc.addEventListener('negotiationneeded', () => this.onNegotiationNeeded());
+    this.pc.addEventListener('negotiationneeded', () => {
+      // The initiator's first offer is made at once (end of the constructor): no second one.
+      if (!this.makingOffer && this.pc.signalingState === 'stable') this.onNegotiationNeeded();
+    });
     this.pc.addEventListener('icecandidate', ({ candidate }) => this.onIceCandidate(candidate));
     this.pc.addEventListener('icecandidateerror', (event) => this.onIceCandidateError(event));
     this.pc.addEventListener('icegatheringstatechange', () => this.onGatheringStateChange());
@@ -263,6 +266,10 @@ export class Negotiation extends EventTarget {
     if (initiator) {
       this.openDataChannel();
       this.addLocalTracks();
+      // The first offer leaves now rather than when the queued `negotiationneeded` task gets its
+      // turn behind the page's rendering of `joined` (bench/browser_bench.py's timeline: tens of
+      // ms). The event that follows finds the offer made and does nothing.
+      this.onNegotiationNeeded();
     }
   }
 

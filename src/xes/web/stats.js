@@ -71,11 +71,12 @@ export class LinkStats extends EventTarget {
     this.polling = false;
   }
 
-  /** Start polling (idempotent). */
+  /** Start polling (idempotent). The first poll waits one interval: links just created have no
+   * path yet, and a getStats call at join only competes with their offers (`poll()` on
+   * "connected" reads the path as soon as there is one). */
   start() {
     if (this.timer !== null) return;
     this.timer = setInterval(() => this.poll(), this.intervalMs);
-    this.poll();
   }
 
   /** Stop polling. */
