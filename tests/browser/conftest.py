@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 from playwright.sync_api import Browser, Playwright, sync_playwright
 
+from tests.conftest import XesServerProcess, launch_xes_server
 from tests.support.browser import launch_chromium, launch_with_tone
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -62,3 +63,19 @@ def artifacts_dir() -> Path:
     path = ROOT / "test-artifacts"
     path.mkdir(exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[XesServerProcess]:
+    """One `xes serve` for a whole module (the default grace and settings)."""
+    process = launch_xes_server()
+    yield process
+    process.stop()
+
+
+@pytest.fixture(scope="module")
+def chromium(playwright: Playwright) -> Iterator[Browser]:
+    """One Chromium for a whole module: each person is a context of their own."""
+    browser = launch_chromium(playwright)
+    yield browser
+    browser.close()

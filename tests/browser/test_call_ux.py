@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import re
 import secrets
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, Playwright, expect
+from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, TONE_TIMEOUT_S, join, open_new_room
 from tests.browser.test_no_media import server_tcp_bytes
-from tests.conftest import XesServerProcess, launch_xes_server
-from tests.support.browser import detect_tones, launch_chromium, oscillator_microphone_script
+from tests.conftest import XesServerProcess
+from tests.support.browser import detect_tones, oscillator_microphone_script
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(300)]
 
@@ -33,20 +32,6 @@ PHONE = {"width": 390, "height": 844}
 DESKTOP = {"width": 1280, "height": 860}
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[XesServerProcess]:
-    started = launch_xes_server()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    launched = launch_chromium(playwright)
-    yield launched
-    launched.close()
-
-
 def person(browser: Browser, frequency: float, viewport: dict[str, int] | None = None) -> Page:
     """A fresh context of the shared Chromium whose microphone plays `frequency`."""
     context: BrowserContext = browser.new_context(viewport=viewport or DESKTOP)  # type: ignore[arg-type]
@@ -56,9 +41,9 @@ def person(browser: Browser, frequency: float, viewport: dict[str, int] | None =
 
 
 @pytest.fixture(scope="module")
-def room(browser: Browser, server: XesServerProcess) -> dict[str, Any]:
+def room(chromium: Browser, server: XesServerProcess) -> dict[str, Any]:
     """Ada (host), Bob and Cy in one call, each hearing both others; Cy on a phone-sized screen."""
-    pages = {name: person(browser, tone, PHONE if name == "Cy" else None) for name, tone in TONES.items()}
+    pages = {name: person(chromium, tone, PHONE if name == "Cy" else None) for name, tone in TONES.items()}
     url = open_new_room(pages["Ada"], server)
     for name, page in pages.items():
         join(page, url, name)
@@ -128,9 +113,9 @@ def test_mute_is_shown_to_the_others_and_announced(room: dict[str, Any]) -> None
         expect(participant(pages[name], "Bob")).not_to_contain_text("Muted")
 
 
-def test_joins_and_leaves_are_announced_by_name(room: dict[str, Any], browser: Browser) -> None:
+def test_joins_and_leaves_are_announced_by_name(room: dict[str, Any], chromium: Browser) -> None:
     pages = room["pages"]
-    dee = person(browser, 1310.0)
+    dee = person(chromium, 1310.0)
     join(dee, room["url"], "Dee")
     expect(dee.locator("#call-title")).to_be_focused()  # not the page body
     for page in pages.values():
@@ -233,9 +218,9 @@ def test_a_lossy_link_shows_a_plain_words_warning_that_clears(room: dict[str, An
 # --- accessibility, phones, screenshots ------------------------------------------------------------
 
 def test_axe_finds_nothing_on_landing_room_and_call(
-    room: dict[str, Any], browser: Browser, server: XesServerProcess
+    room: dict[str, Any], chromium: Browser, server: XesServerProcess
 ) -> None:
-    landing = person(browser, 1790.0)
+    landing = person(chromium, 1790.0)
     landing.goto(server.http_url + "/")
     problems = {"landing": axe_violations(landing)}
     landing.goto(room["url"])
@@ -246,8 +231,8 @@ def test_axe_finds_nothing_on_landing_room_and_call(
     assert problems == {k: [] for k in problems}
 
 
-def test_the_layout_fits_a_phone(room: dict[str, Any], browser: Browser, server: XesServerProcess) -> None:
-    phone = person(browser, 2030.0, PHONE)
+def test_the_layout_fits_a_phone(room: dict[str, Any], chromium: Browser, server: XesServerProcess) -> None:
+    phone = person(chromium, 2030.0, PHONE)
     phone.goto(server.http_url + "/")
     widths = {"landing": phone.evaluate("document.documentElement.scrollWidth")}
     widths["call"] = room["pages"]["Cy"].evaluate("document.documentElement.scrollWidth")
@@ -255,10 +240,11 @@ def test_the_layout_fits_a_phone(room: dict[str, Any], browser: Browser, server:
     assert widths == {"landing": PHONE["width"], "call": PHONE["width"]}
 
 
-def test_screenshots_for_the_readme(room: dict[str, Any], browser: Browser, server: XesServerProcess) -> None:
+def test_screenshots_for_the_readme(
+        room: dict[str, Any], chromium: Browser, server: XesServerProcess) -> None:
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     for label, viewport in (("desktop", DESKTOP), ("phone", PHONE)):
-        page = person(browser, 2270.0, viewport)
+        page = person(chromium, 2270.0, viewport)
         page.goto(server.http_url + "/")
         page.screenshot(path=str(SCREENSHOTS / f"landing-{label}.png"), full_page=label == "desktop")
         page.context.close()
@@ -277,10 +263,10 @@ def test_screenshots_for_the_readme(room: dict[str, Any], browser: Browser, serv
 
 # --- keyboard only ---------------------------------------------------------------------------------
 
-def test_keyboard_only_join_mute_chat_leave(room: dict[str, Any], browser: Browser) -> None:
+def test_keyboard_only_join_mute_chat_leave(room: dict[str, Any], chromium: Browser) -> None:
     """Everything through the keyboard, focus visible at each step."""
     pages = room["pages"]
-    eve = person(browser, 1790.0)
+    eve = person(chromium, 1790.0)
     eve.goto(room["url"])
     eve.get_by_label("Display name").focus()
     eve.keyboard.type("Eve")

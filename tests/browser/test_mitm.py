@@ -12,35 +12,21 @@ both ends' honest attestations over untouched links, raises an alert.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.test_call import join, open_new_room
 from tests.browser.test_verify import CODE_TIMEOUT_S, person, verification
-from tests.conftest import XesServerProcess, launch_xes_server
-from tests.support.browser import launch_chromium, start_tone_listener, tones_heard
+from tests.conftest import XesServerProcess
+from tests.support.browser import start_tone_listener, tones_heard
 from tests.support.mitm import MitmProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
 
 TONE = {"Ada": 440.0, "Bob": 660.0, "Cy": 990.0}
 TONE_TIMEOUT_S = 120.0
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[XesServerProcess]:
-    started = launch_xes_server()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch_chromium(playwright)
-    yield browser
-    browser.close()
 
 
 def ids(page: Page) -> dict[str, str]:

@@ -18,17 +18,16 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Browser, Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
-from tests.conftest import XesServerProcess, launch_xes_server
+from tests.conftest import XesServerProcess
 from tests.peer.tones import write_tone
-from tests.support.browser import launch_chromium, oscillator_microphone_script
+from tests.support.browser import oscillator_microphone_script
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
 
@@ -75,20 +74,6 @@ CHEAT_ON_REVEAL_JS = """
   };
 })();
 """
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[XesServerProcess]:
-    started = launch_xes_server()
-    yield started
-    started.stop()
-
-
-@pytest.fixture(scope="module")
-def chromium(playwright: Playwright) -> Iterator[Browser]:
-    browser = launch_chromium(playwright)
-    yield browser
-    browser.close()
 
 
 def person(browser: Browser, frequency: float, *scripts: str) -> Page:
