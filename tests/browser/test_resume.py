@@ -21,7 +21,7 @@ from playwright.sync_api import Browser, Page, Playwright, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
 from tests.browser.test_match import ask_for_someone, record_frames
-from tests.conftest import XesServerProcess, launch_xes_server
+from tests.conftest import XesServerProcess
 from tests.support.browser import (
     launch_chromium,
     longest_silence,
@@ -113,14 +113,6 @@ class Origin:
     """Where a page loads XES from: the server itself, or the proxy in front of it."""
 
     http_url: str
-
-
-@pytest.fixture(scope="module")
-def server() -> Iterator[XesServerProcess]:
-    """One server for the module, with the default grace (20 s): the 10 s cut is well inside."""
-    process = launch_xes_server()
-    yield process
-    process.stop()
 
 
 @pytest.fixture(scope="module")
