@@ -5,7 +5,7 @@
 #     README "Dependencies"), then xes itself, editable. A second run installs nothing.
 #   - Debian, when missing: chromium, coturn, tshark, sox, iproute2, iptables, node and postgresql
 #     (initdb and pg_ctl: the storage tests start their own cluster in a temporary directory),
-#     which the tests drive; and redis-server, which no XES code uses yet (README "Dependencies").
+#     which the tests drive; and redis-server, the cluster tests' shared state (tests/support/redis.py).
 source "$(dirname "$0")/lib.sh"
 apt_ensure /usr/bin/chromium chromium turnserver coturn tshark tshark sox sox ip iproute2 \
            iptables iptables node nodejs npm npm redis-server redis-server '/usr/lib/postgresql/*/bin/postgres' postgresql

@@ -13,8 +13,12 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from tests.support.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
 _URL = re.compile(r"Open (http://[^/\s]+)/")
@@ -155,6 +159,15 @@ def postgres() -> Iterator[str]:
 
     with postgres_cluster() as url:
         yield url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A real, empty redis-server for one test (persistence off): its `url`, `restart()`, `stop()`."""
+    from tests.support.redis import redis_server as start_redis
+
+    with start_redis() as server:
+        yield server
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
