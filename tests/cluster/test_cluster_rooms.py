@@ -158,6 +158,11 @@ async def test_an_edge_killed_mid_call_its_members_resume_elsewhere_and_nobody_l
     for client in members:
         assert all(msg["type"] != "peer-left" for msg in await drain(client, 0.2))
     await relay_all_to_all(members, "after")
+    *members, leaving = members  # the room is full: one leaves, a newcomer takes the seat
+    await leaving.send({"type": "leave"})
+    await leaving.expect("left")
+    for client in members:
+        assert (await client.expect("peer-left"))["reason"] == "left"
     newcomer = await Client.connect(nodes[1].ws_url)
     joined = await newcomer.join(room, "new")
     assert [p["id"] for p in joined["peers"]] == [c.peer for c in members]
