@@ -820,7 +820,8 @@ class RedisCluster:
         if await self._ensure_boot():
             await self._republish_all()
         await r.sadd("xes:nodes", self.node)
-        nodes = {_text(n) for n in await r.smembers("xes:nodes")} - {self.node}
+        nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
+        nodes.discard(self.node)
         pipe = r.pipeline(transaction=False)
         ordered = sorted(nodes)
         for node in ordered:
@@ -841,6 +842,18 @@ class RedisCluster:
             if now - when > _MOVED_SECONDS:
                 del self.moved_to[peer]
         await self._release_empty_rooms()
+
+    def _referenced(self) -> set[str]:
+        """Nodes this one depends on: homes of its sockets, edges of its sessions. Checked even
+        once another node has handled their death and taken them out of ``xes:nodes``."""
+        nodes = {node for node, _ in self.moved_to.values()}
+        for found in self._server().connections.values():
+            connection = cast(object, found)
+            if type(connection) is RemoteConnection:
+                nodes.add(connection.edge)
+            elif found.home is not None:
+                nodes.add(found.home)
+        return nodes
 
     async def _handle_dead(self, dead: set[str]) -> None:
         server = self._server()
