@@ -246,6 +246,7 @@ class RedisCluster:
         # Local sockets whose sessions came back here while frames were still on their way:
         # peer -> (first, last frame number awaited, frames to handle first, arrived so far).
         self._late: dict[str, tuple[int, int, list[bytes], dict[int, bytes]]] = {}
+        self._late_since: dict[str, float] = {}
         self._dirty_rooms: set[str] = set()
         self._snapshots = asyncio.Lock()
         self._stopping = False
@@ -458,10 +459,8 @@ class RedisCluster:
         self.post(home, (CLOSED, connection.peer, connection.forwarded, detach))
 
     def _local(self, peer: str) -> Connection | None:
-        from .app import Connection
-
         connection = self._server().connections.get(peer)
-        return connection if type(connection) is Connection else None
+        return connection if type(connection) is _local_type() else None
 
     def _to_socket(self, peer: str, data: bytes) -> None:
         connection = self._local(peer)
@@ -495,10 +494,8 @@ class RedisCluster:
         """Sockets whose sessions were homed at a dead node: closed with 1012, so that their
         clients resume; the node that takes the rooms over has their sessions, detached."""
         server = self._server()
-        from .app import Connection
-
         for connection in list(server.connections.values()):
-            if type(connection) is Connection and connection.home in dead:
+            if type(connection) is _local_type() and connection.home in dead:
                 connection.home = None
                 connection.deliver = server.deliver_here
                 server.close(connection, CloseCode.SERVICE_RESTART, "node lost: resume", detach=False)
@@ -586,6 +583,7 @@ class RedisCluster:
         if late > 0:
             connection.backlog = deque()
             self._late[peer] = (received + 1, connection.forwarded, frames, {})
+            self._late_since[peer] = time.monotonic()
             return
         self._replay(connection, frames)
 
@@ -595,6 +593,7 @@ class RedisCluster:
             arrived[envelope[2]] = envelope[3]
         if len(arrived) == last - first + 1:
             del self._late[connection.peer]
+            self._late_since.pop(connection.peer, None)
             self._replay(connection, frames + [arrived[n] for n in range(first, last + 1)])
 
     def _replay(self, connection: Connection, frames: list[bytes]) -> None:
@@ -611,8 +610,6 @@ class RedisCluster:
                  frames: list[bytes]) -> None:
         """Move ``connection``'s session to ``owner`` with ``frames`` (not yet handled) for it
         to handle first; the edge sends the next ones there."""
-        from .app import Connection
-
         server = self._server()
         peer = connection.peer
         transfer = encode_transfer(export_session(server.core, peer, _now()))
@@ -621,7 +618,7 @@ class RedisCluster:
             frames.extend(bytes(f) for f in connection.backlog)
         connection.backlog = None
         self.barrier()
-        if type(connection) is Connection:
+        if type(connection) is _local_type():
             connection.home = owner
             connection.deliver = self.forward
             self.post(owner, (ADOPT, peer, self.node, connection.forwarded, connection.challenge,
@@ -851,7 +848,7 @@ class RedisCluster:
     async def _beat_once(self) -> None:
         r = self._redis()
         started = time.perf_counter()
-        await r.set(self._node_key(self.node), b"1", px=NODE_TTL_MS)
+        previous = await r.set(self._node_key(self.node), b"1", px=NODE_TTL_MS, get=True)
         self.redis_round_trip_seconds = time.perf_counter() - started
         if not self.redis_connected and self.server is not None and self._tasks:
             log.info("Redis is back")
@@ -861,6 +858,8 @@ class RedisCluster:
             # Every node's key went with the data: nobody is judged dead until all have beaten.
             self._judge_after = time.monotonic() + _SETTLE_SECONDS
             await self._republish_all()
+        elif previous is None and self._tasks:
+            await self._presumed_dead()
         await r.sadd("xes:nodes", self.node)
         nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
         nodes.discard(self.node)
@@ -883,7 +882,27 @@ class RedisCluster:
         for peer, (_, when) in list(self.moved_to.items()):
             if now - when > _MOVED_SECONDS:
                 del self.moved_to[peer]
+        for peer, since in list(self._late_since.items()):
+            if now - since > _MOVED_SECONDS:  # the old home died with them: go on without
+                del self._late_since[peer]
+                first, last, frames, arrived = self._late.pop(peer)
+                connection = self._local(peer)
+                if connection is not None:
+                    self._replay(connection, frames + [arrived[n] for n in sorted(arrived)])
         await self._release_empty_rooms()
+
+    async def _presumed_dead(self) -> None:
+        """This node's key had expired (it was paused, or cut from Redis, for longer than its
+        life): the others took its rooms and dropped its sockets. Let go of what is no longer
+        ours, and close the sockets whose homes no longer count on this edge, so they resume."""
+        log.warning("this node was presumed dead; checking what it still owns")
+        r = self._redis()
+        for room_id, (epoch, _) in list(self.owned.items()):
+            owner, current = await r.hmget(f"xes:room:{room_id}", ["owner", "epoch"])
+            if owner is None or _text(owner) != self.node or int(current or 0) != epoch:
+                self._fenced(room_id)
+        self._drop_dead_homes({c.home for c in self._server().connections.values()
+                               if c.home is not None})
 
     def _referenced(self) -> set[str]:
         """Nodes this one depends on: homes of its sockets, edges of its sessions. Checked even
@@ -941,6 +960,13 @@ class RedisCluster:
 def _oldest_kept() -> str:
     """The id below which inbox entries are trimmed (Redis ids are milliseconds)."""
     return f"{int(time.time() * 1000) - _INBOX_KEEP_MS}-0"
+
+
+def _local_type() -> type[Connection]:
+    """The class of a local socket (imported late: app imports this module)."""
+    from .app import Connection
+
+    return Connection
 
 
 def _text(value: bytes | str) -> str:
