@@ -76,7 +76,14 @@ def participants(page: Page) -> Any:
     return page.get_by_role("list", name="Participants")
 
 
+# The link's safety code is checked over its data channel: once verified, the channel is open at
+# both ends, so a message sent now cannot be refused as "nobody is connected yet".
+CHANNEL_OPEN = """() => Object.values(window.xes.verification()?.links ?? {})
+  .some((link) => link.state === 'verified')"""
+
+
 def send(page: Page, text: str) -> None:
+    page.wait_for_function(CHANNEL_OPEN)
     page.get_by_label("Message").fill(text)
     page.get_by_role("button", name="Send").click()
 

@@ -37,6 +37,9 @@ async def test_the_text_only_command_chats_with_a_voice_peer_that_accepts_text(
             assert typist.name == "Typist" and typist.text_only
             await wait_connected(talker, 1)
             await read_until(command.stdout, "connected, direct", seen)
+            # The safety code needs both ends of the data channel open: typing before that would
+            # rightly be refused ("not sent: nobody is connected yet").
+            await read_until(command.stdout, "safety code:", seen)
             pc = typist.link.peer_connection if typist.link is not None else None
             assert pc is not None and pc.getTransceivers() == [] and pc.sctp is not None
             command.stdin.write(b"hello from the terminal\n")
@@ -59,3 +62,4 @@ async def test_the_text_only_command_chats_with_a_voice_peer_that_accepts_text(
     assert "text only: no audio either way" in output
     assert "chat from Talker [" in output and output.rstrip().count("hello from Python") == 1
     assert "hearing" not in output  # no audio ever arrived at the text-only side
+    assert "not sent" not in output
