@@ -504,6 +504,28 @@ def test_two_strangers_meet_in_a_private_room_of_two() -> None:
         join(core, pid(3), room=joined["room"])
 
 
+def test_a_text_only_stranger_is_marked_for_its_partner_and_meets_only_who_accepts_text() -> None:
+    """`text_only` travels on the ticket: a voice user who did not accept text is never paired
+    with a text-only one; one who did is, and each side learns who is text-only from
+    `joined`/`peer-joined` (docs/protocol.md, "Text only"). Room entries do not carry the field."""
+    core = make_core()
+    assert types(match(core, pid(1), text_only=True), pid(1)) == ["queued"]
+    assert types(match(core, pid(2)), pid(2)) == ["queued"]  # voice, did not accept text
+    actions = match(core, pid(3), accept_text=True)
+    first, third = to(actions, pid(1)), to(actions, pid(3))
+    assert [x["type"] for x in third] == ["queued", "joined"]
+    assert third[1]["peers"] == [
+        {"id": pid(1), "name": f"s-{pid(1)[-2:]}", "polite": False, "text_only": True}]
+    assert first[1]["peer"] == {"id": pid(3), "name": f"s-{pid(3)[-2:]}", "polite": True}
+    assert pid(2) in core.queue and len(core.queue) == 1
+    # The resumed snapshot of the room says it too.
+    state = core._room_state(core.clients[pid(3)])
+    assert state is not None and state.peers[0].text_only is True
+    # A room is never text-only, whatever its members asked strangers for before.
+    join(core, pid(4), room=ROOM)
+    assert "text_only" not in to(join(core, pid(5), room=ROOM), pid(5))[0]["peers"][0]
+
+
 def test_next_never_pairs_the_same_two_again() -> None:
     core = make_core()
     match(core, pid(1))

@@ -227,6 +227,12 @@ class Room:
         return self.host is None and self.restored_until is not None and not self.match
 
 
+def _text_only(client: Client, room: Room) -> bool:
+    """Whether ``client`` is in ``room`` as a text-only stranger (its `match` asked for a text
+    chat): its partner learns it from `joined`/`peer-joined`, so its page sends no audio either."""
+    return room.match and client.queued is not None and client.queued.text_only
+
+
 class Signalling:
     """All signalling state of one server process. See the module docstring."""
 
@@ -365,7 +371,8 @@ class Signalling:
                 continue
             # Rule 3 per pair: the one present first is polite unless it cannot roll back.
             polite = (not other.rollback) if before else client.rollback
-            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite))
+            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite,
+                                    text_only=_text_only(other, room)))
         assert room.host is not None
         return m.RoomState(
             room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
@@ -771,7 +778,8 @@ class Signalling:
         if reclaims:
             del self._restored[room.id]  # its host is back: from now on an ordinary room
             room.restored_until = None
-        peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
+        peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback, text_only=_text_only(o, room))
+                 for o in room.members.values()]
         servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
@@ -780,7 +788,8 @@ class Signalling:
         actions.append(Send(client.id, m.encode(joined)))
         # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
         notices = {
-            polite: m.encode(m.PeerJoined(peer=m.PeerInfo(id=client.id, name=client.name, polite=polite)))
+            polite: m.encode(m.PeerJoined(peer=m.PeerInfo(id=client.id, name=client.name, polite=polite,
+                                                          text_only=_text_only(client, room))))
             for polite in (True, False)
         }
         for other in room.members.values():
@@ -1017,6 +1026,8 @@ class Signalling:
             avoid=frozenset(client.avoid).union(self.blocks.get(client.identity or "", ())),
             enqueued_at=enqueued_at,
             identity=client.identity,
+            text_only=request.text_only,
+            accepts_text=request.accept_text,
         )
 
     def _consents_to_direct(self, peer: str) -> bool:
