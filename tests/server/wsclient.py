@@ -37,9 +37,6 @@ class Client:
         self.peer: str = hello["peer"]
         self.token: str = hello["resume"]
         self.last_seq = 0
-        # The next message may skip numbers forward, never back: what a session's client sees
-        # when another node took its room over (docs/architecture.md, "Cluster"). Once only.
-        self.seq_may_jump = False
 
     @classmethod
     async def connect(cls, url: str, **kwargs: Any) -> Client:
@@ -55,11 +52,6 @@ class Client:
         message: dict[str, Any] = json.loads(await asyncio.wait_for(self.ws.recv(), timeout))
         if message["type"] in ("hello", "resumed"):
             assert "seq" not in message, message
-        elif self.seq_may_jump:
-            assert isinstance(message.get("seq"), int) and message["seq"] > self.last_seq, (
-                self.last_seq, message)
-            self.last_seq = message.pop("seq")
-            self.seq_may_jump = False
         else:
             assert message.get("seq") == self.last_seq + 1, (self.last_seq, message)
             self.last_seq = message.pop("seq")
