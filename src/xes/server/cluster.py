@@ -70,6 +70,8 @@ log = logging.getLogger("xes.cluster")
 NODE_TTL_MS: Final = 5000
 _BEAT_SECONDS: Final = 1.0
 _INBOX_MAXLEN: Final = 100_000
+# After Redis was away or lost its data: long enough for every live node to renew its key.
+_SETTLE_SECONDS: Final = NODE_TTL_MS / 1000 + 2 * _BEAT_SECONDS
 # How long a resume at a node waits for a dead home's rooms to be taken over.
 _TAKEOVER_WAIT_SECONDS: Final = 12.0
 # Frames that reach a session's old home after it moved are passed on for this long.
@@ -247,6 +249,7 @@ class RedisCluster:
         self._stopping = False
         self._directory_written = time.monotonic()
         self._boot: bytes | None = None
+        self._judge_after = 0.0  # after Redis was away, judge no node dead before this
         # Counters for /metrics (helper `ops` reads them; nothing here depends on them).
         self.redis_round_trip_seconds = 0.0
         self.inbox_lag_seconds = 0.0
@@ -646,6 +649,26 @@ class RedisCluster:
         else:
             self._migrate(connection, owner, [data])
 
+    async def match(self, connection: Connection, message: m.MatchRequest, data: bytes) -> None:
+        """``match`` at this session's home: strangers are paired by one queue, whose node
+        (:meth:`queue_home`) holds every queued session; one standing nowhere moves there with
+        this frame (one in a match room is handled where it is: it leaves that room first)."""
+        server = self._server()
+        home = await self.queue_home()
+        if not server._live(connection):
+            return
+        client = server.core.clients.get(connection.peer)
+        if home == self.node or client is None or client.room is not None or client.knocking:
+            await server.handle_now(connection, message)
+        else:
+            self._migrate(connection, home, [data])
+
+    async def queue_home(self) -> str:
+        """The node whose queue pairs strangers. The hook for the cluster-wide queue (its
+        leader, mirrored in Redis: server/cluster_queue.py); until then each node pairs the
+        strangers whose sessions are homed at it, so this is this node."""
+        return self.node
+
     async def _owner(self, room: str) -> str:
         """The room's live owner; this node if nobody (alive) owned it."""
         async with self._ownership:
@@ -673,7 +696,9 @@ class RedisCluster:
         while True:
             home = await self._redis().get(f"xes:session:{message.peer}")
             node = _text(home) if home is not None else None
-            if node is None or node == self.node or await self._redis().exists(self._node_key(node)):
+            settling = time.monotonic() < self._judge_after  # Redis is being filled again
+            if node is None and not settling or node == self.node \
+                    or node is not None and await self._redis().exists(self._node_key(node)):
                 break
             if time.monotonic() > deadline or not server._live(connection):
                 node = None
@@ -726,6 +751,18 @@ class RedisCluster:
                         rooms.add(room.id)
             now = _now()
             for room_id in sorted(rooms):
+                if room_id not in server.core.rooms:
+                    continue
+                if room_id not in self.owned:
+                    # Made here without a join (a match's room, a room restored from disk):
+                    # claimed now, so that a node can take it over. Ids are 128 random bits,
+                    # so only a restored room can find another owner; that one wins.
+                    try:
+                        if await self._owner(room_id) != self.node:
+                            continue
+                    except Exception as exc:
+                        self._redis_failed(exc)
+                        continue
                 owned = self.owned.get(room_id)
                 if owned is None or room_id not in server.core.rooms:
                     continue
@@ -816,11 +853,15 @@ class RedisCluster:
         self.redis_round_trip_seconds = time.perf_counter() - started
         if not self.redis_connected and self.server is not None and self._tasks:
             log.info("Redis is back")
+            self._judge_after = time.monotonic() + _SETTLE_SECONDS
         self.redis_connected = True
         if await self._ensure_boot():
+            # Every node's key went with the data: nobody is judged dead until all have beaten.
+            self._judge_after = time.monotonic() + _SETTLE_SECONDS
             await self._republish_all()
         await r.sadd("xes:nodes", self.node)
-        nodes = {_text(n) for n in await r.smembers("xes:nodes")} - {self.node}
+        nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
+        nodes.discard(self.node)
         pipe = r.pipeline(transaction=False)
         ordered = sorted(nodes)
         for node in ordered:
@@ -828,7 +869,7 @@ class RedisCluster:
         alive = {node for node, exists in zip(ordered, await pipe.execute(), strict=True) if exists}
         dead = nodes - alive
         self.alive = alive
-        if dead:
+        if dead and time.monotonic() >= self._judge_after:
             await self._handle_dead(dead)
         now = time.monotonic()
         if now - self._directory_written > self._directory_ttl() / 4:
@@ -841,6 +882,18 @@ class RedisCluster:
             if now - when > _MOVED_SECONDS:
                 del self.moved_to[peer]
         await self._release_empty_rooms()
+
+    def _referenced(self) -> set[str]:
+        """Nodes this one depends on: homes of its sockets, edges of its sessions. Checked even
+        once another node has handled their death and taken them out of ``xes:nodes``."""
+        nodes = {node for node, _ in self.moved_to.values()}
+        for found in self._server().connections.values():
+            connection = cast(object, found)
+            if type(connection) is RemoteConnection:
+                nodes.add(connection.edge)
+            elif found.home is not None:
+                nodes.add(found.home)
+        return nodes
 
     async def _handle_dead(self, dead: set[str]) -> None:
         server = self._server()
