@@ -22,6 +22,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Protocol
@@ -85,21 +86,35 @@ class XesCluster:
         self.identity_secret.write_bytes(secrets.token_bytes(32))
         self.nodes: dict[str, XesServerProcess] = {}
         self._turn = 0
-        try:
-            for _ in range(size):
-                self.start_node()
-        except BaseException:
+        ids = [f"n{next(_node_numbers)}" for _ in range(size)]
+        # All at once: each node spends its start importing Python, which overlaps well.
+        with ThreadPoolExecutor(size) as pool:
+            launches = [pool.submit(self._launch, node_id) for node_id in ids]
+        failure: BaseException | None = None
+        for node_id, launch in zip(ids, launches, strict=True):
+            try:
+                self.nodes[node_id] = launch.result()
+            except Exception as exc:
+                failure = failure or exc
+        if failure is not None:
             self.stop()
+            raise failure
+
+    def _launch(self, node_id: str) -> XesServerProcess:
+        node = launch_xes_server([*self.args, "--redis", self.redis.url, "--node-id", node_id,
+                                  "--database", self.database,
+                                  "--identity-secret-file", str(self.identity_secret)])
+        try:
+            wait_until_healthy(node)
+        except BaseException:
+            node.stop()
             raise
+        return node
 
     def start_node(self, node_id: str | None = None) -> str:
         """Start one more node (a fresh id unless given); returns its id once it is healthy."""
         node_id = node_id or f"n{next(_node_numbers)}"
-        node = launch_xes_server([*self.args, "--redis", self.redis.url, "--node-id", node_id,
-                                  "--database", self.database,
-                                  "--identity-secret-file", str(self.identity_secret)])
-        self.nodes[node_id] = node
-        wait_until_healthy(node)
+        self.nodes[node_id] = self._launch(node_id)
         return node_id
 
     @property
