@@ -173,16 +173,23 @@ async def test_an_edge_killed_mid_call_its_members_resume_elsewhere_and_nobody_l
     assert [p["id"] for p in joined["peers"]] == [c.peer for c in members]
 
 
-async def test_the_owner_killed_mid_call_another_node_takes_the_room_over(
-        start_nodes: Callable[..., list[XesServerProcess]]) -> None:
+@pytest.mark.parametrize("end", ["kill -9", "SIGTERM"])
+async def test_the_owner_lost_mid_call_another_node_takes_the_room_over(
+        start_nodes: Callable[..., list[XesServerProcess]], end: str) -> None:
     nodes = start_nodes(NODES)
     room, members = await room_of_eight(nodes)
     owner = nodes[0]
-    owner.process.kill()
-    owner.process.wait()
-    # Every socket closes: at node 0 with it, at the others with 1012 once they notice.
+    if end == "kill -9":
+        owner.process.kill()
+        owner.process.wait()
+    else:  # a deploy: the node leaves the cluster at once, its rooms taken over at the next beat
+        assert owner.stop() == 0
+    # Every socket closes: at node 0 with it (1012 if it stopped), at the others with 1012 once
+    # they notice.
     codes = await asyncio.gather(*(closed_code(c) for c in members))
     assert [code for i, code in enumerate(codes) if i % NODES != 0] == [1012] * 5
+    if end == "SIGTERM":
+        assert codes[0] == 1012
     members = [await resume_until(c, nodes[1 + i % 2].ws_url) for i, c in enumerate(members)]
     host, *others = members
     for client in members:
@@ -239,3 +246,23 @@ async def test_strangers_are_matched_at_their_node_and_their_room_is_owned_for_t
             await asyncio.sleep(0.05)
     finally:
         probe.close()
+
+
+async def test_a_session_moves_from_room_to_room_across_owners_and_back_to_its_edge(
+        start_nodes: Callable[..., list[XesServerProcess]]) -> None:
+    nodes = start_nodes(NODES)
+    hosts, rooms = [], []
+    for node in nodes:  # room i is owned by node i
+        host = await Client.connect(node.ws_url)
+        rooms.append(new_room())
+        assert (await host.join(rooms[-1], "host"))["type"] == "joined"
+        hosts.append(host)
+    walker = await Client.connect(nodes[1].ws_url)
+    for i in (0, 2, 1, 0):  # homed at node 0, then 2, then back at its edge (1), then 0 again
+        joined = await walker.join(rooms[i], "walker")
+        assert joined["type"] == "joined" and [p["id"] for p in joined["peers"]] == [hosts[i].peer]
+        assert (await hosts[i].expect("peer-joined"))["peer"]["id"] == walker.peer
+        await relay_all_to_all([hosts[i], walker], f"room {i}")
+        await walker.send({"type": "leave"})
+        await walker.expect("left")
+        assert (await hosts[i].expect("peer-left"))["reason"] == "left"
