@@ -10,6 +10,7 @@ In none of them does anyone receive `peer-left`.
 from __future__ import annotations
 
 import asyncio
+import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -266,3 +267,29 @@ async def test_a_session_moves_from_room_to_room_across_owners_and_back_to_its_e
         await walker.send({"type": "leave"})
         await walker.expect("left")
         assert (await hosts[i].expect("peer-left"))["reason"] == "left"
+
+
+async def test_an_owner_paused_past_its_expiry_is_fenced_and_nobody_leaves(
+        start_nodes: Callable[..., list[XesServerProcess]], redis_server: RedisServer) -> None:
+    """A stale owner (stopped, not dead: SIGSTOP) loses its room to another node; when it wakes,
+    its writes are refused (the epoch fences them), and the sockets it held resume elsewhere."""
+    nodes = start_nodes(NODES)
+    room, members = await room_of_eight(nodes)
+    owner = nodes[0]
+    owner.process.send_signal(signal.SIGSTOP)
+    try:
+        others = [c for i, c in enumerate(members) if i % NODES != 0]
+        assert await asyncio.gather(*(closed_code(c) for c in others)) == [1012] * len(others)
+        await forgotten("n0", redis_server)
+    finally:
+        owner.process.send_signal(signal.SIGCONT)
+    back = {c.peer: await resume_until(c, nodes[1].ws_url) for c in others}
+    # Awake, the old owner finds its room gone and closes its own members' sockets (1012).
+    stale = [c for i, c in enumerate(members) if i % NODES == 0]
+    assert await asyncio.gather(*(closed_code(c) for c in stale)) == [1012] * len(stale)
+    for client in stale:
+        back[client.peer] = await resume_until(client, nodes[2].ws_url)
+    members = [back[c.peer] for c in members]
+    for client in members:
+        assert all(msg["type"] != "peer-left" for msg in await drain(client, 0.3))
+    await relay_all_to_all(members, "after the pause")

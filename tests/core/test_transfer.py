@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from tests.core.test_signalling import CHALLENGE, NOW, ROOM, join, later, make_core, pid, to
 from tests.core.test_snapshot import LOBBY_ROOM, PASSWORD, act, busy_core, deliver, identity, token
 from xes import errors
+from xes.core.actions import Send
 from xes.core.safety import Standing
 from xes.core.signalling import Signalling
 from xes.core.snapshot import (
@@ -73,21 +76,28 @@ def test_a_room_taken_over_keeps_its_people_rules_bans_and_lobby_and_nobody_is_t
     assert room.rules() == m.Rules(locked=False, lobby=False, password=True, max_peers=5)
     assert list(new.rooms[LOBBY_ROOM].lobby) == [pid(5), pid(10)]
     assert all(c.detached_at is not None for c in new.clients.values())
+    # The host resumes first: its room-mates, still away, are kept its peer-back.
+    new.connect(pid(42), token(42), CHALLENGE)
+    deliver(new, new.resume(pid(42), m.Resume(peer=pid(1), token=token(1), last_seq=seqs[pid(1)]),
+                            token(43), later(3)))
     # A member resumes: numbering goes on above what it saw (the dead owner may have sent more
-    # than the snapshot knew), nothing is replayed, and its room-mates hear only peer-back.
+    # than the snapshot knew), and what this node made since the takeover (that peer-back) is
+    # replayed numbered after it; its room-mates hear only peer-back.
     new.connect(pid(40), token(40), CHALLENGE)
     ahead = seqs[pid(2)] + 7
     actions = new.resume(pid(40), m.Resume(peer=pid(2), token=token(2), last_seq=ahead), token(41),
                          later(3))
-    resumed = to(actions, pid(2))
-    assert [msg["type"] for msg in resumed] == ["resumed"] and resumed[0]["last_seq"] == ahead
+    resumed = [json.loads(a.payload) for a in actions if isinstance(a, Send) and a.to == pid(2)]
+    assert [msg["type"] for msg in resumed] == ["resumed", "peer-back"]
+    assert resumed[0]["last_seq"] == ahead + 1 and resumed[1]["seq"] == ahead + 1
     assert {msg["type"] for p in (pid(1), pid(3)) for msg in to(actions, p)} == {"peer-back"}
-    assert new.outbox(new.clients[pid(2)]).post(m.encode(m.Queued())) is not None
+    deliver(new, actions)
     assert new.clients[pid(2)].outbox.seq == ahead + 1  # type: ignore[union-attr]
-    # The host's rules and bans hold on the new owner.
-    new.connect(pid(42), token(42), CHALLENGE)
-    new.resume(pid(42), m.Resume(peer=pid(1), token=token(1), last_seq=seqs[pid(1)]), token(43),
-               later(3))
+    # A member that missed what the old owner sent before its snapshot cannot resume.
+    new.connect(pid(46), token(46), CHALLENGE)
+    with pytest.raises(errors.SessionGone):
+        new.resume(pid(46), m.Resume(peer=pid(3), token=token(3), last_seq=seqs[pid(3)] - 1),
+                   token(47), later(3))
     with pytest.raises(errors.Banned):
         join(new, pid(44), password="pw", key=identity(9))
     new.connect(pid(45), token(45), CHALLENGE)

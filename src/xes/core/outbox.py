@@ -103,10 +103,18 @@ class Outbox:
         """The frames after ``last_seq``, in order; None if some were dropped (a gap) or
         ``last_seq`` is ahead of what was ever sent (unless :attr:`continues`: then nothing is
         replayed and the numbering goes on after ``last_seq``)."""
-        if last_seq > self.seq and self.continues:
+        if self.continues and last_seq + 1 >= self.first_seq:
+            # Taken over at `first_seq - 1`: every frame held was made since, by this node; the
+            # client's numbers up to `last_seq` were the old node's. Numbered on after them.
             self.continues = False
-            self.seq, self.frames, self.size = last_seq, [], 0
-            return []
+            made_here = [frame[:frame.rindex(b',"seq":')] + b"}" for frame in self.frames]
+            self.seq, self.frames, self.size, self.held_from = last_seq, [], 0, None
+            renumbered = []
+            for payload in made_here:
+                frame = self.post(payload)
+                assert frame is not None  # nothing is held: nothing can be refused
+                renumbered.append(frame)
+            return renumbered
         if last_seq > self.seq or last_seq + 1 < self.first_seq:
             return None
         skip = last_seq + 1 - self.first_seq

@@ -246,6 +246,9 @@ class RedisCluster:
         # Local sockets whose sessions came back here while frames were still on their way:
         # peer -> (first, last frame number awaited, frames to handle first, arrived so far).
         self._late: dict[str, tuple[int, int, list[bytes], dict[int, bytes]]] = {}
+        self._late_since: dict[str, float] = {}
+        # Frames for sessions not here yet (their move is on its way): peer -> (since, frames).
+        self._strays: dict[str, tuple[float, list[tuple[Any, ...]]]] = {}
         self._dirty_rooms: set[str] = set()
         self._snapshots = asyncio.Lock()
         self._stopping = False
@@ -362,7 +365,7 @@ class RedisCluster:
                 for segment in segments:
                     for target, envelopes in segment.items():
                         if envelopes:
-                            pipe.xadd(self._inbox(target), {"d": _encode(envelopes)},
+                            pipe.xadd(self._inbox(target), {"d": _encode(envelopes), "n": self.node},
                                       minid=_oldest_kept(), approximate=True)
                             count += len(envelopes)
                 for peer, home in directory.items():
@@ -412,30 +415,34 @@ class RedisCluster:
                 self.inbox_lag_seconds = max(0.0, time.time() - int(entry_id.split(b"-")[0]) / 1000)
                 try:
                     envelopes = msgspec.msgpack.decode(fields[b"d"])
+                    sender = _text(fields[b"n"])
                 except Exception:
                     log.error("unreadable inbox entry skipped")
                     continue
                 for envelope in envelopes:
                     self.envelopes_received += 1
                     try:
-                        self._dispatch(envelope)
+                        self._dispatch(envelope, sender)
                     except Exception as exc:
                         log.error("unexpected %s while handling a %r from another node",
                                   type(exc).__name__, envelope[0] if envelope else "?",
                                   exc_info=self._server().debug)
 
-    def _dispatch(self, envelope: list[Any]) -> None:
+    def _dispatch(self, envelope: list[Any], sender: str) -> None:
+        """One envelope from node ``sender``. What a home says about a socket counts only if
+        the socket's session is homed there: a stale home (one presumed dead, which woke up)
+        cannot write to, close or move a socket another node serves now."""
         kind = envelope[0]
         if kind == SEND:
-            self._to_socket(envelope[1], envelope[2])
+            self._to_socket(envelope[1], envelope[2], sender)
         elif kind == FRAME or kind == CLOSED:
-            self._from_edge(envelope)
+            self._from_edge(envelope, sender)
         elif kind == CLOSE:
-            self._close_socket(envelope[1], envelope[2], envelope[3])
+            self._close_socket(envelope[1], envelope[2], envelope[3], sender)
         elif kind == HOME:
-            self._rehome(envelope[1], envelope[2])
+            self._rehome(envelope[1], envelope[2], sender)
         elif kind == RENAME:
-            self._renamed_at_edge(envelope[1], envelope[2], envelope[3])
+            self._renamed_at_edge(envelope[1], envelope[2], envelope[3], sender)
         elif kind == ADOPT:
             self._adopt(*envelope[1:])
         elif kind == OPEN:
@@ -458,33 +465,31 @@ class RedisCluster:
         self.post(home, (CLOSED, connection.peer, connection.forwarded, detach))
 
     def _local(self, peer: str) -> Connection | None:
-        from .app import Connection
-
         connection = self._server().connections.get(peer)
-        return connection if type(connection) is Connection else None
+        return connection if type(connection) is _local_type() else None
 
-    def _to_socket(self, peer: str, data: bytes) -> None:
+    def _to_socket(self, peer: str, data: bytes, sender: str) -> None:
         connection = self._local(peer)
-        if connection is not None and connection.home is not None:
+        if connection is not None and connection.home == sender:
             connection.transport.send(_TEXT, data)
 
-    def _close_socket(self, peer: str, code: int, reason: bytes) -> None:
+    def _close_socket(self, peer: str, code: int, reason: bytes, sender: str) -> None:
         connection = self._local(peer)
-        if connection is None or connection.home is None:
+        if connection is None or connection.home != sender:
             return
         connection.home = None  # the home already let the session go, or detached it
         connection.deliver = self._server().deliver_here
         self._server().close(connection, code, reason.decode(errors="replace"))
 
-    def _rehome(self, peer: str, node: str) -> None:
+    def _rehome(self, peer: str, node: str, sender: str) -> None:
         connection = self._local(peer)
-        if connection is not None and connection.home is not None:
+        if connection is not None and connection.home == sender:
             connection.home = node
 
-    def _renamed_at_edge(self, old: str, new: str, node: str) -> None:
+    def _renamed_at_edge(self, old: str, new: str, node: str, sender: str) -> None:
         server = self._server()
         connection = self._local(old)
-        if connection is None or connection.home is None:
+        if connection is None or connection.home != sender:
             return
         del server.connections[old]
         connection.peer = new
@@ -495,18 +500,18 @@ class RedisCluster:
         """Sockets whose sessions were homed at a dead node: closed with 1012, so that their
         clients resume; the node that takes the rooms over has their sessions, detached."""
         server = self._server()
-        from .app import Connection
-
         for connection in list(server.connections.values()):
-            if type(connection) is Connection and connection.home in dead:
+            if type(connection) is _local_type() and connection.home in dead:
                 connection.home = None
                 connection.deliver = server.deliver_here
                 server.close(connection, CloseCode.SERVICE_RESTART, "node lost: resume", detach=False)
 
     # ------------------------------------------------------------------ the home's part
 
-    def _from_edge(self, envelope: list[Any]) -> None:
+    def _from_edge(self, envelope: list[Any], sender: str) -> None:
         peer, n = envelope[1], envelope[2]
+        # A frame passed on by a session's old home names the edge it came from.
+        edge = envelope[4] if len(envelope) > 4 else sender
         server = self._server()
         found = server.connections.get(peer)
         connection = cast(object, found)
@@ -516,12 +521,23 @@ class RedisCluster:
                 return
             moved = self.moved_to.get(peer)
             if moved is not None:  # it moved on: pass the frame after it, in order
-                self.post(moved[0], tuple(envelope))
+                self.post(moved[0], (*envelope[:4], edge))
+            elif peer not in server.core.clients:  # it is moving here: kept for its arrival
+                self._strays.setdefault(peer, (time.monotonic(), []))[1].append(
+                    (*envelope[:4], edge))
+            elif envelope[0] == FRAME:
+                # The session is here, detached or on another socket: this edge was presumed
+                # dead. Its socket is closed so that the client resumes.
+                self.post(edge, (CLOSE, peer, int(CloseCode.SERVICE_RESTART), b"resume"))
+            return
+        if connection.edge != edge:
+            if envelope[0] == FRAME:  # an old socket's, replaced by a resume: it is closed
+                self.post(edge, (CLOSE, peer, int(CloseCode.REPLACED), b"replaced"))
             return
         if n <= connection.received:
             return  # handled already
         if n > connection.received + 1:
-            connection.early[n] = tuple(envelope)  # one still on its way via the old home
+            connection.early[n] = (*envelope[:4], edge)  # one still on its way via the old home
             return
         self._handle_from_edge(connection, envelope)
         while connection.early and cast(object, server.connections.get(peer)) is connection:
@@ -569,6 +585,9 @@ class RedisCluster:
         self.migrations += 1
         for frame in frames:
             server.receive(cast("Connection", remote), frame)
+        _, strays = self._strays.pop(peer, (0.0, []))
+        for stray in strays:
+            self._from_edge(list(stray), edge)
 
     def _came_back(self, peer: str, received: int, frames: list[bytes]) -> None:
         """The session moved to the node holding its socket: homed here again, like any local
@@ -586,6 +605,7 @@ class RedisCluster:
         if late > 0:
             connection.backlog = deque()
             self._late[peer] = (received + 1, connection.forwarded, frames, {})
+            self._late_since[peer] = time.monotonic()
             return
         self._replay(connection, frames)
 
@@ -595,6 +615,7 @@ class RedisCluster:
             arrived[envelope[2]] = envelope[3]
         if len(arrived) == last - first + 1:
             del self._late[connection.peer]
+            self._late_since.pop(connection.peer, None)
             self._replay(connection, frames + [arrived[n] for n in range(first, last + 1)])
 
     def _replay(self, connection: Connection, frames: list[bytes]) -> None:
@@ -611,8 +632,6 @@ class RedisCluster:
                  frames: list[bytes]) -> None:
         """Move ``connection``'s session to ``owner`` with ``frames`` (not yet handled) for it
         to handle first; the edge sends the next ones there."""
-        from .app import Connection
-
         server = self._server()
         peer = connection.peer
         transfer = encode_transfer(export_session(server.core, peer, _now()))
@@ -621,7 +640,7 @@ class RedisCluster:
             frames.extend(bytes(f) for f in connection.backlog)
         connection.backlog = None
         self.barrier()
-        if type(connection) is Connection:
+        if type(connection) is _local_type():
             connection.home = owner
             connection.deliver = self.forward
             self.post(owner, (ADOPT, peer, self.node, connection.forwarded, connection.challenge,
@@ -630,12 +649,15 @@ class RedisCluster:
         remote = cast(RemoteConnection, cast(object, connection))
         del server.connections[peer]
         self.moved_to[peer] = (owner, time.monotonic())
+        # The edge learns first, so that it takes the owner's frames (the owner writes only
+        # after it read the move, which is after this); frames the edge then sends the owner
+        # may reach it before the move: it keeps them until then (`_strays`).
+        self.post(remote.edge, (HOME, peer, owner))
+        self.barrier()
         self.post(owner, (ADOPT, peer, remote.edge, remote.received, remote.challenge, transfer,
                           frames))
         for n in sorted(remote.early):
             self.post(owner, remote.early[n])
-        self.barrier()
-        self.post(remote.edge, (HOME, peer, owner))
 
     async def join(self, connection: Connection, message: m.Join,
                    data: bytes) -> None:
@@ -854,7 +876,7 @@ class RedisCluster:
     async def _beat_once(self) -> None:
         r = self._redis()
         started = time.perf_counter()
-        await r.set(self._node_key(self.node), b"1", px=NODE_TTL_MS)
+        previous = await r.set(self._node_key(self.node), b"1", px=NODE_TTL_MS, get=True)
         self.redis_round_trip_seconds = time.perf_counter() - started
         if not self.redis_connected and self.server is not None and self._tasks:
             log.info("Redis is back")
@@ -864,6 +886,8 @@ class RedisCluster:
             # Every node's key went with the data: nobody is judged dead until all have beaten.
             self._judge_after = time.monotonic() + _SETTLE_SECONDS
             await self._republish_all()
+        elif previous is None and self._tasks:
+            await self._presumed_dead()
         await r.sadd("xes:nodes", self.node)
         nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
         nodes.discard(self.node)
@@ -886,7 +910,30 @@ class RedisCluster:
         for peer, (_, when) in list(self.moved_to.items()):
             if now - when > _MOVED_SECONDS:
                 del self.moved_to[peer]
+        for peer, (since, _) in list(self._strays.items()):
+            if now - since > _MOVED_SECONDS:
+                del self._strays[peer]
+        for peer, since in list(self._late_since.items()):
+            if now - since > _MOVED_SECONDS:  # the old home died with them: go on without
+                del self._late_since[peer]
+                first, last, frames, arrived = self._late.pop(peer)
+                connection = self._local(peer)
+                if connection is not None:
+                    self._replay(connection, frames + [arrived[n] for n in sorted(arrived)])
         await self._release_empty_rooms()
+
+    async def _presumed_dead(self) -> None:
+        """This node's key had expired (it was paused, or cut from Redis, for longer than its
+        life): the others took its rooms and dropped its sockets. Let go of what is no longer
+        ours, and close the sockets whose homes no longer count on this edge, so they resume."""
+        log.warning("this node was presumed dead; checking what it still owns")
+        r = self._redis()
+        for room_id, (epoch, _) in list(self.owned.items()):
+            owner, current = await r.hmget(f"xes:room:{room_id}", ["owner", "epoch"])
+            if owner is None or _text(owner) != self.node or int(current or 0) != epoch:
+                self._fenced(room_id)
+        self._drop_dead_homes({c.home for c in self._server().connections.values()
+                               if c.home is not None})
 
     def _referenced(self) -> set[str]:
         """Nodes this one depends on: homes of its sockets, edges of its sessions. Checked even
@@ -944,6 +991,13 @@ class RedisCluster:
 def _oldest_kept() -> str:
     """The id below which inbox entries are trimmed (Redis ids are milliseconds)."""
     return f"{int(time.time() * 1000) - _INBOX_KEEP_MS}-0"
+
+
+def _local_type() -> type[Connection]:
+    """The class of a local socket (imported late: app imports this module)."""
+    from .app import Connection
+
+    return Connection
 
 
 def _text(value: bytes | str) -> str:
