@@ -87,6 +87,8 @@ _HANG_UP_CODES: Final = frozenset({0, CloseCode.NORMAL, CloseCode.GOING_AWAY})
 # "Limits"). asyncio calls Connection.pause_writing once when a write goes past it.
 OUTGOING_LIMIT_BYTES: Final = 1_048_576
 _TEXT: Final = WSMsgType.TEXT
+# Never UTF-8, so never a message: what an edge forwards for a binary frame (see on_ws_frame).
+_NOT_UTF8: Final = b"\xff"
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
 _HASHING_SLOTS: Final = 2
@@ -173,10 +175,14 @@ class Connection(WSListener):
                 self._reassemble(frame)
             elif kind is WSMsgType.BINARY:
                 self.tokens -= 1.0
-                if self.tokens >= 0.0:
-                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
-                else:
+                if self.tokens < 0.0:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+                elif self.home is not None:
+                    # The session is homed at another node: the error must come from there,
+                    # numbered in order with the rest, and it answers this as bad-json too.
+                    self.deliver(self, _NOT_UTF8)
+                else:
+                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
             elif kind is WSMsgType.CLOSE:
                 # The client closes: a hang-up ends its session now (its room hears at once, not
                 # when, if ever, our reply drains); any other code detaches it, to resume. If
@@ -198,8 +204,11 @@ class Connection(WSListener):
             return
         self.fragments += frame.get_payload_as_memoryview()
         if len(self.fragments) > m.MAX_MESSAGE_BYTES:
+            if self.home is not None:  # refused by its home, as for a binary frame
+                self.deliver(self, bytes(self.fragments))
+            else:
+                self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
             self.fragments = None
-            self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
         elif frame.fin:
             data, self.fragments = bytes(self.fragments), None
             self.tokens -= 1.0

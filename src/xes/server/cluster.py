@@ -683,6 +683,9 @@ class RedisCluster:
             return
         client = server.core.clients.get(connection.peer)
         if home == self.node or client is None or client.room is not None or client.knocking:
+            # Listed at once (not at the next refresh): a queued session may resume anywhere.
+            self._directory[connection.peer] = self.node
+            self._wake.set()
             await server.handle_now(connection, message)
         else:
             self._migrate(connection, home, [data])
