@@ -16,9 +16,16 @@ import pytest
 from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from tests.core.test_signalling import NOW, make_core, match, pid, types
 from xes.core.matchmaking import Match, Ticket
 from xes.core.timing import Now
-from xes.server.cluster_queue import MATCH_RECORD_MS, NotLeader, QueueKeys, QueueLeader
+from xes.server.cluster_queue import (
+    MATCH_RECORD_MS,
+    JournaledQueue,
+    NotLeader,
+    QueueKeys,
+    QueueLeader,
+)
 
 if TYPE_CHECKING:
     from tests.support.redis import RedisServer
@@ -37,10 +44,10 @@ def clock(monotonic_origin: float) -> Callable[[float], Now]:
 
 
 @asynccontextmanager
-async def nodes(url: str, count: int) -> AsyncIterator[list[QueueLeader]]:
+async def nodes(url: str, count: int, journaled: bool = False) -> AsyncIterator[list[QueueLeader]]:
     clients = [Redis.from_url(url) for _ in range(count)]
     try:
-        yield [QueueLeader(client, f"n{i}", relax_after=10.0, lease_ms=LEASE_MS)
+        yield [QueueLeader(client, f"n{i}", relax_after=10.0, lease_ms=LEASE_MS, journaled=journaled)
                for i, client in enumerate(clients)]
     finally:
         for client in clients:
@@ -212,5 +219,38 @@ def test_after_redis_lost_everything_the_leader_republishes_under_a_newer_epoch(
             assert await b.acquire(now(2)) is None
             records, _ = await a.load()
             assert [(record.peer, away) for record, away in records] == [("x", False), ("y", True)]
+
+    run(redis_server, test)
+
+
+def test_a_core_that_changes_its_queue_itself_meets_only_committed_matches(
+        redis_server: RedisServer) -> None:
+    """The wiring at the leader: the core owns the journaled queue and defers its matches; the
+    shell flushes the journal, commits, and only then lets the pair meet. A replaced leader's
+    core starts nothing."""
+    async def test(url: str) -> None:
+        async with nodes(url, 2, journaled=True) as (a, b):
+            core = make_core()
+            core.defer_matches = True
+            assert await a.acquire(NOW) == []
+            assert isinstance(a.queue, JournaledQueue)
+            core.queue = a.queue
+            match(core, pid(1))
+            match(core, pid(2))
+            await a.flush(NOW)
+            decided, core.decided = core.decided, []
+            (committed,) = await a.commit(decided)
+            actions = core.start_decided(committed, NOW)
+            assert types(actions, pid(2)) == ["joined"]
+            # Two more decide to meet; their tickets reach Redis, then a pauses before committing.
+            match(core, pid(3))
+            match(core, pid(4))
+            await a.flush(NOW)
+            decided, core.decided = core.decided, []
+            assert await take_over(b, NOW) == decided  # b's rebuild decides the same, and commits
+            assert await b.commit(decided) == decided
+            with pytest.raises(NotLeader):
+                await a.commit(decided)
+            assert not any(pid(3) in room.members for room in core.rooms.values())
 
     run(redis_server, test)

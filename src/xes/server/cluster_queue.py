@@ -38,7 +38,7 @@ The Redis client is redis-py's asyncio client; one :class:`QueueLeader` per node
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
@@ -48,7 +48,7 @@ from redis.asyncio import Redis
 from ..core.matchmaking import Match, MatchQueue, Ticket
 from ..core.timing import Now
 
-__all__ = ["QueueKeys", "QueuedTicket", "QueueLeader", "NotLeader", "rebuild_queue",
+__all__ = ["QueueKeys", "QueuedTicket", "QueueLeader", "JournaledQueue", "NotLeader", "rebuild_queue",
            "ticket_record", "ticket_from_record", "MATCH_RECORD_MS"]
 
 # How long `xes:queue:matched:{peer}` is kept: the resume cap, so that a session resuming after a
@@ -127,16 +127,50 @@ def ticket_from_record(record: QueuedTicket, now: Now) -> Ticket:
                   enqueued_at=now.monotonic - (now.unix - record.arrived), identity=record.identity)
 
 
+class JournaledQueue(MatchQueue):
+    """A ``MatchQueue`` that notes each change Redis must mirror, in order, for a core that
+    changes its queue itself (``Signalling.queue``); :meth:`QueueLeader.flush` writes them."""
+
+    def __init__(self, relax_after: float = 10.0) -> None:
+        super().__init__(relax_after)
+        # ("enqueue", ticket, away), ("cancel", peer, False) or ("away", peer, flag).
+        self.journal: list[tuple[str, Ticket | str, bool]] = []
+
+    def enqueue(self, ticket: Ticket, away: bool = False) -> list[Match]:
+        matches = super().enqueue(ticket, away)
+        self.journal.append(("enqueue", ticket, away))
+        return matches
+
+    def cancel(self, peer: str) -> bool:
+        if not super().cancel(peer):
+            return False
+        self.journal.append(("cancel", peer, False))
+        return True
+
+    def suspend(self, peer: str) -> bool:
+        if not super().suspend(peer):
+            return False
+        self.journal.append(("away", peer, True))
+        return True
+
+    def reinstate(self, peer: str, now: float) -> list[Match]:
+        if peer in self:
+            self.journal.append(("away", peer, False))
+        return super().reinstate(peer, now)
+
+
 def rebuild_queue(records: Iterable[tuple[QueuedTicket, bool]], relax_after: float,
-                  now: Now) -> tuple[MatchQueue, list[Match]]:
-    """A fresh ``MatchQueue`` from the waiting tickets in arrival order (each with its away flag),
-    and the matches the replay makes: those the previous leader would have made by ``now``.
-    Pure: no I/O."""
-    queue = MatchQueue(relax_after=relax_after)
+                  now: Now, journaled: bool = False) -> tuple[MatchQueue, list[Match]]:
+    """A fresh ``MatchQueue`` (a ``JournaledQueue`` with an empty journal if asked) from the
+    waiting tickets in arrival order, each with its away flag, and the matches the replay makes:
+    those the previous leader would have made by ``now``. Pure: no I/O."""
+    queue = JournaledQueue(relax_after) if journaled else MatchQueue(relax_after)
     matches: list[Match] = []
     for record, away in records:
         matches += queue.enqueue(ticket_from_record(record, now), away=away)
     matches += queue.tick(now.monotonic)
+    if isinstance(queue, JournaledQueue):
+        queue.journal.clear()  # what it holds is what Redis holds
     return queue, matches
 
 
@@ -252,8 +286,14 @@ class QueueLeader:
     """
 
     def __init__(self, redis: Redis, node: str, relax_after: float, lease_ms: int = 5000,
-                 keys: QueueKeys | None = None) -> None:
+                 keys: QueueKeys | None = None, journaled: bool = False,
+                 session_of: Callable[[str], bytes | None] | None = None) -> None:
+        """``journaled``: the queue is a :class:`JournaledQueue` that a core changes itself, and
+        :meth:`flush` mirrors; ``session_of(peer)``: the record the cluster layer stores with a
+        new ticket so that a later leader can adopt its session (None: none)."""
         self.redis = redis
+        self.journaled = journaled
+        self.session_of = session_of
         self.node = node
         self.relax_after = relax_after
         self.lease_ms = lease_ms
@@ -300,7 +340,7 @@ class QueueLeader:
             return None
         self._seen_epoch = epoch
         records, seqs = await self.load()
-        queue, matches = rebuild_queue(records, self.relax_after, now)
+        queue, matches = rebuild_queue(records, self.relax_after, now, self.journaled)
         self._leading = _Leading(epoch, queue, seqs)
         return matches
 
@@ -438,6 +478,25 @@ class QueueLeader:
         self._check(result)
         return result == 1
 
+    async def flush(self, now: Now) -> None:
+        """Write what the core changed in its :class:`JournaledQueue`, in the order it changed it:
+        call after each core call, before committing ``Signalling.decided``, from one task.
+
+        Raises:
+            NotLeader: Replaced: the rest of the journal is dropped with the queue.
+        """
+        queue = self._require().queue
+        assert isinstance(queue, JournaledQueue), "flush is for a journaled queue"
+        journal, queue.journal = queue.journal, []
+        for kind, subject, flag in journal:
+            if isinstance(subject, Ticket):
+                session = self.session_of(subject.peer) if self.session_of is not None else None
+                await self.mirror_enqueue(subject, now, session, away=flag)
+            elif kind == "cancel":
+                await self.mirror_cancel(subject)
+            else:
+                await self.mirror_away(subject, flag)
+
     async def fence(self) -> None:
         """Raise NotLeader unless this node still holds the current epoch (and renew the lease):
         an answer that touches no ticket is still only given by the current leader, so a
@@ -484,10 +543,13 @@ class QueueLeader:
         if epoch == 0:
             return False
         self._seen_epoch = epoch
-        self._leading = _Leading(epoch, MatchQueue(relax_after=self.relax_after))
+        queue = JournaledQueue(self.relax_after) if self.journaled else MatchQueue(self.relax_after)
+        self._leading = _Leading(epoch, queue)
         for ticket, away, session in tickets:
             if await self.enqueue(ticket, now, session, away=away):
                 raise RuntimeError("a republished ticket was paired: the queue was not at rest")
+        if isinstance(queue, JournaledQueue):
+            queue.journal.clear()  # written above
         return True
 
     def _require(self, committed: Sequence[Match] = ()) -> _Leading:
