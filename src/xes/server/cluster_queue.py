@@ -40,13 +40,15 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import msgspec
-from redis.asyncio import Redis
 
 from ..core.matchmaking import Match, MatchQueue, Ticket
 from ..core.timing import Now
+
+if TYPE_CHECKING:  # imported by the cluster layer only when it runs: one process never needs it
+    from redis.asyncio import Redis
 
 __all__ = ["QueueKeys", "QueuedTicket", "QueueLeader", "JournaledQueue", "NotLeader", "rebuild_queue",
            "ticket_record", "ticket_from_record", "MATCH_RECORD_MS"]
