@@ -7,6 +7,8 @@ another node takes the lead once its lease lapses, and strangers still meet.
 
 from __future__ import annotations
 
+import asyncio
+import time
 from collections.abc import Callable
 
 import redis
@@ -54,5 +56,30 @@ async def test_strangers_at_different_nodes_meet_through_the_queue_leader_even_a
         await meet(carol, dave)
         assert probe.get(KEYS.leader) in (b"n1", b"n2")
         assert int(probe.get(KEYS.epoch) or 0) == first_epoch + 1
+    finally:
+        probe.close()
+
+
+async def test_a_stranger_waiting_when_redis_restarts_empty_is_still_matched(
+        start_nodes: Callable[..., list[XesServerProcess]], redis_server: RedisServer) -> None:
+    leader, other = start_nodes(2)
+    ada = await Client.connect(leader.ws_url)
+    await ada.match("Ada", direct=True)
+    await ada.expect("queued")
+    probe = redis.Redis.from_url(redis_server.url)
+    try:
+        assert probe.zrange(KEYS.order, 0, -1) == [ada.peer.encode()]
+        redis_server.restart()
+        # The leader notices Redis lost everything and writes its waiting ticket back.
+        deadline = time.monotonic() + 20
+        while probe.zrange(KEYS.order, 0, -1) != [ada.peer.encode()]:
+            assert time.monotonic() < deadline, "the queue was not written back"
+            await asyncio.sleep(0.1)
+        assert probe.get(KEYS.leader) == b"n0"
+        bob = await Client.connect(other.ws_url)
+        await bob.match("Bob", direct=True)
+        await bob.expect("queued", timeout=20)
+        joined = [await client.expect("joined", timeout=20) for client in (ada, bob)]
+        assert joined[0]["room"] == joined[1]["room"]
     finally:
         probe.close()

@@ -759,6 +759,20 @@ class RedisCluster:
         finally:
             self._queue_settling = False
 
+    async def _republish_queue(self) -> None:
+        """Redis came back empty while this node led the queue: lead again under a newer epoch
+        and write the waiting tickets back in order (a suspended one: its session is detached)."""
+        core = self._server().core
+        leader = self._queue()
+        async with self._queue_lock:
+            tickets = [(t, core.clients[t.peer].detached_at is not None, None)
+                       for t in core.queue.waiting() if t.peer in core.clients]
+            if await leader.republish(tickets, _now()):
+                assert leader.queue is not None
+                core.queue = leader.queue
+            else:
+                self._queue_lost()
+
     def _queue_lost(self) -> None:
         """Another node leads the queue now (this one was paused or cut off past its lease):
         what this node decided is void, and its waiting strangers' tickets are the new leader's
@@ -1045,6 +1059,8 @@ class RedisCluster:
                 self._fenced(room_id)
         for peer in server.core.clients:
             self._directory[peer] = self.node
+        if self.queue_leader is not None and self.queue_leader.epoch is not None:
+            await self._republish_queue()
         fingerprint = hmac.new(server.identity_secret, b"xes cluster check", hashlib.sha256).hexdigest()
         await self._redis().set("xes:identity-check", fingerprint, nx=True)
         self._wake.set()
