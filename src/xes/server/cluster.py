@@ -43,7 +43,7 @@ import msgspec
 from picows import WSMsgType
 
 from ..core.actions import Action, Send
-from ..core.matchmaking import Match
+from ..core.matchmaking import Match, MatchQueue
 from ..core.snapshot import (
     decode_room_transfer,
     decode_session_transfer,
@@ -782,7 +782,7 @@ class RedisCluster:
         log.warning("node %s no longer leads the stranger queue", self.node)
         waiting = [peer for peer, client in core.clients.items()
                    if client.queued is not None and client.room is None]
-        core.queue = type(core.queue)(core.settings.match_relax_seconds)
+        core.queue = MatchQueue(core.settings.match_relax_seconds)  # no journal: nobody reads it
         core.decided.clear()
         core.defer_matches = False
         for peer in waiting:
