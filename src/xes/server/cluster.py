@@ -71,7 +71,9 @@ log = logging.getLogger("xes.cluster")
 # A node whose key is older than this is dead; it renews it every _BEAT_SECONDS.
 NODE_TTL_MS: Final = 5000
 _BEAT_SECONDS: Final = 1.0
-_INBOX_MAXLEN: Final = 100_000
+# Inbox entries are read within milliseconds; older ones are trimmed on every write, so that the
+# signals they carry (SDP, candidates: addresses) are not kept (docs/privacy.md).
+_INBOX_KEEP_MS: Final = 30_000
 # After Redis was away or lost its data: long enough for every live node to renew its key.
 _SETTLE_SECONDS: Final = NODE_TTL_MS / 1000 + 2 * _BEAT_SECONDS
 # How long a resume at a node waits for a dead home's rooms to be taken over.
@@ -369,7 +371,7 @@ class RedisCluster:
                     for target, envelopes in segment.items():
                         if envelopes:
                             pipe.xadd(self._inbox(target), {"d": _encode(envelopes)},
-                                      maxlen=_INBOX_MAXLEN, approximate=True)
+                                      minid=_oldest_kept(), approximate=True)
                             count += len(envelopes)
                 for peer, home in directory.items():
                     pipe.set(f"xes:session:{peer}", home, ex=ttl)
@@ -1064,6 +1066,11 @@ class RedisCluster:
         fingerprint = hmac.new(server.identity_secret, b"xes cluster check", hashlib.sha256).hexdigest()
         await self._redis().set("xes:identity-check", fingerprint, nx=True)
         self._wake.set()
+
+
+def _oldest_kept() -> str:
+    """The id below which inbox entries are trimmed (Redis ids are milliseconds)."""
+    return f"{int(time.time() * 1000) - _INBOX_KEEP_MS}-0"
 
 
 def _text(value: bytes | str) -> str:
