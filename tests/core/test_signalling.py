@@ -784,3 +784,13 @@ def test_in_cluster_mode_a_side_that_left_before_the_commit_leaves_the_other_wai
     assert pid(2) in core.queue and core.rooms == {}
     match(core, pid(3))  # 2 is served again: a newcomer meets it, once committed
     assert core.decided == [Match(pid(2), pid(3))]
+
+
+def test_in_cluster_mode_a_match_whose_commit_failed_queues_both_again() -> None:
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    match(core, pid(2))
+    assert core.requeue_decided(core.decided.pop(), NOW) == []
+    # Both wait again, in the order they come back: they meet once more (to be committed).
+    assert core.decided == [Match(pid(1), pid(2))] and core.rooms == {}

@@ -1004,17 +1004,26 @@ class Signalling:
         """Cluster mode: a match from ``decided``, committed: the two meet now. If one of them
         left meanwhile (hung up, or stopped), the other waits again, as a new arrival."""
         actions: list[Action] = []
-        pair = [self.clients.get(peer) for peer in (match.first, match.second)]
-        waiting = [c for c in pair if c is not None and c.queued is not None and c.room is None
-                   and c.knocking is None and c.id not in self.queue]
-        if len(waiting) == 2:
+        if len(self._awaiting(match)) == 2:
             self._meet(match, now, actions)
             return actions
-        for client in waiting:
+        return self.requeue_decided(match, now)
+
+    def requeue_decided(self, match: Match, now: Now) -> list[Action]:
+        """Cluster mode: a match from ``decided`` that could not be committed (its tickets were
+        lost with Redis's data): whoever of the two still waits is queued again, as a new arrival."""
+        actions: list[Action] = []
+        for client in self._awaiting(match):
             assert client.queued is not None
             for again in self.queue.enqueue(self._ticket(client, client.queued, now.monotonic)):
                 self._start_match(again, now, actions)
         return actions
+
+    def _awaiting(self, match: Match) -> list[Client]:
+        """The sides of a decided match still waiting for it (not gone, stopped or elsewhere)."""
+        pair = [self.clients.get(peer) for peer in (match.first, match.second)]
+        return [c for c in pair if c is not None and c.queued is not None and c.room is None
+                and c.knocking is None and c.id not in self.queue]
 
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
         """The queue paired two strangers: they meet, or in cluster mode the match waits in

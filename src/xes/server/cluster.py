@@ -57,7 +57,7 @@ from ..core.timing import Now
 from ..errors import SessionGone
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
-from .cluster_queue import JournaledQueue, NotLeader, QueueLeader
+from .cluster_queue import JournaledQueue, NotLeader, QueueLeader, TicketGone
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -745,14 +745,20 @@ class RedisCluster:
                     if not core.decided and not (isinstance(queue, JournaledQueue) and queue.journal):
                         break
                     decided, core.decided = core.decided, []
+                    gone: list[Match] = []
                     try:
                         await leader.flush(_now())
                         committed = await leader.commit(decided)
                     except NotLeader as refused:
                         committed = refused.committed
                         self._queue_lost()
+                    except TicketGone as lost:  # Redis lost its data: these two queue again
+                        committed = lost.committed
+                        gone = decided[len(committed):]
                     for match in committed:
                         server.execute(core.start_decided(match, _now()))
+                    for match in gone:
+                        server.execute(core.requeue_decided(match, _now()))
                     server._schedule_tick()
         except asyncio.CancelledError:
             raise

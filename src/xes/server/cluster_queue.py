@@ -50,7 +50,8 @@ from ..core.timing import Now
 if TYPE_CHECKING:  # imported by the cluster layer only when it runs: one process never needs it
     from redis.asyncio import Redis
 
-__all__ = ["QueueKeys", "QueuedTicket", "QueueLeader", "JournaledQueue", "NotLeader", "rebuild_queue",
+__all__ = ["QueueKeys", "QueuedTicket", "QueueLeader", "JournaledQueue", "NotLeader", "TicketGone",
+           "rebuild_queue",
            "ticket_record", "ticket_from_record", "MATCH_RECORD_MS"]
 
 # How long `xes:queue:matched:{peer}` is kept: the resume cap, so that a session resuming after a
@@ -174,6 +175,16 @@ def rebuild_queue(records: Iterable[tuple[QueuedTicket, bool]], relax_after: flo
     if isinstance(queue, JournaledQueue):
         queue.journal.clear()  # what it holds is what Redis holds
     return queue, matches
+
+
+class TicketGone(RuntimeError):
+    """A decided match's ticket is not in Redis (its data was lost: Redis restarted empty):
+    nothing of ``match`` changed; ``committed`` lists the matches of the call committed before."""
+
+    def __init__(self, match: Match, committed: Sequence[Match]) -> None:
+        super().__init__(f"match {match} refused: a ticket is no longer in Redis")
+        self.match = match
+        self.committed = list(committed)
 
 
 class NotLeader(Exception):
@@ -512,8 +523,9 @@ class QueueLeader:
         Raises:
             NotLeader: Replaced (``committed`` says which matches did commit before); every
                 ticket of the refused ones is still in Redis, for the next leader.
-            RuntimeError: A ticket this leader holds is not in Redis (its state was lost: Redis
-                restarted; the shell re-publishes the queue, see :meth:`republish`).
+            TicketGone: A ticket this leader holds is not in Redis (its state was lost: Redis
+                restarted; the shell re-publishes the queue, see :meth:`republish`, and queues
+                that match's two strangers again).
         """
         committed: list[Match] = []
         for match in matches:
@@ -528,7 +540,7 @@ class QueueLeader:
                       MATCH_RECORD_MS]))
             self._check(result, committed)
             if result == 0:
-                raise RuntimeError(f"match {match} refused: a ticket is no longer in Redis")
+                raise TicketGone(match, committed)
             del leading.seqs[match.first], leading.seqs[match.second]
             committed.append(match)
         return committed
