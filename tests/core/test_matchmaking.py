@@ -676,7 +676,7 @@ def _drive(queue: MatchQueue, ops: list[QueueOp], now: float, away: set[str]) ->
     return matches, now
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=100, deadline=None)
 @given(before=queue_ops, after=queue_ops, gap=st.sampled_from(STEPS),
        relax_after=st.sampled_from([0.0, 1.0, 10.0]))
 def test_replaying_the_waiting_tickets_rebuilds_the_queue(
