@@ -745,3 +745,76 @@ def test_tick_timing_does_not_change_who_meets_whom(
     punctual_matches += punctual.tick(now + relax_after)
     lazy_matches += lazy.tick(now + relax_after)
     assert punctual_matches == lazy_matches
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading tickets in order: how a queue is rebuilt (a new cluster queue leader, docs/architecture.md).
+
+
+def test_an_away_arrival_keeps_its_place_and_pairs_with_nobody_until_back() -> None:
+    queue = MatchQueue(relax_after=10.0)
+    assert queue.enqueue(make_ticket("a", at=0.0), away=True) == []
+    assert queue.enqueue(make_ticket("b", at=1.0)) == []  # a is away: b waits
+    assert [t.peer for t in queue.waiting()] == ["a", "b"]
+    assert queue.reinstate("a", 2.0) == [Match("a", "b")]  # a arrived first: it is first
+
+
+def test_an_away_arrival_still_serves_the_relaxations_due() -> None:
+    queue = MatchQueue(relax_after=10.0)
+    queue.enqueue(make_ticket("a", at=0.0, tags=("jazz",)))
+    queue.enqueue(make_ticket("b", at=1.0, tags=("go",)))
+    assert queue.enqueue(make_ticket("c", at=20.0), away=True) == [Match("a", "b")]
+    assert [t.peer for t in queue.waiting()] == ["c"]
+
+
+QueueOp = tuple[str, TicketSpec, float]
+queue_ops = st.lists(
+    st.tuples(st.sampled_from(["enqueue", "enqueue", "cancel", "suspend", "reinstate", "tick"]),
+              ticket_specs, st.sampled_from(STEPS)),
+    max_size=30,
+)
+
+
+def _drive(queue: MatchQueue, ops: list[QueueOp], now: float, away: set[str]) -> tuple[list[Match], float]:
+    """Apply ops to queue (the shell ticks before a cancel); the matches made and the time after."""
+    matches: list[Match] = []
+    for kind, spec, step in ops:
+        now += step
+        peer = spec[0]
+        if kind == "enqueue" and peer not in queue:
+            matches += queue.enqueue(Ticket(*spec, enqueued_at=now))
+        elif kind == "cancel":
+            matches += queue.tick(now)
+            queue.cancel(peer)
+        elif kind == "suspend" and queue.suspend(peer):
+            away.add(peer)
+        elif kind == "reinstate":
+            away.discard(peer)
+            matches += queue.reinstate(peer, now)
+        else:
+            matches += queue.tick(now)
+        away &= {t.peer for t in queue.waiting()}
+    return matches, now
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=queue_ops, after=queue_ops, gap=st.sampled_from(STEPS),
+       relax_after=st.sampled_from([0.0, 1.0, 10.0]))
+def test_replaying_the_waiting_tickets_rebuilds_the_queue(
+    before: list[QueueOp], after: list[QueueOp], gap: float, relax_after: float
+) -> None:
+    """The waiting tickets, loaded in arrival order with their arrival times and away flags into a
+    fresh queue some time later, pair exactly whom the old queue pairs by then, and from then on
+    both queues make the same matches."""
+    old, away = MatchQueue(relax_after), set[str]()
+    _, now = _drive(old, before, 0.0, away)
+    now += gap
+    rebuilt = MatchQueue(relax_after)
+    replayed: list[Match] = []
+    for ticket in old.waiting():
+        replayed += rebuilt.enqueue(ticket, away=ticket.peer in away)
+    replayed += rebuilt.tick(now)
+    assert replayed == old.tick(now)
+    assert rebuilt.waiting() == old.waiting()
+    assert rebuilt.next_deadline() == old.next_deadline()
+    assert _drive(rebuilt, after, now, set(away)) == _drive(old, after, now, set(away))

@@ -15,6 +15,7 @@ import pytest
 from xes import errors
 from xes.core.access import PasswordHash, hash_password
 from xes.core.actions import Action, Send
+from xes.core.matchmaking import Match
 from xes.core.signalling import CoreSettings, ProvenIdentity, Signalling
 from xes.core.timing import Now
 from xes.core.turn import IceSettings, turn_credentials
@@ -778,3 +779,40 @@ def test_bans_and_cooldowns_refuse_match_with_the_time_left() -> None:
     connect(core, pid(4))
     with pytest.raises(errors.IdentityRequired):
         core.handle(pid(4), m.MatchRequest(name="x", direct=True), NOW)
+
+
+def test_in_cluster_mode_a_decided_match_starts_only_once_committed() -> None:
+    """The queue's leader commits each match in Redis before the pair meets (docs/architecture.md,
+    "Stranger queue across nodes"): until then nothing is sent and nobody is in a room."""
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    actions = match(core, pid(2))
+    assert types(actions, pid(2)) == ["queued"] and to(actions, pid(1)) == []
+    assert core.decided == [Match(pid(1), pid(2))] and core.rooms == {}
+    decided, core.decided = core.decided, []
+    actions = core.start_decided(decided[0], NOW)
+    assert types(actions, pid(1)) == ["joined", "peer-joined"]
+    assert types(actions, pid(2)) == ["joined"]
+
+
+def test_in_cluster_mode_a_side_that_left_before_the_commit_leaves_the_other_waiting() -> None:
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    match(core, pid(2))
+    core.disconnect(pid(1))  # hung up while the match was being committed
+    assert core.start_decided(core.decided.pop(), NOW) == []
+    assert pid(2) in core.queue and core.rooms == {}
+    match(core, pid(3))  # 2 is served again: a newcomer meets it, once committed
+    assert core.decided == [Match(pid(2), pid(3))]
+
+
+def test_in_cluster_mode_a_match_whose_commit_failed_queues_both_again() -> None:
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    match(core, pid(2))
+    assert core.requeue_decided(core.decided.pop(), NOW) == []
+    # Both wait again, in the order they come back: they meet once more (to be committed).
+    assert core.decided == [Match(pid(1), pid(2))] and core.rooms == {}

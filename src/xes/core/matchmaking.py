@@ -221,7 +221,7 @@ class MatchQueue:
         """True if peer (a peer id) is waiting. O(1)."""
         return peer in self._waiting
 
-    def enqueue(self, ticket: Ticket) -> list[Match]:
+    def enqueue(self, ticket: Ticket, away: bool = False) -> list[Match]:
         """Serve relaxations due at ticket.enqueued_at, then pair the newcomer or let it wait.
 
         Returns a list, not a single match, because relaxations that fell due since the last
@@ -235,6 +235,13 @@ class MatchQueue:
         as that time (the ticket arrives now, after everyone already waiting). The shell passes
         monotonic time, so this only happens through a shell bug, and then the user is still
         served instead of being refused after the caller has already changed its own state.
+
+        ``away=True`` puts the ticket in suspended (rule 6), as ``enqueue`` then ``suspend`` would
+        if nobody were there to pair it with: it takes its place in arrival order and pairs with
+        nobody until ``reinstate``. Loading tickets this way, in arrival order with their arrival
+        times, rebuilds a queue that an earlier one held (a restart, a new cluster queue leader):
+        a ticket that was still waiting there was not paired on its arrival, so replaying the
+        arrivals pairs exactly who that queue would have paired by the same time.
 
         Raises:
             ValueError: If ticket.peer is already waiting, or ticket.enqueued_at is NaN (both are
@@ -255,9 +262,10 @@ class MatchQueue:
             interests=interests,
             relax_at=relax_at,
             accepts_anyone=not interests or relax_at <= now,
+            away=away,
         )
         self._next_seq += 1
-        partner = self._find_partner(newcomer)
+        partner = None if away else self._find_partner(newcomer)
         if partner is None:
             self._insert(newcomer)
         else:

@@ -262,6 +262,11 @@ class Signalling:
         # The latest wall-clock time the shell told us (any entry point with `now`): when a match
         # call ends through `disconnect`, which has no `now` of its own.
         self._last_unix = 0.0
+        # Cluster mode (set by the shell): a match the queue decides is not started at once but
+        # kept in `decided`, for the shell to commit in Redis (server/cluster_queue.py) and then
+        # hand back to `start_decided`; so a leader that was replaced meanwhile starts nothing.
+        self.defer_matches = False
+        self.decided: list[Match] = []
 
 
     # ------------------------------------------------------------------ facts from the shell
@@ -1004,7 +1009,40 @@ class Signalling:
         for match in self.queue.enqueue(self._ticket(client, request, now.monotonic)):
             self._start_match(match, now, actions)
 
+    def start_decided(self, match: Match, now: Now) -> list[Action]:
+        """Cluster mode: a match from ``decided``, committed: the two meet now. If one of them
+        left meanwhile (hung up, or stopped), the other waits again, as a new arrival."""
+        actions: list[Action] = []
+        if len(self._awaiting(match)) == 2:
+            self._meet(match, now, actions)
+            return actions
+        return self.requeue_decided(match, now)
+
+    def requeue_decided(self, match: Match, now: Now) -> list[Action]:
+        """Cluster mode: a match from ``decided`` that could not be committed (its tickets were
+        lost with Redis's data): whoever of the two still waits is queued again, as a new arrival."""
+        actions: list[Action] = []
+        for client in self._awaiting(match):
+            assert client.queued is not None
+            for again in self.queue.enqueue(self._ticket(client, client.queued, now.monotonic)):
+                self._start_match(again, now, actions)
+        return actions
+
+    def _awaiting(self, match: Match) -> list[Client]:
+        """The sides of a decided match still waiting for it (not gone, stopped or elsewhere)."""
+        pair = [self.clients.get(peer) for peer in (match.first, match.second)]
+        return [c for c in pair if c is not None and c.queued is not None and c.room is None
+                and c.knocking is None and c.id not in self.queue]
+
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
+        """The queue paired two strangers: they meet, or in cluster mode the match waits in
+        ``decided`` for its commit."""
+        if self.defer_matches:
+            self.decided.append(match)
+        else:
+            self._meet(match, now, actions)
+
+    def _meet(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
         # Direct only if both consented; without a relay, `_match` let in only those who did.

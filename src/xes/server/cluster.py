@@ -43,6 +43,7 @@ import msgspec
 from picows import WSMsgType
 
 from ..core.actions import Action, Send
+from ..core.matchmaking import Match, MatchQueue
 from ..core.snapshot import (
     decode_room_transfer,
     decode_session_transfer,
@@ -56,6 +57,7 @@ from ..core.timing import Now
 from ..errors import SessionGone
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
+from .cluster_queue import JournaledQueue, NotLeader, QueueLeader, TicketGone
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
@@ -264,6 +266,10 @@ class RedisCluster:
         self.takeovers = 0
         self.redis_errors = 0
         self.redis_connected = False
+        # The stranger queue: this node's side of its leadership (server/cluster_queue.py).
+        self.queue_leader: QueueLeader | None = None
+        self._queue_lock = asyncio.Lock()
+        self._queue_settling = False
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -284,6 +290,8 @@ class RedisCluster:
         self._write = r.register_script(_WRITE)
         self._release = r.register_script(_RELEASE)
         self._republish = r.register_script(_REPUBLISH)
+        self.queue_leader = QueueLeader(r, self.node, server.core.settings.match_relax_seconds,
+                                        lease_ms=NODE_TTL_MS, journaled=True)
         fingerprint = hmac.new(server.identity_secret, b"xes cluster check", hashlib.sha256).hexdigest()
         await r.set("xes:identity-check", fingerprint, nx=True)
         agreed = await r.get("xes:identity-check")
@@ -691,10 +699,132 @@ class RedisCluster:
             self._migrate(connection, home, [data])
 
     async def queue_home(self) -> str:
-        """The node whose queue pairs strangers. The hook for the cluster-wide queue (its
-        leader, mirrored in Redis: server/cluster_queue.py); until then each node pairs the
-        strangers whose sessions are homed at it, so this is this node."""
+        """The node whose queue pairs strangers: the queue's leader (server/cluster_queue.py).
+        Nobody leads, or the leader's lease lapsed: this node takes the lead. A leader whose
+        node is dead is waited out (its lease lapses with its node key)."""
+        leader = self._queue()
+        deadline = time.monotonic() + 2 * NODE_TTL_MS / 1000
+        while leader.epoch is None:
+            holder = await self._redis().get(leader.keys.leader)
+            if holder is None:
+                decided = await leader.acquire(_now())
+                if decided is not None:
+                    self._lead_queue(decided)
+                    break
+                continue
+            node = _text(holder)
+            if node != self.node and await self._redis().exists(self._node_key(node)):
+                return node
+            if time.monotonic() > deadline:
+                return self.node  # Redis says a dead node leads still: match here meanwhile
+            await asyncio.sleep(0.25)
         return self.node
+
+    def _queue(self) -> QueueLeader:
+        assert self.queue_leader is not None
+        return self.queue_leader
+
+    def _lead_queue(self, decided: list[Match]) -> None:
+        """This node now leads: its core's queue is the one rebuilt from Redis, and its core's
+        matches wait for their commit (``Signalling.defer_matches``)."""
+        core = self._server().core
+        queue = self._queue().queue
+        assert isinstance(queue, JournaledQueue)
+        before, core.queue = core.queue, queue
+        core.defer_matches = True
+        core.decided.extend(decided)
+        for ticket in queue.waiting():
+            # Its session was homed at the previous leader, which died: gone with it (as every
+            # session homed at a dead node and standing in no room; docs/architecture.md).
+            if ticket.peer not in core.clients:
+                queue.cancel(ticket.peer)
+        for ticket in before.waiting():  # strangers that waited here before: in the queue now
+            if ticket.peer not in queue:
+                core.decided.extend(queue.enqueue(ticket))
+        log.info("node %s leads the stranger queue (epoch %s)", self.node, self._queue().epoch)
+        self._queue_touched()
+
+    def _queue_touched(self) -> None:
+        """The core may have changed its queue or decided matches: mirror and commit them, from
+        one task, in order; a committed match starts its room then."""
+        leader = self.queue_leader
+        if leader is None or leader.epoch is None or self._queue_settling:
+            return
+        core = self._server().core
+        queue = core.queue
+        if not core.decided and not (isinstance(queue, JournaledQueue) and queue.journal):
+            return
+        self._queue_settling = True
+        task = asyncio.get_running_loop().create_task(self._settle_queue())
+        self._server()._tasks.add(task)
+        task.add_done_callback(self._server()._tasks.discard)
+
+    async def _settle_queue(self) -> None:
+        server = self._server()
+        leader = self._queue()
+        try:
+            async with self._queue_lock:
+                while leader.epoch is not None:
+                    core = server.core
+                    queue = core.queue
+                    if not core.decided and not (isinstance(queue, JournaledQueue) and queue.journal):
+                        break
+                    decided, core.decided = core.decided, []
+                    gone: list[Match] = []
+                    try:
+                        await leader.flush(_now())
+                        committed = await leader.commit(decided)
+                    except NotLeader as refused:
+                        committed = refused.committed
+                        self._queue_lost()
+                    except TicketGone as lost:  # Redis lost its data: these two queue again
+                        committed = lost.committed
+                        gone = decided[len(committed):]
+                    for match in committed:
+                        server.execute(core.start_decided(match, _now()))
+                    for match in gone:
+                        server.execute(core.requeue_decided(match, _now()))
+                    server._schedule_tick()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._redis_failed(exc)
+        finally:
+            self._queue_settling = False
+
+    async def _republish_queue(self) -> None:
+        """Redis came back empty while this node led the queue: lead again under a newer epoch
+        and write the waiting tickets back in order (a suspended one: its session is detached)."""
+        core = self._server().core
+        leader = self._queue()
+        async with self._queue_lock:
+            tickets = [(t, core.clients[t.peer].detached_at is not None, None)
+                       for t in core.queue.waiting() if t.peer in core.clients]
+            if await leader.republish(tickets, _now()):
+                assert leader.queue is not None
+                core.queue = leader.queue
+            else:
+                self._queue_lost()
+
+    def _queue_lost(self) -> None:
+        """Another node leads the queue now (this one was paused or cut off past its lease):
+        what this node decided is void, and its waiting strangers' tickets are the new leader's
+        to drop. Their sessions end (1012): their clients find them gone and queue afresh there."""
+        server = self._server()
+        core = server.core
+        log.warning("node %s no longer leads the stranger queue", self.node)
+        waiting = [peer for peer, client in core.clients.items()
+                   if client.queued is not None and client.room is None]
+        core.queue = MatchQueue(core.settings.match_relax_seconds)  # no journal: nobody reads it
+        core.decided.clear()
+        core.defer_matches = False
+        for peer in waiting:
+            connection = server.connections.get(peer)
+            if connection is not None:
+                server.close(connection, CloseCode.SERVICE_RESTART, "the queue moved: match again",
+                             detach=False)
+            else:
+                server.execute(core.disconnect(peer))
 
     async def _owner(self, room: str) -> str:
         """The room's live owner; this node if nobody (alive) owned it."""
@@ -751,6 +881,7 @@ class RedisCluster:
     def touched(self, actions: list[Action]) -> None:
         """The core produced ``actions``: the rooms their recipients are in may have changed
         (every change of a room is announced to someone in it). Written once per loop turn."""
+        self._queue_touched()
         for action in actions:
             if type(action) is Send:
                 self._dirty_peers.append(action.to)
@@ -888,6 +1019,9 @@ class RedisCluster:
             await self._republish_all()
         elif previous is None and self._tasks:
             await self._presumed_dead()
+        leader = self.queue_leader
+        if leader is not None and leader.epoch is not None and not await leader.renew():
+            self._queue_lost()
         await r.sadd("xes:nodes", self.node)
         nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
         nodes.discard(self.node)
@@ -983,6 +1117,8 @@ class RedisCluster:
                 self._fenced(room_id)
         for peer in server.core.clients:
             self._directory[peer] = self.node
+        if self.queue_leader is not None and self.queue_leader.epoch is not None:
+            await self._republish_queue()
         fingerprint = hmac.new(server.identity_secret, b"xes cluster check", hashlib.sha256).hexdigest()
         await self._redis().set("xes:identity-check", fingerprint, nx=True)
         self._wake.set()
