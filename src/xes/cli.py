@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -95,6 +96,21 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-forwarded-for", action="store_true",
                    help="behind a reverse proxy: take the client's address from the last "
                         "X-Forwarded-For entry (for the new-identity limit per network only)")
+    p.add_argument("--redis", metavar="URL", default=os.environ.get("XES_REDIS_URL"),
+                   help="redis://host:port/db shared by every node of one service (or set "
+                        "XES_REDIS_URL); /healthz answers 503 while Redis is unreachable")
+    p.add_argument("--node-id", metavar="ID",
+                   help="this node's name among several: in /metrics and the logs (default: "
+                        "random; with --workers, the workers' names start with it)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve /metrics (Prometheus) and /healthz on this port (0: a free one; "
+                        "default: not served); with --workers, worker i on PORT + i")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address of --metrics-port (default 127.0.0.1, whatever --host is)")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("XES_LOG_FORMAT", "text"),
+                   help="log lines as text or as one JSON object each (default text); "
+                        "addresses and message contents are never logged (but with --debug)")
 
 
 def _add_storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +122,8 @@ def _add_storage_arguments(p: argparse.ArgumentParser) -> None:
                         "or ~/.local/state/xes); one server per directory")
     p.add_argument("--database", metavar="URL", default=os.environ.get("XES_DATABASE"),
                    help="postgresql://... to keep safety data in PostgreSQL (several nodes) "
-                        "instead of SQLite in --data-dir (or set XES_DATABASE)")
+                        "instead of SQLite in --data-dir, or sqlite:PATH for SQLite elsewhere "
+                        "(or set XES_DATABASE)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -205,16 +222,15 @@ def _start_relay(args: argparse.Namespace) -> tuple[BuiltinRelay | None, str]:
                    "(calls with strangers go through it).")
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from .core.signalling import CoreSettings
     from .core.turn import IceSettings
     from .server.config import ServerSettings
+    from .server.logs import configure_logging
     from .server.store import default_data_dir
 
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # picows logs peer addresses on every connection at INFO: quiet unless the operator debugs.
-    logging.getLogger("picows").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    node_id = args.node_id or secrets.token_hex(4)
+    configure_logging(args.log_format, args.debug, node_id)
     try:
         args.turn_url = _turn_urls(args)
     except ValueError as exc:
@@ -249,7 +265,9 @@ def _serve(args: argparse.Namespace) -> int:
             identity_secret_file=args.identity_secret_file,
             moderate_host=args.host if args.moderate_port is not None else None,
             moderate_port=args.moderate_port, behind_tls=args.behind_tls,
-            trust_forwarded_for=args.trust_forwarded_for)
+            trust_forwarded_for=args.trust_forwarded_for,
+            node_id=node_id, redis_url=args.redis,
+            metrics_host=args.metrics_host, metrics_port=args.metrics_port)
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()
@@ -262,6 +280,12 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if relay is not None:
             relay.stop()
+
+
+def _shown(host: str) -> str:
+    """The address to print for a server listening on ``host``."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"[{shown}]" if ":" in shown else shown
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -296,8 +320,10 @@ async def _run_server(settings: object) -> int:
     except Exception as exc:  # the database: unreachable, or not ours
         print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    shown = f"[{shown}]" if ":" in shown else shown
+    shown = _shown(settings.host)
+    if server.metrics_port is not None:
+        print(f"Metrics: http://{_shown(settings.metrics_host)}:{server.metrics_port}/metrics",
+              flush=True)
     if server.moderate_port is not None:
         print(f"Moderators: http://{shown}:{server.moderate_port}/moderate", flush=True)
     print(f"XES is running. Open http://{shown}:{port}/ in your browser.", flush=True)
@@ -349,7 +375,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     if args.command == "moderator":
         return _moderator(args)
     if args.command in ("call", "match"):

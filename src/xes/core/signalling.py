@@ -256,6 +256,8 @@ class Signalling:
         # The latest wall-clock time the shell told us (any entry point with `now`): when a match
         # call ends through `disconnect`, which has no `now` of its own.
         self._last_unix = 0.0
+        # Strangers paired since start (one per pair): a count the shell's /metrics reads.
+        self.matches_made = 0
 
 
     # ------------------------------------------------------------------ facts from the shell
@@ -955,6 +957,7 @@ class Signalling:
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
+        self.matches_made += 1
         # Direct only if both consented; without a relay, `_match` let in only those who did.
         consented = all(self._consents_to_direct(peer) for peer in (match.first, match.second))
         room = self.rooms[room_id] = Room(room_id, 2, match=True,

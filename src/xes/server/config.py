@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -44,3 +45,12 @@ class ServerSettings:
     # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
     # (only for the per-network limit on new identities; never stored, never logged).
     trust_forwarded_for: bool = False
+    # This process's name among several (--node-id; random by default): a label on /metrics and
+    # in the logs, the key of its inbox with --redis.
+    node_id: str = field(default_factory=lambda: secrets.token_hex(4))
+    # Redis, shared by the nodes of one service (--redis); None: one process, all in memory.
+    redis_url: str | None = None
+    # /metrics and /healthz for the operator, on their own port (None: not served), by default on
+    # loopback whatever --host is, so a public listener never publishes them by accident.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None
