@@ -102,6 +102,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--node-id", metavar="ID",
                    help="this node's name among several: in /metrics and the logs (default: "
                         "random; with --workers, the workers' names start with it)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N server processes on this one port (SO_REUSEPORT), sharing state "
+                        "through --redis, under a parent that restarts any that dies (default 1)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="listen with SO_REUSEPORT, so that other xes serve processes of the same "
+                        "user may listen on the same port (--workers does this for you)")
     p.add_argument("--metrics-port", type=int, metavar="PORT",
                    help="serve /metrics (Prometheus) and /healthz on this port (0: a free one; "
                         "default: not served); with --workers, worker i on PORT + i")
@@ -228,9 +234,18 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from .server.config import ServerSettings
     from .server.logs import configure_logging
     from .server.store import default_data_dir
+    from .server.workers import SUPERVISOR_ENV
 
+    if args.workers < 1:
+        print("xes serve: --workers takes a number of processes, 1 or more", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.redis:
+        print(f"xes serve: --workers {args.workers} needs --redis URL (or XES_REDIS_URL): the "
+              "workers share their rooms, sessions and queue through Redis", file=sys.stderr)
+        return 2
     node_id = args.node_id or secrets.token_hex(4)
-    configure_logging(args.log_format, args.debug, node_id)
+    configure_logging(args.log_format, args.debug,
+                      node_id if args.workers == 1 else f"{node_id}-parent")
     try:
         args.turn_url = _turn_urls(args)
     except ValueError as exc:
@@ -240,6 +255,11 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
         print("xes serve: --no-turn and --turn-url/--turn-host contradict each other",
               file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _supervise(args, argv, node_id)
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if supervisor is not None and not _die_with(int(supervisor)):
+        return 1
     relay: BuiltinRelay | None = None
     try:
         turn_urls, turn_secret = tuple(args.turn_url), _read_turn_secret(args)
@@ -266,7 +286,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             moderate_host=args.host if args.moderate_port is not None else None,
             moderate_port=args.moderate_port, behind_tls=args.behind_tls,
             trust_forwarded_for=args.trust_forwarded_for,
-            node_id=node_id, redis_url=args.redis,
+            node_id=node_id, redis_url=args.redis, reuse_port=args.reuse_port,
             metrics_host=args.metrics_host, metrics_port=args.metrics_port)
     except (ValueError, OSError) as exc:
         if relay is not None:
@@ -280,6 +300,79 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     finally:
         if relay is not None:
             relay.stop()
+
+
+def _die_with(supervisor: int) -> bool:
+    """A worker of `--workers`: stop (SIGTERM) when the parent dies, even by SIGKILL; False if
+    it is already gone. Its signals were blocked by the parent, which waits for them itself."""
+    from .server.relay import die_with_parent
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    die_with_parent()
+    return os.getppid() == supervisor
+
+
+def _supervise(args: argparse.Namespace, argv: list[str], node_id: str) -> int:
+    """`xes serve --workers N`: the parent (xes.server.workers). Returns the exit status."""
+    from .server.identity import load_or_create_secret
+    from .server.relay import RelayUnavailable
+    from .server.storage import open_database
+    from .server.store import default_data_dir
+    from .server.workers import Supervisor, reserve_port, worker_arguments, worker_command
+
+    try:
+        reservation = reserve_port(args.host, args.port)
+    except OSError as exc:
+        print(f"xes serve: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    port = reservation.getsockname()[1]
+    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    shared = ["serve", *argv[1:], "--workers", "1", "--reuse-port", "--port", str(port)]
+    relay = None
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret_file = args.identity_secret_file or data_dir / "identity-secret"
+        load_or_create_secret(secret_file)  # made once, before N workers race to make it
+        database = args.database or f"sqlite:{data_dir / 'xes.sqlite3'}"
+        open_database(database, data_dir).close()  # migrated once, before the workers open it
+        shared += ["--identity-secret-file", str(secret_file), "--database", database]
+        relay, relay_line = _start_relay(args)
+        if relay is not None:  # one relay for all: its URLs and secret, in a file only we read
+            secret = relay.run_dir / "secret"
+            secret.touch(mode=0o600)
+            secret.write_bytes(relay.secret)
+            shared += [arg for url in relay.urls for arg in ("--turn-url", url)]
+            shared += ["--turn-secret-file", str(secret)]
+        elif not args.turn_url:
+            shared.append("--no-turn")
+    except (ValueError, OSError, RelayUnavailable) as exc:
+        if relay is not None:
+            relay.stop()
+        print(f"xes serve: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the database: unreachable, or not ours
+        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    # From here the signals wait for Supervisor.run to take them (the workers unblock theirs).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    supervisor = Supervisor(worker_command(), shared, args.workers, data_dir, node_id,
+                            worker_arguments(args), sys.stdout)
+    try:
+        print(relay_line, flush=True)
+        if not supervisor.start():
+            print("xes serve: a worker did not start (its output is above)", file=sys.stderr)
+            return 1
+        print(f"XES is running with {args.workers} workers. Open http://{_shown(args.host)}:{port}/ "
+              "in your browser.", flush=True)
+        supervisor.run()
+        supervisor.stop()
+    finally:
+        reservation.close()
+        if relay is not None:
+            relay.stop()
+    print("XES stopped.", flush=True)
+    return 0
 
 
 def _shown(host: str) -> str:

@@ -336,6 +336,8 @@ class XesServer:
             # connection here (15.5 vs 10.6 kB at 4,000) and no CPU gain within noise on the relay.
             use_aiofastnet=False,
             logger_name="server",
+            # --reuse-port / --workers: several processes accept on one port (SO_REUSEPORT).
+            reuse_port=s.reuse_port or None,
         )
         if s.metrics_port is not None:
             self._metrics_server = await ws_create_server(

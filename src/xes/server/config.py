@@ -50,6 +50,8 @@ class ServerSettings:
     node_id: str = field(default_factory=lambda: secrets.token_hex(4))
     # Redis, shared by the nodes of one service (--redis); None: one process, all in memory.
     redis_url: str | None = None
+    # Accept on a port other processes listen on too (SO_REUSEPORT): --workers, or several units.
+    reuse_port: bool = False
     # /metrics and /healthz for the operator, on their own port (None: not served), by default on
     # loopback whatever --host is, so a public listener never publishes them by accident.
     metrics_host: str = "127.0.0.1"
