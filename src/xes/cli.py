@@ -86,6 +86,14 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-secret-file", type=Path, metavar="PATH",
                    help="the secret identities are hashed with (default DATA_DIR/identity-secret, "
                         "made on first start); every node sharing a database needs the same one")
+    p.add_argument("--redis", metavar="URL", default=os.environ.get("XES_REDIS_URL"),
+                   help="redis://host:port/db: run as one node of a cluster sharing rooms and "
+                        "sessions through this Redis (or set XES_REDIS_URL); every node needs the "
+                        "same --database (PostgreSQL) and --identity-secret-file; /healthz "
+                        "answers 503 while Redis is unreachable")
+    p.add_argument("--node-id", metavar="ID",
+                   help="this node's id in the cluster, on /metrics and in the logs (default: a "
+                        "random one per start; with --workers, the workers' ids start with it)")
     p.add_argument("--new-identities-per-day", type=int, default=5, metavar="N",
                    help="new identities one network may make per day (default 5)")
     p.add_argument("--moderate-port", type=int, metavar="PORT",
@@ -96,12 +104,6 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-forwarded-for", action="store_true",
                    help="behind a reverse proxy: take the client's address from the last "
                         "X-Forwarded-For entry (for the new-identity limit per network only)")
-    p.add_argument("--redis", metavar="URL", default=os.environ.get("XES_REDIS_URL"),
-                   help="redis://host:port/db shared by every node of one service (or set "
-                        "XES_REDIS_URL); /healthz answers 503 while Redis is unreachable")
-    p.add_argument("--node-id", metavar="ID",
-                   help="this node's name among several: in /metrics and the logs (default: "
-                        "random; with --workers, the workers' names start with it)")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="run N server processes on this one port (SO_REUSEPORT), sharing state "
                         "through --redis, under a parent that restarts any that dies (default 1)")
@@ -286,7 +288,7 @@ def _serve(args: argparse.Namespace, argv: list[str]) -> int:
             moderate_host=args.host if args.moderate_port is not None else None,
             moderate_port=args.moderate_port, behind_tls=args.behind_tls,
             trust_forwarded_for=args.trust_forwarded_for,
-            node_id=node_id, redis_url=args.redis, reuse_port=args.reuse_port,
+            redis_url=args.redis or None, node_id=node_id, reuse_port=args.reuse_port,
             metrics_host=args.metrics_host, metrics_port=args.metrics_port)
     except (ValueError, OSError) as exc:
         if relay is not None:
@@ -410,8 +412,9 @@ async def _run_server(settings: object) -> int:
                  else f"listen on {settings.host}:{settings.port}")
         print(f"xes serve: cannot {where}: {exc.strerror}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the database: unreachable, or not ours
-        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the database or Redis: unreachable, or not ours
+        what = "reach Redis" if type(exc).__module__.startswith("redis") else "open the database"
+        print(f"xes serve: cannot {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     shown = _shown(settings.host)
     if server.metrics_port is not None:

@@ -460,6 +460,49 @@ class Signalling:
             self._identity_connections[client.identity] = (
                 self._identity_connections.get(client.identity, 0) + 1)
 
+    def adopt_attached(self, client: Client) -> None:
+        """A session moved here from another cluster node (core.snapshot.import_session), with a
+        socket still open at its edge: it carries on as if it had always been here."""
+        self.clients[client.id] = client
+        if client.identity is not None:
+            self._identity_connections[client.identity] = (
+                self._identity_connections.get(client.identity, 0) + 1)
+
+    def adopt_identity(self, identity: str, standing: safety.Standing | None,
+                       blocks: Iterable[str]) -> None:
+        """The standing and lasting blocks a moved session brought along (already stored)."""
+        if standing is not None:
+            self.standings[identity] = standing
+        self.blocks.setdefault(identity, set()).update(blocks)
+
+    def release(self, peer: str) -> Client | None:
+        """Forget a session that moves to another cluster node, telling nobody: it lives on there.
+
+        Only a session standing nowhere (idle, or about to join) moves alone; a room moves with
+        its sessions (:meth:`release_room`). Its queue ticket, if any, is the caller's to move.
+        """
+        client = self.clients.pop(peer, None)
+        if client is None:
+            return None
+        if client.identity is not None:
+            self._forget_identity_connection(client.identity)
+        if client.queued is not None and client.room is None:
+            self.queue.cancel(peer)
+        return client
+
+    def release_room(self, room_id: str) -> list[Client]:
+        """Forget a room and every session in it or its lobby, telling nobody: another cluster
+        node holds them now (it took the room over). Returns the sessions forgotten."""
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return []
+        self._restored.pop(room_id, None)
+        self.saved_version += 1
+        gone = [c for c in (*room.members.values(), *room.lobby.values())]
+        for client in gone:
+            self.release(client.id)
+        return gone
+
     def identities_to_load(self) -> set[str]:
         """Identities of sessions whose standing is not loaded: those adopted from a snapshot.
         The shell loads each (:meth:`identity_loaded`) before it serves anyone, so that a resumed

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,11 +44,11 @@ class ServerSettings:
     # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
     # (only for the per-network limit on new identities; never stored, never logged).
     trust_forwarded_for: bool = False
-    # This process's name among several (--node-id; random by default): a label on /metrics and
-    # in the logs, the key of its inbox with --redis.
-    node_id: str = field(default_factory=lambda: secrets.token_hex(4))
-    # Redis, shared by the nodes of one service (--redis); None: one process, all in memory.
+    # One node of a cluster sharing state through this Redis (server.cluster); None: alone.
     redis_url: str | None = None
+    # This node's id in the cluster, its label on /metrics and in the logs (default: a random
+    # one, as a restarted node is a new node).
+    node_id: str | None = None
     # Accept on a port other processes listen on too (SO_REUSEPORT): --workers, or several units.
     reuse_port: bool = False
     # /metrics and /healthz for the operator, on their own port (None: not served), by default on

@@ -23,14 +23,15 @@ import resource
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Final, Protocol
+from typing import TYPE_CHECKING, Final, cast
 
 from ..protocol.codes import CloseCode, ErrorCode
 
 if TYPE_CHECKING:
     from .app import XesServer
+    from .cluster import RedisCluster
 
-__all__ = ["CONTENT_TYPE", "ClusterGauges", "Counters", "RedisProbe", "RedisStatus", "render"]
+__all__ = ["CONTENT_TYPE", "Counters", "RedisProbe", "RedisStatus", "render"]
 
 log = logging.getLogger("xes.redis")
 
@@ -58,14 +59,6 @@ class Counters:
         self.errors: dict[str, int] = dict.fromkeys(ErrorCode, 0)
         # Connections the server closed, by close code (floods, error streaks, 1011, ...).
         self.closes: dict[int, int] = dict.fromkeys(CloseCode, 0)
-
-
-class ClusterGauges(Protocol):
-    """What the cluster layer reports about its inbox (set as ``XesServer.cluster_gauges``)."""
-
-    @property
-    def inbox_lag_seconds(self) -> float:
-        """Age of the newest inbox entry read, when it was read (0 while the inbox is idle)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -174,18 +167,47 @@ def _process_samples(lines: list[str]) -> None:
         pass  # not Linux: the XES series are what matters
 
 
+def _cluster_samples(lines: list[str], cluster: RedisCluster) -> None:
+    """What the cluster layer counts (server.cluster), with --redis."""
+    _metric(lines, "xes_inbox_lag_seconds", "gauge",
+            "How old the newest message from another node was when this node read it "
+            "(Redis's clock against this node's).", [("", cluster.inbox_lag_seconds)])
+    _metric(lines, "xes_cluster_nodes", "gauge", "Live nodes, this one included, at the last beat.",
+            [("", len(cluster.alive) + 1)])
+    _metric(lines, "xes_cluster_rooms_owned", "gauge", "Rooms whose owner this node is.",
+            [("", len(cluster.owned))])
+    for name, help_text, value in (
+            ("xes_cluster_envelopes_sent_total", "Messages sent to other nodes' inboxes.",
+             cluster.envelopes_sent),
+            ("xes_cluster_envelopes_received_total", "Messages read from this node's inbox.",
+             cluster.envelopes_received),
+            ("xes_cluster_migrations_total", "Sessions moved here to the room they joined.",
+             cluster.migrations),
+            ("xes_cluster_takeovers_total", "Rooms taken over from a dead or fenced owner.",
+             cluster.takeovers),
+            ("xes_cluster_redis_errors_total", "Redis operations of the cluster layer that failed.",
+             cluster.redis_errors)):
+        _metric(lines, name, "counter", help_text, [("", value)])
+
+
 def render(server: XesServer, started_at: float) -> bytes:
     """The metrics page, in Prometheus's text format (version 0.0.4)."""
+    from .app import Connection  # the module that imports this one
+
     counts, core = server.counts, server.core
     detached = sum(1 for session in core.clients.values() if session.detached_at is not None)
+    # In a cluster `connections` also holds the sessions attached here through another node's
+    # socket (RemoteConnection): the sockets are the local ones.
+    sockets = sum(1 for connection in server.connections.values() if type(connection) is Connection)
     lines: list[str] = []
-    node = server.settings.node_id.replace("\\", "\\\\").replace('"', '\\"')
+    node_id = server.cluster.node if server.cluster.enabled else server.settings.node_id or "local"
+    node = node_id.replace("\\", "\\\\").replace('"', '\\"')
     _metric(lines, "xes_info", "gauge", "This node (the value is always 1).",
             [(f'{{node="{node}"}}', 1)])
     _metric(lines, "xes_start_time_seconds", "gauge", "When this process started (Unix time).",
             [("", started_at)])
     _metric(lines, "xes_connections", "gauge", "Open signalling WebSockets on this node.",
-            [("", len(server.connections))])
+            [("", sockets)])
     _metric(lines, "xes_connections_opened_total", "counter", "Signalling WebSockets opened.",
             [("", counts.connections_opened)])
     _metric(lines, "xes_sessions", "gauge", "Sessions held by this node, attached or detached.",
@@ -213,15 +235,13 @@ def render(server: XesServer, started_at: float) -> bytes:
     probe = server.redis_probe
     if probe is not None:
         status = probe.status()
-        gauges = server.cluster_gauges
         _metric(lines, "xes_redis_up", "gauge", "1 if Redis answered its last ping in time.",
                 [("", int(status.up))])
         _metric(lines, "xes_redis_roundtrip_seconds", "gauge",
                 "Round trip of the last successful PING to Redis.",
                 [("", status.roundtrip_seconds)])
-        _metric(lines, "xes_inbox_lag_seconds", "gauge",
-                "How old the newest message from another node was when this node read it.",
-                [("", gauges.inbox_lag_seconds if gauges is not None else 0.0)])
+    if server.cluster.enabled:
+        _cluster_samples(lines, cast("RedisCluster", server.cluster))
     _process_samples(lines)
     lines.append("")
     return "\n".join(lines).encode()
