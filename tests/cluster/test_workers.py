@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import XesServerProcess, xes_command
-from tests.server.wsclient import Client
+from tests.server.wsclient import Client, new_room
 from tests.support.metrics import metrics_urls, scrape
 from tests.support.redis import RedisServer
 
@@ -25,6 +25,15 @@ def children(pid: int) -> set[int]:
     return {int(child) for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split()}
 
 
+async def connect_on(server: XesServerProcess, urls: list[str]) -> tuple[Client, int]:
+    """A new client, and which worker took it (the one whose count of connections grew)."""
+    before = [scrape(url)["xes_connections_opened_total"] for url in urls]
+    client = await Client.connect(server.ws_url)
+    grown = [n for n, url in enumerate(urls) if scrape(url)["xes_connections_opened_total"] > before[n]]
+    assert len(grown) == 1, grown
+    return client, grown[0]
+
+
 def test_workers_without_redis_is_refused_with_a_reason() -> None:
     done = subprocess.run([*xes_command(), "serve", "--workers", "2", "--port", "0", "--no-turn"],
                           capture_output=True, text=True, timeout=30)
@@ -32,7 +41,7 @@ def test_workers_without_redis_is_refused_with_a_reason() -> None:
     assert "--workers 2 needs --redis" in done.stderr
 
 
-async def test_two_workers_share_one_port_and_the_parent_keeps_them(
+async def test_two_workers_share_one_port_and_rooms_and_the_parent_keeps_them(
         start_xes_server: Callable[..., XesServerProcess], redis_server: RedisServer) -> None:
     server = start_xes_server(["--workers", "2", "--redis", redis_server.url,
                                "--metrics-port", "0", "--node-id", "box"])
@@ -51,6 +60,27 @@ async def test_two_workers_share_one_port_and_the_parent_keeps_them(
     assert sum(counts) == CONNECTIONS and min(counts) >= 1, counts
     for client in clients:
         await client.close()
+
+    # Two clients on different workers meet in one room: the session of the second joiner
+    # moves to the room's owner, and their signals cross between the processes through Redis.
+    placed: dict[int, Client] = {}
+    while len(placed) < 2:
+        client, worker = await connect_on(server, first_urls)
+        placed.setdefault(worker, client)
+    alice, bob = placed[0], placed[1]
+    room = new_room()
+    assert (await alice.join(room, "Alice"))["type"] == "joined"
+    assert (await bob.join(room, "Bob"))["type"] == "joined"
+    assert (await alice.expect("peer-joined"))["peer"]["id"] == bob.peer
+    await alice.send({"type": "signal", "to": bob.peer, "data": {"candidate": "from alice"}})
+    assert (await bob.expect("signal"))["data"] == {"candidate": "from alice"}
+    await bob.send({"type": "signal", "to": alice.peer, "data": {"candidate": "from bob"}})
+    assert (await alice.expect("signal"))["data"] == {"candidate": "from bob"}
+    pages = [scrape(url) for url in first_urls]
+    assert sum(page["xes_cluster_migrations_total"] for page in pages) == 1
+    assert all(page["xes_cluster_envelopes_received_total"] > 0 for page in pages)
+    await alice.close()
+    await bob.close()
 
     # A worker killed outright is started again, as a new node; the port keeps answering.
     killed = min(workers)
