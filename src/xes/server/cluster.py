@@ -70,6 +70,8 @@ log = logging.getLogger("xes.cluster")
 NODE_TTL_MS: Final = 5000
 _BEAT_SECONDS: Final = 1.0
 _INBOX_MAXLEN: Final = 100_000
+# After Redis was away or lost its data: long enough for every live node to renew its key.
+_SETTLE_SECONDS: Final = NODE_TTL_MS / 1000 + 2 * _BEAT_SECONDS
 # How long a resume at a node waits for a dead home's rooms to be taken over.
 _TAKEOVER_WAIT_SECONDS: Final = 12.0
 # Frames that reach a session's old home after it moved are passed on for this long.
@@ -247,6 +249,7 @@ class RedisCluster:
         self._stopping = False
         self._directory_written = time.monotonic()
         self._boot: bytes | None = None
+        self._judge_after = 0.0  # after Redis was away, judge no node dead before this
         # Counters for /metrics (helper `ops` reads them; nothing here depends on them).
         self.redis_round_trip_seconds = 0.0
         self.inbox_lag_seconds = 0.0
@@ -673,7 +676,9 @@ class RedisCluster:
         while True:
             home = await self._redis().get(f"xes:session:{message.peer}")
             node = _text(home) if home is not None else None
-            if node is None or node == self.node or await self._redis().exists(self._node_key(node)):
+            settling = time.monotonic() < self._judge_after  # Redis is being filled again
+            if node is None and not settling or node == self.node \
+                    or node is not None and await self._redis().exists(self._node_key(node)):
                 break
             if time.monotonic() > deadline or not server._live(connection):
                 node = None
@@ -816,8 +821,11 @@ class RedisCluster:
         self.redis_round_trip_seconds = time.perf_counter() - started
         if not self.redis_connected and self.server is not None and self._tasks:
             log.info("Redis is back")
+            self._judge_after = time.monotonic() + _SETTLE_SECONDS
         self.redis_connected = True
         if await self._ensure_boot():
+            # Every node's key went with the data: nobody is judged dead until all have beaten.
+            self._judge_after = time.monotonic() + _SETTLE_SECONDS
             await self._republish_all()
         await r.sadd("xes:nodes", self.node)
         nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
@@ -829,7 +837,7 @@ class RedisCluster:
         alive = {node for node, exists in zip(ordered, await pipe.execute(), strict=True) if exists}
         dead = nodes - alive
         self.alive = alive
-        if dead:
+        if dead and time.monotonic() >= self._judge_after:
             await self._handle_dead(dead)
         now = time.monotonic()
         if now - self._directory_written > self._directory_ttl() / 4:
