@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import re
 import signal
 import subprocess
 import time
@@ -15,6 +16,7 @@ from tests.conftest import XesServerProcess, xes_command
 from tests.server.wsclient import Client, new_room
 from tests.support.metrics import metrics_urls, scrape
 from tests.support.redis import RedisServer
+from tests.turn.turnclient import allocation
 
 pytestmark = pytest.mark.timeout(90)
 
@@ -105,3 +107,29 @@ async def test_two_workers_share_one_port_and_rooms_and_the_parent_keeps_them(
     assert server.reader is not None
     server.reader.join(5)
     assert server.log.rstrip().endswith("XES stopped.")
+
+
+async def test_workers_share_one_built_in_relay(
+        start_xes_server: Callable[..., XesServerProcess], redis_server: RedisServer) -> None:
+    """The parent starts the one coturn and gives every worker its URL and secret: credentials
+    from either worker open an allocation on it, and it stops with the parent."""
+    server = start_xes_server(["--workers", "2", "--redis", redis_server.url, "--metrics-port", "0"],
+                              builtin_relay=True)
+    kids = children(server.process.pid)
+    relays = [pid for pid in kids if Path(f"/proc/{pid}/comm").read_text().strip() == "turnserver"]
+    assert len(kids) == 3 and len(relays) == 1, kids
+    urls = metrics_urls(server.log)
+    placed: dict[int, Client] = {}
+    while len(placed) < 2:
+        client, worker = await connect_on(server, urls)
+        placed.setdefault(worker, client)
+    for client in placed.values():
+        joined = await client.join(new_room(), "alone")
+        [turn] = [s for s in joined["ice_servers"] if s["urls"][0].startswith("turn:")]
+        found = re.match(r"turn:([\d.]+):(\d+)\?", turn["urls"][0])
+        assert found is not None, turn
+        async with allocation((found[1], int(found[2])), turn["username"], turn["credential"]):
+            pass  # coturn accepted this worker's credentials
+        await client.close()
+    assert server.stop() == 0
+    assert not Path(f"/proc/{relays[0]}").exists(), "the relay outlived the parent"
