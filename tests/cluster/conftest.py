@@ -44,3 +44,4 @@ def start_nodes(redis_server: RedisServer, tmp_path: Path
     yield start
     for node in started:
         node.stop()
+        print(f"--- node log ({node.http_url}) ---\n{node.log[-4000:]}")  # shown if the test failed

@@ -646,6 +646,11 @@ class XesServer:
                 self._off_loop(connection, cast(RedisCluster, self.cluster).join(
                     connection, message, bytes(data)))
                 return
+            elif type(message) is m.MatchRequest and self._clustered:
+                # Strangers are matched by the queue's node: this session may move there.
+                self._off_loop(connection, cast(RedisCluster, self.cluster).match(
+                    connection, message, bytes(data)))
+                return
             elif _needs_password_hash(message):
                 self._off_loop(connection, self._with_password(connection, message))
                 return
@@ -801,12 +806,20 @@ class XesServer:
             elif isinstance(message.password, str):
                 salt = secrets.token_bytes(SALT_BYTES)
                 hashed = await asyncio.to_thread(hash_password, message.password, salt)
-        if self._live(connection):  # it may have left while we hashed
-            actions = self.core.handle(connection.peer, message, _now(), password=hashed)
+        await self.handle_now(connection, message, hashed)
+
+    async def handle_now(self, connection: Connection, message: m.ClientMessage,
+                         password: PasswordHash | None = None) -> None:
+        """Let the core handle ``message`` (off the frame callback: a hash, or a cluster's
+        question to Redis, came first); its replies go out once the rooms it changed are saved."""
+        if self._live(connection):  # it may have left meanwhile
+            actions = self.core.handle(connection.peer, message, _now(), password=password)
             saving = self._save_rooms()
             if saving is not None:
                 await saving
             self.execute(actions)
+            if type(message) in _TIMED_MESSAGES:
+                self._schedule_tick()
 
     async def _identify(self, connection: Connection, message: m.Identify) -> None:
         """Check the signature, load what is stored about the identity, and let the core decide."""

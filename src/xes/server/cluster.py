@@ -649,6 +649,26 @@ class RedisCluster:
         else:
             self._migrate(connection, owner, [data])
 
+    async def match(self, connection: Connection, message: m.MatchRequest, data: bytes) -> None:
+        """``match`` at this session's home: strangers are paired by one queue, whose node
+        (:meth:`queue_home`) holds every queued session; one standing nowhere moves there with
+        this frame (one in a match room is handled where it is: it leaves that room first)."""
+        server = self._server()
+        home = await self.queue_home()
+        if not server._live(connection):
+            return
+        client = server.core.clients.get(connection.peer)
+        if home == self.node or client is None or client.room is not None or client.knocking:
+            await server.handle_now(connection, message)
+        else:
+            self._migrate(connection, home, [data])
+
+    async def queue_home(self) -> str:
+        """The node whose queue pairs strangers. The hook for the cluster-wide queue (its
+        leader, mirrored in Redis: server/cluster_queue.py); until then each node pairs the
+        strangers whose sessions are homed at it, so this is this node."""
+        return self.node
+
     async def _owner(self, room: str) -> str:
         """The room's live owner; this node if nobody (alive) owned it."""
         async with self._ownership:
@@ -731,6 +751,18 @@ class RedisCluster:
                         rooms.add(room.id)
             now = _now()
             for room_id in sorted(rooms):
+                if room_id not in server.core.rooms:
+                    continue
+                if room_id not in self.owned:
+                    # Made here without a join (a match's room, a room restored from disk):
+                    # claimed now, so that a node can take it over. Ids are 128 random bits,
+                    # so only a restored room can find another owner; that one wins.
+                    try:
+                        if await self._owner(room_id) != self.node:
+                            continue
+                    except Exception as exc:
+                        self._redis_failed(exc)
+                        continue
                 owned = self.owned.get(room_id)
                 if owned is None or room_id not in server.core.rooms:
                     continue
