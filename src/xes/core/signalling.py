@@ -267,6 +267,8 @@ class Signalling:
         # hand back to `start_decided`; so a leader that was replaced meanwhile starts nothing.
         self.defer_matches = False
         self.decided: list[Match] = []
+        # Strangers paired since start (one per pair): a count the shell's /metrics reads.
+        self.matches_made = 0
 
 
     # ------------------------------------------------------------------ facts from the shell
@@ -1045,6 +1047,7 @@ class Signalling:
     def _meet(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
+        self.matches_made += 1
         # Direct only if both consented; without a relay, `_match` let in only those who did.
         consented = all(self._consents_to_direct(peer) for peer in (match.first, match.second))
         room = self.rooms[room_id] = Room(room_id, 2, match=True,

@@ -57,6 +57,7 @@ from ..protocol.codes import CloseCode
 from .cluster import LocalCluster, RedisCluster, RemoteConnection, cluster_for
 from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
+from .metrics import CONTENT_TYPE, Counters, RedisProbe, render
 from .moderate import ModerationServer
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 from .storage import Database, Storage, open_database
@@ -290,6 +291,13 @@ class XesServer:
         self._retention_handle: asyncio.TimerHandle | None = None
         self.moderate_port: int | None = None
         self.moderation: ModerationServer | None = None
+        # What /metrics reports (server.metrics): counts kept here, gauges read when scraped.
+        self.counts = Counters()
+        self._started_at = time.time()
+        self.metrics_port: int | None = None
+        self._metrics_server: asyncio.AbstractServer | None = None
+        # With --redis: whether Redis answers (/healthz, /metrics).
+        self.redis_probe: RedisProbe | None = None
         # Alone (LocalCluster: nothing runs) or one node of several sharing Redis.
         self.cluster: LocalCluster | RedisCluster = cluster_for(settings.redis_url, settings.node_id)
         self._clustered = self.cluster.enabled
@@ -335,6 +343,9 @@ class XesServer:
         await self._load_restored_identities()
         await self.cluster.start(self)
         self._retain()
+        if s.redis_url is not None:  # checked before the first client can ask /healthz
+            self.redis_probe = RedisProbe(s.redis_url)
+            await self.redis_probe.start()
         if s.moderate_port is not None:
             self.moderation = ModerationServer(self.storage, self.core.standing_changed,
                                                secure=s.behind_tls)
@@ -350,7 +361,14 @@ class XesServer:
             # connection here (15.5 vs 10.6 kB at 4,000) and no CPU gain within noise on the relay.
             use_aiofastnet=False,
             logger_name="server",
+            # --reuse-port / --workers: several processes accept on one port (SO_REUSEPORT).
+            reuse_port=s.reuse_port or None,
         )
+        if s.metrics_port is not None:
+            self._metrics_server = await ws_create_server(
+                self._route_metrics, s.metrics_host, s.metrics_port,
+                websocket_handshake_timeout=5, use_aiofastnet=False, logger_name="metrics")
+            self.metrics_port = self._metrics_server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         self._last_sweep = loop.time()
         self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
@@ -416,6 +434,10 @@ class XesServer:
         self._stopping = True
         if self.moderation is not None:
             await self.moderation.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        if self.redis_probe is not None:
+            await self.redis_probe.stop()
         for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
@@ -509,10 +531,38 @@ class XesServer:
                 HTTPStatus.SEE_OTHER, f"/r/{new_id()}", {"Cache-Control": "no-store"})
             return WSUpgradeResponseWithListener(response, None)
         if path == b"/healthz":
-            return _http(HTTPStatus.OK, b"ok\n")
+            return self._health()
         if path == b"/favicon.ico" and "favicon.ico" not in self.static:
             return _http(HTTPStatus.NOT_FOUND, b"")
         return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+
+    def _health(self) -> WSUpgradeResponseWithListener:
+        """`/healthz`: 200 ok while this node can serve; 503 and why when it cannot (Redis)."""
+        if self.redis_probe is not None:
+            status = self.redis_probe.status()
+            if not status.up:
+                return _http(HTTPStatus.SERVICE_UNAVAILABLE, f"{status.reason}\n".encode(),
+                             {"Cache-Control": "no-store"})
+        return _http(HTTPStatus.OK, b"ok\n", {"Cache-Control": "no-store"})
+
+    def _route_metrics(self, request: WSUpgradeRequest
+                       ) -> WSListener | WSUpgradeResponseWithListener:
+        """The operator's port: `/metrics` and `/healthz`, nothing else (no WebSocket)."""
+        try:
+            path = request.path.split(b"?", 1)[0]
+            if request.method != b"GET":
+                return _http(HTTPStatus.METHOD_NOT_ALLOWED, b"Only GET is served here.\n",
+                             {"Allow": "GET"})
+            if path == b"/metrics":
+                return _http(HTTPStatus.OK, render(self, self._started_at),
+                             {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+            if path == b"/healthz":
+                return self._health()
+            return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+        except Exception as exc:
+            log.error("unexpected %s at %s while serving metrics", type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+            return _http(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error.\n")
 
     def _file(self, name: str) -> WSUpgradeResponseWithListener:
         static = self.static.get(name)
@@ -540,6 +590,7 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
+        self.counts.connections_opened += 1
         self.execute(self.core.connect(connection.peer, new_id(), connection.challenge))
 
     def closed(self, connection: Connection, detach: bool) -> None:
@@ -548,6 +599,8 @@ class XesServer:
         if self.connections.get(connection.peer) is not connection:
             return  # already closed, or replaced by a connection that resumed its session
         del self.connections[connection.peer]
+        if detach:
+            self.counts.detached += 1
         if connection.home is not None:  # its session lives at another node: tell it there
             cast(RedisCluster, self.cluster).socket_closed(connection, detach)
         elif detach:
@@ -579,6 +632,7 @@ class XesServer:
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
                 if not relayed.isascii():
                     m.check_utf8(relayed, "signal")
+                self.counts.relayed += 1
                 if outbox.keep(relayed):
                     recipient = self.connections.get(target.id)
                     if recipient is not None:  # else detached: kept for its resume
@@ -654,6 +708,7 @@ class XesServer:
         connection.peer = request.peer
         connection.signal_head = m.signal_head(request.peer)
         self.connections[request.peer] = connection
+        self.counts.resumes += 1
         if type(connection) is not Connection:  # a socket at another node
             cast(RedisCluster, self.cluster).renamed(cast(RemoteConnection, connection), provisional)
         self.execute(actions)
@@ -801,6 +856,8 @@ class XesServer:
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
         error = m.Error(code=exc.code, message=exc.message, ref=exc.ref, retry_after=exc.retry_after)
+        errors = self.counts.errors
+        errors[exc.code] = errors.get(exc.code, 0) + 1
         self.execute([Send(connection.peer, m.encode(error))])
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
@@ -820,6 +877,8 @@ class XesServer:
             return  # already closed: once is enough
         transport = connection.transport
         connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
+        closes = self.counts.closes
+        closes[code] = closes.get(code, 0) + 1
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             # picows accepts any code on the wire; its enum names only the standard ones.
             transport.send_close(cast(WSCloseCode, code), reason.encode())
