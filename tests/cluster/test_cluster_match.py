@@ -68,13 +68,12 @@ async def test_a_stranger_waiting_when_redis_restarts_empty_is_still_matched(
     await ada.expect("queued")
     probe = redis.Redis.from_url(redis_server.url)
     try:
-        assert probe.zrange(KEYS.order, 0, -1) == [ada.peer.encode()]
+        # `queued` leaves before the leader's journal reaches Redis (one write after the core
+        # call): wait for the ticket's mirror, then take it away.
+        await _until_mirrored(probe, ada.peer, "the ticket was never mirrored")
         redis_server.restart()
         # The leader notices Redis lost everything and writes its waiting ticket back.
-        deadline = time.monotonic() + 20
-        while probe.zrange(KEYS.order, 0, -1) != [ada.peer.encode()]:
-            assert time.monotonic() < deadline, "the queue was not written back"
-            await asyncio.sleep(0.1)
+        await _until_mirrored(probe, ada.peer, "the queue was not written back")
         assert probe.get(KEYS.leader) == b"n0"
         bob = await Client.connect(other.ws_url)
         await bob.match("Bob", direct=True)
@@ -83,3 +82,11 @@ async def test_a_stranger_waiting_when_redis_restarts_empty_is_still_matched(
         assert joined[0]["room"] == joined[1]["room"]
     finally:
         probe.close()
+
+
+async def _until_mirrored(probe: redis.Redis, peer: str, failure: str) -> None:
+    """Until the queue's order in Redis is exactly ``peer``'s ticket (20 s at most)."""
+    deadline = time.monotonic() + 20
+    while probe.zrange(KEYS.order, 0, -1) != [peer.encode()]:
+        assert time.monotonic() < deadline, failure
+        await asyncio.sleep(0.1)

@@ -333,7 +333,13 @@ class XesServer:
         if s.data_dir is not None and self.data is None:
             self.data = DataDir(s.data_dir)
             try:
-                self._restore(self.data)
+                if self._clustered:
+                    # A node's rooms live in Redis, owned by whichever node holds them now: what
+                    # this directory kept from an earlier run may have been taken over meanwhile,
+                    # and restoring it would make a second copy of the room.
+                    log.info("cluster node: rooms come from Redis, not from %s", self.data.path)
+                else:
+                    self._restore(self.data)
             except BaseException:
                 self.data.close()
                 self.data = None
