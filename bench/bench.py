@@ -19,6 +19,10 @@ Servers are compared on server CPU per operation: a Python load generator may sa
 core before a server does, and then throughput says more about the generator. Latency is taken at
 fixed offered loads (10,000 and 25,000 messages per second) after a warm-up at that same load.
 
+XES as a cluster (xes-cluster2: two nodes; xes-workers2: `--workers 2`) runs with its own
+redis-server through the same scenarios; its server CPU is all its processes' and Redis's is
+reported apart (bench/README.md, "Clusters").
+
 Every wait is bounded; everything runs on 127.0.0.1 and is stopped at the end.
 """
 
