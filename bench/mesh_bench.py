@@ -14,9 +14,10 @@ Two figures per page:
   the next person arrives only then.
 - **CPU in the full room**, once all eight hear everyone and the tone listeners are stopped (so
   the window holds the pages' own work and WebRTC's): the whole Chromium's CPU (every process:
-  browser, renderers, audio and network services) over a steady window, per link, and each
-  page's main-thread time (Chrome DevTools `Performance.getMetrics` TaskDuration: scripts,
-  style, layout, paint), summed over the eight pages, as a share of a core.
+  browser, renderers, audio and network services) over a steady window, per link; the renderers'
+  share (one per page: its main thread, WebRTC's encoders and decoders, WebAudio); and the pages'
+  main threads alone (scripts, style, layout, paint), all read from /proc as CPU time, which a
+  busy machine delays but does not inflate the way it inflates wall-clock task durations.
 
 Usage: python bench/mesh_bench.py --people 8 --json out.json [--servers xes,bare] [--window 10]
 """
@@ -28,6 +29,7 @@ import asyncio
 import json
 import os
 import secrets
+import signal
 import subprocess
 import sys
 import tempfile
@@ -98,10 +100,40 @@ def heard_everyone(heard: dict[str, list[float]], others: list[float]) -> bool:
         others)
 
 
-async def task_seconds(session: Any) -> float:
-    """Main-thread busy time of a page so far (DevTools TaskDuration, seconds)."""
-    metrics = (await session.send("Performance.getMetrics"))["metrics"]
-    return float(next(m["value"] for m in metrics if m["name"] == "TaskDuration"))
+def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
+    """Per renderer process under `root` (one per page here: each context has its own): CPU ticks
+    of the whole process (the page's main thread, its WebRTC and WebAudio threads) and of its main
+    thread alone (the thread whose id is the process id: scripts, style, layout, paint)."""
+    result: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            process = Path(f"/proc/{pid}/stat").read_text()
+            main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = process[process.rindex(")") + 2:].split()
+        if not _descends(pid, root):
+            continue
+        main_fields = main[main.rindex(")") + 2:].split()
+        result[pid] = (int(fields[11]) + int(fields[12]),
+                       int(main_fields[11]) + int(main_fields[12]))
+    return result
+
+
+def _descends(pid: int, root: int) -> bool:
+    hops = 0
+    while pid and pid != root and hops < 64:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid, hops = int(text[text.rindex(")") + 2:].split()[1]), hops + 1
+    return pid == root
 
 
 def profile_top(profiles: list[dict[str, Any]], top: int = 25) -> list[tuple[str, float]]:
@@ -154,13 +186,9 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
                   f"{settle_s[-1]:.1f} s", flush=True)
         for page in pages:
             await page.evaluate(TONE_LISTENER_STOP_JS)
-        sessions = []
-        for page in pages:
-            session = await page.context.new_cdp_session(page)
-            await session.send("Performance.enable")
-            sessions.append(session)
         await asyncio.sleep(WARM_UP_S)
         if profile:  # its own window before the measured one: the profiler costs CPU itself
+            sessions = [await page.context.new_cdp_session(page) for page in pages]
             for session in sessions:
                 await session.send("Profiler.enable")
                 await session.send("Profiler.start")
@@ -168,21 +196,28 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
             profiles = [(await session.send("Profiler.stop"))["profile"] for session in sessions]
         root = chromium_root(os.getpid())
         probe = NoiseProbe(limits)
-        tasks_before = [await task_seconds(s) for s in sessions]
+        renderers_before = renderer_ticks(root)
         ticks_before, started = own_ticks(root), time.monotonic()
         probe.start()
         await asyncio.sleep(window_s)
         reading = probe.stop()
         ticks_after, elapsed = own_ticks(root), time.monotonic() - started
-        tasks_after = [await task_seconds(s) for s in sessions]
+        renderers_after = renderer_ticks(root)
         links = people * (people - 1) // 2
         chromium_cores = (ticks_after - ticks_before) / TICKS / elapsed
-        main_threads = [(a - b) / elapsed for a, b in zip(tasks_after, tasks_before, strict=True)]
+        # Chromium keeps a few renderers of its own (no page, no CPU): only busy ones count.
+        renderers = [(after[0] - renderers_before[pid][0], after[1] - renderers_before[pid][1])
+                     for pid, after in renderers_after.items()
+                     if pid in renderers_before and after[0] > renderers_before[pid][0]]
+        renderer_cores = sum(whole for whole, _ in renderers) / TICKS / elapsed
+        main_threads = [main / TICKS / elapsed for _, main in renderers]
         return {
             **({"profile_top_ms": profile_top(profiles)} if profile else {}),
             "ok": True, "settle_s": settle_s, "links": links, "window_s": round(elapsed, 2),
             "chromium_cores": chromium_cores,
             "chromium_ms_per_s_per_link": 1000 * chromium_cores / links,
+            "renderers": len(renderers),
+            "renderer_cores": renderer_cores,
             "main_thread_cores": sum(main_threads),
             "main_thread_ms_per_s_per_page": [round(1000 * m, 1) for m in main_threads],
             "noise": reading.as_dict(), "quiet": reading.quiet,
@@ -250,6 +285,8 @@ def main() -> None:
                         "as long, and list the functions with the most self time")
     args = parser.parse_args()
     limits = NoiseLimits(args.noise_others, args.noise_steal)
+    # `kill` (SIGTERM) stops it like Ctrl-C: the servers, coturn and Chromium are stopped on the way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     with tempfile.TemporaryDirectory(prefix="xes-mesh-bench-") as tmp:
         result = asyncio.run(run(args.people, args.servers.split(","), args.window, Path(tmp),
                                  limits, args.profile))

@@ -182,6 +182,7 @@ def mesh_section(mesh: dict[str, Any] | None) -> list[str]:
         ["Chromium CPU in the full room (cores)"] + [value(k, "chromium_cores") for k in kinds],
         ["Chromium CPU per link (ms per s)"]
         + [value(k, "chromium_ms_per_s_per_link", digits=1) for k in kinds],
+        ["renderers, all pages (cores)"] + [value(k, "renderer_cores") for k in kinds],
         ["pages' main threads, all pages (cores)"]
         + [value(k, "main_thread_cores", digits=3) for k in kinds],
         ["quiet window"] + [str(meshes[k].get("quiet", "–")) for k in kinds],
