@@ -85,6 +85,12 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-secret-file", type=Path, metavar="PATH",
                    help="the secret identities are hashed with (default DATA_DIR/identity-secret, "
                         "made on first start); every node sharing a database needs the same one")
+    p.add_argument("--redis", metavar="URL", default=os.environ.get("XES_REDIS_URL"),
+                   help="redis://host:port/db: run as one node of a cluster sharing rooms and "
+                        "sessions through this Redis (or set XES_REDIS_URL); every node needs the "
+                        "same --database (PostgreSQL) and --identity-secret-file")
+    p.add_argument("--node-id", metavar="ID",
+                   help="this node's id in the cluster (default: a random one per start)")
     p.add_argument("--new-identities-per-day", type=int, default=5, metavar="N",
                    help="new identities one network may make per day (default 5)")
     p.add_argument("--moderate-port", type=int, metavar="PORT",
@@ -249,7 +255,8 @@ def _serve(args: argparse.Namespace) -> int:
             identity_secret_file=args.identity_secret_file,
             moderate_host=args.host if args.moderate_port is not None else None,
             moderate_port=args.moderate_port, behind_tls=args.behind_tls,
-            trust_forwarded_for=args.trust_forwarded_for)
+            trust_forwarded_for=args.trust_forwarded_for,
+            redis_url=args.redis or None, node_id=args.node_id)
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()
@@ -293,8 +300,9 @@ async def _run_server(settings: object) -> int:
                  else f"listen on {settings.host}:{settings.port}")
         print(f"xes serve: cannot {where}: {exc.strerror}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the database: unreachable, or not ours
-        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the database or Redis: unreachable, or not ours
+        what = "reach Redis" if type(exc).__module__.startswith("redis") else "open the database"
+        print(f"xes serve: cannot {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
     shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     shown = f"[{shown}]" if ":" in shown else shown

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, TypeGuard, cast
@@ -54,6 +54,7 @@ from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
+from .cluster import LocalCluster, RedisCluster, RemoteConnection, cluster_for
 from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
 from .moderate import ModerationServer
@@ -86,6 +87,8 @@ _HANG_UP_CODES: Final = frozenset({0, CloseCode.NORMAL, CloseCode.GOING_AWAY})
 # "Limits"). asyncio calls Connection.pause_writing once when a write goes past it.
 OUTGOING_LIMIT_BYTES: Final = 1_048_576
 _TEXT: Final = WSMsgType.TEXT
+# Never UTF-8, so never a message: what an edge forwards for a binary frame (see on_ws_frame).
+_NOT_UTF8: Final = b"\xff"
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
 _HASHING_SLOTS: Final = 2
@@ -121,7 +124,7 @@ class Connection(WSListener):
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
                  "backlog", "fragments", "fresh", "transport", "challenge",
-                 "forwarded_for")  # no __dict__: tens of thousands
+                 "forwarded_for", "deliver", "home", "forwarded")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
@@ -142,6 +145,11 @@ class Connection(WSListener):
         self.challenge = new_challenge()
         # The client's address as the trusted proxy saw it (--trust-forwarded-for), else None.
         self.forwarded_for = forwarded_for
+        # Where this socket's messages go: the server, or (in a cluster, when its session is
+        # homed at another node) the cluster's forwarder. Swapped, not tested per message.
+        self.deliver: Callable[[Connection, bytes | memoryview], None] = server.deliver_here
+        self.home: str | None = None  # the node holding its session, if not this one
+        self.forwarded = 0            # frames sent on to that home (server.cluster numbers them)
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -160,17 +168,21 @@ class Connection(WSListener):
             if kind is _TEXT and frame.fin:
                 self.tokens -= 1.0
                 if self.tokens >= 0.0:
-                    self.server.receive(self, frame.get_payload_as_memoryview())
+                    self.deliver(self, frame.get_payload_as_memoryview())
                 else:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
             elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
                 self._reassemble(frame)
             elif kind is WSMsgType.BINARY:
                 self.tokens -= 1.0
-                if self.tokens >= 0.0:
-                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
-                else:
+                if self.tokens < 0.0:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+                elif self.home is not None:
+                    # The session is homed at another node: the error must come from there,
+                    # numbered in order with the rest, and it answers this as bad-json too.
+                    self.deliver(self, _NOT_UTF8)
+                else:
+                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
             elif kind is WSMsgType.CLOSE:
                 # The client closes: a hang-up ends its session now (its room hears at once, not
                 # when, if ever, our reply drains); any other code detaches it, to resume. If
@@ -192,13 +204,16 @@ class Connection(WSListener):
             return
         self.fragments += frame.get_payload_as_memoryview()
         if len(self.fragments) > m.MAX_MESSAGE_BYTES:
+            if self.home is not None:  # refused by its home, as for a binary frame
+                self.deliver(self, bytes(self.fragments))
+            else:
+                self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
             self.fragments = None
-            self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
         elif frame.fin:
             data, self.fragments = bytes(self.fragments), None
             self.tokens -= 1.0
             if self.tokens >= 0.0:
-                self.server.receive(self, data)
+                self.deliver(self, data)
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
 
@@ -245,6 +260,8 @@ class XesServer:
         # `hello` echoes the limits this shell enforces, so clients never hard-code them.
         self.core = Signalling(dataclasses.replace(settings.core, limits=limits), _random_ids())
         self.connections: dict[str, Connection] = {}
+        # One bound method shared by every connection (Connection.deliver), not one each.
+        self.deliver_here = self.receive
         self.static: dict[str, StaticFile] = load_web_client()
         self.debug = settings.debug
         self._server: asyncio.AbstractServer | None = None
@@ -273,6 +290,14 @@ class XesServer:
         self._retention_handle: asyncio.TimerHandle | None = None
         self.moderate_port: int | None = None
         self.moderation: ModerationServer | None = None
+        # Alone (LocalCluster: nothing runs) or one node of several sharing Redis.
+        self.cluster: LocalCluster | RedisCluster = cluster_for(settings.redis_url, settings.node_id)
+        self._clustered = self.cluster.enabled
+
+    @property
+    def identity_secret(self) -> bytes:
+        """The secret identities are hashed with (the nodes of a cluster must share it)."""
+        return self._identity_secret
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -308,6 +333,7 @@ class XesServer:
         database, self._identity_secret = await asyncio.to_thread(self._open_storage)
         self.storage = Storage(database)
         await self._load_restored_identities()
+        await self.cluster.start(self)
         self._retain()
         if s.moderate_port is not None:
             self.moderation = ModerationServer(self.storage, self.core.standing_changed,
@@ -384,6 +410,7 @@ class XesServer:
         """
         if self._server is not None:
             self._server.close()
+        await self.cluster.stop()
         # From here on rooms empty because their connections close, not because people left:
         # the saved rooms must stay as they are, for the next start.
         self._stopping = True
@@ -392,15 +419,20 @@ class XesServer:
         for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
-        snapshot = self._snapshot()
-        connections = list(self.connections.values())
+        # A cluster node's rooms are taken over by the others from their snapshots in Redis: it
+        # keeps nothing for its own next start, and tells nobody that anyone left.
+        snapshot = self._snapshot() if not self._clustered else None
+        connections = [c for c in self.connections.values() if type(c) is Connection]
         for connection in connections:
             connection.tokens = -math.inf  # anything still arriving is ignored: it is not saved
             connection.transport.send_close(cast(WSCloseCode, CloseCode.SERVICE_RESTART),
                                             b"server restarting: reconnect")
             connection.transport.disconnect()
         for connection in connections:  # the snapshot is taken: the core may forget them now
-            self.closed(connection, detach=False)
+            if self._clustered:
+                self.connections.pop(connection.peer, None)
+            else:
+                self.closed(connection, detach=False)
         writing = None
         if snapshot is not None and self.data is not None:
             writing = asyncio.ensure_future(asyncio.to_thread(self.data.write, SNAPSHOT_FILE, snapshot))
@@ -516,7 +548,9 @@ class XesServer:
         if self.connections.get(connection.peer) is not connection:
             return  # already closed, or replaced by a connection that resumed its session
         del self.connections[connection.peer]
-        if detach:
+        if connection.home is not None:  # its session lives at another node: tell it there
+            cast(RedisCluster, self.cluster).socket_closed(connection, detach)
+        elif detach:
             self.execute(self.core.detach(connection.peer, _now()))
             self._schedule_tick()
         else:
@@ -556,7 +590,22 @@ class XesServer:
             elif type(message) is m.Resume and fresh:
                 if self.debug:
                     log.debug("< %s resume %s (token not logged)", connection.peer, message.peer)
+                if (self._clustered and message.peer not in self.core.clients
+                        and type(connection) is Connection):
+                    self._off_loop(connection, cast(RedisCluster, self.cluster).resume_elsewhere(
+                        connection, message, bytes(data)))
+                    return
                 self._resume(connection, message)
+            elif type(message) is m.Join and self._clustered:
+                # The room may be owned by another node: this session then moves there.
+                self._off_loop(connection, cast(RedisCluster, self.cluster).join(
+                    connection, message, bytes(data)))
+                return
+            elif type(message) is m.MatchRequest and self._clustered:
+                # Strangers are matched by the queue's node: this session may move there.
+                self._off_loop(connection, cast(RedisCluster, self.cluster).match(
+                    connection, message, bytes(data)))
+                return
             elif _needs_password_hash(message):
                 self._off_loop(connection, self._with_password(connection, message))
                 return
@@ -600,10 +649,13 @@ class XesServer:
         old = self.connections.get(request.peer)
         if old is not None:  # a silent cut not noticed yet: this connection takes over
             self._replace(old)
-        del self.connections[connection.peer]
+        provisional = connection.peer
+        del self.connections[provisional]
         connection.peer = request.peer
         connection.signal_head = m.signal_head(request.peer)
         self.connections[request.peer] = connection
+        if type(connection) is not Connection:  # a socket at another node
+            cast(RedisCluster, self.cluster).renamed(cast(RemoteConnection, connection), provisional)
         self.execute(actions)
         self._schedule_tick()
 
@@ -708,12 +760,20 @@ class XesServer:
             elif isinstance(message.password, str):
                 salt = secrets.token_bytes(SALT_BYTES)
                 hashed = await asyncio.to_thread(hash_password, message.password, salt)
-        if self._live(connection):  # it may have left while we hashed
-            actions = self.core.handle(connection.peer, message, _now(), password=hashed)
+        await self.handle_now(connection, message, hashed)
+
+    async def handle_now(self, connection: Connection, message: m.ClientMessage,
+                         password: PasswordHash | None = None) -> None:
+        """Let the core handle ``message`` (off the frame callback: a hash, or a cluster's
+        question to Redis, came first); its replies go out once the rooms it changed are saved."""
+        if self._live(connection):  # it may have left meanwhile
+            actions = self.core.handle(connection.peer, message, _now(), password=password)
             saving = self._save_rooms()
             if saving is not None:
                 await saving
             self.execute(actions)
+            if type(message) in _TIMED_MESSAGES:
+                self._schedule_tick()
 
     async def _identify(self, connection: Connection, message: m.Identify) -> None:
         """Check the signature, load what is stored about the identity, and let the core decide."""
@@ -794,6 +854,8 @@ class XesServer:
         """
         pending = self._pending
         pending.extend(actions)
+        if self._clustered:  # rooms that changed get a new snapshot in Redis
+            cast(RedisCluster, self.cluster).touched(actions)
         if self._executing:
             return
         self._executing = True
@@ -890,6 +952,8 @@ class XesServer:
         refill, burst = settings.rate_per_second * elapsed, float(settings.rate_burst)
         ping_after, drop_after = settings.heartbeat_seconds, 2 * settings.heartbeat_seconds
         for connection in list(self.connections.values()):
+            if type(connection) is not Connection:
+                continue  # a remote socket: its edge refills and pings it
             tokens = connection.tokens + refill
             connection.tokens = burst if tokens > burst else tokens
             if connection.idle == 0.0:  # a frame (perhaps our ping's pong) since the last sweep

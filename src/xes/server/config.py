@@ -44,3 +44,7 @@ class ServerSettings:
     # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
     # (only for the per-network limit on new identities; never stored, never logged).
     trust_forwarded_for: bool = False
+    # One node of a cluster sharing state through this Redis (server.cluster); None: alone.
+    redis_url: str | None = None
+    # This node's id in the cluster (default: a random one, as a restarted node is a new node).
+    node_id: str | None = None
