@@ -57,6 +57,7 @@ from ..protocol.codes import CloseCode
 from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
 from .moderate import ModerationServer
+from .outgoing import Outgoing
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 from .storage import Database, Storage, open_database
 from .store import ROOMS_FILE, SNAPSHOT_FILE, DataDir
@@ -121,7 +122,7 @@ class Connection(WSListener):
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
                  "backlog", "fragments", "fresh", "transport", "challenge",
-                 "forwarded_for")  # no __dict__: tens of thousands
+                 "forwarded_for", "queued")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
@@ -142,6 +143,8 @@ class Connection(WSListener):
         self.challenge = new_challenge()
         # The client's address as the trusted proxy saw it (--trust-forwarded-for), else None.
         self.forwarded_for = forwarded_for
+        # Messages waiting for the end of this event-loop turn (server.outgoing), else None.
+        self.queued: list[bytes] | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
@@ -207,8 +210,8 @@ class Connection(WSListener):
 
         Buffering on would let one silent client grow the server without bound, so it is closed
         (4009) and its session detached, as for any lost socket; see :meth:`XesServer.close`.
-        Called from inside a ``transport.send``, so nothing more is written to it after this
-        (picows ignores sends after a close frame).
+        Called from inside a write (see server.outgoing), so nothing more is written to it
+        after this (neither picows nor server.outgoing writes after a close frame).
         """
         try:
             self.server.close(self, CLOSE_NOT_READING, "not reading: outgoing buffer over 1 MiB")
@@ -245,6 +248,8 @@ class XesServer:
         # `hello` echoes the limits this shell enforces, so clients never hard-code them.
         self.core = Signalling(dataclasses.replace(settings.core, limits=limits), _random_ids())
         self.connections: dict[str, Connection] = {}
+        # One write per connection per event-loop turn, however many messages it is sent.
+        self.outgoing: Outgoing[Connection] = Outgoing(self.fail)
         self.static: dict[str, StaticFile] = load_web_client()
         self.debug = settings.debug
         self._server: asyncio.AbstractServer | None = None
@@ -396,6 +401,7 @@ class XesServer:
         connections = list(self.connections.values())
         for connection in connections:
             connection.tokens = -math.inf  # anything still arriving is ignored: it is not saved
+            Outgoing.flush(connection)
             connection.transport.send_close(cast(WSCloseCode, CloseCode.SERVICE_RESTART),
                                             b"server restarting: reconnect")
             connection.transport.disconnect()
@@ -548,7 +554,7 @@ class XesServer:
                 if outbox.keep(relayed):
                     recipient = self.connections.get(target.id)
                     if recipient is not None:  # else detached: kept for its resume
-                        recipient.transport.send(_TEXT, relayed)
+                        self.outgoing.send(recipient, relayed)
                 else:  # detached, and its replay buffer is full: it can no longer resume
                     self.execute(self.core.disconnect(target.id))
                 if self.debug:
@@ -612,6 +618,7 @@ class XesServer:
         del self.connections[connection.peer]
         connection.tokens = -math.inf  # whatever it still sends is ignored
         transport = connection.transport
+        Outgoing.flush(connection)
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             transport.send_close(cast(WSCloseCode, CLOSE_REPLACED), b"replaced")
         if not transport.is_disconnected:
@@ -760,6 +767,7 @@ class XesServer:
             return  # already closed: once is enough
         transport = connection.transport
         connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
+        Outgoing.flush(connection)  # what it was sent before the close goes first
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             # picows accepts any code on the wire; its enum names only the standard ones.
             transport.send_close(cast(WSCloseCode, code), reason.encode())
@@ -805,15 +813,16 @@ class XesServer:
                     session = sessions.get(action.to)
                     if session is None:
                         continue  # ended meanwhile
-                    frame: bytes | None = action.payload
+                    frame = action.payload
                     if action.numbered:
-                        frame = (session.outbox or core.outbox(session)).post(action.payload)
-                        if frame is None:  # detached and its replay buffer is full: it ends
+                        numbered = (session.outbox or core.outbox(session)).post(frame)
+                        if numbered is None:  # detached and its replay buffer is full: it ends
                             pending.extend(core.disconnect(action.to))
                             continue
+                        frame = numbered
                     connection = connections.get(action.to)
                     if connection is not None:
-                        connection.transport.send(_TEXT, frame)
+                        self.outgoing.send(connection, frame)
                         if self.debug:
                             # hello and resumed carry the resume token: never logged.
                             log.debug("> %s %s", action.to,
