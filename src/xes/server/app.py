@@ -129,8 +129,9 @@ class Connection(WSListener):
     def __init__(self, server: XesServer, forwarded_for: str | None = None) -> None:
         self.server = server
         self.peer = new_id()
-        # The relayed `signal` frame's head, stamped with this sender once, not per message.
-        self.signal_head = m.signal_head(self.peer)
+        # The relayed `signal` frame's head, stamped with this sender on its first signal, then
+        # kept (not per message; not for the connections that never signal).
+        self.signal_head: bytes | None = None
         self.tokens = float(server.settings.rate_burst)
         self.idle = 0.0      # seconds since the last frame of any kind (pongs included)
         self.pinged = False
@@ -148,6 +149,9 @@ class Connection(WSListener):
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # picows keeps the upgrade request and its 101 answer for the connection's life; their
+        # headers (~0.7 KiB with a bare client, more with a browser's) were read in _route.
+        del transport.request.headers, transport.response.headers
         # Past this many unsent bytes asyncio calls pause_writing (once): see there.
         transport.underlying_transport.set_write_buffer_limits(high=OUTGOING_LIMIT_BYTES)
         try:
@@ -545,7 +549,10 @@ class XesServer:
                 outbox = target.outbox or self.core.outbox(target)
                 # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte, and
                 # the recipient's next `seq` appended (see messages.with_seq).
-                relayed = b"".join((connection.signal_head, message.data, b',"seq":',
+                head = connection.signal_head
+                if head is None:
+                    head = connection.signal_head = m.signal_head(connection.peer)
+                relayed = b"".join((head, message.data, b',"seq":',
                                     b"%d" % (outbox.seq + 1), b"}"))
                 # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
@@ -608,7 +615,7 @@ class XesServer:
             self._replace(old)
         del self.connections[connection.peer]
         connection.peer = request.peer
-        connection.signal_head = m.signal_head(request.peer)
+        connection.signal_head = None  # the head names the session: made anew on first use
         self.connections[request.peer] = connection
         self.execute(actions)
         self._schedule_tick()
