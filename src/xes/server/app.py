@@ -150,7 +150,7 @@ class Connection(WSListener):
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
         # picows keeps the upgrade request and its 101 answer for the connection's life; what
-        # they hold (~1.4 KiB with a bare client, more with a browser's) was read in _route.
+        # they hold (~2 KiB with a bare client, more with a browser's) was read in _route.
         request = transport.request
         del request.headers, request.method, request.path, request.version
         del transport.response.headers
