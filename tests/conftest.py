@@ -11,6 +11,7 @@ import sys
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -18,6 +19,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 if TYPE_CHECKING:
+    from tests.support.cluster import Service, XesCluster
     from tests.support.redis import RedisServer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -168,6 +170,41 @@ def redis_server() -> Iterator[RedisServer]:
 
     with start_redis() as server:
         yield server
+
+
+@pytest.fixture(scope="session")
+def shared_cluster(postgres: str) -> Iterator[XesCluster]:
+    """Three `xes serve --redis` nodes for the whole session, for the tests in which no node dies
+    (tests/support/cluster.py): one Redis, one PostgreSQL database, one identity secret."""
+    from tests.support.cluster import running_cluster
+
+    with running_cluster(postgres) as cluster:
+        yield cluster
+
+
+@pytest.fixture(params=["one-process", "3-nodes-on-redis"])
+def service(request: pytest.FixtureRequest) -> Service:
+    """The server of a contract test, once per backend: a fresh `xes serve` of its own (state in
+    memory), and the shared three-node cluster on Redis, where each new client lands on the next
+    node. The same test against both, so that the in-memory default and Redis cannot diverge."""
+    if request.param == "one-process":
+        server: Service = request.getfixturevalue("xes_server")
+    else:
+        server = request.getfixturevalue("shared_cluster")
+    return server
+
+
+@pytest.fixture
+def start_cluster(postgres: str) -> Iterator[Callable[..., XesCluster]]:
+    """Factory: start_cluster(size=3, args=[...]) -> a cluster on a Redis of its own (`.redis`,
+    which the test may restart), with a fresh PostgreSQL database; all stopped afterwards."""
+    from tests.support.cluster import running_cluster
+
+    with ExitStack() as stack:
+        def start(size: int = 3, args: list[str] | None = None) -> XesCluster:
+            return stack.enter_context(running_cluster(postgres, size, args or []))
+
+        yield start
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -7,6 +7,7 @@ import asyncio
 import importlib
 import logging
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -85,6 +86,14 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--identity-secret-file", type=Path, metavar="PATH",
                    help="the secret identities are hashed with (default DATA_DIR/identity-secret, "
                         "made on first start); every node sharing a database needs the same one")
+    p.add_argument("--redis", metavar="URL", default=os.environ.get("XES_REDIS_URL"),
+                   help="redis://host:port/db: run as one node of a cluster sharing rooms and "
+                        "sessions through this Redis (or set XES_REDIS_URL); every node needs the "
+                        "same --database (PostgreSQL) and --identity-secret-file; /healthz "
+                        "answers 503 while Redis is unreachable")
+    p.add_argument("--node-id", metavar="ID",
+                   help="this node's id in the cluster, on /metrics and in the logs (default: a "
+                        "random one per start; with --workers, the workers' ids start with it)")
     p.add_argument("--new-identities-per-day", type=int, default=5, metavar="N",
                    help="new identities one network may make per day (default 5)")
     p.add_argument("--moderate-port", type=int, metavar="PORT",
@@ -95,6 +104,21 @@ def _add_serve_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--trust-forwarded-for", action="store_true",
                    help="behind a reverse proxy: take the client's address from the last "
                         "X-Forwarded-For entry (for the new-identity limit per network only)")
+    p.add_argument("--workers", type=int, default=1, metavar="N",
+                   help="run N server processes on this one port (SO_REUSEPORT), sharing state "
+                        "through --redis, under a parent that restarts any that dies (default 1)")
+    p.add_argument("--reuse-port", action="store_true",
+                   help="listen with SO_REUSEPORT, so that other xes serve processes of the same "
+                        "user may listen on the same port (--workers does this for you)")
+    p.add_argument("--metrics-port", type=int, metavar="PORT",
+                   help="serve /metrics (Prometheus) and /healthz on this port (0: a free one; "
+                        "default: not served); with --workers, worker i on PORT + i")
+    p.add_argument("--metrics-host", default="127.0.0.1", metavar="ADDRESS",
+                   help="address of --metrics-port (default 127.0.0.1, whatever --host is)")
+    p.add_argument("--log-format", choices=("text", "json"),
+                   default=os.environ.get("XES_LOG_FORMAT", "text"),
+                   help="log lines as text or as one JSON object each (default text); "
+                        "addresses and message contents are never logged (but with --debug)")
 
 
 def _add_storage_arguments(p: argparse.ArgumentParser) -> None:
@@ -106,7 +130,8 @@ def _add_storage_arguments(p: argparse.ArgumentParser) -> None:
                         "or ~/.local/state/xes); one server per directory")
     p.add_argument("--database", metavar="URL", default=os.environ.get("XES_DATABASE"),
                    help="postgresql://... to keep safety data in PostgreSQL (several nodes) "
-                        "instead of SQLite in --data-dir (or set XES_DATABASE)")
+                        "instead of SQLite in --data-dir, or sqlite:PATH for SQLite elsewhere "
+                        "(or set XES_DATABASE)")
 
 
 def build_parser(command: str | None = None) -> argparse.ArgumentParser:
@@ -205,16 +230,24 @@ def _start_relay(args: argparse.Namespace) -> tuple[BuiltinRelay | None, str]:
                    "(calls with strangers go through it).")
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, argv: list[str]) -> int:
     from .core.signalling import CoreSettings
     from .core.turn import IceSettings
     from .server.config import ServerSettings
+    from .server.logs import configure_logging
     from .server.store import default_data_dir
+    from .server.workers import SUPERVISOR_ENV
 
-    logging.basicConfig(level=logging.DEBUG if args.debug else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    # picows logs peer addresses on every connection at INFO: quiet unless the operator debugs.
-    logging.getLogger("picows").setLevel(logging.DEBUG if args.debug else logging.WARNING)
+    if args.workers < 1:
+        print("xes serve: --workers takes a number of processes, 1 or more", file=sys.stderr)
+        return 2
+    if args.workers > 1 and not args.redis:
+        print(f"xes serve: --workers {args.workers} needs --redis URL (or XES_REDIS_URL): the "
+              "workers share their rooms, sessions and queue through Redis", file=sys.stderr)
+        return 2
+    node_id = args.node_id or secrets.token_hex(4)
+    configure_logging(args.log_format, args.debug,
+                      node_id if args.workers == 1 else f"{node_id}-parent")
     try:
         args.turn_url = _turn_urls(args)
     except ValueError as exc:
@@ -224,6 +257,11 @@ def _serve(args: argparse.Namespace) -> int:
         print("xes serve: --no-turn and --turn-url/--turn-host contradict each other",
               file=sys.stderr)
         return 2
+    if args.workers > 1:
+        return _supervise(args, argv, node_id)
+    supervisor = os.environ.pop(SUPERVISOR_ENV, None)
+    if supervisor is not None and not _die_with(int(supervisor)):
+        return 1
     relay: BuiltinRelay | None = None
     try:
         turn_urls, turn_secret = tuple(args.turn_url), _read_turn_secret(args)
@@ -249,7 +287,9 @@ def _serve(args: argparse.Namespace) -> int:
             identity_secret_file=args.identity_secret_file,
             moderate_host=args.host if args.moderate_port is not None else None,
             moderate_port=args.moderate_port, behind_tls=args.behind_tls,
-            trust_forwarded_for=args.trust_forwarded_for)
+            trust_forwarded_for=args.trust_forwarded_for,
+            redis_url=args.redis or None, node_id=node_id, reuse_port=args.reuse_port,
+            metrics_host=args.metrics_host, metrics_port=args.metrics_port)
     except (ValueError, OSError) as exc:
         if relay is not None:
             relay.stop()
@@ -262,6 +302,85 @@ def _serve(args: argparse.Namespace) -> int:
     finally:
         if relay is not None:
             relay.stop()
+
+
+def _die_with(supervisor: int) -> bool:
+    """A worker of `--workers`: stop (SIGTERM) when the parent dies, even by SIGKILL; False if
+    it is already gone. Its signals were blocked by the parent, which waits for them itself."""
+    from .server.relay import die_with_parent
+
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    die_with_parent()
+    return os.getppid() == supervisor
+
+
+def _supervise(args: argparse.Namespace, argv: list[str], node_id: str) -> int:
+    """`xes serve --workers N`: the parent (xes.server.workers). Returns the exit status."""
+    from .server.identity import load_or_create_secret
+    from .server.relay import RelayUnavailable
+    from .server.storage import open_database
+    from .server.store import default_data_dir
+    from .server.workers import Supervisor, reserve_port, worker_arguments, worker_command
+
+    try:
+        reservation = reserve_port(args.host, args.port)
+    except OSError as exc:
+        print(f"xes serve: cannot listen on {args.host}:{args.port}: {exc.strerror}",
+              file=sys.stderr)
+        return 1
+    port = reservation.getsockname()[1]
+    data_dir = args.data_dir if args.data_dir is not None else default_data_dir()
+    shared = ["serve", *argv[1:], "--workers", "1", "--reuse-port", "--port", str(port)]
+    relay = None
+    try:
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        secret_file = args.identity_secret_file or data_dir / "identity-secret"
+        load_or_create_secret(secret_file)  # made once, before N workers race to make it
+        database = args.database or f"sqlite:{data_dir / 'xes.sqlite3'}"
+        open_database(database, data_dir).close()  # migrated once, before the workers open it
+        shared += ["--identity-secret-file", str(secret_file), "--database", database]
+        relay, relay_line = _start_relay(args)
+        if relay is not None:  # one relay for all: its URLs and secret, in a file only we read
+            secret = relay.run_dir / "secret"
+            secret.touch(mode=0o600)
+            secret.write_bytes(relay.secret)
+            shared += [arg for url in relay.urls for arg in ("--turn-url", url)]
+            shared += ["--turn-secret-file", str(secret)]
+        elif not args.turn_url:
+            shared.append("--no-turn")
+    except (ValueError, OSError, RelayUnavailable) as exc:
+        if relay is not None:
+            relay.stop()
+        print(f"xes serve: {exc}", file=sys.stderr)
+        return 2
+    except Exception as exc:  # the database: unreachable, or not ours
+        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return 1
+    # From here the signals wait for Supervisor.run to take them (the workers unblock theirs).
+    signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM, signal.SIGINT, signal.SIGCHLD})
+    supervisor = Supervisor(worker_command(), shared, args.workers, data_dir, node_id,
+                            worker_arguments(args), sys.stdout)
+    try:
+        print(relay_line, flush=True)
+        if not supervisor.start():
+            print("xes serve: a worker did not start (its output is above)", file=sys.stderr)
+            return 1
+        print(f"XES is running with {args.workers} workers. Open http://{_shown(args.host)}:{port}/ "
+              "in your browser.", flush=True)
+        supervisor.run()
+        supervisor.stop()
+    finally:
+        reservation.close()
+        if relay is not None:
+            relay.stop()
+    print("XES stopped.", flush=True)
+    return 0
+
+
+def _shown(host: str) -> str:
+    """The address to print for a server listening on ``host``."""
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+    return f"[{shown}]" if ":" in shown else shown
 
 
 def _loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -293,11 +412,14 @@ async def _run_server(settings: object) -> int:
                  else f"listen on {settings.host}:{settings.port}")
         print(f"xes serve: cannot {where}: {exc.strerror}", file=sys.stderr)
         return 1
-    except Exception as exc:  # the database: unreachable, or not ours
-        print(f"xes serve: cannot open the database: {type(exc).__name__}: {exc}", file=sys.stderr)
+    except Exception as exc:  # the database or Redis: unreachable, or not ours
+        what = "reach Redis" if type(exc).__module__.startswith("redis") else "open the database"
+        print(f"xes serve: cannot {what}: {type(exc).__name__}: {exc}", file=sys.stderr)
         return 1
-    shown = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    shown = f"[{shown}]" if ":" in shown else shown
+    shown = _shown(settings.host)
+    if server.metrics_port is not None:
+        print(f"Metrics: http://{_shown(settings.metrics_host)}:{server.metrics_port}/metrics",
+              flush=True)
     if server.moderate_port is not None:
         print(f"Moderators: http://{shown}:{server.moderate_port}/moderate", flush=True)
     print(f"XES is running. Open http://{shown}:{port}/ in your browser.", flush=True)
@@ -349,7 +471,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser(argv[0] if argv else None).parse_args(argv)
     if args.command == "serve":
-        return _serve(args)
+        return _serve(args, argv)
     if args.command == "moderator":
         return _moderator(args)
     if args.command in ("call", "match"):

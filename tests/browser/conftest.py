@@ -6,12 +6,28 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from playwright.sync_api import Browser, Playwright, sync_playwright
+from playwright.sync_api import Browser, Page, Playwright, sync_playwright
 
+from tests.browser.test_call import CONNECT_TIMEOUT_MS
 from tests.conftest import XesServerProcess, launch_xes_server
-from tests.support.browser import launch_chromium, launch_with_tone
+from tests.support.browser import launch_chromium, launch_with_tone, oscillator_microphone_script
 
 ROOT = Path(__file__).resolve().parents[2]
+
+# Counts every RTCPeerConnection the page constructs (the links use the global constructor).
+COUNT_PEER_CONNECTIONS_JS = """
+(() => {
+  const Native = window.RTCPeerConnection;
+  if (!Native) return;
+  window.__xesPcsConstructed = 0;
+  window.RTCPeerConnection = class extends Native {
+    constructor(...args) {
+      super(...args);
+      window.__xesPcsConstructed += 1;
+    }
+  };
+})();
+"""
 
 
 @pytest.fixture(scope="module")
@@ -79,3 +95,23 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
     browser = launch_chromium(playwright)
     yield browser
     browser.close()
+
+
+@pytest.fixture
+def tone_person(chromium: Browser) -> Iterator[Callable[[float], Page]]:
+    """Factory: a new context of the module's Chromium whose microphone plays `frequency`
+    (each person its own storage, page, links and tone); the contexts are closed after the test.
+    Each page counts the RTCPeerConnections it makes in `window.__xesPcsConstructed`."""
+    contexts = []
+
+    def make(frequency: float) -> Page:
+        context = chromium.new_context()
+        context.add_init_script(oscillator_microphone_script(frequency))
+        context.add_init_script(COUNT_PEER_CONNECTIONS_JS)
+        context.set_default_timeout(CONNECT_TIMEOUT_MS)
+        contexts.append(context)
+        return context.new_page()
+
+    yield make
+    for context in contexts:
+        context.close()

@@ -17,18 +17,12 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-from playwright.sync_api import Browser, Page, Playwright, expect
+from playwright.sync_api import Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
 from tests.browser.test_match import ask_for_someone, record_frames
 from tests.conftest import XesServerProcess
-from tests.support.browser import (
-    launch_chromium,
-    longest_silence,
-    oscillator_microphone_script,
-    read_monitored_tones,
-    start_tone_monitor,
-)
+from tests.support.browser import longest_silence, read_monitored_tones, start_tone_monitor
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
@@ -44,21 +38,6 @@ RESTORING = "The connection to the server is being restored"
 # sends one packet per 20 ms of audio.
 SAMPLE_RATE = 48_000
 PACKET_MS = 20.0
-
-# Counts every RTCPeerConnection the page constructs (the links use the global constructor).
-_COUNT_PEER_CONNECTIONS_JS = """
-(() => {
-  const Native = window.RTCPeerConnection;
-  if (!Native) return;
-  window.__xesPcsConstructed = 0;
-  window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__xesPcsConstructed += 1;
-    }
-  };
-})();
-"""
 
 # Remembers the page's links as they are now, and records every participant the list drops.
 _WATCH_JS = """
@@ -115,35 +94,10 @@ class Origin:
     http_url: str
 
 
-@pytest.fixture(scope="module")
-def browser(playwright: Playwright) -> Iterator[Browser]:
-    chromium = launch_chromium(playwright)
-    yield chromium
-    chromium.close()
-
-
 @pytest.fixture
 def proxy(server: XesServerProcess) -> Iterator[TcpProxy]:
     with TcpProxy("127.0.0.1", server.port) as running:
         yield running
-
-
-@pytest.fixture
-def person(browser: Browser) -> Iterator[Any]:
-    """Factory: a new context of the shared Chromium whose microphone plays `frequency`."""
-    contexts = []
-
-    def make(frequency: float) -> Page:
-        context = browser.new_context()
-        context.add_init_script(oscillator_microphone_script(frequency))
-        context.add_init_script(_COUNT_PEER_CONNECTIONS_JS)
-        context.set_default_timeout(CONNECT_TIMEOUT_MS)
-        contexts.append(context)
-        return context.new_page()
-
-    yield make
-    for context in contexts:
-        context.close()
 
 
 def names_by_id(page: Page) -> dict[str, str]:
@@ -264,9 +218,9 @@ def check_call_went_on(pages: dict[str, Page], ids: dict[str, str], cut: Cut) ->
 
 
 def test_three_in_a_room_one_socket_cut_for_10_s_nobody_notices(
-    server: XesServerProcess, proxy: TcpProxy, person: Any
+    server: XesServerProcess, proxy: TcpProxy, tone_person: Any
 ) -> None:
-    pages = {name: person(tone) for name, tone in TONES.items()}
+    pages = {name: tone_person(tone) for name, tone in TONES.items()}
     sent_by_bob, _ = record_frames(pages["Bob"])
     via_proxy = Origin(f"http://127.0.0.1:{proxy.port}")
     room_url = open_new_room(pages["Ada"], via_proxy)
@@ -291,9 +245,9 @@ def test_three_in_a_room_one_socket_cut_for_10_s_nobody_notices(
 
 
 def test_strangers_conversation_survives_a_10_s_cut(
-    server: XesServerProcess, proxy: TcpProxy, person: Any
+    server: XesServerProcess, proxy: TcpProxy, tone_person: Any
 ) -> None:
-    pages = {name: person(TONES[name]) for name in ("Ada", "Bob")}
+    pages = {name: tone_person(TONES[name]) for name in ("Ada", "Bob")}
     ask_for_someone(pages["Ada"], Origin(f"http://127.0.0.1:{proxy.port}"), "Ada",
                     allow_direct=True)
     ask_for_someone(pages["Bob"], server, "Bob", allow_direct=True)

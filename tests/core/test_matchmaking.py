@@ -33,6 +33,9 @@ def make_ticket(
     tags: tuple[str, ...] = (),
     language: str | None = None,
     avoid: tuple[str, ...] = (),
+    *,
+    text_only: bool = False,
+    accepts_text: bool = False,
 ) -> Ticket:
     """A valid ticket; tests pass only what their scenario is about."""
     return Ticket(
@@ -41,7 +44,19 @@ def make_ticket(
         language=language,
         avoid=frozenset(avoid),
         enqueued_at=at,
+        text_only=text_only,
+        accepts_text=accepts_text,
     )
+
+
+def text(peer: str, at: float = 0.0, tags: tuple[str, ...] = (), avoid: tuple[str, ...] = ()) -> Ticket:
+    """A text-only user ("Text only": no microphone)."""
+    return make_ticket(peer, at, tags, avoid=avoid, text_only=True)
+
+
+def accepting(peer: str, at: float = 0.0, tags: tuple[str, ...] = (), avoid: tuple[str, ...] = ()) -> Ticket:
+    """A voice user who ticked "Accept text chats"."""
+    return make_ticket(peer, at, tags, avoid=avoid, accepts_text=True)
 
 
 def test_exports() -> None:
@@ -162,6 +177,70 @@ CASES = [
         [Match("a", "o"), Match("b", "c")],
         [],
         id="first-relaxed-takes-the-waiting-stranger",
+    ),
+    # Rule 3, modes: text only meets text only and voice that accepts text, never plain voice.
+    pytest.param(
+        [text("a", 0), text("b", 1)],
+        None,
+        [Match("a", "b")],
+        [],
+        id="text-only-pairs-with-text-only",
+    ),
+    pytest.param(
+        [text("a", 0), make_ticket("v", 1)],
+        100.0,
+        [],
+        ["a", "v"],
+        id="text-only-never-with-voice-that-did-not-accept",
+    ),
+    pytest.param(
+        [make_ticket("v", 0, tags=("jazz",)), text("a", 1, tags=("jazz",))],
+        100.0,
+        [],
+        ["v", "a"],
+        id="text-only-never-with-voice-that-did-not-accept-even-sharing-a-tag",
+    ),
+    pytest.param(
+        [text("a", 0), accepting("v", 1)],
+        None,
+        [Match("a", "v")],
+        [],
+        id="text-only-pairs-with-voice-that-accepts",
+    ),
+    pytest.param(
+        [make_ticket("v", 0), accepting("w", 1)],
+        None,
+        [Match("v", "w")],
+        [],
+        id="voice-that-accepts-text-still-meets-voice",
+    ),
+    pytest.param(
+        [make_ticket("v", 0), accepting("w", 1, avoid=("v",)), text("a", 2)],
+        None,
+        [Match("w", "a")],
+        ["v"],
+        id="text-only-newcomer-skips-earlier-voice-to-the-earliest-who-accepts",
+    ),
+    pytest.param(
+        [make_ticket("v", 0), text("a", 1), text("b", 2), make_ticket("w", 3)],
+        None,
+        [Match("a", "b"), Match("v", "w")],
+        [],
+        id="both-modes-keep-arrival-order-among-their-own",
+    ),
+    pytest.param(
+        [accepting("w", 0, tags=("x",)), text("a", 1, tags=("y",)), text("b", 2, tags=("x",))],
+        None,
+        [Match("w", "b")],
+        ["a"],
+        id="shared-interest-first-across-modes-that-meet",
+    ),
+    pytest.param(
+        [text("a", 0, tags=("x",)), make_ticket("v", 1)],
+        10.0,
+        [],
+        ["a", "v"],
+        id="a-relaxed-text-only-user-still-never-meets-plain-voice",
     ),
 ]
 
@@ -372,6 +451,35 @@ def test_avoid_lists_do_not_make_a_newcomer_scan_the_queue(
     assert visited == ["p0", "p1", "p2", "p3"]
 
 
+def test_voice_users_who_refuse_text_do_not_make_a_text_only_newcomer_scan_them(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Rule 3 by mode costs nothing per waiting voice user: a text-only newcomer never looks
+    at the FIFOs of voice users who did not accept text. Counted, not timed."""
+    queue = MatchQueue(relax_after=0.0)
+    # 200 voice users who avoid one another all wait, sharing tag "x" and accepting anyone.
+    peers = [f"v{i}" for i in range(200)]
+    for i, peer in enumerate(peers):
+        queue.enqueue(make_ticket(peer, 0, tags=("x",), avoid=tuple(peers[:i])))
+    assert len(queue) == 200
+    visited: list[str] = []
+    scan = matchmaking._first_compatible
+
+    def counting_scan(fifo, seeker):  # type: ignore[no-untyped-def]
+        def visit():  # type: ignore[no-untyped-def]
+            for entry in fifo:
+                visited.append(entry.ticket.peer)
+                yield entry
+
+        return scan(visit(), seeker)
+
+    monkeypatch.setattr(matchmaking, "_first_compatible", counting_scan)
+    assert queue.enqueue(text("a", 1, tags=("x",))) == []
+    assert visited == []
+    assert queue.enqueue(text("b", 2, tags=("x",))) == [Match("a", "b")]
+    assert visited == ["a"]  # the first text-only user, first in its mode's FIFO of "x"
+
+
 # ---------------------------------------------------------------------------------------------
 # Properties against a naive model.
 
@@ -384,7 +492,11 @@ def _interests(ticket: Ticket) -> set[tuple[str, str]]:
 
 
 def _conflict(a: Ticket, b: Ticket) -> bool:
-    return a.peer in b.avoid or b.peer in a.avoid
+    """Rule 3: an avoid set, or a text-only user and a voice user who did not accept text."""
+    if a.peer in b.avoid or b.peer in a.avoid:
+        return True
+    return (a.text_only and not (b.text_only or b.accepts_text)) or (
+        b.text_only and not (a.text_only or a.accepts_text))
 
 
 @dataclass
@@ -456,14 +568,23 @@ TAGS = ["jazz", "go", "fr"]  # "fr" is also a language: the two must never match
 LANGUAGES = [None, None, "fr", "en"]
 STEPS = [0.0, 0.0, 0.5, 1.0, 2.5, 5.0, 9.5, 10.0, 10.5, 25.0]
 
-# (peer, tags, language, avoid): a ticket but for its time, which the test's clock supplies.
+# (peer, tags, language, avoid, text_only, accepts_text): a ticket but for its time, which the
+# test's clock supplies.
 ticket_specs = st.tuples(
     st.sampled_from(PEERS),
     st.frozensets(st.sampled_from(TAGS), max_size=2),
     st.sampled_from(LANGUAGES),
     st.frozensets(st.sampled_from(PEERS), max_size=3),
+    st.booleans(),
+    st.booleans(),
 )
-TicketSpec = tuple[str, frozenset[str], str | None, frozenset[str]]
+TicketSpec = tuple[str, frozenset[str], str | None, frozenset[str], bool, bool]
+
+
+def ticket_from(spec: TicketSpec, at: float) -> Ticket:
+    peer, tags, language, avoid, text_only, accepts_text = spec
+    return Ticket(peer, tags, language, avoid, enqueued_at=at, text_only=text_only,
+                  accepts_text=accepts_text)
 
 
 class MatchQueueMachine(RuleBasedStateMachine):
@@ -506,7 +627,7 @@ class MatchQueueMachine(RuleBasedStateMachine):
     @rule(spec=ticket_specs, step=st.sampled_from(STEPS))
     def enqueue(self, spec: TicketSpec, step: float) -> None:
         self.now += step
-        ticket = Ticket(*spec, enqueued_at=self.now)
+        ticket = ticket_from(spec, self.now)
         if ticket.peer in self.queue:
             deadline = self.queue.next_deadline()
             with pytest.raises(ValueError):
@@ -618,9 +739,82 @@ def test_tick_timing_does_not_change_who_meets_whom(
         now += step
         while (deadline := punctual.next_deadline()) is not None and deadline <= now:
             punctual_matches += punctual.tick(deadline)
-        ticket = Ticket(*spec, enqueued_at=now)
+        ticket = ticket_from(spec, now)
         punctual_matches += punctual.enqueue(ticket)
         lazy_matches += lazy.enqueue(ticket)
     punctual_matches += punctual.tick(now + relax_after)
     lazy_matches += lazy.tick(now + relax_after)
     assert punctual_matches == lazy_matches
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading tickets in order: how a queue is rebuilt (a new cluster queue leader, docs/architecture.md).
+
+
+def test_an_away_arrival_keeps_its_place_and_pairs_with_nobody_until_back() -> None:
+    queue = MatchQueue(relax_after=10.0)
+    assert queue.enqueue(make_ticket("a", at=0.0), away=True) == []
+    assert queue.enqueue(make_ticket("b", at=1.0)) == []  # a is away: b waits
+    assert [t.peer for t in queue.waiting()] == ["a", "b"]
+    assert queue.reinstate("a", 2.0) == [Match("a", "b")]  # a arrived first: it is first
+
+
+def test_an_away_arrival_still_serves_the_relaxations_due() -> None:
+    queue = MatchQueue(relax_after=10.0)
+    queue.enqueue(make_ticket("a", at=0.0, tags=("jazz",)))
+    queue.enqueue(make_ticket("b", at=1.0, tags=("go",)))
+    assert queue.enqueue(make_ticket("c", at=20.0), away=True) == [Match("a", "b")]
+    assert [t.peer for t in queue.waiting()] == ["c"]
+
+
+QueueOp = tuple[str, TicketSpec, float]
+queue_ops = st.lists(
+    st.tuples(st.sampled_from(["enqueue", "enqueue", "cancel", "suspend", "reinstate", "tick"]),
+              ticket_specs, st.sampled_from(STEPS)),
+    max_size=30,
+)
+
+
+def _drive(queue: MatchQueue, ops: list[QueueOp], now: float, away: set[str]) -> tuple[list[Match], float]:
+    """Apply ops to queue (the shell ticks before a cancel); the matches made and the time after."""
+    matches: list[Match] = []
+    for kind, spec, step in ops:
+        now += step
+        peer = spec[0]
+        if kind == "enqueue" and peer not in queue:
+            matches += queue.enqueue(Ticket(*spec, enqueued_at=now))
+        elif kind == "cancel":
+            matches += queue.tick(now)
+            queue.cancel(peer)
+        elif kind == "suspend" and queue.suspend(peer):
+            away.add(peer)
+        elif kind == "reinstate":
+            away.discard(peer)
+            matches += queue.reinstate(peer, now)
+        else:
+            matches += queue.tick(now)
+        away &= {t.peer for t in queue.waiting()}
+    return matches, now
+
+
+@settings(max_examples=100, deadline=None)
+@given(before=queue_ops, after=queue_ops, gap=st.sampled_from(STEPS),
+       relax_after=st.sampled_from([0.0, 1.0, 10.0]))
+def test_replaying_the_waiting_tickets_rebuilds_the_queue(
+    before: list[QueueOp], after: list[QueueOp], gap: float, relax_after: float
+) -> None:
+    """The waiting tickets, loaded in arrival order with their arrival times and away flags into a
+    fresh queue some time later, pair exactly whom the old queue pairs by then, and from then on
+    both queues make the same matches."""
+    old, away = MatchQueue(relax_after), set[str]()
+    _, now = _drive(old, before, 0.0, away)
+    now += gap
+    rebuilt = MatchQueue(relax_after)
+    replayed: list[Match] = []
+    for ticket in old.waiting():
+        replayed += rebuilt.enqueue(ticket, away=ticket.peer in away)
+    replayed += rebuilt.tick(now)
+    assert replayed == old.tick(now)
+    assert rebuilt.waiting() == old.waiting()
+    assert rebuilt.next_deadline() == old.next_deadline()
+    assert _drive(rebuilt, after, now, set(away)) == _drive(old, after, now, set(away))

@@ -15,6 +15,7 @@ import pytest
 from xes import errors
 from xes.core.access import PasswordHash, hash_password
 from xes.core.actions import Action, Send
+from xes.core.matchmaking import Match
 from xes.core.signalling import CoreSettings, ProvenIdentity, Signalling
 from xes.core.timing import Now
 from xes.core.turn import IceSettings, turn_credentials
@@ -504,6 +505,28 @@ def test_two_strangers_meet_in_a_private_room_of_two() -> None:
         join(core, pid(3), room=joined["room"])
 
 
+def test_a_text_only_stranger_is_marked_for_its_partner_and_meets_only_who_accepts_text() -> None:
+    """`text_only` travels on the ticket: a voice user who did not accept text is never paired
+    with a text-only one; one who did is, and each side learns who is text-only from
+    `joined`/`peer-joined` (docs/protocol.md, "Text only"). Room entries do not carry the field."""
+    core = make_core()
+    assert types(match(core, pid(1), text_only=True), pid(1)) == ["queued"]
+    assert types(match(core, pid(2)), pid(2)) == ["queued"]  # voice, did not accept text
+    actions = match(core, pid(3), accept_text=True)
+    first, third = to(actions, pid(1)), to(actions, pid(3))
+    assert [x["type"] for x in third] == ["queued", "joined"]
+    assert third[1]["peers"] == [
+        {"id": pid(1), "name": f"s-{pid(1)[-2:]}", "polite": False, "text_only": True}]
+    assert first[1]["peer"] == {"id": pid(3), "name": f"s-{pid(3)[-2:]}", "polite": True}
+    assert pid(2) in core.queue and len(core.queue) == 1
+    # The resumed snapshot of the room says it too.
+    state = core._room_state(core.clients[pid(3)])
+    assert state is not None and state.peers[0].text_only is True
+    # A room is never text-only, whatever its members asked strangers for before.
+    join(core, pid(4), room=ROOM)
+    assert "text_only" not in to(join(core, pid(5), room=ROOM), pid(5))[0]["peers"][0]
+
+
 def test_next_never_pairs_the_same_two_again() -> None:
     core = make_core()
     match(core, pid(1))
@@ -756,3 +779,40 @@ def test_bans_and_cooldowns_refuse_match_with_the_time_left() -> None:
     connect(core, pid(4))
     with pytest.raises(errors.IdentityRequired):
         core.handle(pid(4), m.MatchRequest(name="x", direct=True), NOW)
+
+
+def test_in_cluster_mode_a_decided_match_starts_only_once_committed() -> None:
+    """The queue's leader commits each match in Redis before the pair meets (docs/architecture.md,
+    "Stranger queue across nodes"): until then nothing is sent and nobody is in a room."""
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    actions = match(core, pid(2))
+    assert types(actions, pid(2)) == ["queued"] and to(actions, pid(1)) == []
+    assert core.decided == [Match(pid(1), pid(2))] and core.rooms == {}
+    decided, core.decided = core.decided, []
+    actions = core.start_decided(decided[0], NOW)
+    assert types(actions, pid(1)) == ["joined", "peer-joined"]
+    assert types(actions, pid(2)) == ["joined"]
+
+
+def test_in_cluster_mode_a_side_that_left_before_the_commit_leaves_the_other_waiting() -> None:
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    match(core, pid(2))
+    core.disconnect(pid(1))  # hung up while the match was being committed
+    assert core.start_decided(core.decided.pop(), NOW) == []
+    assert pid(2) in core.queue and core.rooms == {}
+    match(core, pid(3))  # 2 is served again: a newcomer meets it, once committed
+    assert core.decided == [Match(pid(2), pid(3))]
+
+
+def test_in_cluster_mode_a_match_whose_commit_failed_queues_both_again() -> None:
+    core = make_core()
+    core.defer_matches = True
+    match(core, pid(1))
+    match(core, pid(2))
+    assert core.requeue_decided(core.decided.pop(), NOW) == []
+    # Both wait again, in the order they come back: they meet once more (to be committed).
+    assert core.decided == [Match(pid(1), pid(2))] and core.rooms == {}

@@ -25,6 +25,7 @@ CLIENT_MESSAGES: list[m.ClientMessage] = [
     m.SetRules(max_peers=3),
     m.Admit(peer=B), m.Decline(peer=B), m.Remove(peer=B), m.Ban(peer=B),
     m.MatchRequest(name="Ada", tags=["chess"], language="en", rollback=False, direct=True),
+    m.MatchRequest(name="Ada", text_only=True), m.MatchRequest(name="Ada", accept_text=True),
     m.Next(), m.Block(peer=B), m.Stop(),
     m.Resume(peer=A, token=B, last_seq=7), m.Hearing(peer=B),
     m.Identify(public_key="P" * 87, signature="S" * 86), m.Rate(peer=B, good=False),
@@ -41,6 +42,7 @@ SERVER_MESSAGES: list[m.ServerMessage] = [
              ice_servers=ICE, ice_expires_at=1_790_000_000, ice_transport_policy="relay",
              match=False),
     m.PeerJoined(peer=m.PeerInfo(B, "Bob", False)),
+    m.PeerJoined(peer=m.PeerInfo(B, "Bob", False, text_only=True)),
     m.PeerLeft(peer=B, reason="banned"),
     m.RelayedSignal(sender=B, data=OFFER),
     m.Left(room=R), m.Host(peer=B), m.RulesChanged(rules=RULES), m.Lobby(room=R),
@@ -150,3 +152,8 @@ def test_client_messages_leave_defaults_out_like_the_browser() -> None:
     assert m.encode_client(m.Join(room=R, name=" Ada ")) == (
         b'{"type":"join","room":"' + R.encode() + b'","name":"Ada"}')
     assert m.encode_client(m.SetRules(password=None)) == b'{"type":"set-rules","password":null}'
+    assert m.encode_client(m.MatchRequest(name="Ada", text_only=True)) == (
+        b'{"type":"match","name":"Ada","text_only":true}')
+    # A peer entry says `text_only` only for a text-only stranger: room entries are unchanged.
+    assert m.encode(m.PeerJoined(peer=m.PeerInfo(B, "Bob", True))) == (
+        b'{"type":"peer-joined","peer":{"id":"' + B.encode() + b'","name":"Bob","polite":true}}')

@@ -14,15 +14,16 @@ from picows import WSListener, WSMsgType, ws_connect
 
 from tests.conftest import XesServerProcess
 from tests.server.wsclient import Client, new_room
+from tests.support.cluster import Service
 
 pytestmark = pytest.mark.timeout(60)
 
 
 @pytest.fixture
-async def trio(xes_server: XesServerProcess) -> AsyncIterator[tuple[Client, Client, Client, str]]:
-    """Ada and Bob in one room, Cy in another."""
+async def trio(service: Service) -> AsyncIterator[tuple[Client, Client, Client, str]]:
+    """Ada and Bob in one room, Cy in another (on the cluster: each on a node of its own)."""
     room = new_room()
-    ada, bob, cy = [await Client.connect(xes_server.ws_url) for _ in range(3)]
+    ada, bob, cy = [await Client.connect(service.ws_url) for _ in range(3)]
     await ada.join(room, "Ada")
     await bob.join(room, "Bob")
     await ada.expect("peer-joined")
@@ -32,9 +33,9 @@ async def trio(xes_server: XesServerProcess) -> AsyncIterator[tuple[Client, Clie
         await c.close()
 
 
-async def test_join_and_leave_notifications(xes_server: XesServerProcess) -> None:
+async def test_join_and_leave_notifications(service: Service) -> None:
     room = new_room()
-    ada, bob, cy = [await Client.connect(xes_server.ws_url) for _ in range(3)]
+    ada, bob, cy = [await Client.connect(service.ws_url) for _ in range(3)]
     joined = await ada.join(room, "Ada")
     assert joined["type"] == "joined" and joined["peers"] == [] and joined["host"] == ada.peer
     joined = await bob.join(room, "Bob")
@@ -76,8 +77,8 @@ async def test_signal_outside_the_room_is_refused_and_nobody_notices(
     await cy.silent(0.05)
 
 
-async def test_signal_before_joining(xes_server: XesServerProcess) -> None:
-    lone = await Client.connect(xes_server.ws_url)
+async def test_signal_before_joining(service: Service) -> None:
+    lone = await Client.connect(service.ws_url)
     await lone.send({"type": "signal", "to": "A" * 22, "data": {}})
     assert (await lone.expect("error"))["code"] == "not-joined"
     await lone.send({"type": "set-rules", "locked": True})
@@ -156,8 +157,8 @@ async def test_a_flood_closes_only_the_flooder(start_xes_server: Callable[..., X
     await ada.expect("peer-joined")
 
 
-async def test_an_error_streak_closes_the_connection(xes_server: XesServerProcess) -> None:
-    bad = await Client.connect(xes_server.ws_url)
+async def test_an_error_streak_closes_the_connection(service: Service) -> None:
+    bad = await Client.connect(service.ws_url)
     for _ in range(50):
         await bad.send("{")
     with pytest.raises(websockets.ConnectionClosed) as closed:
@@ -166,9 +167,9 @@ async def test_an_error_streak_closes_the_connection(xes_server: XesServerProces
     assert closed.value.rcvd is not None and closed.value.rcvd.code == 4002
 
 
-async def test_the_ninth_joiner_is_told_the_room_is_full(xes_server: XesServerProcess) -> None:
+async def test_the_ninth_joiner_is_told_the_room_is_full(service: Service) -> None:
     room = new_room()
-    members = [await Client.connect(xes_server.ws_url) for _ in range(9)]
+    members = [await Client.connect(service.ws_url) for _ in range(9)]
     assert members[0].hello["limits"]["max_peers"] == 8
     for member in members[:8]:
         assert (await member.join(room))["type"] == "joined"

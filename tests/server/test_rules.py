@@ -9,6 +9,7 @@ import pytest
 
 from tests.conftest import XesServerProcess
 from tests.server.wsclient import Client, new_room
+from tests.support.cluster import Service
 from xes.peer.identity import PeerIdentity
 
 pytestmark = pytest.mark.timeout(60)
@@ -16,19 +17,19 @@ pytestmark = pytest.mark.timeout(60)
 MALLORY = PeerIdentity.generate()
 
 
-async def room_with_host(server: XesServerProcess) -> tuple[Client, str]:
+async def room_with_host(server: Service) -> tuple[Client, str]:
     host = await Client.connect(server.ws_url)
     room = new_room()
     assert (await host.join(room, "Host"))["host"] == host.peer
     return host, room
 
 
-async def test_password_wrong_missing_and_right(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
+async def test_password_wrong_missing_and_right(service: Service) -> None:
+    host, room = await room_with_host(service)
     await host.send({"type": "set-rules", "password": "correct horse"})
     rules = await host.expect("rules")
     assert rules["rules"]["password"] is True and "correct horse" not in str(rules)
-    guest = await Client.connect(xes_server.ws_url)
+    guest = await Client.connect(service.ws_url)
     assert (await guest.join(room, "G"))["code"] == "password-required"
     assert (await guest.join(room, "G", password="battery staple"))["code"] == "wrong-password"
     await host.silent()
@@ -39,17 +40,17 @@ async def test_password_wrong_missing_and_right(xes_server: XesServerProcess) ->
     assert (await host.expect("rules"))["rules"]["password"] is False
 
 
-async def test_lock_keeps_everyone_new_out(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
+async def test_lock_keeps_everyone_new_out(service: Service) -> None:
+    host, room = await room_with_host(service)
     await host.send({"type": "set-rules", "locked": True})
     await host.expect("rules")
-    late = await Client.connect(xes_server.ws_url)
+    late = await Client.connect(service.ws_url)
     assert (await late.join(room, "Late"))["code"] == "room-locked"
 
 
-async def test_non_host_cannot_use_host_commands(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
-    guest = await Client.connect(xes_server.ws_url)
+async def test_non_host_cannot_use_host_commands(service: Service) -> None:
+    host, room = await room_with_host(service)
+    guest = await Client.connect(service.ws_url)
     await guest.join(room, "Guest")
     await host.expect("peer-joined")
     for command in ({"type": "set-rules", "locked": True}, {"type": "remove", "peer": host.peer},
@@ -61,11 +62,11 @@ async def test_non_host_cannot_use_host_commands(xes_server: XesServerProcess) -
     await host.silent()
 
 
-async def test_lobby_knock_admit_and_decline(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
+async def test_lobby_knock_admit_and_decline(service: Service) -> None:
+    host, room = await room_with_host(service)
     await host.send({"type": "set-rules", "lobby": True})
     await host.expect("rules")
-    knocker, other = await Client.connect(xes_server.ws_url), await Client.connect(xes_server.ws_url)
+    knocker, other = await Client.connect(service.ws_url), await Client.connect(service.ws_url)
     assert (await knocker.join(room, "Knocker"))["type"] == "lobby"
     knock = await host.expect("knock")
     assert knock["peer"] == {"id": knocker.peer, "name": "Knocker"}
@@ -81,9 +82,9 @@ async def test_lobby_knock_admit_and_decline(xes_server: XesServerProcess) -> No
     assert (await other.expect("error"))["code"] == "declined"
 
 
-async def test_removed_peer_cannot_signal_the_room(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
-    mallory = await Client.connect(xes_server.ws_url)
+async def test_removed_peer_cannot_signal_the_room(service: Service) -> None:
+    host, room = await room_with_host(service)
+    mallory = await Client.connect(service.ws_url)
     await mallory.join(room, "Mallory")
     await host.expect("peer-joined")
     await host.send({"type": "remove", "peer": mallory.peer})
@@ -94,9 +95,9 @@ async def test_removed_peer_cannot_signal_the_room(xes_server: XesServerProcess)
     await host.silent()
 
 
-async def test_banned_browser_cannot_return_on_a_new_connection(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
-    mallory = await Client.connect(xes_server.ws_url)
+async def test_banned_browser_cannot_return_on_a_new_connection(service: Service) -> None:
+    host, room = await room_with_host(service)
+    mallory = await Client.connect(service.ws_url)
     await mallory.identify(MALLORY)
     await mallory.join(room, "Mallory")
     await host.expect("peer-joined")
@@ -107,20 +108,20 @@ async def test_banned_browser_cannot_return_on_a_new_connection(xes_server: XesS
     assert (await mallory.join(room, "Mallory"))["code"] == "banned"
     await mallory.close()
     # New connection, new name, same browser identity:
-    again = await Client.connect(xes_server.ws_url)
+    again = await Client.connect(service.ws_url)
     await again.identify(MALLORY)
     assert (await again.join(room, "Totally Not Mallory"))["code"] == "banned"
     await host.silent()
 
 
-async def test_host_passes_on_and_can_lower_but_not_raise_the_size(xes_server: XesServerProcess) -> None:
-    host, room = await room_with_host(xes_server)
+async def test_host_passes_on_and_can_lower_but_not_raise_the_size(service: Service) -> None:
+    host, room = await room_with_host(service)
     await host.send({"type": "set-rules", "max_peers": 9})
     error = await host.expect("error")
     assert error["code"] == "bad-field" and "max_peers" in error["message"]
     await host.send({"type": "set-rules", "max_peers": 2})
     await host.expect("rules")
-    second, third = await Client.connect(xes_server.ws_url), await Client.connect(xes_server.ws_url)
+    second, third = await Client.connect(service.ws_url), await Client.connect(service.ws_url)
     await second.join(room, "Second")
     assert (await third.join(room, "Third"))["code"] == "room-full"
     await host.close()

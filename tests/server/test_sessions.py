@@ -17,8 +17,9 @@ from collections.abc import AsyncIterator, Iterator
 import pytest
 import websockets
 
-from tests.conftest import XesServerProcess, launch_xes_server
+from tests.conftest import launch_xes_server
 from tests.server.wsclient import Client, new_room, resume_session
+from tests.support.cluster import Service, running_cluster
 from tests.support.tcpproxy import TcpProxy
 
 pytestmark = pytest.mark.timeout(60)
@@ -27,15 +28,23 @@ GRACE, CAP = 3.0, 6.0
 TOLERANCE = 1.0  # the issue's bound: peer-left at grace ± 1 s
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[XesServerProcess]:
-    started = launch_xes_server(["--resume-grace", str(GRACE), "--resume-cap", str(CAP), "--debug"])
-    yield started
-    started.stop()
+@pytest.fixture(scope="module", params=["one-process", "3-nodes-on-redis"])
+def server(request: pytest.FixtureRequest) -> Iterator[Service]:
+    """One `xes serve`, and a three-node cluster on Redis (tests/support/cluster.py) where each
+    client, and each resume, lands on the next node: a session resumes on another node than the
+    one its socket was lost on, and the rules are the same."""
+    args = ["--resume-grace", str(GRACE), "--resume-cap", str(CAP), "--debug"]
+    if request.param == "one-process":
+        started = launch_xes_server(args)
+        yield started
+        started.stop()
+    else:
+        with running_cluster(request.getfixturevalue("postgres"), args=args) as cluster:
+            yield cluster
 
 
 @pytest.fixture
-def proxy(server: XesServerProcess) -> Iterator[TcpProxy]:
+def proxy(server: Service) -> Iterator[TcpProxy]:
     with TcpProxy("127.0.0.1", server.port) as relay:
         yield relay
 
@@ -50,7 +59,7 @@ def room() -> str:
 
 
 @pytest.fixture
-async def trio(server: XesServerProcess, proxy: TcpProxy, room: str
+async def trio(server: Service, proxy: TcpProxy, room: str
                ) -> AsyncIterator[tuple[Client, ...]]:
     """Ada (host) and Bob direct, Cy through the proxy, in ``room``, every link announced."""
     ada, bob = await Client.connect(server.ws_url), await Client.connect(server.ws_url)
@@ -75,7 +84,7 @@ async def away(*members: Client, peer: str) -> float:
 
 
 async def test_a_member_cut_without_a_close_frame_resumes_and_nobody_notices(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     ada, bob, cy = trio
     assert proxy.cut("reset") == 1
     await away(ada, bob, peer=cy.peer)
@@ -122,7 +131,7 @@ async def test_without_a_resume_the_room_is_told_when_the_grace_runs_out(
 
 
 async def test_failed_resumes_change_nothing_for_anyone(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """Wrong token, unknown peer, a `resume` that is not the first message: refused, and the
     real owner can still resume (a wrong token locks nobody out)."""
     ada, bob, cy = trio
@@ -146,7 +155,7 @@ async def test_failed_resumes_change_nothing_for_anyone(
 
 
 async def test_an_expired_session_cannot_be_resumed(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...], room: str) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...], room: str) -> None:
     ada, bob, cy = trio
     proxy.cut("reset")
     await away(ada, bob, peer=cy.peer)
@@ -162,7 +171,7 @@ async def test_an_expired_session_cannot_be_resumed(
 
 
 async def test_two_resumes_at_once_one_wins(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """The first rotates the token, so the second, carrying the old one, is session-gone."""
     ada, bob, cy = trio
     proxy.cut("reset")
@@ -179,7 +188,7 @@ async def test_two_resumes_at_once_one_wins(
 
 
 async def test_a_session_whose_replay_overflows_while_detached_ends_at_once(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """256 KiB of replay: the fifth 64 KiB signal cannot be kept, so the session ends now
     (the room is told) rather than resume with a hole in it."""
     ada, bob, cy = trio
@@ -199,7 +208,7 @@ async def test_a_session_whose_replay_overflows_while_detached_ends_at_once(
 
 
 async def test_a_resume_takes_over_a_socket_the_server_still_thinks_alive(
-        server: XesServerProcess, trio: tuple[Client, ...]) -> None:
+        server: Service, trio: tuple[Client, ...]) -> None:
     """A silent cut the server has not noticed yet: the resume wins, the old socket is closed
     with 4010, and the room notices nothing at all (it never saw the member away)."""
     ada, bob, cy = trio
@@ -218,7 +227,7 @@ async def test_a_resume_takes_over_a_socket_the_server_still_thinks_alive(
 
 
 async def test_a_host_that_detaches_and_resumes_is_still_host(
-        server: XesServerProcess, proxy: TcpProxy) -> None:
+        server: Service, proxy: TcpProxy) -> None:
     room = new_room()
     host = await Client.connect(proxied(proxy))
     guest = await Client.connect(server.ws_url)
@@ -247,7 +256,7 @@ async def test_a_host_that_detaches_and_resumes_is_still_host(
 
 
 async def test_a_queued_stranger_keeps_its_place_and_is_never_matched_while_away(
-        server: XesServerProcess, proxy: TcpProxy) -> None:
+        server: Service, proxy: TcpProxy) -> None:
     """docs/protocol.md, "Queue and matches": a detached ticket keeps its place but is not
     eligible; on resume it is served at once."""
     away_one = await Client.connect(proxied(proxy))
@@ -267,7 +276,7 @@ async def test_a_queued_stranger_keeps_its_place_and_is_never_matched_while_away
 
 
 async def test_a_stranger_who_never_comes_back_is_never_matched(
-        server: XesServerProcess, proxy: TcpProxy) -> None:
+        server: Service, proxy: TcpProxy) -> None:
     ghost = await Client.connect(proxied(proxy))
     await ghost.match("Q", direct=True)
     await ghost.expect("queued")
@@ -287,7 +296,7 @@ async def test_a_stranger_who_never_comes_back_is_never_matched(
 
 
 async def test_room_mates_still_hearing_a_member_keep_it_until_the_cap(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """Ada reports every second that she still hears Cy: Cy outlives the grace (3 s), but not
     the cap (6 s after the cut). A stranger's reports count for nothing."""
     ada, bob, cy = trio
@@ -316,7 +325,7 @@ async def test_room_mates_still_hearing_a_member_keep_it_until_the_cap(
 
 
 async def test_reports_from_outside_the_room_do_not_extend_the_grace(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     ada, bob, cy = trio
     stranger = await Client.connect(server.ws_url)
     await stranger.join(new_room(), "Stranger")
@@ -330,7 +339,7 @@ async def test_reports_from_outside_the_room_do_not_extend_the_grace(
 
 
 async def test_a_client_close_with_a_resume_code_detaches_and_a_hang_up_ends(
-        server: XesServerProcess, trio: tuple[Client, ...]) -> None:
+        server: Service, trio: tuple[Client, ...]) -> None:
     ada, bob, cy = trio
     await cy.ws.close(4000, "reconnecting")
     await away(ada, bob, peer=cy.peer)
@@ -345,7 +354,7 @@ async def test_a_client_close_with_a_resume_code_detaches_and_a_hang_up_ends(
 
 
 async def test_resume_tokens_are_never_logged_even_with_debug(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """docs/privacy.md: the token is a secret. This server runs with --debug, which logs every
     message's contents; still no token, old or rotated, appears in its log."""
     ada, bob, cy = trio
@@ -361,7 +370,7 @@ async def test_resume_tokens_are_never_logged_even_with_debug(
 
 
 async def test_messages_lost_in_flight_on_a_silently_dead_socket_are_replayed(
-        server: XesServerProcess, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
+        server: Service, proxy: TcpProxy, trio: tuple[Client, ...]) -> None:
     """A black hole: the server still writes to Cy's socket and hears no error, but nothing
     arrives. Cy reconnects before the heartbeat notices; what was lost is replayed, once."""
     ada, bob, cy = trio

@@ -10,6 +10,8 @@ Clients connect to ``proxy.port`` instead of the server; the proxy relays bytes 
   its heartbeat; the client only by its own timers. :meth:`TcpProxy.close` resets them later.
 - ``refuse`` (a bool, settable at any time): new connections are reset at once, as while a
   network is down; set it back to False to let reconnects through.
+- ``fallbacks``: where a new connection goes when the target refuses it (a server that died),
+  tried in order, as a load balancer fails over to the next node of a cluster.
 
 It runs its own event loop in a daemon thread, so sync tests (Playwright) and async tests use it
 alike; every method is thread-safe. Use it as a context manager, or call :meth:`close`.
@@ -21,6 +23,7 @@ import asyncio
 import socket
 import struct
 import threading
+from collections.abc import Sequence
 from typing import Literal
 
 __all__ = ["TcpProxy"]
@@ -41,8 +44,10 @@ def _reset(writer: asyncio.StreamWriter) -> None:
 class TcpProxy:
     """Relays 127.0.0.1:``port`` to ``target_host``:``target_port``; see the module docstring."""
 
-    def __init__(self, target_host: str, target_port: int) -> None:
+    def __init__(self, target_host: str, target_port: int,
+                 fallbacks: Sequence[tuple[str, int]] = ()) -> None:
         self.target = (target_host, target_port)
+        self.fallbacks = list(fallbacks)
         self.refuse = False
         self.accepted = 0  # connections accepted and relayed so far
         self._pairs: set[tuple[asyncio.StreamWriter, asyncio.StreamWriter]] = set()
@@ -66,9 +71,13 @@ class TcpProxy:
         if self.refuse:
             _reset(writer)
             return
-        try:
-            up_reader, up_writer = await asyncio.open_connection(*self.target)
-        except OSError:
+        for target in (self.target, *self.fallbacks):
+            try:
+                up_reader, up_writer = await asyncio.open_connection(*target)
+                break
+            except OSError:
+                continue
+        else:
             _reset(writer)
             return
         pair = (writer, up_writer)

@@ -341,6 +341,55 @@ test('Next goes back to the queue keeping the microphone; Stop ends everything',
   assert.equal(microphone.getAudioTracks()[0].readyState, 'ended');
 });
 
+test('Text only: no microphone, `text_only` in match, and a link with the data channel alone', async (t) => {
+  let opened = 0;
+  const { call } = makeCall(t, { openMicrophone: async () => { opened += 1; return new FakeMediaStream([new FakeTrack()]); } });
+  const finding = call.findStranger('Me', { tags: [], language: '', textOnly: true, acceptText: true });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  assert.equal(opened, 0, 'the microphone is never asked for');
+  assert.deepEqual(socket.sentOf('match'), [{ type: 'match', name: 'Me', rollback: true, direct: false, text_only: true }]);
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true }] }));
+  await settle();
+  const [pc] = FakeRTCPeerConnection.made;
+  assert.deepEqual([pc.senders.length, pc.transceivers.length, pc.channels.length], [0, 0, 1]);
+  assert.equal(call.textChat, true);
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  pc.connect();
+  pc.channels[0].open();
+  assert.deepEqual(call.sendChat('hi'), { ok: true });
+  assert.deepEqual(pc.channels[0].sent.map((message) => message.type).filter((type) => type === 'chat' || type === 'mute'),
+    ['chat'], 'no mute over a text chat: there is no microphone on it');
+  call.next(); // back to the queue, still text only, still no microphone
+  socket.serverSends(joinedMessage({ match: true, host: BOB, peers: [{ id: BOB, name: 'Bob', polite: true }] }));
+  await settle();
+  assert.deepEqual([FakeRTCPeerConnection.made[1].senders.length, FakeRTCPeerConnection.made[1].transceivers.length], [0, 0]);
+  assert.equal(opened, 0);
+});
+
+test('Accept text chats: a text-only stranger gets a link without our microphone; a voice one with it', async (t) => {
+  const { call } = makeCall(t);
+  const finding = call.findStranger('Me', { tags: [], language: '', acceptText: true });
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await finding;
+  assert.deepEqual(socket.sentOf('match'), [{ type: 'match', name: 'Me', rollback: true, direct: false, accept_text: true }]);
+  socket.serverSends(joinedMessage({ match: true, host: ADA, peers: [{ id: ADA, name: 'Ada', polite: true, text_only: true }] }));
+  await settle();
+  assert.deepEqual([FakeRTCPeerConnection.made[0].senders.length, FakeRTCPeerConnection.made[0].transceivers.length], [0, 0]);
+  assert.equal(call.textChat, true);
+  assert.equal(call.peers.get(ADA).textOnly, true);
+  call.next();
+  socket.serverSends(joinedMessage({ match: true, host: BOB, peers: [{ id: BOB, name: 'Bob', polite: true }] }));
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made[1].senders.length, 1, 'a voice stranger hears us');
+  assert.equal(call.textChat, false);
+});
+
 test('without a relay and without consent to a direct connection, nothing is queued', async (t) => {
   const { call, events, microphone } = makeCall(t);
   const finding = call.findStranger('Me', { tags: [], language: '' });

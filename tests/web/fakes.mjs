@@ -204,6 +204,10 @@ export class FakeRTCPeerConnection extends EventTarget {
     return [...this.senders];
   }
 
+  getTransceivers() {
+    return [...this.transceivers];
+  }
+
   addTrack(track, stream) {
     const sender = new FakeSender(track, stream, this);
     this.senders.push(sender);

@@ -13,6 +13,8 @@ Policy (docs/protocol.md, "Matchmaking")
    accepts anyone once it has waited ``relax_after`` seconds (it is then *relaxed*).
    Two users may be paired when they share an interest, or when both accept anyone.
 3. Never two users where either one's ``avoid`` set holds the other (skipped or blocked).
+   Never a text-only user (``text_only``: no microphone, a text chat) and a voice user who did not
+   accept text chats (``accepts_text``); every other pair of modes may meet.
 4. Fairness: whoever is being served (a newcomer, or a ticket whose relaxation timer fired) is
    paired with the earliest-arrived waiting user among those sharing an interest with it; only if
    there is none, and it accepts anyone, with the earliest-arrived waiting user who also accepts
@@ -22,23 +24,32 @@ Policy (docs/protocol.md, "Matchmaking")
    order and relaxation deadline) but is never paired until ``reinstate``, when it is served at
    once against the queue as it is then. Nobody is paired with someone who is not there.
 
+Rules 1, 2 and 4 hold among the users each one may meet by rule 3: a text-only user is served the
+earliest-arrived waiting user who is text-only or accepts text, never a voice user who did not.
+
 Theory of operation
 -------------------
-Every waiting ticket gets an arrival sequence number and sits in ordered dicts, each in arrival
-order (``OrderedDict`` gives O(1) removal anywhere and O(1) access to the oldest entry):
+Every waiting ticket gets an arrival sequence number and a *mode* (voice only, voice that accepts
+text, text only), and sits in ordered dicts, each in arrival order (``OrderedDict`` gives O(1)
+removal anywhere and O(1) access to the oldest entry):
 
-- one FIFO per interest key (``("tag", t)`` or ``("language", l)``), holding every ticket with it;
-- ``_open``: tickets with no interests, which accept anyone from the start;
-- ``_relaxed``: tickets with interests that have been relaxed. Relaxation happens in arrival order
-  (the delay is the same for all), so this FIFO is in arrival order too;
+- one FIFO per mode and interest key (``("tag", t)`` or ``("language", l)``), holding every
+  ticket of that mode with it;
+- ``_open[mode]``: tickets with no interests, which accept anyone from the start;
+- ``_relaxed[mode]``: tickets with interests that have been relaxed. Relaxation happens in arrival
+  order (the delay is the same for all), so these FIFOs are in arrival order too;
 - ``_pending``: tickets with interests not yet relaxed: the deadline FIFO, oldest deadline first.
+
+Keeping the modes apart means a seeker only ever looks into the FIFOs of the modes it may meet
+(rule 3), so a text-only user is never scanned past a crowd of voice users who refuse text.
 
 The queue keeps one invariant *at rest* (between calls): no two waiting tickets may be legally
 paired. So when a ticket is served, the only waiting tickets it is scanned past in a FIFO are those
 it conflicts with through an avoid set (in either direction); the scan stops at the first compatible
-one, which is the earliest in that FIFO. That bounds the work to O(T + A), where T is the ticket's
-number of interests (at most 9: 8 tags and a language, by the protocol's limits) and A the number
-of waiting tickets in conflict with it, never the length of the queue.
+one, which is the earliest in that FIFO. That bounds the work to O(M * T + A), where M is the
+number of modes it may meet (at most 3), T the ticket's number of interests (at most 9: 8 tags and
+a language, by the protocol's limits) and A the number of waiting tickets in conflict with it,
+never the length of the queue.
 
 Since the time is an input, the result does not depend on how often ``tick`` is called: due
 relaxations are served one by one in deadline order, as if the timer had fired exactly on time, so
@@ -57,6 +68,18 @@ __all__ = ["Match", "MatchQueue", "Ticket"]
 # ("tag", "jazz") or ("language", "fr"): the kind keeps a tag from matching a language.
 _InterestKey = tuple[str, str]
 
+# How a user wants to talk (rule 3). Plain ints: a ticket's mode is derived from its two flags.
+_VOICE = 0           # voice only: never meets a text-only user
+_VOICE_OR_TEXT = 1   # voice, and accepts a text chat with a text-only user
+_TEXT = 2            # text only: no microphone
+_MODES = (_VOICE, _VOICE_OR_TEXT, _TEXT)
+# The modes each mode may meet, in a fixed order (the seeker compares their heads by arrival).
+_MEETS: dict[int, tuple[int, ...]] = {
+    _VOICE: (_VOICE, _VOICE_OR_TEXT),
+    _VOICE_OR_TEXT: _MODES,
+    _TEXT: (_VOICE_OR_TEXT, _TEXT),
+}
+
 
 @dataclass(frozen=True, slots=True)
 class Ticket:
@@ -71,6 +94,10 @@ class Ticket:
         enqueued_at: Monotonic time in seconds when the user asked to be matched.
         identity: The user's pseudonymous identity, if any: two tickets of one identity never
             meet, and an avoid set may name identities (lasting blocks) as well as peer ids.
+        text_only: The user has no microphone and wants a text chat: met only by text-only
+            users and by voice users who accept text (rule 3).
+        accepts_text: A voice user who accepts a text chat with a text-only user. Meaningless
+            (and ignored) when ``text_only`` is set.
     """
 
     peer: str
@@ -79,6 +106,8 @@ class Ticket:
     avoid: frozenset[str]
     enqueued_at: float
     identity: str | None = None
+    text_only: bool = False
+    accepts_text: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +130,7 @@ class _Waiting:
     ticket: Ticket
     # Arrival order: total, unlike enqueued_at, which may tie.
     seq: int
+    mode: int
     interests: tuple[_InterestKey, ...]
     # When it starts to accept anyone (unused for tickets without interests).
     relax_at: float
@@ -114,6 +144,12 @@ def _interest_keys(ticket: Ticket) -> tuple[_InterestKey, ...]:
     if ticket.language is not None:
         keys.append(("language", ticket.language))
     return tuple(keys)
+
+
+def _mode(ticket: Ticket) -> int:
+    if ticket.text_only:
+        return _TEXT
+    return _VOICE_OR_TEXT if ticket.accepts_text else _VOICE
 
 
 def _conflict(a: _Waiting, b: _Waiting) -> bool:
@@ -167,9 +203,9 @@ class MatchQueue:
         self._clock = -math.inf
         self._next_seq = 0
         self._waiting: dict[str, _Waiting] = {}
-        self._by_interest: dict[_InterestKey, OrderedDict[str, _Waiting]] = {}
-        self._open: OrderedDict[str, _Waiting] = OrderedDict()
-        self._relaxed: OrderedDict[str, _Waiting] = OrderedDict()
+        self._by_interest: dict[tuple[int, _InterestKey], OrderedDict[str, _Waiting]] = {}
+        self._open: dict[int, OrderedDict[str, _Waiting]] = {mode: OrderedDict() for mode in _MODES}
+        self._relaxed: dict[int, OrderedDict[str, _Waiting]] = {mode: OrderedDict() for mode in _MODES}
         self._pending: OrderedDict[str, _Waiting] = OrderedDict()
 
     @property
@@ -185,7 +221,7 @@ class MatchQueue:
         """True if peer (a peer id) is waiting. O(1)."""
         return peer in self._waiting
 
-    def enqueue(self, ticket: Ticket) -> list[Match]:
+    def enqueue(self, ticket: Ticket, away: bool = False) -> list[Match]:
         """Serve relaxations due at ticket.enqueued_at, then pair the newcomer or let it wait.
 
         Returns a list, not a single match, because relaxations that fell due since the last
@@ -199,6 +235,13 @@ class MatchQueue:
         as that time (the ticket arrives now, after everyone already waiting). The shell passes
         monotonic time, so this only happens through a shell bug, and then the user is still
         served instead of being refused after the caller has already changed its own state.
+
+        ``away=True`` puts the ticket in suspended (rule 6), as ``enqueue`` then ``suspend`` would
+        if nobody were there to pair it with: it takes its place in arrival order and pairs with
+        nobody until ``reinstate``. Loading tickets this way, in arrival order with their arrival
+        times, rebuilds a queue that an earlier one held (a restart, a new cluster queue leader):
+        a ticket that was still waiting there was not paired on its arrival, so replaying the
+        arrivals pairs exactly who that queue would have paired by the same time.
 
         Raises:
             ValueError: If ticket.peer is already waiting, or ticket.enqueued_at is NaN (both are
@@ -215,12 +258,14 @@ class MatchQueue:
         newcomer = _Waiting(
             ticket=ticket,
             seq=self._next_seq,
+            mode=_mode(ticket),
             interests=interests,
             relax_at=relax_at,
             accepts_anyone=not interests or relax_at <= now,
+            away=away,
         )
         self._next_seq += 1
-        partner = self._find_partner(newcomer)
+        partner = None if away else self._find_partner(newcomer)
         if partner is None:
             self._insert(newcomer)
         else:
@@ -304,7 +349,7 @@ class MatchQueue:
             entry.accepts_anyone = True
             partner = None if entry.away else self._find_partner(entry)
             if partner is None:
-                self._relaxed[entry.ticket.peer] = entry
+                self._relaxed[entry.mode][entry.ticket.peer] = entry
                 continue
             self._remove(entry)
             self._remove(partner)
@@ -321,31 +366,33 @@ class MatchQueue:
     def _find_partner(self, seeker: _Waiting) -> _Waiting | None:
         """The waiting ticket rule 4 pairs seeker with, or None; seeker itself is skipped."""
         best: _Waiting | None = None
+        modes = _MEETS[seeker.mode]
         for key in seeker.interests:
-            fifo = self._by_interest.get(key)
-            if fifo is not None:
-                best = _earlier(best, _first_compatible(fifo.values(), seeker))
+            for mode in modes:
+                fifo = self._by_interest.get((mode, key))
+                if fifo is not None:
+                    best = _earlier(best, _first_compatible(fifo.values(), seeker))
         if best is not None or not seeker.accepts_anyone:
             return best
         # Nobody shares an interest: the earliest of those who, like seeker, accept anyone.
-        # Both FIFOs are in arrival order, so their heads are compared.
-        return _earlier(
-            _first_compatible(self._open.values(), seeker),
-            _first_compatible(self._relaxed.values(), seeker),
-        )
+        # Every FIFO is in arrival order, so their heads are compared.
+        for mode in modes:
+            best = _earlier(best, _first_compatible(self._open[mode].values(), seeker))
+            best = _earlier(best, _first_compatible(self._relaxed[mode].values(), seeker))
+        return best
 
     def _insert(self, entry: _Waiting) -> None:
         peer = entry.ticket.peer
         self._waiting[peer] = entry
         for key in entry.interests:
-            fifo = self._by_interest.get(key)
+            fifo = self._by_interest.get((entry.mode, key))
             if fifo is None:
-                fifo = self._by_interest[key] = OrderedDict()
+                fifo = self._by_interest[entry.mode, key] = OrderedDict()
             fifo[peer] = entry
         if not entry.interests:
-            self._open[peer] = entry
+            self._open[entry.mode][peer] = entry
         elif entry.accepts_anyone:
-            self._relaxed[peer] = entry
+            self._relaxed[entry.mode][peer] = entry
         else:
             self._pending[peer] = entry
 
@@ -353,11 +400,11 @@ class MatchQueue:
         peer = entry.ticket.peer
         del self._waiting[peer]
         for key in entry.interests:
-            fifo = self._by_interest[key]
+            fifo = self._by_interest[entry.mode, key]
             del fifo[peer]
             if not fifo:
                 # Forget unused interests, so memory follows who waits, not who ever waited.
-                del self._by_interest[key]
-        self._open.pop(peer, None)
-        self._relaxed.pop(peer, None)
+                del self._by_interest[entry.mode, key]
+        self._open[entry.mode].pop(peer, None)
+        self._relaxed[entry.mode].pop(peer, None)
         self._pending.pop(peer, None)

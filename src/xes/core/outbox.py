@@ -29,7 +29,7 @@ __all__ = ["Outbox"]
 class Outbox:
     """The ``seq`` counter and the replay buffer of one session. Created on its first message."""
 
-    __slots__ = ("seq", "frames", "size", "held_from", "max_frames", "max_bytes")
+    __slots__ = ("seq", "frames", "size", "held_from", "max_frames", "max_bytes", "continues")
 
     def __init__(self, max_frames: int, max_bytes: int) -> None:
         self.seq = 0                       # the last seq assigned
@@ -38,6 +38,10 @@ class Outbox:
         self.held_from: int | None = None  # while detached: the first seq produced since
         self.max_frames = max_frames
         self.max_bytes = max_bytes
+        # Set on a session a cluster node took over from a dead one (core.snapshot.import_room):
+        # the client may have seen messages this outbox never knew of, so the first resume that
+        # is ahead continues numbering above it instead of failing (docs/protocol.md, "Sessions").
+        self.continues = False
 
     @property
     def first_seq(self) -> int:
@@ -97,7 +101,20 @@ class Outbox:
 
     def since(self, last_seq: int) -> list[bytes] | None:
         """The frames after ``last_seq``, in order; None if some were dropped (a gap) or
-        ``last_seq`` is ahead of what was ever sent."""
+        ``last_seq`` is ahead of what was ever sent (unless :attr:`continues`: then nothing is
+        replayed and the numbering goes on after ``last_seq``)."""
+        if self.continues and last_seq + 1 >= self.first_seq:
+            # Taken over at `first_seq - 1`: every frame held was made since, by this node; the
+            # client's numbers up to `last_seq` were the old node's. Numbered on after them.
+            self.continues = False
+            made_here = [frame[:frame.rindex(b',"seq":')] + b"}" for frame in self.frames]
+            self.seq, self.frames, self.size, self.held_from = last_seq, [], 0, None
+            renumbered = []
+            for payload in made_here:
+                frame = self.post(payload)
+                assert frame is not None  # nothing is held: nothing can be refused
+                renumbered.append(frame)
+            return renumbered
         if last_seq > self.seq or last_seq + 1 < self.first_seq:
             return None
         skip = last_seq + 1 - self.first_seq

@@ -227,6 +227,12 @@ class Room:
         return self.host is None and self.restored_until is not None and not self.match
 
 
+def _text_only(client: Client, room: Room) -> bool:
+    """Whether ``client`` is in ``room`` as a text-only stranger (its `match` asked for a text
+    chat): its partner learns it from `joined`/`peer-joined`, so its page sends no audio either."""
+    return room.match and client.queued is not None and client.queued.text_only
+
+
 class Signalling:
     """All signalling state of one server process. See the module docstring."""
 
@@ -256,6 +262,13 @@ class Signalling:
         # The latest wall-clock time the shell told us (any entry point with `now`): when a match
         # call ends through `disconnect`, which has no `now` of its own.
         self._last_unix = 0.0
+        # Cluster mode (set by the shell): a match the queue decides is not started at once but
+        # kept in `decided`, for the shell to commit in Redis (server/cluster_queue.py) and then
+        # hand back to `start_decided`; so a leader that was replaced meanwhile starts nothing.
+        self.defer_matches = False
+        self.decided: list[Match] = []
+        # Strangers paired since start (one per pair): a count the shell's /metrics reads.
+        self.matches_made = 0
 
 
     # ------------------------------------------------------------------ facts from the shell
@@ -365,7 +378,8 @@ class Signalling:
                 continue
             # Rule 3 per pair: the one present first is polite unless it cannot roll back.
             polite = (not other.rollback) if before else client.rollback
-            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite))
+            peers.append(m.PeerInfo(id=other.id, name=other.name, polite=polite,
+                                    text_only=_text_only(other, room)))
         assert room.host is not None
         return m.RoomState(
             room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
@@ -457,6 +471,49 @@ class Signalling:
         if client.identity is not None:
             self._identity_connections[client.identity] = (
                 self._identity_connections.get(client.identity, 0) + 1)
+
+    def adopt_attached(self, client: Client) -> None:
+        """A session moved here from another cluster node (core.snapshot.import_session), with a
+        socket still open at its edge: it carries on as if it had always been here."""
+        self.clients[client.id] = client
+        if client.identity is not None:
+            self._identity_connections[client.identity] = (
+                self._identity_connections.get(client.identity, 0) + 1)
+
+    def adopt_identity(self, identity: str, standing: safety.Standing | None,
+                       blocks: Iterable[str]) -> None:
+        """The standing and lasting blocks a moved session brought along (already stored)."""
+        if standing is not None:
+            self.standings[identity] = standing
+        self.blocks.setdefault(identity, set()).update(blocks)
+
+    def release(self, peer: str) -> Client | None:
+        """Forget a session that moves to another cluster node, telling nobody: it lives on there.
+
+        Only a session standing nowhere (idle, or about to join) moves alone; a room moves with
+        its sessions (:meth:`release_room`). Its queue ticket, if any, is the caller's to move.
+        """
+        client = self.clients.pop(peer, None)
+        if client is None:
+            return None
+        if client.identity is not None:
+            self._forget_identity_connection(client.identity)
+        if client.queued is not None and client.room is None:
+            self.queue.cancel(peer)
+        return client
+
+    def release_room(self, room_id: str) -> list[Client]:
+        """Forget a room and every session in it or its lobby, telling nobody: another cluster
+        node holds them now (it took the room over). Returns the sessions forgotten."""
+        room = self.rooms.pop(room_id, None)
+        if room is None:
+            return []
+        self._restored.pop(room_id, None)
+        self.saved_version += 1
+        gone = [c for c in (*room.members.values(), *room.lobby.values())]
+        for client in gone:
+            self.release(client.id)
+        return gone
 
     def identities_to_load(self) -> set[str]:
         """Identities of sessions whose standing is not loaded: those adopted from a snapshot.
@@ -728,7 +785,8 @@ class Signalling:
         if reclaims:
             del self._restored[room.id]  # its host is back: from now on an ordinary room
             room.restored_until = None
-        peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback) for o in room.members.values()]
+        peers = [m.PeerInfo(id=o.id, name=o.name, polite=not o.rollback, text_only=_text_only(o, room))
+                 for o in room.members.values()]
         servers, expires = ice_servers_for(self.settings.ice, client.id, now.unix)
         joined = m.Joined(room=room.id, you=client.id, host=room.host, peers=peers, rules=room.rules(),
                           ice_servers=servers, ice_expires_at=expires,
@@ -738,12 +796,14 @@ class Signalling:
         # Each present member is polite toward the newcomer iff it can roll back: two payloads at
         # most, each encoded only if someone gets it (usually one; none for the first member).
         notices: dict[bool, bytes] = {}
+        text_only = _text_only(client, room)
         for other in room.members.values():
             polite = other.rollback
             notice = notices.get(polite)
             if notice is None:
                 notice = notices[polite] = m.encode(m.PeerJoined(
-                    peer=m.PeerInfo(id=client.id, name=client.name, polite=polite)))
+                    peer=m.PeerInfo(id=client.id, name=client.name, polite=polite,
+                                    text_only=text_only)))
             actions.append(Send(other.id, notice))
         room.members[client.id] = client
         client.room = room
@@ -955,9 +1015,43 @@ class Signalling:
         for match in self.queue.enqueue(self._ticket(client, request, now.monotonic)):
             self._start_match(match, now, actions)
 
+    def start_decided(self, match: Match, now: Now) -> list[Action]:
+        """Cluster mode: a match from ``decided``, committed: the two meet now. If one of them
+        left meanwhile (hung up, or stopped), the other waits again, as a new arrival."""
+        actions: list[Action] = []
+        if len(self._awaiting(match)) == 2:
+            self._meet(match, now, actions)
+            return actions
+        return self.requeue_decided(match, now)
+
+    def requeue_decided(self, match: Match, now: Now) -> list[Action]:
+        """Cluster mode: a match from ``decided`` that could not be committed (its tickets were
+        lost with Redis's data): whoever of the two still waits is queued again, as a new arrival."""
+        actions: list[Action] = []
+        for client in self._awaiting(match):
+            assert client.queued is not None
+            for again in self.queue.enqueue(self._ticket(client, client.queued, now.monotonic)):
+                self._start_match(again, now, actions)
+        return actions
+
+    def _awaiting(self, match: Match) -> list[Client]:
+        """The sides of a decided match still waiting for it (not gone, stopped or elsewhere)."""
+        pair = [self.clients.get(peer) for peer in (match.first, match.second)]
+        return [c for c in pair if c is not None and c.queued is not None and c.room is None
+                and c.knocking is None and c.id not in self.queue]
+
     def _start_match(self, match: Match, now: Now, actions: list[Action]) -> None:
+        """The queue paired two strangers: they meet, or in cluster mode the match waits in
+        ``decided`` for its commit."""
+        if self.defer_matches:
+            self.decided.append(match)
+        else:
+            self._meet(match, now, actions)
+
+    def _meet(self, match: Match, now: Now, actions: list[Action]) -> None:
         """Two strangers meet in a fresh private room; the one who waited longer is in first."""
         room_id = next(self._room_ids)
+        self.matches_made += 1
         # Direct only if both consented; without a relay, `_match` let in only those who did.
         consented = all(self._consents_to_direct(peer) for peer in (match.first, match.second))
         room = self.rooms[room_id] = Room(room_id, 2, match=True,
@@ -977,6 +1071,8 @@ class Signalling:
             avoid=frozenset(client.avoid).union(self.blocks.get(client.identity or "", ())),
             enqueued_at=enqueued_at,
             identity=client.identity,
+            text_only=request.text_only,
+            accepts_text=request.accept_text,
         )
 
     def _consents_to_direct(self, peer: str) -> bool:

@@ -32,11 +32,14 @@ import msgspec
 from ..protocol import messages as m
 from .access import PasswordHash
 from .outbox import Outbox
-from .signalling import Client, Partner, Room, Signalling
+from .safety import Standing
+from .signalling import Client, CoreSettings, Partner, Room, Signalling
 from .timing import Now
 
 __all__ = ["Snapshot", "SessionRecord", "PartnerRecord", "RoomRecord", "TicketRecord", "export_snapshot",
-           "import_snapshot", "encode_snapshot", "decode_snapshot", "SNAPSHOT_FORMAT"]
+           "import_snapshot", "encode_snapshot", "decode_snapshot", "SNAPSHOT_FORMAT",
+           "SessionTransfer", "RoomTransfer", "export_session", "import_session", "export_room",
+           "import_room", "encode_transfer", "decode_session_transfer", "decode_room_transfer"]
 
 SNAPSHOT_FORMAT: Final = 2
 
@@ -163,31 +166,13 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
     settings = core.settings
     clients: dict[str, Client] = {}
     for record in snapshot.sessions:
-        client = Client(record.id, token_digest=record.token_digest, name=record.name,
-                        identity=record.identity, rollback=record.rollback,
-                        avoid=tuple(record.avoid), queued=record.queued)
-        p = record.partner
-        if p is not None:
-            client.partner = Partner(p.peer, p.identity, p.started_at, p.ended_at, p.rated, p.reported)
-        if record.seq:
-            outbox = client.outbox = Outbox(settings.replay_messages, settings.replay_bytes)
-            outbox.restore(record.seq, [bytes(frame) for frame in record.frames])
-        away_for = record.detached_for or 0.0
-        client.detached_at = now.monotonic - away_for
-        client.expires_at = min(now.monotonic + settings.resume_grace_seconds,
-                                client.detached_at + settings.resume_cap_seconds)
+        client = _client(record, settings)
+        _detach(client, record, now, settings)
         clients[client.id] = client
     rooms: dict[str, Room] = {}
     try:
         for r in snapshot.rooms:
-            password = (PasswordHash(r.password_salt, r.password_digest)
-                        if r.password_salt is not None and r.password_digest is not None else None)
-            room = Room(r.id, r.max_peers, match=r.match, ice_transport_policy=r.ice_transport_policy,
-                        host=r.host, locked=r.locked, lobby_on=r.lobby_on, password=password,
-                        banned_identities=frozenset(r.banned_identities),
-                        banned_peers=frozenset(r.banned_peers), host_key_digest=r.host_key_digest,
-                        restored_until=(now.monotonic + r.restore_left
-                                        if r.restore_left is not None else None))
+            room = _room(r, now)
             room.members = {peer: clients[peer] for peer in r.members}
             room.lobby = {peer: clients[peer] for peer in r.lobby}
             rooms[room.id] = room
@@ -206,6 +191,187 @@ def import_snapshot(core: Signalling, snapshot: Snapshot, now: Now) -> None:
             raise ValueError(f"snapshot does not hold together: ticket {ticket.peer} has no session")
         core.requeue_suspended(clients[ticket.peer], now.monotonic - ticket.waited)
     core.saved_version += 1
+
+
+def _client(record: SessionRecord, settings: CoreSettings) -> Client:
+    """A session from its record, attached and wired to nothing yet."""
+    client = Client(record.id, token_digest=record.token_digest, name=record.name,
+                    identity=record.identity, rollback=record.rollback,
+                    avoid=tuple(record.avoid), queued=record.queued)
+    p = record.partner
+    if p is not None:
+        client.partner = Partner(p.peer, p.identity, p.started_at, p.ended_at, p.rated, p.reported)
+    if record.seq:
+        outbox = client.outbox = Outbox(settings.replay_messages, settings.replay_bytes)
+        outbox.restore(record.seq, [bytes(frame) for frame in record.frames])
+    return client
+
+
+def _detach(client: Client, record: SessionRecord, now: Now, settings: CoreSettings) -> None:
+    """Detached from now, with a fresh grace; time already spent away counts against the cap."""
+    away_for = record.detached_for or 0.0
+    client.detached_at = now.monotonic - away_for
+    client.expires_at = min(now.monotonic + settings.resume_grace_seconds,
+                            client.detached_at + settings.resume_cap_seconds)
+
+
+def _room(r: RoomRecord, now: Now) -> Room:
+    """A room from its record, with no members yet."""
+    password = (PasswordHash(r.password_salt, r.password_digest)
+                if r.password_salt is not None and r.password_digest is not None else None)
+    return Room(r.id, r.max_peers, match=r.match, ice_transport_policy=r.ice_transport_policy,
+                host=r.host, locked=r.locked, lobby_on=r.lobby_on, password=password,
+                banned_identities=frozenset(r.banned_identities),
+                banned_peers=frozenset(r.banned_peers), host_key_digest=r.host_key_digest,
+                restored_until=(now.monotonic + r.restore_left
+                                if r.restore_left is not None else None))
+
+
+# ---------------------------------------------------------------------------------------------
+# One session, or one room with its sessions, moving between the nodes of a cluster
+# (server.cluster): a session moves to the node that owns the room it joins, and a node takes
+# over the rooms of a dead one from the snapshot their owner kept in Redis. The same plain values
+# as above, plus what the receiving node could otherwise only load from the database: the
+# identity's standing and lasting blocks.
+
+
+class SessionTransfer(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    session: SessionRecord
+    standing: Standing | None = None
+    blocks: list[str] = []
+
+
+class RoomTransfer(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
+    format: int
+    room: RoomRecord
+    sessions: list[SessionTransfer]          # its members, then its lobby, oldest first
+
+
+def export_session(core: Signalling, peer: str, now: Now) -> SessionTransfer:
+    """One session as plain values, replay buffer included, to move it to another node.
+
+    Raises:
+        KeyError: No such session.
+    """
+    client = core.clients[peer]
+    identity = client.identity
+    return SessionTransfer(
+        session=_export_session(client, now),
+        standing=core.standings.get(identity) if identity is not None else None,
+        blocks=sorted(core.blocks.get(identity, ())) if identity is not None else [])
+
+
+def import_session(core: Signalling, transfer: SessionTransfer) -> Client:
+    """Take in a session another node let go of (it stood in no room): attached, as it was.
+
+    Raises:
+        ValueError: The session is in a room or lobby (a room moves with :func:`import_room`),
+            or a session with its id is already here.
+    """
+    record = transfer.session
+    if record.room is not None or record.knocking is not None:
+        raise ValueError("a session in a room moves with its room")
+    if record.id in core.clients:
+        raise ValueError(f"session {record.id} is already here")
+    client = _client(record, core.settings)
+    if record.identity is not None:
+        core.adopt_identity(record.identity, transfer.standing, transfer.blocks)
+    core.adopt_attached(client)
+    return client
+
+
+def export_room(core: Signalling, room_id: str, now: Now, frames: bool = False) -> RoomTransfer:
+    """A room with its members' and lobby's sessions, for a node that may take it over.
+
+    ``frames``: keep the replay buffers too. The snapshot an owner keeps current in Redis leaves
+    them out (they change with every relayed message, and can be megabytes): a session taken
+    over keeps its ``seq`` and resumes with nothing replayed (:attr:`Outbox.continues`).
+
+    Raises:
+        KeyError: No such room.
+    """
+    room = core.rooms[room_id]
+    sessions = []
+    for client in (*room.members.values(), *room.lobby.values()):
+        transfer = export_session(core, client.id, now)
+        if not frames:
+            transfer = msgspec.structs.replace(
+                transfer, session=msgspec.structs.replace(transfer.session, frames=[]))
+        sessions.append(transfer)
+    return RoomTransfer(format=SNAPSHOT_FORMAT, room=_export_room(room, now), sessions=sessions)
+
+
+def import_room(core: Signalling, transfer: RoomTransfer, now: Now) -> Room:
+    """Take over a room from its snapshot: every session detached with a fresh grace, numbering
+    on from its ``seq`` (a resume that is ahead continues above it). Nothing is sent: the
+    clients resume as after any lost socket, and nobody sees anyone leave.
+
+    Raises:
+        ValueError: Another format, the room or one of its sessions is already here, or the
+            snapshot does not hold together.
+    """
+    if transfer.format != SNAPSHOT_FORMAT:
+        raise ValueError(f"snapshot format {transfer.format} is not {SNAPSHOT_FORMAT}")
+    r = transfer.room
+    if r.id in core.rooms:
+        raise ValueError(f"room {r.id} is already here")
+    records = {t.session.id: t for t in transfer.sessions}
+    if set(records) != {*r.members, *r.lobby} or len(records) != len(transfer.sessions):
+        raise ValueError("snapshot does not hold together: members and sessions differ")
+    if any(peer in core.clients for peer in records):
+        raise ValueError("a session of this room is already here")
+    room = _room(r, now)
+    settings = core.settings
+    for t in transfer.sessions:
+        record = t.session
+        client = _client(record, settings)
+        _detach(client, record, now, settings)
+        if client.outbox is not None:
+            client.outbox.continues = True
+        if record.room == r.id and client.id in r.members:
+            client.room = room
+            room.members[client.id] = client
+        elif record.knocking == r.id and client.id in r.lobby:
+            client.knocking = room
+            room.lobby[client.id] = client
+        else:
+            raise ValueError(f"snapshot does not hold together: {client.id} is not where it says")
+        if record.identity is not None:
+            core.adopt_identity(record.identity, t.standing, t.blocks)
+    # Members in the room's order (oldest first: host succession and politeness depend on it).
+    room.members = {peer: room.members[peer] for peer in r.members}
+    room.lobby = {peer: room.lobby[peer] for peer in r.lobby}
+    for client in (*room.members.values(), *room.lobby.values()):
+        core.adopt_detached(client)
+    core.adopt_room(room)
+    core.saved_version += 1
+    return room
+
+
+# JSON, like the restart snapshot: the replay buffer's frames are kept as the JSON they are.
+_transfer_encoder: Final = msgspec.json.Encoder()
+_session_decoder: Final = msgspec.json.Decoder(SessionTransfer)
+_room_decoder: Final = msgspec.json.Decoder(RoomTransfer)
+
+
+def encode_transfer(transfer: SessionTransfer | RoomTransfer) -> bytes:
+    return _transfer_encoder.encode(transfer)
+
+
+def decode_session_transfer(data: bytes) -> SessionTransfer:
+    """Raises: ValueError: not a session transfer."""
+    try:
+        return _session_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a session transfer: {exc}") from None
+
+
+def decode_room_transfer(data: bytes) -> RoomTransfer:
+    """Raises: ValueError: not a room snapshot."""
+    try:
+        return _room_decoder.decode(data)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a room snapshot: {exc}") from None
 
 
 _encoder: Final = msgspec.json.Encoder()

@@ -34,6 +34,7 @@ from xes.peer.errors import (
 )
 from xes.peer.events import (
     AudioStarted,
+    ChatReceived,
     Disconnected,
     Event,
     HostChanged,
@@ -101,4 +102,5 @@ __all__ = [
     "Disconnected",
     "SafetyCodeChanged",
     "SafetyAlert",
+    "ChatReceived",
 ]

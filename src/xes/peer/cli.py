@@ -73,6 +73,9 @@ def _add_common_arguments(parser: argparse.ArgumentParser) -> None:
                         help="leave after this many seconds (default: stay until Ctrl-C)")
     parser.add_argument("-v", "--verbose", action="count", default=0,
                         help="log more (-v: links and signalling; -vv: aiortc too)")
+    parser.add_argument("--chat", action="store_true",
+                        help="send each line typed on standard input as a chat message (chat "
+                             "from the others is always printed)")
     parser.add_argument("--identity-file", type=Path, metavar="FILE",
                         help="keep this peer's pseudonymous identity (an ECDSA P-256 key, PEM) in "
                              "FILE, made on first use; without it each run is a new identity")
@@ -100,6 +103,13 @@ def add_match_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-direct", action="store_true",
                         help="consent to a direct connection, which shows the stranger your IP "
                              "address (a server with no relay pairs only those who consent)")
+    parser.add_argument("--text-only", action="store_true",
+                        help="a text chat without audio: no microphone is opened, each line on "
+                             "standard input is sent as a chat message; you meet text-only "
+                             "strangers and those who accept text")
+    parser.add_argument("--accept-text", action="store_true",
+                        help="also meet text-only strangers (that call is a text chat: your "
+                             "audio is not sent)")
     _add_common_arguments(parser)
 
 
@@ -184,10 +194,13 @@ class _Session:
                     identity=identity)
         status = EXIT_OK
         printer: asyncio.Task[None] | None = None
+        chatter: asyncio.Task[None] | None = None
         try:
             await peer.connect()
             self.say(f"connected to {ws_url} as {peer.id}")
             printer = asyncio.ensure_future(self._print_events(peer))
+            if args.chat or (self.matching and args.text_only):
+                chatter = asyncio.ensure_future(self._chat_from_stdin(peer))
             if self.matching:
                 status = await self._match_loop(peer)
             else:
@@ -202,6 +215,8 @@ class _Session:
         except PeerError as error:
             status = self.fail(str(error))
         finally:
+            if chatter is not None:
+                chatter.cancel()
             was_in_room = peer.room is not None
             await peer.close()
             if printer is not None:
@@ -229,8 +244,9 @@ class _Session:
         args = self.args
         while not self.stop.is_set():
             self.partner_gone.clear()
-            matching = asyncio.ensure_future(peer.match(tags=args.tags, language=args.language,
-                                                    direct=args.allow_direct))
+            matching = asyncio.ensure_future(peer.match(
+                tags=args.tags, language=args.language, direct=args.allow_direct,
+                text_only=args.text_only, accept_text=args.accept_text))
             await self._until_stopped(matching)
             if not matching.done() or matching.cancelled():
                 return EXIT_OK
@@ -249,6 +265,9 @@ class _Session:
     def _open_audio(self) -> MediaStreamTrack | None:
         from xes.peer.audio import open_file_source, open_microphone
 
+        if self.matching and self.args.text_only:
+            self.say("text only: no audio either way; type a line and press Enter to send it")
+            return None
         if self.args.play:
             track = open_file_source(self.args.play, loop=self.args.loop)
             self.say(f"sending {self.args.play}" + (" (looped)" if self.args.loop else ""))
@@ -262,6 +281,33 @@ class _Session:
         else:
             self.say("sending the microphone")
         return microphone
+
+    async def _chat_from_stdin(self, peer: Peer) -> None:
+        """Send each line of standard input as a chat message, until it ends."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader()
+        try:
+            await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        except ValueError:  # a regular file: not a stream to wait on
+            self.say("cannot read chat from standard input (not a terminal or a pipe)")
+            return
+        try:
+            while line := await reader.readline():
+                text = line.decode(errors="replace").strip()
+                if not text:
+                    continue
+                try:
+                    sent = peer.send_chat(text)
+                except ValueError as error:
+                    self.say(f"not sent: {error}")
+                    continue
+                if sent == 0:
+                    self.say("not sent: nobody is connected yet")
+        finally:
+            # The pipe transport made the descriptor non-blocking; a terminal shared with the
+            # shell must not stay so after we exit.
+            with contextlib.suppress(OSError, ValueError):
+                os.set_blocking(sys.stdin.fileno(), True)
 
     async def _print_events(self, peer: Peer) -> None:
         async for event in peer.events():
@@ -339,6 +385,8 @@ class _Session:
                     self.say(f"link code with {_who(member)}: {' '.join(code)}")
         elif isinstance(event, ev.SafetyAlert):
             self.say(f"WARNING: {event.text}; someone may be in the middle")
+        elif isinstance(event, ev.ChatReceived):
+            self.say(f"chat from {_who(event.peer)}: {event.text}")
         elif isinstance(event, ev.Disconnected):
             if event.error is not None:
                 print(f"{self.command}: error: lost the server: {event.error}",
@@ -385,7 +433,7 @@ class _Session:
 
 
 def _who(member: RemotePeer) -> str:
-    return f"{member.name} [{member.id}]"
+    return f"{member.name} [{member.id}]" + (" (text only)" if member.text_only else "")
 
 
 def _describe_rules(rules: Rules) -> str:

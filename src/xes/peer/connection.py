@@ -25,7 +25,11 @@ aiortc's limits shape the rest:
 - Each link has the browser's data channel, negotiated out of band (label ``xes``, id 0): the
   offerer creates it before its offer, so the offer carries an ``m=application`` section; the
   answerer creates its end after setting the offer, as the browser does. It carries JSON objects
-  tagged by ``type`` (the safety codes of :mod:`xes.peer.verify`), peer to peer.
+  tagged by ``type`` (the safety codes of :mod:`xes.peer.verify`, chat), peer to peer.
+- A text-only link (a stranger call where either side asked for text only, docs/protocol.md
+  "Text only") is made with ``audio=False``: no audio track and no audio transceiver, so the
+  offer has the application section alone; audio offered by the other side is answered
+  ``inactive``. Nothing but the data channel goes over it.
 
 Signals are handled one at a time per link, in arrival order, by a small worker task, so a slow
 ``setLocalDescription`` (gathering a TURN allocation) never reorders or blocks other links. They
@@ -133,6 +137,8 @@ class Link:
         connect_timeout: Seconds from creation to ``connected`` before the link is failed.
         on_channel_open: Called once the link's data channel is open.
         on_data: Called with each well-formed message from the peer's data channel.
+        audio: False for a text-only link: the data channel alone, no audio either way
+            (`source` is then ignored).
     """
 
     def __init__(
@@ -148,6 +154,7 @@ class Link:
         connect_timeout: float = 15.0,
         on_channel_open: Callable[[Link], None] | None = None,
         on_data: DataHandler | None = None,
+        audio: bool = True,
     ) -> None:
         if configuration.iceServers is None:
             raise ValueError("pass iceServers explicitly: aiortc's default is a public server")
@@ -161,7 +168,8 @@ class Link:
         self._send_signal = send_signal
         self._on_change = on_change
         self._on_track = on_track
-        self._source = source
+        self.audio = audio
+        self._source = source if audio else None
         self._allow_loopback = allow_loopback
         self._pending_candidates: list[RTCIceCandidate | None] = []
         self._inbox: asyncio.Queue[m.SignalData | _MakeOffer] = asyncio.Queue()
@@ -306,6 +314,10 @@ class Link:
         self._send_signal(m.SignalData(description=m.SessionDescription(kind, local_sdp)))
 
     def _add_outgoing_audio(self) -> None:
+        if not self.audio:
+            for transceiver in self._pc.getTransceivers():
+                transceiver.direction = "inactive"  # a text chat: refuse the other side's audio
+            return
         if self._pc.getTransceivers() and any(
             t.sender.track is not None for t in self._pc.getTransceivers()
         ):
@@ -331,7 +343,7 @@ class Link:
             await self._pc.addIceCandidate(candidate)
 
     def _handle_track(self, track: MediaStreamTrack) -> None:
-        if track.kind == "audio":
+        if track.kind == "audio" and self.audio:
             self._on_track(track)
 
     def _handle_connection_state(self) -> None:
@@ -394,9 +406,14 @@ def _selected_candidate_types(pc: RTCPeerConnection) -> tuple[str, str] | None:
     aiortc's getStats has no candidate-pair entries, so this reads aioice's nominated pair
     (``Connection._nominated``), guarded so that a future aiortc only loses the route.
     """
-    for transceiver in pc.getTransceivers():
+    # Everything is bundled on one transport: the audio's, or the data channel's when a
+    # text-only link has no audio.
+    dtls_transports = [t.receiver.transport for t in pc.getTransceivers()]
+    if pc.sctp is not None:
+        dtls_transports.append(pc.sctp.transport)
+    for dtls in dtls_transports:
         try:
-            ice_connection = transceiver.receiver.transport.transport._connection
+            ice_connection = dtls.transport._connection
             pairs = list(ice_connection._nominated.values())
         except AttributeError:
             return None

@@ -36,6 +36,7 @@ __all__ = [
     "Disconnected",
     "SafetyCodeChanged",
     "SafetyAlert",
+    "ChatReceived",
 ]
 
 
@@ -182,6 +183,16 @@ class SafetyAlert:
     text: str
 
 
+@dataclass(frozen=True)
+class ChatReceived:
+    """A chat message from a member, over its link's data channel (never through the server).
+
+    `text` is trimmed, 1 to 4,000 characters (docs/protocol.md, "Between peers")."""
+
+    peer: RemotePeer
+    text: str
+
+
 Event = (
     Joined
     | Queued
@@ -201,5 +212,6 @@ Event = (
     | Disconnected
     | SafetyCodeChanged
     | SafetyAlert
+    | ChatReceived
 )
 """One of the events above."""

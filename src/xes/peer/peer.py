@@ -45,6 +45,7 @@ from xes.peer.errors import (
 )
 from xes.peer.events import (
     AudioStarted,
+    ChatReceived,
     Disconnected,
     Event,
     HostChanged,
@@ -91,6 +92,8 @@ _JOIN_REFUSALS = frozenset({
 
 # Ask for fresh TURN credentials this long before they expire.
 _ICE_REFRESH_MARGIN = 60.0
+CHAT_MAX_CHARS = 4000
+"""Longest chat message, in characters after trimming (docs/protocol.md, "Between peers")."""
 
 # Reconnecting (docs/protocol.md, "Sessions"): the n-th attempt in a row waits
 # _FIRST_RETRY·2ⁿ seconds, at most _MAX_RETRY, times a random factor in [0.5, 1] (so clients cut off
@@ -111,11 +114,13 @@ _FINAL_CLOSES = frozenset({
 class RemotePeer:
     """Another member of the room, as seen from here. Its fields change as the call goes on."""
 
-    def __init__(self, peer_id: str, name: str, polite: bool) -> None:
+    def __init__(self, peer_id: str, name: str, polite: bool, text_only: bool = False) -> None:
         self.id = peer_id
         self.name = name
         self.polite = polite
         """Our role toward this member for renegotiation (we never renegotiate; informative)."""
+        self.text_only = text_only
+        """A stranger who asked for a text chat: our link to it carries no audio either way."""
         self.link: Link | None = None
         self.audio = RemoteAudio()
         self.joined_at = time.monotonic()
@@ -212,6 +217,8 @@ class Peer:
         """The server's answer to our ``identify`` (cooldown, ban, a moderator's warning)."""
         self.watch_network = watch_network
         self.room: Room | None = None
+        self.text_only = False
+        """Whether our last ``match`` asked for text only: our links then carry no audio."""
         self.members: dict[str, RemotePeer] = {}
         # Room id -> the secret the server gave us as that room's host (never logged): sent in
         # `join` so that after a server restart we get the host role back (docs/protocol.md).
@@ -436,12 +443,14 @@ class Peer:
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
+        self.text_only = False  # a room is a voice call
         room_joined = await self._request_room(message)
         self._last_join = message
         return room_joined
 
     async def match(self, *, tags: Iterable[str] = (), language: str | None = None,
-                    direct: bool = False) -> Room:
+                    direct: bool = False, text_only: bool = False,
+                    accept_text: bool = False) -> Room:
         """Queue for a stranger and return once paired (a fresh private room of two).
 
         Args:
@@ -449,6 +458,11 @@ class Peer:
             language: A language to prefer.
             direct: Consent to a direct connection, which shows the stranger our IP address.
                 Without it the call goes through the relay, and a server with no relay refuses.
+            text_only: Ask for a text chat: paired only with text-only strangers and voice
+                users who accept text, and no audio goes either way (the ``audio`` track is
+                not sent). Talk with :meth:`send_chat` and :class:`ChatReceived` events.
+            accept_text: As a voice user, accept being paired with a text-only stranger; that
+                call is then a text chat (docs/protocol.md, "Text only").
 
         Raises:
             JoinRefused: If the server refuses (e.g. ``bad-field`` for a tag too long, or
@@ -458,10 +472,11 @@ class Peer:
         try:
             message = m.MatchRequest(
                 name=self.name, tags=list(tags), language=language, rollback=False,
-                direct=direct,
+                direct=direct, text_only=text_only, accept_text=accept_text and not text_only,
             )
         except ValueError as blank:  # the server's own check, made before sending
             raise JoinRefused(ErrorCode.BAD_FIELD, str(blank)) from None
+        self.text_only = text_only
         return await self._request_room(message)
 
     async def leave(self) -> None:
@@ -829,14 +844,17 @@ class Peer:
         old = self.members.pop(peer_id, None)
         if old is not None and old.link is not None:
             asyncio.ensure_future(old.link.close())
-        member = RemotePeer(peer_id, info.name, info.polite)
+        member = RemotePeer(peer_id, info.name, info.polite, info.text_only)
         member.link = self._new_link(member)
         self.members[peer_id] = member
         return member
 
     def _new_link(self, member: RemotePeer) -> Link:
         peer_id = member.id
-        source = self._relay_hub.subscribe(self._audio) if self._audio is not None else None
+        # A text chat (we or the stranger asked for text only) carries no audio either way.
+        audio = not (self.text_only or member.text_only)
+        source = (self._relay_hub.subscribe(self._audio)
+                  if self._audio is not None and audio else None)
 
         def on_change(link: Link) -> None:
             if member.link is not None and member.link is not link:
@@ -859,6 +877,7 @@ class Peer:
             connect_timeout=self.connect_timeout,
             on_channel_open=self._channel_opened,
             on_data=self._data_received,
+            audio=audio,
         )
 
     def _channel_opened(self, link: Link) -> None:
@@ -868,8 +887,31 @@ class Peer:
 
     def _data_received(self, link: Link, message: dict[str, object]) -> None:
         member = self.members.get(link.remote_id)
-        if self._verifier is not None and member is not None and member.link is link:
+        if member is None or member.link is not link:
+            return
+        if message.get("type") == "chat":
+            text = message.get("text")
+            if isinstance(text, str) and 0 < len(text.strip()) <= CHAT_MAX_CHARS:
+                self._emit(ChatReceived(member, text.strip()))
+        elif self._verifier is not None:
             self._verifier.received(link, message)
+
+    def send_chat(self, text: str) -> int:
+        """Send a chat message to every member, one copy over each link's data channel.
+
+        The server never sees it; nothing keeps it. Members whose channel is not open yet miss it.
+
+        Returns:
+            How many members it was sent to.
+
+        Raises:
+            ValueError: If `text` is blank or longer than CHAT_MAX_CHARS once trimmed.
+        """
+        text = text.strip()
+        if not 0 < len(text) <= CHAT_MAX_CHARS:
+            raise ValueError(f"a chat message is 1 to {CHAT_MAX_CHARS} characters after trimming")
+        return sum(member.link.send_data({"type": "chat", "text": text})
+                   for member in self.members.values() if member.link is not None)
 
     def _send_signal(self, peer_id: str, data: m.SignalData) -> None:
         if peer_id not in self.members:

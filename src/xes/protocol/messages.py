@@ -146,6 +146,11 @@ class MatchRequest(_ClientMessage, tag="match"):
     # The user's consent to a direct connection, which shows the stranger their IP address.
     # False (the default) means relay only; the server pairs accordingly (docs/protocol.md).
     direct: bool = False
+    # No microphone: a text chat over the link's data channel, with no audio either way. Paired
+    # only with text-only users and with voice users who sent `accept_text` (docs/protocol.md).
+    text_only: bool = False
+    # A voice user who accepts being paired with a text-only user (for a text chat).
+    accept_text: bool = False
 
     def __post_init__(self) -> None:
         self.name = _clean_name(self.name)
@@ -359,10 +364,13 @@ class Hello(_ServerMessage, tag="hello"):
     challenge: str
 
 
-class PeerInfo(msgspec.Struct, frozen=True):
+class PeerInfo(msgspec.Struct, frozen=True, omit_defaults=True):
     id: Id
     name: str
     polite: bool
+    # A stranger who asked for a text chat (`match` `text_only`): the call has no audio.
+    # Written only when true, so room members' entries are unchanged.
+    text_only: bool = False
 
 
 class Rules(msgspec.Struct, frozen=True):

@@ -17,7 +17,7 @@ import secrets
 import sqlite3
 import time
 from collections import deque
-from collections.abc import Coroutine, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from http import HTTPStatus
 from pathlib import Path
 from typing import Any, Final, TypeGuard, cast
@@ -54,8 +54,10 @@ from ..core.timing import Now
 from ..errors import BadJson, SignallingError, TooBig
 from ..protocol import messages as m
 from ..protocol.codes import CloseCode
+from .cluster import LocalCluster, RedisCluster, RemoteConnection, cluster_for
 from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
+from .metrics import CONTENT_TYPE, Counters, RedisProbe, render
 from .moderate import ModerationServer
 from .outgoing import Outgoing
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
@@ -87,6 +89,8 @@ _HANG_UP_CODES: Final = frozenset({0, CloseCode.NORMAL, CloseCode.GOING_AWAY})
 # "Limits"). asyncio calls Connection.pause_writing once when a write goes past it.
 OUTGOING_LIMIT_BYTES: Final = 1_048_576
 _TEXT: Final = WSMsgType.TEXT
+# Never UTF-8, so never a message: what an edge forwards for a binary frame (see on_ws_frame).
+_NOT_UTF8: Final = b"\xff"
 _ROOM_PATH_PREFIX: Final = b"/r/"
 # Slow password hashes run in threads; two at a time keeps a guessing flood from eating the CPU.
 _HASHING_SLOTS: Final = 2
@@ -122,7 +126,8 @@ class Connection(WSListener):
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
                  "backlog", "fragments", "fresh", "transport", "challenge",
-                 "forwarded_for", "queued")  # no __dict__: tens of thousands
+                 "forwarded_for", "deliver", "home", "forwarded",
+                 "queued")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
@@ -144,6 +149,11 @@ class Connection(WSListener):
         self.challenge = new_challenge()
         # The client's address as the trusted proxy saw it (--trust-forwarded-for), else None.
         self.forwarded_for = forwarded_for
+        # Where this socket's messages go: the server, or (in a cluster, when its session is
+        # homed at another node) the cluster's forwarder. Swapped, not tested per message.
+        self.deliver: Callable[[Connection, bytes | memoryview], None] = server.deliver_here
+        self.home: str | None = None  # the node holding its session, if not this one
+        self.forwarded = 0            # frames sent on to that home (server.cluster numbers them)
         # Messages waiting for the end of this event-loop turn (server.outgoing), else None.
         self.queued: list[bytes] | None = None
 
@@ -169,17 +179,21 @@ class Connection(WSListener):
             if kind is _TEXT and frame.fin:
                 self.tokens -= 1.0
                 if self.tokens >= 0.0:
-                    self.server.receive(self, frame.get_payload_as_memoryview())
+                    self.deliver(self, frame.get_payload_as_memoryview())
                 else:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
             elif kind is _TEXT or kind is WSMsgType.CONTINUATION:
                 self._reassemble(frame)
             elif kind is WSMsgType.BINARY:
                 self.tokens -= 1.0
-                if self.tokens >= 0.0:
-                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
-                else:
+                if self.tokens < 0.0:
                     self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
+                elif self.home is not None:
+                    # The session is homed at another node: the error must come from there,
+                    # numbered in order with the rest, and it answers this as bad-json too.
+                    self.deliver(self, _NOT_UTF8)
+                else:
+                    self.server.refuse(self, BadJson("binary frames are not part of the protocol"))
             elif kind is WSMsgType.CLOSE:
                 # The client closes: a hang-up ends its session now (its room hears at once, not
                 # when, if ever, our reply drains); any other code detaches it, to resume. If
@@ -201,13 +215,16 @@ class Connection(WSListener):
             return
         self.fragments += frame.get_payload_as_memoryview()
         if len(self.fragments) > m.MAX_MESSAGE_BYTES:
+            if self.home is not None:  # refused by its home, as for a binary frame
+                self.deliver(self, bytes(self.fragments))
+            else:
+                self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
             self.fragments = None
-            self.server.refuse(self, TooBig(f"message over {m.MAX_MESSAGE_BYTES} bytes"))
         elif frame.fin:
             data, self.fragments = bytes(self.fragments), None
             self.tokens -= 1.0
             if self.tokens >= 0.0:
-                self.server.receive(self, data)
+                self.deliver(self, data)
             else:
                 self.server.close(self, CLOSE_FLOOD, "message rate over the limit")
 
@@ -254,6 +271,8 @@ class XesServer:
         # `hello` echoes the limits this shell enforces, so clients never hard-code them.
         self.core = Signalling(dataclasses.replace(settings.core, limits=limits), _random_ids())
         self.connections: dict[str, Connection] = {}
+        # One bound method shared by every connection (Connection.deliver), not one each.
+        self.deliver_here = self.receive
         # One write per connection per event-loop turn, however many messages it is sent.
         self.outgoing: Outgoing[Connection] = Outgoing(self.fail)
         self.static: dict[str, StaticFile] = load_web_client()
@@ -284,6 +303,21 @@ class XesServer:
         self._retention_handle: asyncio.TimerHandle | None = None
         self.moderate_port: int | None = None
         self.moderation: ModerationServer | None = None
+        # What /metrics reports (server.metrics): counts kept here, gauges read when scraped.
+        self.counts = Counters()
+        self._started_at = time.time()
+        self.metrics_port: int | None = None
+        self._metrics_server: asyncio.AbstractServer | None = None
+        # With --redis: whether Redis answers (/healthz, /metrics).
+        self.redis_probe: RedisProbe | None = None
+        # Alone (LocalCluster: nothing runs) or one node of several sharing Redis.
+        self.cluster: LocalCluster | RedisCluster = cluster_for(settings.redis_url, settings.node_id)
+        self._clustered = self.cluster.enabled
+
+    @property
+    def identity_secret(self) -> bytes:
+        """The secret identities are hashed with (the nodes of a cluster must share it)."""
+        return self._identity_secret
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -319,7 +353,11 @@ class XesServer:
         database, self._identity_secret = await asyncio.to_thread(self._open_storage)
         self.storage = Storage(database)
         await self._load_restored_identities()
+        await self.cluster.start(self)
         self._retain()
+        if s.redis_url is not None:  # checked before the first client can ask /healthz
+            self.redis_probe = RedisProbe(s.redis_url)
+            await self.redis_probe.start()
         if s.moderate_port is not None:
             self.moderation = ModerationServer(self.storage, self.core.standing_changed,
                                                secure=s.behind_tls)
@@ -337,7 +375,14 @@ class XesServer:
             # Given a Logger, picows makes a child Logger per connection ("picows.server.<fd>",
             # ~0.5 KiB each, kept for the connection's life); an adapter is shared as it is.
             logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
+            # --reuse-port / --workers: several processes accept on one port (SO_REUSEPORT).
+            reuse_port=s.reuse_port or None,
         )
+        if s.metrics_port is not None:
+            self._metrics_server = await ws_create_server(
+                self._route_metrics, s.metrics_host, s.metrics_port,
+                websocket_handshake_timeout=5, use_aiofastnet=False, logger_name="metrics")
+            self.metrics_port = self._metrics_server.sockets[0].getsockname()[1]
         loop = asyncio.get_running_loop()
         self._last_sweep = loop.time()
         self._sweep_handle = loop.call_later(self._sweep_seconds, self._sweep)
@@ -397,16 +442,23 @@ class XesServer:
         """
         if self._server is not None:
             self._server.close()
+        await self.cluster.stop()
         # From here on rooms empty because their connections close, not because people left:
         # the saved rooms must stay as they are, for the next start.
         self._stopping = True
         if self.moderation is not None:
             await self.moderation.stop()
+        if self._metrics_server is not None:
+            self._metrics_server.close()
+        if self.redis_probe is not None:
+            await self.redis_probe.stop()
         for handle in (self._tick_handle, self._sweep_handle, self._retention_handle):
             if handle is not None:
                 handle.cancel()
-        snapshot = self._snapshot()
-        connections = list(self.connections.values())
+        # A cluster node's rooms are taken over by the others from their snapshots in Redis: it
+        # keeps nothing for its own next start, and tells nobody that anyone left.
+        snapshot = self._snapshot() if not self._clustered else None
+        connections = [c for c in self.connections.values() if type(c) is Connection]
         for connection in connections:
             connection.tokens = -math.inf  # anything still arriving is ignored: it is not saved
             Outgoing.flush(connection)
@@ -414,7 +466,10 @@ class XesServer:
                                             b"server restarting: reconnect")
             connection.transport.disconnect()
         for connection in connections:  # the snapshot is taken: the core may forget them now
-            self.closed(connection, detach=False)
+            if self._clustered:
+                self.connections.pop(connection.peer, None)
+            else:
+                self.closed(connection, detach=False)
         writing = None
         if snapshot is not None and self.data is not None:
             writing = asyncio.ensure_future(asyncio.to_thread(self.data.write, SNAPSHOT_FILE, snapshot))
@@ -491,10 +546,38 @@ class XesServer:
                 HTTPStatus.SEE_OTHER, f"/r/{new_id()}", {"Cache-Control": "no-store"})
             return WSUpgradeResponseWithListener(response, None)
         if path == b"/healthz":
-            return _http(HTTPStatus.OK, b"ok\n")
+            return self._health()
         if path == b"/favicon.ico" and "favicon.ico" not in self.static:
             return _http(HTTPStatus.NOT_FOUND, b"")
         return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+
+    def _health(self) -> WSUpgradeResponseWithListener:
+        """`/healthz`: 200 ok while this node can serve; 503 and why when it cannot (Redis)."""
+        if self.redis_probe is not None:
+            status = self.redis_probe.status()
+            if not status.up:
+                return _http(HTTPStatus.SERVICE_UNAVAILABLE, f"{status.reason}\n".encode(),
+                             {"Cache-Control": "no-store"})
+        return _http(HTTPStatus.OK, b"ok\n", {"Cache-Control": "no-store"})
+
+    def _route_metrics(self, request: WSUpgradeRequest
+                       ) -> WSListener | WSUpgradeResponseWithListener:
+        """The operator's port: `/metrics` and `/healthz`, nothing else (no WebSocket)."""
+        try:
+            path = request.path.split(b"?", 1)[0]
+            if request.method != b"GET":
+                return _http(HTTPStatus.METHOD_NOT_ALLOWED, b"Only GET is served here.\n",
+                             {"Allow": "GET"})
+            if path == b"/metrics":
+                return _http(HTTPStatus.OK, render(self, self._started_at),
+                             {"Content-Type": CONTENT_TYPE, "Cache-Control": "no-store"})
+            if path == b"/healthz":
+                return self._health()
+            return _http(HTTPStatus.NOT_FOUND, b"Not found.\n")
+        except Exception as exc:
+            log.error("unexpected %s at %s while serving metrics", type(exc).__name__,
+                      _where(exc), exc_info=self.debug)
+            return _http(HTTPStatus.INTERNAL_SERVER_ERROR, b"Internal error.\n")
 
     def _file(self, name: str) -> WSUpgradeResponseWithListener:
         static = self.static.get(name)
@@ -522,6 +605,7 @@ class XesServer:
 
     def opened(self, connection: Connection) -> None:
         self.connections[connection.peer] = connection
+        self.counts.connections_opened += 1
         self.execute(self.core.connect(connection.peer, new_id(), connection.challenge))
 
     def closed(self, connection: Connection, detach: bool) -> None:
@@ -531,6 +615,10 @@ class XesServer:
             return  # already closed, or replaced by a connection that resumed its session
         del self.connections[connection.peer]
         if detach:
+            self.counts.detached += 1
+        if connection.home is not None:  # its session lives at another node: tell it there
+            cast(RedisCluster, self.cluster).socket_closed(connection, detach)
+        elif detach:
             self.execute(self.core.detach(connection.peer, _now()))
             self._schedule_tick()
         else:
@@ -562,6 +650,7 @@ class XesServer:
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
                 if not relayed.isascii():
                     m.check_utf8(relayed, "signal")
+                self.counts.relayed += 1
                 if outbox.keep(relayed):
                     recipient = self.connections.get(target.id)
                     if recipient is not None:  # else detached: kept for its resume
@@ -573,7 +662,22 @@ class XesServer:
             elif type(message) is m.Resume and fresh:
                 if self.debug:
                     log.debug("< %s resume %s (token not logged)", connection.peer, message.peer)
+                if (self._clustered and message.peer not in self.core.clients
+                        and type(connection) is Connection):
+                    self._off_loop(connection, cast(RedisCluster, self.cluster).resume_elsewhere(
+                        connection, message, bytes(data)))
+                    return
                 self._resume(connection, message)
+            elif type(message) is m.Join and self._clustered:
+                # The room may be owned by another node: this session then moves there.
+                self._off_loop(connection, cast(RedisCluster, self.cluster).join(
+                    connection, message, bytes(data)))
+                return
+            elif type(message) is m.MatchRequest and self._clustered:
+                # Strangers are matched by the queue's node: this session may move there.
+                self._off_loop(connection, cast(RedisCluster, self.cluster).match(
+                    connection, message, bytes(data)))
+                return
             elif _needs_password_hash(message):
                 self._off_loop(connection, self._with_password(connection, message))
                 return
@@ -617,10 +721,14 @@ class XesServer:
         old = self.connections.get(request.peer)
         if old is not None:  # a silent cut not noticed yet: this connection takes over
             self._replace(old)
-        del self.connections[connection.peer]
+        provisional = connection.peer
+        del self.connections[provisional]
         connection.peer = request.peer
         connection.signal_head = None  # the head names the session: made anew on first use
         self.connections[request.peer] = connection
+        self.counts.resumes += 1
+        if type(connection) is not Connection:  # a socket at another node
+            cast(RedisCluster, self.cluster).renamed(cast(RemoteConnection, connection), provisional)
         self.execute(actions)
         self._schedule_tick()
 
@@ -726,12 +834,20 @@ class XesServer:
             elif isinstance(message.password, str):
                 salt = secrets.token_bytes(SALT_BYTES)
                 hashed = await asyncio.to_thread(hash_password, message.password, salt)
-        if self._live(connection):  # it may have left while we hashed
-            actions = self.core.handle(connection.peer, message, _now(), password=hashed)
+        await self.handle_now(connection, message, hashed)
+
+    async def handle_now(self, connection: Connection, message: m.ClientMessage,
+                         password: PasswordHash | None = None) -> None:
+        """Let the core handle ``message`` (off the frame callback: a hash, or a cluster's
+        question to Redis, came first); its replies go out once the rooms it changed are saved."""
+        if self._live(connection):  # it may have left meanwhile
+            actions = self.core.handle(connection.peer, message, _now(), password=password)
             saving = self._save_rooms()
             if saving is not None:
                 await saving
             self.execute(actions)
+            if type(message) in _TIMED_MESSAGES:
+                self._schedule_tick()
 
     async def _identify(self, connection: Connection, message: m.Identify) -> None:
         """Check the signature, load what is stored about the identity, and let the core decide."""
@@ -759,6 +875,8 @@ class XesServer:
     def refuse(self, connection: Connection, exc: SignallingError) -> None:
         """Answer a refused message with a structured error; too many in a row close the socket."""
         error = m.Error(code=exc.code, message=exc.message, ref=exc.ref, retry_after=exc.retry_after)
+        errors = self.counts.errors
+        errors[exc.code] = errors.get(exc.code, 0) + 1
         self.execute([Send(connection.peer, m.encode(error))])
         connection.error_streak += 1
         if connection.error_streak >= self.settings.error_streak_limit:
@@ -778,6 +896,8 @@ class XesServer:
             return  # already closed: once is enough
         transport = connection.transport
         connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
+        closes = self.counts.closes
+        closes[code] = closes.get(code, 0) + 1
         Outgoing.flush(connection)  # what it was sent before the close goes first
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             # picows accepts any code on the wire; its enum names only the standard ones.
@@ -813,6 +933,8 @@ class XesServer:
         """
         pending = self._pending
         pending.extend(actions)
+        if self._clustered:  # rooms that changed get a new snapshot in Redis
+            cast(RedisCluster, self.cluster).touched(actions)
         if self._executing:
             return
         self._executing = True
@@ -910,6 +1032,8 @@ class XesServer:
         refill, burst = settings.rate_per_second * elapsed, float(settings.rate_burst)
         ping_after, drop_after = settings.heartbeat_seconds, 2 * settings.heartbeat_seconds
         for connection in list(self.connections.values()):
+            if type(connection) is not Connection:
+                continue  # a remote socket: its edge refills and pings it
             tokens = connection.tokens + refill
             connection.tokens = burst if tokens > burst else tokens
             if connection.idle == 0.0:  # a frame (perhaps our ping's pong) since the last sweep

@@ -44,3 +44,14 @@ class ServerSettings:
     # Behind a reverse proxy every client has the proxy's address: read X-Forwarded-For instead
     # (only for the per-network limit on new identities; never stored, never logged).
     trust_forwarded_for: bool = False
+    # One node of a cluster sharing state through this Redis (server.cluster); None: alone.
+    redis_url: str | None = None
+    # This node's id in the cluster, its label on /metrics and in the logs (default: a random
+    # one, as a restarted node is a new node).
+    node_id: str | None = None
+    # Accept on a port other processes listen on too (SO_REUSEPORT): --workers, or several units.
+    reuse_port: bool = False
+    # /metrics and /healthz for the operator, on their own port (None: not served), by default on
+    # loopback whatever --host is, so a public listener never publishes them by accident.
+    metrics_host: str = "127.0.0.1"
+    metrics_port: int | None = None

@@ -106,5 +106,10 @@ class Outgoing(Generic[SinkT]):
             return  # as picows's own send: nothing after a close (the outbox keeps it for resume)
         if len(queued) == 1:
             transport.send(_TEXT, queued[0])
-        else:
-            transport.underlying_transport.write(text_frames(queued))
+            return
+        socket = getattr(transport, "underlying_transport", None)
+        if socket is not None:
+            socket.write(text_frames(queued))
+        else:  # a cluster node's stand-in for a socket elsewhere (server.cluster): one by one
+            for message in queued:
+                transport.send(_TEXT, message)

@@ -38,8 +38,8 @@ from pathlib import Path
 
 from ..turnconfig import TurnConfig, render
 
-__all__ = ["BuiltinRelay", "RelayFailed", "RelayUnavailable", "free_port", "relay_address",
-           "start_builtin_relay", "stop_process"]
+__all__ = ["BuiltinRelay", "RelayFailed", "RelayUnavailable", "die_with_parent", "free_port",
+           "relay_address", "start_builtin_relay", "stop_process"]
 
 REALM = "xes"
 DEFAULT_PORT_RANGE = (49152, 65535)
@@ -115,7 +115,8 @@ def free_port(address: str) -> int:
     raise RelayUnavailable(f"no port free for both TCP and UDP on {address}")
 
 
-def _die_with_parent() -> None:  # pragma: no cover - runs in the child, between fork and exec
+def die_with_parent() -> None:
+    """Have the kernel send this process SIGTERM when its parent dies (Linux; elsewhere a no-op)."""
     try:
         ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # 1 = PR_SET_PDEATHSIG
     except (OSError, AttributeError):
@@ -192,5 +193,5 @@ def _launch(run_dir: Path, address: str, port: int, secret: str, port_range: tup
         [turnserver, "-c", str(config_path), f"--pidfile={run_dir / 'turn.pid'}",
          f"--db={run_dir / 'turndb.sqlite'}", "--no-stdout-log"],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-        preexec_fn=_die_with_parent,
+        preexec_fn=die_with_parent,  # in coturn, between fork and exec
     )

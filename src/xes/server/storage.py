@@ -342,12 +342,14 @@ def open_database(database: str | None, data_dir: Path) -> Database:
         import psycopg  # only deployments that use PostgreSQL need the driver
 
         db = Database(psycopg.connect(database, autocommit=True), "postgresql")
-    elif database is not None:
-        raise ValueError(f"--database takes a postgresql:// URL, not {database.split(':')[0]!r}")
+    elif database is not None and not database.startswith("sqlite:"):
+        raise ValueError(f"--database takes a postgresql:// URL or sqlite:PATH, "
+                         f"not {database.split(':')[0]!r}")
     else:
-        data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
-        connection = sqlite3.connect(data_dir / "xes.sqlite3", isolation_level=None,
-                                     check_same_thread=False)
+        # sqlite:PATH: one file several processes of one host share (--workers); WAL allows it.
+        path = Path(database[len("sqlite:"):]) if database else data_dir / "xes.sqlite3"
+        path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+        connection = sqlite3.connect(path, isolation_level=None, check_same_thread=False)
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA busy_timeout=5000")
         db = Database(connection, "sqlite")

@@ -127,6 +127,8 @@ export class Call extends EventTarget {
     // What the first message said, so a reconnect can say it again under the new peer id.
     this.password = undefined;
     this.matchRequest = null;
+    // Whether we asked strangers for a text chat ("Text only"): no microphone is ever opened.
+    this.textOnly = false;
     // While a first join or match waits for the socket, a reconnect must not also send one.
     this.awaitingSocket = false;
     /** @type {{from: string|null, name: string, text: string, at: number, self: boolean}[]} chat
@@ -162,6 +164,14 @@ export class Call extends EventTarget {
   /** Whether we host the room we are in (never in a stranger call). */
   get isHost() {
     return this.inCall && !this.isMatch && this.me !== null && this.hostId === this.me.id;
+  }
+
+  /**
+   * Whether this call is a text chat: a stranger call where we, or the stranger, asked for text
+   * only. Nobody's audio goes over it (docs/protocol.md, "Text only").
+   */
+  get textChat() {
+    return this.inCall && this.isMatch && (this.textOnly || [...this.peers.values()].some((peer) => peer.textOnly));
   }
 
   /** Whether the microphone is silenced: muted, and push-to-talk not held. */
@@ -232,13 +242,16 @@ export class Call extends EventTarget {
   /**
    * Ask for a stranger.
    * @param {string} name a display name already checked
-   * @param {{tags: string[], language: string}} request
+   * @param {{tags: string[], language: string, textOnly?: boolean, acceptText?: boolean}} request
+   *   `textOnly`: a text chat, and the microphone is never asked for; `acceptText`: a voice user
+   *   who may be paired with a text-only one (docs/protocol.md, "Text only")
    */
-  async findStranger(name, { tags, language }) {
+  async findStranger(name, { tags, language, textOnly = false, acceptText = false }) {
     if (this.phase !== Phase.IDLE) return;
     this.clearAlert('signalling-match');
-    this.matchRequest = { tags, language };
-    await this.start(name, () => this.sendMatch());
+    this.matchRequest = { tags, language, textOnly, acceptText: !textOnly && acceptText };
+    this.textOnly = textOnly;
+    await this.start(name, () => this.sendMatch(), { microphone: !textOnly });
   }
 
   /**
@@ -246,12 +259,13 @@ export class Call extends EventTarget {
    * here, with its explanation shown), then the signalling socket, then the first message.
    * @param {string} name
    * @param {() => void} sendFirstMessage sends `join` or `match`
+   * @param {{microphone?: boolean}} [options] `microphone: false` for a text chat: not asked for
    */
-  async start(name, sendFirstMessage) {
+  async start(name, sendFirstMessage, { microphone = true } = {}) {
     this.me = { id: null, name };
     this.phase = Phase.JOINING;
     this.changed();
-    if (!(await this.ensureMicrophone())) {
+    if (microphone && !(await this.ensureMicrophone())) {
       this.phase = Phase.IDLE;
       this.changed();
       return;
@@ -356,6 +370,7 @@ export class Call extends EventTarget {
     this.tearDown();
     this.phase = Phase.IDLE;
     this.isMatch = false;
+    this.textOnly = false;
     this.changed();
   }
 
@@ -400,7 +415,8 @@ export class Call extends EventTarget {
   tellMuted() {
     if (!this.mesh || this.toldSilenced === this.silenced) return;
     this.toldSilenced = this.silenced;
-    for (const link of this.mesh.links.values()) link.sendData({ type: 'mute', muted: this.silenced });
+    // A text-only link sends no audio: there is no microphone on it to be muted or not.
+    for (const link of this.mesh.links.values()) if (link.audio) link.sendData({ type: 'mute', muted: this.silenced });
   }
 
   toggleMute() {
@@ -667,7 +683,11 @@ export class Call extends EventTarget {
         'Relay mode is unavailable: this server has no relay (TURN) configured, so with ' +
         '“Hide my IP (always relay)” on, calls cannot connect. Turn it off to connect directly.');
     }
-    this.mesh = new Mesh({ configuration: () => this.configuration(), localStream: this.localStream });
+    this.mesh = new Mesh({
+      configuration: () => this.configuration(),
+      localStream: this.localStream,
+      textOnly: this.isMatch && this.textOnly,
+    });
     this.toldSilenced = null; // nobody on the new links has been told yet
     this.wireMesh(this.mesh);
     this.startVerification();
@@ -847,7 +867,7 @@ export class Call extends EventTarget {
     });
     mesh.addEventListener('channelopen', ({ detail }) => {
       const link = mesh.links.get(detail.peerId);
-      if (link) link.sendData({ type: 'mute', muted: this.silenced });
+      if (link && link.audio) link.sendData({ type: 'mute', muted: this.silenced });
     });
     mesh.addEventListener('data', ({ detail }) => this.onPeerData(detail.peerId, detail.detail));
     mesh.addEventListener('removed', ({ detail }) => {
@@ -941,6 +961,8 @@ function newPeer(peer) {
   return {
     id: peer.id, name: peer.name, polite: peer.polite, connectionState: 'new', link: null, turnError: null,
     linkFailure: null,
+    // A stranger who asked for a text chat (`text_only` in `joined`/`peer-joined`).
+    textOnly: peer.text_only === true,
     // What their data channel said: null until it has (a peer may never say).
     muted: null,
     samples: [],

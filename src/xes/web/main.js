@@ -20,6 +20,9 @@ const STORAGE_KEYS = Object.freeze({
   name: 'xes.name',
   relayOnly: 'xes.relayOnly',
   allowDirect: 'xes.allowDirectWithStrangers',
+  // "Text only" and "Accept text chats" for strangers (docs/protocol.md, "Text only").
+  textOnly: 'xes.textOnly',
+  acceptText: 'xes.acceptTextChats',
   // Audio settings, remembered per browser: the chosen devices and the processing toggles.
   microphone: 'xes.microphone',
   speaker: 'xes.speaker',
@@ -308,6 +311,7 @@ function isTyping(target) {
 
 function onKeyDown(event) {
   if (call.phase !== 'joined' || event.ctrlKey || event.metaKey || event.altKey) return;
+  if (call.textChat) return; // no audio goes over a text chat: nothing to mute or hold open
   if (isTyping(event.target)) return;
   if (event.code === 'Space' && event.target !== $('talk')) { // the button handles its own keys
     event.preventDefault(); // Space would also press the focused button (e.g. Leave)
@@ -488,6 +492,8 @@ async function startMatch(event) {
   await call.findStranger(name, {
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
+    textOnly: $('text-only').checked,
+    acceptText: $('accept-text').checked,
   });
 }
 
@@ -505,6 +511,10 @@ function render() {
   // name stays "Hold to talk": it is a momentary button, not a toggle).
   const talking = call.muted && call.talkHeld.size > 0;
   $('talk').classList.toggle('is-active', talking);
+  // A text chat carries no audio: no microphone controls, and the page says what it is instead.
+  const textChat = call.textChat;
+  for (const id of ['mute', 'talk', 'talk-hint', 'muted-notice', 'audio-settings']) $(id).hidden = textChat;
+  $('text-chat-note').hidden = !textChat;
 
   // A stranger call has Next and Stop; a "Leave" beside them would only be a second Stop.
   $('leave').hidden = call.isMatch;
@@ -554,10 +564,28 @@ function renderRoomView(inCall) {
 function queuedWords() {
   const tags = protocol.parseTags($('match-tags').value);
   const language = $('match-language').value.trim();
-  if (tags.length === 0 && !language) return 'Looking for someone to talk to…';
+  if (tags.length === 0 && !language) {
+    return call.textOnly ? 'Looking for someone to chat with in text…' : 'Looking for someone to talk to…';
+  }
   const wants = [tags.length > 0 ? `likes ${tags.join(' or ')}` : '', language ? `speaks “${language}”` : '']
     .filter(Boolean).join(' or ');
-  return `Looking for someone who ${wants}… If nobody does within a few seconds, anyone.`;
+  const chat = call.textOnly ? ', for a text chat' : '';
+  return `Looking for someone who ${wants}${chat}… If nobody does within a few seconds, anyone.`;
+}
+
+/** In a stranger call: whether it is a text chat, and whether the relay hides our address. */
+function strangerCallWords() {
+  const relayed = [...call.peers.values()].some((peer) => peer.link === RELAYED);
+  // With direct allowed, our own candidates (our IP) went to the stranger even if the link
+  // ended up relayed, so only claim privacy when we kept to the relay.
+  const hidden = relayed && call.configuration().iceTransportPolicy === 'relay';
+  const route = hidden ? ' through the encrypted relay: they do not see your IP address.'
+    : relayed ? ' through the encrypted relay.' : '.';
+  if (!call.textChat) return `Connected with a stranger${route}`;
+  const stranger = [...call.peers.values()][0];
+  const why = call.textOnly ? 'You chose text only, so no audio goes either way.'
+    : `${stranger.name} has no microphone, so your microphone is not sent.`;
+  return `Text chat with a stranger${route} ${why}`;
 }
 
 function renderLandingView(inCall) {
@@ -576,6 +604,9 @@ function renderLandingView(inCall) {
   $('match-start').disabled = call.phase !== 'idle' || (noRelay && !call.preferences.allowDirect);
   // Sent with `match`, so it may change until then, not while queued or in a call.
   $('allow-direct').disabled = call.phase !== 'idle';
+  $('text-only').disabled = call.phase !== 'idle';
+  // A text-only user meets text chats anyway: the choice only means something with a microphone.
+  $('accept-text').disabled = call.phase !== 'idle' || $('text-only').checked;
   $('match-next').disabled = !inCall;
   $('match-stop').disabled = call.phase === 'idle';
   renderStrangerFeedback();
@@ -583,13 +614,7 @@ function renderLandingView(inCall) {
     $('match-status').textContent =
       'The other person left. Press Next to meet someone new, or Stop.';
   } else if (inCall && call.isMatch) {
-    const relayed = [...call.peers.values()].some((peer) => peer.link === RELAYED);
-    // With direct allowed, our own candidates (our IP) went to the stranger even if the link
-    // ended up relayed, so only claim privacy when we kept to the relay.
-    const hidden = relayed && call.configuration().iceTransportPolicy === 'relay';
-    $('match-status').textContent = hidden
-      ? 'Connected with a stranger through the encrypted relay: they do not see your IP address.'
-      : relayed ? 'Connected with a stranger through the encrypted relay.' : 'Connected with a stranger.';
+    $('match-status').textContent = strangerCallWords();
   }
 }
 
@@ -626,7 +651,8 @@ function renderParticipants() {
       id: call.me.id,
       name: call.me.name,
       self: true,
-      meta: [call.muted ? (call.talkHeld.size > 0 ? 'Muted, talking while held' : 'Muted') : 'Microphone on'],
+      meta: [call.textChat ? (call.textOnly ? 'Text only' : 'Microphone not sent')
+        : call.muted ? (call.talkHeld.size > 0 ? 'Muted, talking while held' : 'Muted') : 'Microphone on'],
     });
   }
   for (const peer of call.peers.values()) {
@@ -636,6 +662,7 @@ function renderParticipants() {
       : CONNECTION_WORDS[peer.connectionState] ?? peer.connectionState];
     if (peer.link) meta.push(peer.link);
     if (peer.muted === true) meta.push('Muted');
+    if (peer.textOnly) meta.push('Text only');
     entries.push({
       key: peer.id, id: peer.id, name: peer.name, self: false, meta, link: peer.link, quality: peer.quality,
     });
@@ -720,6 +747,9 @@ function updateParticipantItem(item, { id, name, self, meta, link, quality }) {
   }
   item.querySelector('.participant__avatar').textContent = [...name][0]?.toUpperCase() ?? '?';
   item.querySelector('.participant__label').textContent = name;
+  // Nobody's sound comes over a text chat: no volume to set.
+  const volume = item.querySelector('.participant__volume');
+  if (volume) volume.hidden = call.textChat;
   const volumeLabel = item.querySelector('.participant__volume-label');
   if (volumeLabel && volumeLabel.textContent !== `Volume for ${name}`) volumeLabel.textContent = `Volume for ${name}`;
   const badges = [];
@@ -838,14 +868,15 @@ function updateSpeaking() {
   const silenced = call.silenced;
   for (const item of document.querySelectorAll('#participants li[data-peer]')) {
     const key = item.dataset.peer;
-    const speaking = key === 'self' && silenced ? false : meters.level(key) > SPEAKING_DB;
+    // In a text chat our microphone is not sent: a ring on it would say otherwise.
+    const speaking = key === 'self' && (silenced || call.textChat) ? false : meters.level(key) > SPEAKING_DB;
     item.classList.toggle('is-speaking', speaking);
     const words = item.querySelector('.participant__speaking-text');
     const text = speaking ? ', speaking' : '';
     if (words.textContent !== text) words.textContent = text;
   }
   // Talking into a muted microphone: the meter listens to a clone that mute leaves on.
-  const unheard = call.phase === 'joined' && silenced && meters.level('self') > SPEAKING_DB;
+  const unheard = call.phase === 'joined' && !call.textChat && silenced && meters.level('self') > SPEAKING_DB;
   const notice = $('muted-notice');
   const text = unheard ? 'You are muted' : '';
   if (notice.textContent !== text) notice.textContent = text;
@@ -1022,6 +1053,13 @@ function setUpLandingView() {
     call.clearAlert('match-refused');
     render();
   });
+  for (const [id, key] of [['text-only', STORAGE_KEYS.textOnly], ['accept-text', STORAGE_KEYS.acceptText]]) {
+    $(id).checked = load(key) === 'true';
+    $(id).addEventListener('change', (event) => {
+      store(key, String(event.target.checked));
+      render();
+    });
+  }
   $('match-next').addEventListener('click', () => call.next());
   $('match-stop').addEventListener('click', () => call.stop());
   wireStrangerFeedback();

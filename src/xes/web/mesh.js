@@ -17,11 +17,13 @@ export class Mesh extends EventTarget {
    * @param {() => RTCConfiguration} options.configuration current ICE configuration, read for
    *   each new link (so fresh TURN credentials apply to later links)
    * @param {MediaStream|null} options.localStream our microphone
+   * @param {boolean} [options.textOnly] we asked for a text chat: every link without audio
    */
-  constructor({ configuration, localStream }) {
+  constructor({ configuration, localStream, textOnly = false }) {
     super();
     this.configuration = configuration;
     this.localStream = localStream;
+    this.textOnly = textOnly;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
     this.networkChangeTimer = null;
@@ -31,7 +33,9 @@ export class Mesh extends EventTarget {
 
   /**
    * Open a link to a member of the room.
-   * @param {{id: string, polite: boolean}} peer as in `joined.peers` or `peer-joined.peer`
+   * @param {{id: string, polite: boolean, text_only?: boolean}} peer as in `joined.peers` or
+   *   `peer-joined.peer`; a text-only stranger's link, like all of ours when we are text-only,
+   *   carries no audio (docs/protocol.md, "Text only")
    * @param {boolean} initiator true for peers listed in our `joined` (we are the newcomer)
    * @returns {Negotiation}
    */
@@ -43,6 +47,7 @@ export class Mesh extends EventTarget {
       initiator,
       configuration: this.configuration(),
       localStream: this.localStream,
+      audio: !(this.textOnly || peer.text_only === true),
     });
     for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'data', 'error']) {
       link.addEventListener(type, (event) => {
@@ -79,7 +84,7 @@ export class Mesh extends EventTarget {
     if (link.startsNewLink(data)) {
       // The peer made its link anew (a new RTCPeerConnection after its network changed): ours
       // closes too (`removed`), and a fresh one, the answering side, takes the offer.
-      this.add({ id: peerId, polite: link.polite }, false).handleSignal(data);
+      this.add({ id: peerId, polite: link.polite, text_only: !link.audio }, false).handleSignal(data);
       return;
     }
     link.handleSignal(data);

@@ -25,6 +25,10 @@
 //   created earlier, its first data channel would fire `negotiationneeded` and make it offer on
 //   its own at join, which the offer rule above forbids. It carries small JSON objects tagged by
 //   `type` (safety codes in verify.js; later chat), peer to peer, never through the server.
+// - A text-only link (a stranger call where either side asked for a text chat, docs/protocol.md
+//   "Text only") is made with `audio: false`: no microphone track and no audio transceiver on
+//   either side, so its descriptions carry the application m-line alone. Should the other side
+//   offer audio anyway, our answer turns it down (inactive): a text chat never carries sound.
 // - The RTP header extension urn:ietf:params:rtp-hdrext:ssrc-audio-level carries each packet's
 //   loudness in clear text, so a TURN relay could see who speaks when. It is stripped from every
 //   description we send and every one we receive; with it absent from both offer and answer it is
@@ -191,13 +195,15 @@ export class Negotiation extends EventTarget {
    * @param {boolean} options.initiator true when we make the first offer (we are the newcomer)
    * @param {RTCConfiguration} options.configuration ICE servers and transport policy
    * @param {MediaStream|null} options.localStream our microphone (null: receive only)
+   * @param {boolean} [options.audio] false for a text-only link: the data channel alone
    */
-  constructor({ peerId, polite, initiator, configuration, localStream }) {
+  constructor({ peerId, polite, initiator, configuration, localStream, audio = true }) {
     super();
     this.peerId = peerId;
     this.polite = polite;
     this.initiator = initiator;
-    this.localStream = localStream;
+    this.audio = audio;
+    this.localStream = audio ? localStream : null;
     this.relayOnly = configuration.iceTransportPolicy === 'relay';
     this.pc = new RTCPeerConnection(configuration);
     /** @type {MediaStream} what the peer sends us; filled by `track` events */
@@ -406,6 +412,11 @@ export class Negotiation extends EventTarget {
   addLocalTracks() {
     if (this.tracksAdded) return;
     this.tracksAdded = true;
+    if (!this.audio) {
+      // A text chat: refuse whatever audio the offer may have had, send none.
+      for (const transceiver of this.pc.getTransceivers()) transceiver.direction = 'inactive';
+      return;
+    }
     const tracks = this.localStream ? this.localStream.getAudioTracks() : [];
     if (tracks.length === 0) {
       // Listening without a microphone still needs an audio m-line to receive.
@@ -569,7 +580,7 @@ export class Negotiation extends EventTarget {
    * @param {readonly MediaStream[]} streams
    */
   onTrack(track, streams) {
-    if (this.closed || track.kind !== 'audio') return;
+    if (this.closed || !this.audio || track.kind !== 'audio') return;
     // Use the sender's stream when it names one (browsers do); aiortc may not, so keep our own.
     if (streams.length > 0 && streams[0] !== this.remoteStream) {
       this.remoteStream = streams[0];

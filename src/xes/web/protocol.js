@@ -230,14 +230,20 @@ export function ban(peer) {
 /**
  * `match`: queue to talk to a stranger. `direct` is the user's consent to a direct connection,
  * which shows the stranger their IP address; without it the server keeps the call on the relay,
- * or refuses (`turn-unavailable`) when it has none.
+ * or refuses (`turn-unavailable`) when it has none. `textOnly` asks for a text chat without a
+ * microphone; `acceptText` lets a voice user be paired with a text-only one (docs/protocol.md,
+ * "Text only"). Both are sent only when true, as the server's defaults are false.
  * @param {{name: string, tags?: string[], language?: string, rollback?: boolean,
- *          direct?: boolean}} fields
+ *          direct?: boolean, textOnly?: boolean, acceptText?: boolean}} fields
  */
-export function match({ name, tags = [], language = '', rollback = true, direct = false }) {
+export function match({
+  name, tags = [], language = '', rollback = true, direct = false, textOnly = false, acceptText = false,
+}) {
   const message = { type: 'match', name, rollback, direct };
   if (tags.length > 0) message.tags = tags;
   if (language) message.language = language;
+  if (textOnly) message.text_only = true;
+  else if (acceptText) message.accept_text = true;
   return message;
 }
 
@@ -321,7 +327,8 @@ const isString = (v) => typeof v === 'string';
 const isId = (v) => isString(v) && ID_PATTERN.test(v);
 const isBool = (v) => typeof v === 'boolean';
 const isObject = (v) => typeof v === 'object' && v !== null && !Array.isArray(v);
-const isPeer = (v) => isObject(v) && isId(v.id) && isString(v.name);
+// `text_only` is written only for a text-only stranger (docs/protocol.md, "Text only").
+const isPeer = (v) => isObject(v) && isId(v.id) && isString(v.name) && (v.text_only === undefined || isBool(v.text_only));
 const isNumber = (v) => typeof v === 'number' && Number.isFinite(v);
 const isRules = (v) =>
   isObject(v) && isBool(v.locked) && isBool(v.lobby) && isBool(v.password) && isNumber(v.max_peers);

@@ -1,0 +1,66 @@
+"""A room taken over from a dead owner keeps what its host set before (issue 14: "bans and rules
+hold across nodes"): the password (its hash and salt), the bans, the host role. They travel in the
+owner's snapshot, not in anyone's memory that survived."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+
+from tests.cluster.test_cluster_rooms import closed_code, drain, resume_until
+from tests.server.wsclient import Client, new_room
+from tests.support.cluster import XesCluster
+from xes.peer.identity import PeerIdentity
+
+pytestmark = pytest.mark.timeout(120)
+
+MALLORY = PeerIdentity.generate()
+PASSWORD = "correct horse"
+
+
+async def test_password_bans_and_host_survive_the_owners_death(
+        start_cluster: Callable[..., XesCluster]) -> None:
+    cluster = start_cluster()
+    room = new_room()
+    host = await Client.connect(cluster.node(0).ws_url)  # the first node owns the room
+    assert (await host.join(room, "Host"))["host"] == host.peer
+    guest, mallory = (await Client.connect(cluster.node(1).ws_url),
+                      await Client.connect(cluster.node(2).ws_url))
+    await guest.join(room, "Guest")
+    await host.expect("peer-joined")
+    await mallory.identify(MALLORY)
+    await mallory.join(room, "Mallory")
+    for member in (host, guest):
+        await member.expect("peer-joined")
+    await host.send({"type": "ban", "peer": mallory.peer})
+    assert (await mallory.expect("removed"))["banned"] is True
+    for member in (host, guest):
+        assert (await member.expect("peer-left"))["reason"] == "banned"
+    await host.send({"type": "set-rules", "password": PASSWORD})
+    for member in (host, guest):
+        assert (await member.expect("rules"))["rules"]["password"] is True
+
+    cluster.kill(0)
+    assert await closed_code(guest) == 1012  # its home died: resume
+    host = await resume_until(host, cluster.node(1).ws_url)
+    guest = await resume_until(guest, cluster.node(2).ws_url)
+    for member in (host, guest):  # each saw the other away and back at most: nobody left
+        assert {message["type"] for message in await drain(member)} <= {"peer-away", "peer-back"}
+
+    # The host is still host, with its rules; everything it set still applies.
+    await host.send({"type": "set-rules", "max_peers": 8})
+    for member in (host, guest):
+        rules = (await member.expect("rules"))["rules"]
+        assert rules["password"] is True and rules["max_peers"] == 8
+    again = await Client.connect(cluster.node(1).ws_url)
+    await again.identify(MALLORY)
+    assert (await again.join(room, "Not Mallory", password=PASSWORD))["code"] == "banned"
+    stranger = await Client.connect(cluster.node(2).ws_url)
+    assert (await stranger.join(room, "Stranger"))["code"] == "password-required"
+    assert (await stranger.join(room, "Stranger", password="battery"))["code"] == "wrong-password"
+    joined = await stranger.join(room, "Stranger", password=PASSWORD)
+    assert joined["type"] == "joined" and joined["host"] == host.peer
+    assert sorted(p["id"] for p in joined["peers"]) == sorted([host.peer, guest.peer])
+    for member in (host, guest):
+        assert (await member.expect("peer-joined"))["peer"]["id"] == stranger.peer
