@@ -88,12 +88,14 @@ class Plan:
     setup_window_s: float = 5.0  # a set-up takes many round trips: keep several in each window
     match_waiting: int = 100_000
     browser_calls: int = 10
+    mesh_people: int = 8        # the full room: 28 links in one Chromium
+    mesh_window_s: float = 10.0
     profile_s: float = 10.0
 
 
 QUICK = Plan(idle_sizes=(10_000,), idle_runs=1, idle_seconds=2.0, pairs=1000, runs=1, retries=1,
              warmup_s=1.0, window_s=2.0, setup_window_s=2.0, match_waiting=20_000,
-             browser_calls=3, profile_s=4.0)
+             browser_calls=3, mesh_people=4, mesh_window_s=5.0, profile_s=4.0)
 
 
 # Processes ------------------------------------------------------------------------------------
@@ -901,6 +903,30 @@ async def scenario_browser(plan: Plan, logdir: Path, limits: NoiseLimits,
     return result
 
 
+async def scenario_mesh(plan: Plan, logdir: Path, limits: NoiseLimits) -> dict[str, Any]:
+    """6: the browser's cost in a full room, XES's page against the bare page
+    (bench/mesh_bench.py: the time each newcomer takes to hear everyone, then Chromium's CPU)."""
+    out_file = logdir / "mesh.json"
+    servers = ["xes", "bare"] + (["xes-before"] if os.environ.get("BENCH_XES_BEFORE_CMD") else [])
+    proc = await asyncio.create_subprocess_exec(
+        PY, str(HERE / "mesh_bench.py"), "--people", str(plan.mesh_people),
+        "--servers", ",".join(servers), "--window", str(plan.mesh_window_s),
+        "--json", str(out_file), "--noise-others", str(limits.others_cores),
+        "--noise-steal", str(limits.steal_cores),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+    try:
+        stdout, _ = await asyncio.wait_for(proc.communicate(), 1500)
+    except TimeoutError:
+        proc.kill()
+        await proc.wait()
+        return {"error": "mesh_bench.py ran over 1500 s"}
+    print(stdout.decode(errors="replace")[-3000:], flush=True)
+    if proc.returncode != 0 or not out_file.exists():
+        return {"error": stdout.decode(errors="replace")[-800:]}
+    result: dict[str, Any] = json.loads(out_file.read_text())
+    return result
+
+
 # Main -----------------------------------------------------------------------------------------
 @dataclass
 class Options:
@@ -959,6 +985,9 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
         for key, fig in browser.get("figures", {}).items():
             figures.data[key] = fig
         save(opts, results)
+    if "mesh" in opts.scenarios:
+        results["mesh"] = await scenario_mesh(plan, logdir, opts.limits)
+        save(opts, results)
     async with Workers(opts.workers, gen_cores) as workers:
         bench = Bench(plan, workers, server_core, logdir, opts.limits, figures)
         if "idle" in opts.scenarios:
@@ -1000,7 +1029,7 @@ def main() -> None:
     parser.add_argument("--variants", default="",
                         help=f"more servers for the relay and set-up scenarios only: any of "
                              f"{', '.join(VARIANTS)} (e.g. xes-asyncio: XES before uvloop)")
-    parser.add_argument("--scenarios", default="traffic,browser,idle,match")
+    parser.add_argument("--scenarios", default="traffic,browser,mesh,idle,match")
     parser.add_argument("--workers", type=int, default=0,
                         help="load-generator processes (default: one per core not used by the server)")
     parser.add_argument("--out", type=Path, default=HERE / "results/latest.json")

@@ -11,7 +11,10 @@ watching the browser APIs the pages call: getUserMedia resolving (microphone), t
 opening (socket), `joined`, the offer sent and the answer received, ICE connected, DTLS
 connected; and on the member's page: `peer-joined`, the offer received, the answer sent. It also
 counts the page's own work: AudioContexts created, getStats calls, WebSocket messages and DOM
-mutation records. So a difference between the pages is located at a step, not guessed.
+mutation records, split into what happened during the call (from the newcomer's click until both
+hear each other) and before it (loading the page, whose HTML parse alone is hundreds of mutation
+records, and the member's own join). So a difference between the pages is located at a step, not
+guessed.
 
 The click includes everything a user waits for. Both pages run the same detector (an AnalyserNode
 with fftSize 2048, ~43 ms windows, polled every 10 ms, three hits in a row), so its own delay is
@@ -59,7 +62,11 @@ NEWCOMER_STEPS = ["click", "microphone", "socket open", "joined", "peer connecti
 MEMBER_STEPS = ["peer-joined", "offer received", "peer connection", "answer sent",
                 "ICE connected", "DTLS connected", "remote track", "first audio"]
 STEPS = [f"newcomer: {s}" for s in NEWCOMER_STEPS] + [f"member: {s}" for s in MEMBER_STEPS]
-MARKS_JS = "() => ({marks: window.__bench.marks, counts: window.__bench.counts})"
+MARKS_JS = ("() => ({marks: window.__bench.marks, counts: window.__bench.counts,"
+            " before: window.__bench.before})")
+# Taken on both pages just before the newcomer's click: the page's work during the call is what
+# the counters add after it (loading the page and the member's own join come before).
+SNAPSHOT_JS = "() => { window.__bench.before = {...window.__bench.counts}; }"
 
 # Added to every page before its own scripts (both pages alike): marks each step on one clock and
 # counts the page's own work. It only observes: every wrapped API behaves exactly as before.
@@ -265,6 +272,7 @@ async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> di
         heard_first = asyncio.ensure_future(first.evaluate(DETECT_JS, {**args, "freq": NEWCOMER_TONE}))
         heard_new = asyncio.ensure_future(newcomer.evaluate(DETECT_JS, {**args, "freq": FIRST_TONE}))
         await asyncio.sleep(0.05)
+        await asyncio.gather(first.evaluate(SNAPSHOT_JS), newcomer.evaluate(SNAPSHOT_JS))
         clicked = await newcomer.evaluate(CLICK_JOIN_JS, relay)
         t_first, t_new = await asyncio.gather(heard_first, heard_new)
         if t_first is None or t_new is None:
@@ -279,7 +287,8 @@ async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> di
                 if step in marks:
                     timeline[f"{role}: {step}"] = marks[step] - clicked
             for what, n in got["counts"].items():
-                counts[f"{role}: {what}"] = n
+                counts[f"{role}: {what}, in the call"] = n - got["before"][what]
+                counts[f"{role}: {what}, page load and before"] = got["before"][what]
         return {"ok": True, "newcomer_ms": t_new - clicked,
                 "call_ms": max(t_new, t_first) - clicked, "timeline": timeline, "counts": counts}
     finally:

@@ -187,6 +187,47 @@ def timeline(b: dict[str, Any]) -> list[str]:
     return out
 
 
+def mesh_section(mesh: dict[str, Any] | None) -> list[str]:
+    """The full room (bench/mesh_bench.py): one repetition per page, XES's and the bare one."""
+    if not mesh:
+        return []
+    out = ["", "## Browser in a full room (bench/mesh_bench.py)", ""]
+    if "error" in mesh:
+        return out + [f"Not measured: {mesh['error']}"]
+    meshes = mesh.get("meshes", {})
+    kinds = [k for k in ("xes", "bare", "xes-before") if k in meshes]
+    people = int(mesh.get("people", 0))
+
+    def value(kind: str, key: str, scale: float = 1.0, digits: int = 2) -> str:
+        m = meshes[kind]
+        if not m.get("ok"):
+            return f"failed: {m.get('error', '?')}"
+        v = m.get(key)
+        return fmt(v * scale, digits) if isinstance(v, (int, float)) else "–"
+
+    rows = []
+    for n in range(1, people + 1):
+        cells = []
+        for kind in kinds:
+            settle = meshes[kind].get("settle_s", [])
+            cells.append(fmt(settle[n - 1], 1) if len(settle) >= n else "–")
+        rows.append([f"person {n} joins: everyone hears everyone after (s)"] + cells)
+    rows += [
+        ["Chromium CPU in the full room (cores)"] + [value(k, "chromium_cores") for k in kinds],
+        ["Chromium CPU per link (ms per s)"]
+        + [value(k, "chromium_ms_per_s_per_link", digits=1) for k in kinds],
+        ["renderers, all pages (cores)"] + [value(k, "renderer_cores") for k in kinds],
+        ["pages' main threads, all pages (cores)"]
+        + [value(k, "main_thread_cores", digits=3) for k in kinds],
+        ["quiet window"] + [str(meshes[k].get("quiet", "–")) for k in kinds],
+    ]
+    out += table(["figure"] + [NAMES.get(k, k) + (" page" if k != "xes-before" else "")
+                               for k in kinds], rows)
+    if mesh.get("method"):
+        out += ["", str(mesh["method"])]
+    return out
+
+
 def write_report(results: dict[str, Any], md_path: Path, png_path: Path | None = None) -> None:
     r = results
     figs: dict[str, Any] = r.get("figures", {})
@@ -237,6 +278,8 @@ def write_report(results: dict[str, Any], md_path: Path, png_path: Path | None =
             lines += timeline(b)
             if b.get("method"):
                 lines += ["", str(b["method"])]
+
+    lines += mesh_section(r.get("mesh"))
 
     mm = r.get("matchmaking")
     if mm:

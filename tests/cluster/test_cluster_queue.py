@@ -25,6 +25,8 @@ from xes.server.cluster_queue import (
     NotLeader,
     QueueKeys,
     QueueLeader,
+    ticket_from_record,
+    ticket_record,
 )
 
 if TYPE_CHECKING:
@@ -254,3 +256,16 @@ def test_a_core_that_changes_its_queue_itself_meets_only_committed_matches(
             assert not any(pid(3) in room.members for room in core.rooms.values())
 
     run(redis_server, test)
+
+
+@pytest.mark.parametrize(("text_only", "accepts_text"), [(True, False), (False, True), (False, False)])
+def test_a_ticket_keeps_how_it_wants_to_talk_through_redis(text_only: bool, accepts_text: bool) -> None:
+    """A new leader rebuilds the queue from these records: a text-only ticket that came back
+    as a voice one would be matched with a voice user who never accepted text."""
+    now = Now(monotonic=500.0, unix=1_800_000_000.0)
+    ticket = Ticket("p", frozenset({"jazz"}), "fr", frozenset(), enqueued_at=490.0,
+                    text_only=text_only, accepts_text=accepts_text)
+    back = ticket_from_record(ticket_record(ticket, now), now)
+    assert (back.text_only, back.accepts_text) == (text_only, accepts_text)
+    assert back == ticket
+

@@ -782,7 +782,7 @@ def _drive(queue: MatchQueue, ops: list[QueueOp], now: float, away: set[str]) ->
         now += step
         peer = spec[0]
         if kind == "enqueue" and peer not in queue:
-            matches += queue.enqueue(Ticket(*spec, enqueued_at=now))
+            matches += queue.enqueue(ticket_from(spec, now))
         elif kind == "cancel":
             matches += queue.tick(now)
             queue.cancel(peer)

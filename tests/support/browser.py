@@ -37,6 +37,9 @@ __all__ = [
     "detect_tones",
     "oscillator_microphone_script",
     "start_tone_listener",
+    "tone_listener_script",
+    "TONE_LISTENER_HEARD_JS",
+    "TONE_LISTENER_STOP_JS",
     "tones_heard",
     "start_tone_monitor",
     "read_tone_monitor",
@@ -351,6 +354,10 @@ _TONE_LISTENER_JS = """
       for (const [id, probe] of probes) result[id] = [...probe.heard].sort((a, b) => a - b);
       return result;
     },
+    stop: () => {
+      clearInterval(window.__xesToneListener.timer);
+      for (const probe of probes.values()) probe.source.disconnect();
+    },
   };
 }
 """
@@ -373,24 +380,43 @@ def start_tone_listener(
     Made for many streams at once (see the comment above its JavaScript); with 23 Hz bins and a
     two-bin tolerance, expected tones should be 100 Hz or more apart. Idempotent per document.
     """
-    page.evaluate(
-        _TONE_LISTENER_JS,
-        {
-            "expected": [float(f) for f in expected_freqs],
-            "fftSize": fft_size,
-            "intervalMs": interval_ms,
-            "binTolerance": 2,
-            "minDb": min_db,
-            "minProminenceDb": min_prominence_db,
-            "minHits": min_hits,
-        },
-    )
+    page.evaluate(*tone_listener_script(
+        expected_freqs, fft_size=fft_size, interval_ms=interval_ms, min_db=min_db,
+        min_prominence_db=min_prominence_db, min_hits=min_hits))
+
+
+def tone_listener_script(
+    expected_freqs: Iterable[float],
+    *,
+    fft_size: int = 2048,
+    interval_ms: int = 250,
+    min_db: float = -90.0,
+    min_prominence_db: float = 15.0,
+    min_hits: int = 3,
+) -> tuple[str, dict[str, Any]]:
+    """`start_tone_listener`'s script and its argument, for `page.evaluate` in either Playwright
+    API (the benchmarks drive pages with the async one). Stop it with `TONE_LISTENER_STOP_JS`."""
+    return _TONE_LISTENER_JS, {
+        "expected": [float(f) for f in expected_freqs],
+        "fftSize": fft_size,
+        "intervalMs": interval_ms,
+        "binTolerance": 2,
+        "minDb": min_db,
+        "minProminenceDb": min_prominence_db,
+        "minHits": min_hits,
+    }
+
+
+# What the listener has heard so far ({peer id: [expected frequencies]}), and how to stop it (its
+# timer and its analysers), so that a measurement afterwards sees the page's own work alone.
+TONE_LISTENER_HEARD_JS = "window.__xesToneListener.heard()"
+TONE_LISTENER_STOP_JS = "window.__xesToneListener.stop()"
 
 
 def tones_heard(page: Page) -> dict[str, list[float]]:
     """What `start_tone_listener` has heard so far: {remote peer id: sorted expected frequencies
     heard on that peer's stream}; a peer whose stream carried none of them maps to []."""
-    result: dict[str, list[float]] = page.evaluate("window.__xesToneListener.heard()")
+    result: dict[str, list[float]] = page.evaluate(TONE_LISTENER_HEARD_JS)
     return result
 
 

@@ -557,6 +557,22 @@ test('the Opus bitrate per link follows the number of people', async (t) => {
   assert.deepEqual(new Set(bitrates()), new Set([28_000]));
 });
 
+test('the bitrate is set once the answer is in, not while offering, and not again on connected', async (t) => {
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  await settle();
+  assert.equal(pc.localDescription.type, 'offer');
+  assert.equal(pc.senders[0].parameterReads, 0, 'no getParameters while the first offer is made');
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  assert.equal(pc.senders[0].maxBitrate, 40_000, 'capped as soon as offer and answer are done');
+  const reads = pc.senders[0].parameterReads;
+  pc.connect();
+  await settle();
+  assert.equal(pc.senders[0].parameterReads, reads, 'connecting does not ask again');
+  assert.equal(pc.configuration.bundlePolicy, 'max-bundle', 'audio and data on one transport');
+});
+
 test('a new microphone replaces the track on every link without renegotiating', async (t) => {
   const { call, socket, microphone } = await withOpenChannels(t);
   const offers = socket.sentOf('signal').length;

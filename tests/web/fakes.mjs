@@ -114,16 +114,21 @@ export class FakeMediaStream {
   }
 }
 
-/** An RTCRtpSender: one encoding once negotiated; replaceTrack and setParameters are recorded. */
+/**
+ * An RTCRtpSender: one encoding once negotiated; replaceTrack and setParameters are recorded,
+ * and so is each getParameters (which stalls a real page while WebRTC's thread is busy).
+ */
 export class FakeSender {
   constructor(track, stream, pc) {
     this.track = track;
     this.stream = stream;
     this.pc = pc;
     this.maxBitrate = undefined;
+    this.parameterReads = 0;
   }
 
   getParameters() {
+    this.parameterReads += 1;
     const negotiated = this.pc.localDescription !== null && this.pc.remoteDescription !== null;
     return { encodings: negotiated ? [{ active: true, maxBitrate: this.maxBitrate }] : [] };
   }

@@ -793,14 +793,18 @@ class Signalling:
                           ice_transport_policy=room.ice_transport_policy, match=room.match,
                           host_key=host_key)
         actions.append(Send(client.id, m.encode(joined)))
-        # Each present member is polite toward the newcomer iff it can roll back: two payloads at most.
-        notices = {
-            polite: m.encode(m.PeerJoined(peer=m.PeerInfo(id=client.id, name=client.name, polite=polite,
-                                                          text_only=_text_only(client, room))))
-            for polite in (True, False)
-        }
+        # Each present member is polite toward the newcomer iff it can roll back: two payloads at
+        # most, each encoded only if someone gets it (usually one; none for the first member).
+        notices: dict[bool, bytes] = {}
+        text_only = _text_only(client, room)
         for other in room.members.values():
-            actions.append(Send(other.id, notices[other.rollback]))
+            polite = other.rollback
+            notice = notices.get(polite)
+            if notice is None:
+                notice = notices[polite] = m.encode(m.PeerJoined(
+                    peer=m.PeerInfo(id=client.id, name=client.name, polite=polite,
+                                    text_only=text_only)))
+            actions.append(Send(other.id, notice))
         room.members[client.id] = client
         client.room = room
         if reclaims:

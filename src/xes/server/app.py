@@ -59,6 +59,7 @@ from .config import ServerSettings
 from .identity import identity_hash, load_or_create_secret, network_hash, new_challenge, verify_identity
 from .metrics import CONTENT_TYPE, Counters, RedisProbe, render
 from .moderate import ModerationServer
+from .outgoing import Outgoing
 from .static import SECURITY_HEADERS, StaticFile, load_web_client
 from .storage import Database, Storage, open_database
 from .store import ROOMS_FILE, SNAPSHOT_FILE, DataDir
@@ -125,15 +126,17 @@ class Connection(WSListener):
 
     __slots__ = ("server", "peer", "signal_head", "tokens", "idle", "pinged", "error_streak",
                  "backlog", "fragments", "fresh", "transport", "challenge",
-                 "forwarded_for", "deliver", "home", "forwarded")  # no __dict__: tens of thousands
+                 "forwarded_for", "deliver", "home", "forwarded",
+                 "queued")  # no __dict__: tens of thousands
 
     transport: WSTransport
 
     def __init__(self, server: XesServer, forwarded_for: str | None = None) -> None:
         self.server = server
         self.peer = new_id()
-        # The relayed `signal` frame's head, stamped with this sender once, not per message.
-        self.signal_head = m.signal_head(self.peer)
+        # The relayed `signal` frame's head, stamped with this sender on its first signal, then
+        # kept (not per message; not for the connections that never signal).
+        self.signal_head: bytes | None = None
         self.tokens = float(server.settings.rate_burst)
         self.idle = 0.0      # seconds since the last frame of any kind (pongs included)
         self.pinged = False
@@ -151,9 +154,16 @@ class Connection(WSListener):
         self.deliver: Callable[[Connection, bytes | memoryview], None] = server.deliver_here
         self.home: str | None = None  # the node holding its session, if not this one
         self.forwarded = 0            # frames sent on to that home (server.cluster numbers them)
+        # Messages waiting for the end of this event-loop turn (server.outgoing), else None.
+        self.queued: list[bytes] | None = None
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
+        # picows keeps the upgrade request and its 101 answer for the connection's life; what
+        # they hold (~2 KiB with a bare client, more with a browser's) was read in _route.
+        request = transport.request
+        del request.headers, request.method, request.path, request.version
+        del transport.response.headers
         # Past this many unsent bytes asyncio calls pause_writing (once): see there.
         transport.underlying_transport.set_write_buffer_limits(high=OUTGOING_LIMIT_BYTES)
         try:
@@ -223,8 +233,8 @@ class Connection(WSListener):
 
         Buffering on would let one silent client grow the server without bound, so it is closed
         (4009) and its session detached, as for any lost socket; see :meth:`XesServer.close`.
-        Called from inside a ``transport.send``, so nothing more is written to it after this
-        (picows ignores sends after a close frame).
+        Called from inside a write (see server.outgoing), so nothing more is written to it
+        after this (neither picows nor server.outgoing writes after a close frame).
         """
         try:
             self.server.close(self, CLOSE_NOT_READING, "not reading: outgoing buffer over 1 MiB")
@@ -263,6 +273,8 @@ class XesServer:
         self.connections: dict[str, Connection] = {}
         # One bound method shared by every connection (Connection.deliver), not one each.
         self.deliver_here = self.receive
+        # One write per connection per event-loop turn, however many messages it is sent.
+        self.outgoing: Outgoing[Connection] = Outgoing(self.fail)
         self.static: dict[str, StaticFile] = load_web_client()
         self.debug = settings.debug
         self._server: asyncio.AbstractServer | None = None
@@ -366,7 +378,9 @@ class XesServer:
             # aiofastnet (picows's default when installed) measured ~5 KB more per idle
             # connection here (15.5 vs 10.6 kB at 4,000) and no CPU gain within noise on the relay.
             use_aiofastnet=False,
-            logger_name="server",
+            # Given a Logger, picows makes a child Logger per connection ("picows.server.<fd>",
+            # ~0.5 KiB each, kept for the connection's life); an adapter is shared as it is.
+            logger_name=logging.LoggerAdapter(logging.getLogger("picows.server")),
             # --reuse-port / --workers: several processes accept on one port (SO_REUSEPORT).
             reuse_port=s.reuse_port or None,
         )
@@ -453,6 +467,7 @@ class XesServer:
         connections = [c for c in self.connections.values() if type(c) is Connection]
         for connection in connections:
             connection.tokens = -math.inf  # anything still arriving is ignored: it is not saved
+            Outgoing.flush(connection)
             connection.transport.send_close(cast(WSCloseCode, CloseCode.SERVICE_RESTART),
                                             b"server restarting: reconnect")
             connection.transport.disconnect()
@@ -632,7 +647,10 @@ class XesServer:
                 outbox = target.outbox or self.core.outbox(target)
                 # docs/protocol.md `signal`: the sender stamped by us, `data` byte for byte, and
                 # the recipient's next `seq` appended (see messages.with_seq).
-                relayed = b"".join((connection.signal_head, message.data, b',"seq":',
+                head = connection.signal_head
+                if head is None:
+                    head = connection.signal_head = m.signal_head(connection.peer)
+                relayed = b"".join((head, message.data, b',"seq":',
                                     b"%d" % (outbox.seq + 1), b"}"))
                 # A text frame must be UTF-8 (a browser closes on anything else), and msgspec
                 # skips `data` without checking. SDP is ASCII: one fast scan, rarely a decode.
@@ -642,7 +660,7 @@ class XesServer:
                 if outbox.keep(relayed):
                     recipient = self.connections.get(target.id)
                     if recipient is not None:  # else detached: kept for its resume
-                        recipient.transport.send(_TEXT, relayed)
+                        self.outgoing.send(recipient, relayed)
                 else:  # detached, and its replay buffer is full: it can no longer resume
                     self.execute(self.core.disconnect(target.id))
                 if self.debug:
@@ -712,7 +730,7 @@ class XesServer:
         provisional = connection.peer
         del self.connections[provisional]
         connection.peer = request.peer
-        connection.signal_head = m.signal_head(request.peer)
+        connection.signal_head = None  # the head names the session: made anew on first use
         self.connections[request.peer] = connection
         self.counts.resumes += 1
         if type(connection) is not Connection:  # a socket at another node
@@ -725,6 +743,7 @@ class XesServer:
         del self.connections[connection.peer]
         connection.tokens = -math.inf  # whatever it still sends is ignored
         transport = connection.transport
+        Outgoing.flush(connection)
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             transport.send_close(cast(WSCloseCode, CLOSE_REPLACED), b"replaced")
         if not transport.is_disconnected:
@@ -885,6 +904,7 @@ class XesServer:
         connection.tokens = -math.inf  # every later frame takes the flood branch: ignored
         closes = self.counts.closes
         closes[code] = closes.get(code, 0) + 1
+        Outgoing.flush(connection)  # what it was sent before the close goes first
         if not transport.is_close_frame_sent and not transport.is_disconnected:
             # picows accepts any code on the wire; its enum names only the standard ones.
             transport.send_close(cast(WSCloseCode, code), reason.encode())
@@ -932,15 +952,16 @@ class XesServer:
                     session = sessions.get(action.to)
                     if session is None:
                         continue  # ended meanwhile
-                    frame: bytes | None = action.payload
+                    frame = action.payload
                     if action.numbered:
-                        frame = (session.outbox or core.outbox(session)).post(action.payload)
-                        if frame is None:  # detached and its replay buffer is full: it ends
+                        numbered = (session.outbox or core.outbox(session)).post(frame)
+                        if numbered is None:  # detached and its replay buffer is full: it ends
                             pending.extend(core.disconnect(action.to))
                             continue
+                        frame = numbered
                     connection = connections.get(action.to)
                     if connection is not None:
-                        connection.transport.send(_TEXT, frame)
+                        self.outgoing.send(connection, frame)
                         if self.debug:
                             # hello and resumed carry the resume token: never logged.
                             log.debug("> %s %s", action.to,

@@ -198,7 +198,7 @@ class RemoteConnection:
 
     __slots__ = ("peer", "signal_head", "tokens", "idle", "pinged", "error_streak", "backlog",
                  "fragments", "fresh", "transport", "challenge", "forwarded_for", "home", "edge",
-                 "received", "early")
+                 "received", "early", "queued")
 
     def __init__(self, cluster: RedisCluster, peer: str, edge: str, challenge: str,
                  received: int = 0) -> None:
@@ -218,6 +218,7 @@ class RemoteConnection:
         self.received = received                # the last frame number handled
         self.early: dict[int, tuple[Any, ...]] = {}
         self.transport = RemoteTransport(cluster, self)
+        self.queued: list[bytes] | None = None  # server.outgoing's queue, as for a local socket
 
 
 class RedisCluster:
@@ -479,7 +480,7 @@ class RedisCluster:
     def _to_socket(self, peer: str, data: bytes, sender: str) -> None:
         connection = self._local(peer)
         if connection is not None and connection.home == sender:
-            connection.transport.send(_TEXT, data)
+            self._server().outgoing.send(connection, data)  # after what the server queued
 
     def _close_socket(self, peer: str, code: int, reason: bytes, sender: str) -> None:
         connection = self._local(peer)
@@ -947,6 +948,7 @@ class RedisCluster:
             if connection is None:
                 continue
             del server.connections[client.id]
+            server.outgoing.flush(connection)
             connection.transport.send_close(cast(Any, CloseCode.SERVICE_RESTART), b"room moved: resume")
 
     def _import(self, room_id: str, snapshot: bytes) -> None:

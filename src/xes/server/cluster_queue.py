@@ -106,6 +106,8 @@ class QueuedTicket(msgspec.Struct, frozen=True, forbid_unknown_fields=False):
     avoid: list[str]                # peer ids and identity hashes, sorted
     identity: str | None            # the keyed identity hash
     arrived: float                  # wall-clock seconds when it arrived (relaxation only)
+    text_only: bool = False         # how it wants to talk (docs/protocol.md, "Text only")
+    accepts_text: bool = False
     # What the cluster layer needs to adopt the session at a new leader (its session record),
     # opaque to the queue.
     session: bytes | None = None
@@ -120,14 +122,16 @@ def ticket_record(ticket: Ticket, now: Now, session: bytes | None = None) -> Que
     return QueuedTicket(
         peer=ticket.peer, tags=sorted(ticket.tags), language=ticket.language,
         avoid=sorted(ticket.avoid), identity=ticket.identity,
-        arrived=now.unix - (now.monotonic - ticket.enqueued_at), session=session)
+        arrived=now.unix - (now.monotonic - ticket.enqueued_at), text_only=ticket.text_only,
+        accepts_text=ticket.accepts_text, session=session)
 
 
 def ticket_from_record(record: QueuedTicket, now: Now) -> Ticket:
     """The core's ticket again, its arrival put back on this node's monotonic clock."""
     return Ticket(peer=record.peer, tags=frozenset(record.tags), language=record.language,
                   avoid=frozenset(record.avoid),
-                  enqueued_at=now.monotonic - (now.unix - record.arrived), identity=record.identity)
+                  enqueued_at=now.monotonic - (now.unix - record.arrived), identity=record.identity,
+                  text_only=record.text_only, accepts_text=record.accepts_text)
 
 
 class JournaledQueue(MatchQueue):

@@ -93,6 +93,24 @@ function store(key, value) {
   }
 }
 
+// Writes that touch the DOM only when the value differs: a render that changes nothing then costs
+// no mutation, no style recalculation and nothing for a screen reader to re-read.
+function setText(node, text) {
+  if (node.textContent !== text) node.textContent = text;
+}
+
+function setHidden(node, hidden) {
+  if (node.hidden !== hidden) node.hidden = hidden;
+}
+
+function setDisabled(node, disabled) {
+  if (node.disabled !== disabled) node.disabled = disabled;
+}
+
+function setAttribute(node, name, value) {
+  if (node.getAttribute(name) !== value) node.setAttribute(name, value);
+}
+
 function element(tag, className, text) {
   const node = document.createElement(tag);
   if (className) node.className = className;
@@ -164,6 +182,7 @@ const view = {
   // meter, so the page can say "You are muted" when the user talks into a muted microphone.
   meterStream: null,
   renderedMessages: 0, // how many chat messages the list shows
+  renderedChips: null, // the rules the room's chips show
 };
 
 // --- alerts --------------------------------------------------------------------------------------
@@ -221,15 +240,19 @@ async function joinRoom(event) {
 
 function onLeaveClick() {
   call.leave();
+  renderNow(); // the join form shows again, and only a shown element takes focus
   (route.view === 'room' ? $('join') : $('match-start')).focus();
 }
 
 /** In the call at last: keyboard focus and the screen (a phone's too) go to it, not to the body. */
 function onEntered() {
-  render(); // the call area shows now, and only a shown element takes focus
-  const heading = $('call-title');
-  heading.focus({ preventScroll: true });
-  $('call').scrollIntoView({ block: 'start', behavior: 'auto' });
+  // With the next render, not now: `entered` comes in the middle of `joined`, whose links are
+  // making their offers, and moving focus forces a style and layout pass that the offers would
+  // wait behind. Nothing shows before the next frame either way.
+  afterNextRender(() => {
+    $('call-title').focus({ preventScroll: true }); // shown by that render: it can take focus
+    $('call').scrollIntoView({ block: 'start', behavior: 'auto' });
+  });
 }
 
 /** Sentences kept in the live region: screen readers read each addition once. */
@@ -254,6 +277,7 @@ function announce(text) {
 /** Leave the lobby before the host answers. */
 function onLobbyCancel() {
   call.cancelLobby();
+  renderNow();
   $('join').focus();
 }
 
@@ -295,7 +319,7 @@ function moderate(kind, peerId) {
 /** First press of "Ban": ask again, since there is no unban for the life of the room. */
 function askToBan(peerId, confirming) {
   view.confirmingBan = confirming ? peerId : null;
-  render();
+  renderNow();
   const item = document.querySelector(`#participants li[data-peer="${CSS.escape(peerId)}"]`);
   const target = item && item.querySelector(confirming ? '[data-action="confirm-ban"]' : '[data-action="ban"]');
   if (target) target.focus(); // the pressed button was replaced: keep keyboard users in place
@@ -415,7 +439,9 @@ function attachRemoteStream(peerId, stream) {
   sink.play().catch(blockedPlayback);
   const peer = call.peers.get(peerId);
   volumes.attach(peerId, stream, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
-  meters.attach(peerId, stream);
+  const source = volumes.source(peerId);
+  if (source) meters.attachNode(peerId, source);
+  else meters.detach(peerId); // no audio track (yet): nothing to measure
   applySpeaker();
   // Without a user gesture the autoplay policy keeps the AudioContext suspended: say so.
   setTimeout(() => {
@@ -444,7 +470,7 @@ function resumePlayback() {
 
 // --- the call's events -----------------------------------------------------------------------------
 
-call.addEventListener('change', render);
+call.addEventListener('change', requestRender);
 call.addEventListener('track', ({ detail }) => attachRemoteStream(detail.peerId, detail.stream));
 call.addEventListener('linkremoved', ({ detail }) => removeRemoteStream(detail.peerId));
 call.addEventListener('microphone', ({ detail: stream }) => {
@@ -466,10 +492,16 @@ call.addEventListener('teardown', () => {
   view.renderedRules = null;
   view.confirmingBan = null;
 });
-call.addEventListener('passwordrequired', () => $('room-password').focus());
+call.addEventListener('passwordrequired', () => {
+  renderNow(); // the field is enabled and shown now: a disabled or hidden input cannot take focus
+  $('room-password').focus();
+});
 call.addEventListener('entered', onEntered);
 call.addEventListener('announce', ({ detail }) => announce(detail));
-call.addEventListener('directconsentrequired', () => $('allow-direct').focus());
+call.addEventListener('directconsentrequired', () => {
+  renderNow();
+  $('allow-direct').focus();
+});
 
 signalling.addEventListener('protocolerror', ({ detail }) => {
   console.warn('XES: ignored a malformed server message:', detail.message);
@@ -499,13 +531,43 @@ async function startMatch(event) {
 
 // --- rendering -----------------------------------------------------------------------------------
 
+// The call says `change` for every message, stats poll, safety-code step and chat line, often
+// several in one task (joining a room is a dozen). The page draws at most once per animation
+// frame, after all of them; a tab in the background gets no frames, so a timer draws it there.
+// What must be on screen before the next line (focus moves to a control a render shows or
+// enables) calls renderNow().
+const RENDER_FALLBACK_MS = 100;
+const renderRequest = { frame: null, timer: null, then: [] };
+
+/** Run `step` right after the next render (and ask for one). */
+function afterNextRender(step) {
+  renderRequest.then.push(step);
+  requestRender();
+}
+
+function requestRender() {
+  if (renderRequest.timer !== null) return;
+  renderRequest.frame = requestAnimationFrame(renderNow);
+  renderRequest.timer = setTimeout(renderNow, RENDER_FALLBACK_MS);
+}
+
+function renderNow() {
+  if (renderRequest.timer !== null) {
+    cancelAnimationFrame(renderRequest.frame);
+    clearTimeout(renderRequest.timer);
+    renderRequest.frame = null;
+    renderRequest.timer = null;
+  }
+  render();
+  for (const step of renderRequest.then.splice(0)) step();
+}
+
 function render() {
   const inCall = call.inCall;
   renderConnectionNotice();
-  const callSection = $('call');
-  callSection.hidden = !inCall;
-  $('mute').setAttribute('aria-pressed', String(call.muted));
-  $('mute').textContent = call.muted ? 'Unmute' : 'Mute';
+  setHidden($('call'), !inCall);
+  setAttribute($('mute'), 'aria-pressed', String(call.muted));
+  setText($('mute'), call.muted ? 'Unmute' : 'Mute');
   $('mute').classList.toggle('is-active', call.muted);
   // Held while unmuted changes nothing, so only a held-open muted microphone lights up (the
   // name stays "Hold to talk": it is a momentary button, not a toggle).
@@ -513,11 +575,11 @@ function render() {
   $('talk').classList.toggle('is-active', talking);
   // A text chat carries no audio: no microphone controls, and the page says what it is instead.
   const textChat = call.textChat;
-  for (const id of ['mute', 'talk', 'talk-hint', 'muted-notice', 'audio-settings']) $(id).hidden = textChat;
-  $('text-chat-note').hidden = !textChat;
+  for (const id of ['mute', 'talk', 'talk-hint', 'muted-notice', 'audio-settings']) setHidden($(id), textChat);
+  setHidden($('text-chat-note'), !textChat);
 
   // A stranger call has Next and Stop; a "Leave" beside them would only be a second Stop.
-  $('leave').hidden = call.isMatch;
+  setHidden($('leave'), call.isMatch);
 
   if (route.view === 'room') renderRoomView(inCall);
   else renderLandingView(inCall);
@@ -533,21 +595,21 @@ function render() {
 
 function renderRoomView(inCall) {
   const validRoom = protocol.ID_PATTERN.test(call.roomId ?? '');
-  $('share').hidden = !validRoom;
-  $('bad-room').hidden = validRoom;
-  $('join-form').hidden = inCall;
-  $('join').disabled = call.phase !== 'idle' || !validRoom;
-  $('join').textContent = call.phase === 'joining' ? 'Joining…' : 'Join';
-  $('join').hidden = call.phase === 'lobby';
-  $('lobby-cancel').hidden = call.phase !== 'lobby';
-  $('lobby-note').hidden = call.phase !== 'lobby';
-  $('password-field').hidden = !call.passwordNeeded;
-  $('display-name').disabled = call.phase !== 'idle';
-  $('room-password').disabled = call.phase !== 'idle';
+  setHidden($('share'), !validRoom);
+  setHidden($('bad-room'), validRoom);
+  setHidden($('join-form'), inCall);
+  setDisabled($('join'), call.phase !== 'idle' || !validRoom);
+  setText($('join'), call.phase === 'joining' ? 'Joining…' : 'Join');
+  setHidden($('join'), call.phase === 'lobby');
+  setHidden($('lobby-cancel'), call.phase !== 'lobby');
+  setHidden($('lobby-note'), call.phase !== 'lobby');
+  setHidden($('password-field'), !call.passwordNeeded);
+  setDisabled($('display-name'), call.phase !== 'idle');
+  setDisabled($('room-password'), call.phase !== 'idle');
   const noRelay = call.serverRelay === false;
-  $('relay-only').disabled = call.phase !== 'idle' || noRelay;
+  setDisabled($('relay-only'), call.phase !== 'idle' || noRelay);
   $('relay-only').checked = call.relayOnly;
-  $('relay-hint').textContent = noRelay ? RELAY_HINT_NO_RELAY : RELAY_HINT;
+  setText($('relay-hint'), noRelay ? RELAY_HINT_NO_RELAY : RELAY_HINT);
   const others = `${call.peers.size} other${call.peers.size === 1 ? '' : 's'}`;
   const states = {
     idle: 'Not joined yet.',
@@ -557,7 +619,7 @@ function renderRoomView(inCall) {
       ? `You are in the call with ${others}. You are the host.`
       : `You are in the call with ${others}.`,
   };
-  $('room-state').textContent = states[call.phase] ?? '';
+  setText($('room-state'), states[call.phase] ?? '');
 }
 
 /** While queued: who we look for, and that the wait widens to anyone (docs/protocol.md). */
@@ -595,38 +657,42 @@ function renderLandingView(inCall) {
     queued: queuedWords(),
     joined: 'Connected with a stranger.',
   };
-  $('match-status').textContent = words[call.phase] ?? '';
+  let status = words[call.phase] ?? '';
   // Without a relay, asking for a stranger is consenting to show them your address: the button
   // waits for that consent, and the page says why before anything is queued.
   const noRelay = call.serverRelay === false;
-  $('match-no-relay').hidden = !noRelay;
-  $('allow-direct-hint').textContent = noRelay ? ALLOW_DIRECT_HINT_NO_RELAY : ALLOW_DIRECT_HINT;
-  $('match-start').disabled = call.phase !== 'idle' || (noRelay && !call.preferences.allowDirect);
+  setHidden($('match-no-relay'), !noRelay);
+  setText($('allow-direct-hint'), noRelay ? ALLOW_DIRECT_HINT_NO_RELAY : ALLOW_DIRECT_HINT);
+  setDisabled($('match-start'), call.phase !== 'idle' || (noRelay && !call.preferences.allowDirect));
   // Sent with `match`, so it may change until then, not while queued or in a call.
-  $('allow-direct').disabled = call.phase !== 'idle';
-  $('text-only').disabled = call.phase !== 'idle';
+  setDisabled($('allow-direct'), call.phase !== 'idle');
+  setDisabled($('text-only'), call.phase !== 'idle');
   // A text-only user meets text chats anyway: the choice only means something with a microphone.
-  $('accept-text').disabled = call.phase !== 'idle' || $('text-only').checked;
-  $('match-next').disabled = !inCall;
-  $('match-stop').disabled = call.phase === 'idle';
+  setDisabled($('accept-text'), call.phase !== 'idle' || $('text-only').checked);
+  setDisabled($('match-next'), !inCall);
+  setDisabled($('match-stop'), call.phase === 'idle');
   renderStrangerFeedback();
   if (inCall && call.isMatch && call.peers.size === 0) {
-    $('match-status').textContent =
-      'The other person left. Press Next to meet someone new, or Stop.';
+    status = 'The other person left. Press Next to meet someone new, or Stop.';
   } else if (inCall && call.isMatch) {
-    $('match-status').textContent = strangerCallWords();
+    status = strangerCallWords();
   }
+  // Written once per render: the status is a polite live region, which reads every change.
+  setText($('match-status'), status);
 }
 
 function renderRules() {
   const list = $('room-rules');
-  if (call.phase !== 'joined' || !call.rules || call.isMatch) {
+  const rules = call.phase === 'joined' && !call.isMatch ? call.rules : null;
+  // The chips follow the rules object, which the call replaces whenever the server sends new ones.
+  if (view.renderedChips === rules && list.hidden === !rules) return;
+  view.renderedChips = rules;
+  if (!rules) {
     list.replaceChildren();
     list.hidden = true;
     return;
   }
   list.hidden = false;
-  const rules = call.rules;
   list.replaceChildren(...protocol.describeRules(rules).map((label) => {
     const flagged = (label === 'Locked' && rules.locked) || (label === 'Password set' && rules.password) ||
       (label === 'Lobby on' && rules.lobby);
@@ -737,41 +803,42 @@ function updateParticipantItem(item, { id, name, self, meta, link, quality }) {
   item.classList.toggle('is-muted', self ? call.muted : meta.includes('Muted'));
   if (quality) {
     const warning = item.querySelector('.participant__warning');
-    const text = quality.poor ? `Poor connection: ${quality.poor}.` : '';
-    if (warning.textContent !== text) warning.textContent = text;
-    warning.hidden = !quality.poor;
-    item.querySelector('.participant__quality summary').setAttribute('aria-label', `Connection details for ${name}`);
-    const numbers = describeNumbers(quality);
-    const shown = item.querySelector('.participant__numbers');
-    if (shown.textContent !== numbers) shown.textContent = numbers;
+    setText(warning, quality.poor ? `Poor connection: ${quality.poor}.` : '');
+    setHidden(warning, !quality.poor);
+    setAttribute(item.querySelector('.participant__quality summary'), 'aria-label', `Connection details for ${name}`);
+    setText(item.querySelector('.participant__numbers'), describeNumbers(quality));
   }
-  item.querySelector('.participant__avatar').textContent = [...name][0]?.toUpperCase() ?? '?';
-  item.querySelector('.participant__label').textContent = name;
+  setText(item.querySelector('.participant__avatar'), [...name][0]?.toUpperCase() ?? '?');
+  setText(item.querySelector('.participant__label'), name);
   // Nobody's sound comes over a text chat: no volume to set.
   const volume = item.querySelector('.participant__volume');
-  if (volume) volume.hidden = call.textChat;
+  if (volume) setHidden(volume, call.textChat);
   const volumeLabel = item.querySelector('.participant__volume-label');
-  if (volumeLabel && volumeLabel.textContent !== `Volume for ${name}`) volumeLabel.textContent = `Volume for ${name}`;
+  if (volumeLabel) setText(volumeLabel, `Volume for ${name}`);
   const badges = [];
   if (self) badges.push(element('span', 'badge', 'you'));
   if (id && id === call.hostId && !call.isMatch) badges.push(element('span', 'badge badge--host', 'host'));
-  item.querySelector('.participant__badges').replaceChildren(...badges);
+  const badgeList = item.querySelector('.participant__badges');
+  if (badgeList.textContent !== badges.map((badge) => badge.textContent).join('')) badgeList.replaceChildren(...badges);
+  // The words decide the parts: the link's kind (its colour) is one of them.
   const details = item.querySelector('.participant__meta');
-  details.replaceChildren();
-  meta.forEach((text, index) => {
-    if (index > 0) details.append(element('span', 'sep', ' · '));
-    const part = element('span', text === link ? `link link--${link === RELAYED ? 'relay' : 'direct'}` : '', text);
-    details.append(part);
-  });
+  if (details.textContent !== meta.join(' · ')) {
+    details.replaceChildren();
+    meta.forEach((text, index) => {
+      if (index > 0) details.append(element('span', 'sep', ' · '));
+      const part = element('span', text === link ? `link link--${link === RELAYED ? 'relay' : 'direct'}` : '', text);
+      details.append(part);
+    });
+  }
   const actions = item.querySelector('.participant__actions');
-  for (const button of actions.querySelectorAll('button')) button.disabled = !call.serverReachable;
+  for (const button of actions.querySelectorAll('button')) setDisabled(button, !call.serverReachable);
   if (self || !call.isHost) {
-    actions.replaceChildren();
-    actions.hidden = true;
+    if (actions.firstChild) actions.replaceChildren();
+    setHidden(actions, true);
     delete actions.dataset.mode;
     return;
   }
-  actions.hidden = false;
+  setHidden(actions, false);
   const mode = view.confirmingBan === id ? 'confirm' : 'normal';
   if (actions.dataset.mode !== mode) {
     actions.dataset.mode = mode;
@@ -791,7 +858,7 @@ function updateParticipantItem(item, { id, name, self, meta, link, quality }) {
     remove: `Remove ${name}`, ban: `Ban ${name}`, 'confirm-ban': `Confirm ban of ${name}`, 'cancel-ban': `Do not ban ${name}`,
   };
   for (const button of actions.querySelectorAll('button')) {
-    button.setAttribute('aria-label', labels[button.dataset.action]);
+    setAttribute(button, 'aria-label', labels[button.dataset.action]);
   }
 }
 
@@ -808,9 +875,9 @@ function renderKnocks() {
   const section = $('lobby-queue');
   const list = $('knockers');
   const show = call.isHost && call.knocks.size > 0;
-  section.hidden = !show;
+  setHidden(section, !show);
   if (!show) {
-    list.replaceChildren();
+    if (list.firstChild) list.replaceChildren();
     return;
   }
   const existing = new Map([...list.children].map((item) => [item.dataset.peer, item]));
@@ -839,13 +906,13 @@ function renderKnocks() {
  */
 function renderSettings() {
   const section = $('room-settings');
-  section.hidden = !call.isHost;
+  setHidden(section, !call.isHost);
   const offline = !call.serverReachable;
-  $('settings-offline').hidden = !offline;
+  setHidden($('settings-offline'), !offline);
   for (const control of section.querySelectorAll('input, button')) {
-    control.disabled = offline || (control.id === 'rule-password-clear' && !call.rules?.password);
+    setDisabled(control, offline || (control.id === 'rule-password-clear' && !call.rules?.password));
   }
-  for (const button of $('knockers').querySelectorAll('button')) button.disabled = offline;
+  for (const button of $('knockers').querySelectorAll('button')) setDisabled(button, offline);
   if (section.hidden || view.renderedRules === call.rules) return;
   const rules = call.rules;
   view.renderedRules = rules;
@@ -1017,7 +1084,7 @@ function setUpRoomView() {
   $('relay-only').addEventListener('change', (event) => {
     store(STORAGE_KEYS.relayOnly, String(event.target.checked));
     call.preferences.relayOnly = event.target.checked;
-    render();
+    requestRender();
   });
   $('copy-link').addEventListener('click', async () => {
     try {
@@ -1051,13 +1118,13 @@ function setUpLandingView() {
     store(STORAGE_KEYS.allowDirect, String(event.target.checked));
     call.preferences.allowDirect = event.target.checked;
     call.clearAlert('match-refused');
-    render();
+    requestRender();
   });
   for (const [id, key] of [['text-only', STORAGE_KEYS.textOnly], ['accept-text', STORAGE_KEYS.acceptText]]) {
     $(id).checked = load(key) === 'true';
     $(id).addEventListener('change', (event) => {
       store(key, String(event.target.checked));
-      render();
+      requestRender();
     });
   }
   $('match-next').addEventListener('click', () => call.next());
@@ -1082,15 +1149,16 @@ function wireStrangerFeedback() {
 
 function renderStrangerFeedback() {
   const feedback = call.feedback;
-  $('stranger-feedback').hidden = !feedback;
+  setHidden($('stranger-feedback'), !feedback);
   if (!feedback) return;
-  $('feedback-name').textContent = feedback.stranger.name;
-  $('rate-good').disabled = $('rate-bad').disabled = feedback.rated;
-  $('block-stranger').disabled = feedback.blocked;
-  $('report-open').disabled = feedback.reported;
-  $('report-open').setAttribute('aria-expanded', String(feedback.reporting));
-  $('report-panel').hidden = !feedback.reporting;
-  $('feedback-status').textContent = feedback.said;
+  setText($('feedback-name'), feedback.stranger.name);
+  setDisabled($('rate-good'), feedback.rated);
+  setDisabled($('rate-bad'), feedback.rated);
+  setDisabled($('block-stranger'), feedback.blocked);
+  setDisabled($('report-open'), feedback.reported);
+  setAttribute($('report-open'), 'aria-expanded', String(feedback.reporting));
+  setHidden($('report-panel'), !feedback.reporting);
+  setText($('feedback-status'), feedback.said);
 }
 
 // --- safety codes (the state is call.verification, verify.js) ------------------------------------
@@ -1110,19 +1178,19 @@ function setUpVerify() {
 
 function renderVerification() {
   const open = verifyView.open && call.inCall;
-  $('verify').setAttribute('aria-expanded', String(open));
+  setAttribute($('verify'), 'aria-expanded', String(open));
   $('verify').classList.toggle('is-active', open);
-  $('verify-panel').hidden = !open;
+  setHidden($('verify-panel'), !open);
   if (!open) return;
   const summary = call.verification ? call.verification.summary() : null;
   let roomText = summary?.words ? summary.words.join(' ')
     : call.peers.size === 0 ? 'Nobody else is here yet.' : 'Checking the links…';
   if (summary?.contradictions.length) roomText += ' (mismatch found: see the warning)';
-  if ($('room-code').textContent !== roomText) $('room-code').textContent = roomText;
-  $('verify-links').setAttribute('aria-expanded', String(verifyView.linkCodesOpen));
-  $('verify-links').textContent = verifyView.linkCodesOpen ? "Hide each link's code" : "Show each link's code";
+  setText($('room-code'), roomText);
+  setAttribute($('verify-links'), 'aria-expanded', String(verifyView.linkCodesOpen));
+  setText($('verify-links'), verifyView.linkCodesOpen ? "Hide each link's code" : "Show each link's code");
   const list = $('link-codes');
-  list.hidden = !verifyView.linkCodesOpen;
+  setHidden(list, !verifyView.linkCodesOpen);
   const items = [...call.peers.values()].map((peer) => {
     const link = summary?.links.get(peer.id);
     const text = link?.state === 'verified' ? link.words.join(' ')
@@ -1153,7 +1221,7 @@ function start() {
   setUpAudioSettings();
   setUpVerify();
   setInterval(updateSpeaking, METER_INTERVAL_MS);
-  render();
+  renderNow();
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
   // page must tell before the user picks "Hide my IP" or asks for a stranger.
   call.connect();

@@ -108,11 +108,27 @@ export class LevelMeters {
   attach(key, stream) {
     this.detach(key);
     if (stream.getAudioTracks().length === 0) return;
-    const source = this.audioContext().createMediaStreamSource(stream);
-    const analyser = this.context.createAnalyser();
+    this.measure(key, this.audioContext().createMediaStreamSource(stream), true);
+  }
+
+  /**
+   * Start measuring what a node of this page's AudioContext carries: a remote voice's source,
+   * shared with its volume control (RemoteVolumes#source). One MediaStreamAudioSourceNode per
+   * remote stream instead of two: each is a consumer of the decoded track, with its own buffer,
+   * on the audio thread, which in a full room is seven per page.
+   * @param {string} key
+   * @param {AudioNode} node
+   */
+  attachNode(key, node) {
+    this.detach(key);
+    this.measure(key, node, false);
+  }
+
+  measure(key, source, ownsSource) {
+    const analyser = this.audioContext().createAnalyser();
     analyser.fftSize = 1024;
     source.connect(analyser);
-    this.meters.set(key, { source, analyser, samples: new Float32Array(analyser.fftSize) });
+    this.meters.set(key, { source, analyser, ownsSource, samples: new Float32Array(analyser.fftSize) });
   }
 
   /**
@@ -129,8 +145,16 @@ export class LevelMeters {
   detach(key) {
     const meter = this.meters.get(key);
     if (meter === undefined) return;
-    meter.source.disconnect();
     this.meters.delete(key);
+    if (meter.ownsSource) {
+      meter.source.disconnect();
+      return;
+    }
+    try {
+      meter.source.disconnect(meter.analyser);
+    } catch {
+      // The volume control already disconnected the shared source from everything.
+    }
   }
 
   /**
@@ -198,6 +222,15 @@ export class RemoteVolumes {
     gain.connect(context.destination);
     gain.connect(tap);
     this.voices.set(key, { source, gain, tap });
+  }
+
+  /**
+   * The source node playing `key` (for its level meter to share), or null.
+   * @param {string} key
+   * @returns {MediaStreamAudioSourceNode|null}
+   */
+  source(key) {
+    return this.voices.get(key)?.source ?? null;
   }
 
   /**

@@ -48,6 +48,15 @@ export const RELAY_GATHER_TIMEOUT_MS = 5000;
  */
 export const LINK_CONNECT_TIMEOUT_MS = 25_000;
 
+/**
+ * Every link bundles its audio and its data channel on one transport from the start
+ * ("max-bundle"): with the default ("balanced") the browser gathers candidates, runs ICE checks
+ * and (relayed) allocates a TURN relay for each of the two m-lines until the answer bundles them,
+ * which doubles the candidates sent through the server and the connectivity work on both ends.
+ * Every peer XES talks to bundles (browsers and aiortc put every m-line in one BUNDLE group).
+ */
+export const BUNDLE_POLICY = 'max-bundle';
+
 /** The link's data channel: negotiated, stream id 0 (docs/verification.md, "Data channel"). */
 export const DATA_CHANNEL = Object.freeze({ label: 'xes', id: 0 });
 
@@ -205,7 +214,7 @@ export class Negotiation extends EventTarget {
     this.audio = audio;
     this.localStream = audio ? localStream : null;
     this.relayOnly = configuration.iceTransportPolicy === 'relay';
-    this.pc = new RTCPeerConnection(configuration);
+    this.pc = new RTCPeerConnection({ ...configuration, bundlePolicy: BUNDLE_POLICY });
     /** @type {MediaStream} what the peer sends us; filled by `track` events */
     this.remoteStream = new MediaStream();
     this.makingOffer = false;
@@ -225,6 +234,8 @@ export class Negotiation extends EventTarget {
     this.queue = Promise.resolve();
     /** @type {number|null} Opus bitrate for our voice on this link (bits per second) */
     this.audioBitrate = null;
+    /** @type {number|null} the bitrate last set on the sender */
+    this.appliedBitrate = null;
     /** @type {RTCDataChannel|null} */
     this.channel = null;
     this.channelOpen = false;
@@ -356,15 +367,16 @@ export class Negotiation extends EventTarget {
   setConfiguration(configuration) {
     if (this.closed) return;
     try {
-      this.pc.setConfiguration(configuration);
+      // The same bundle policy: changing it on a live connection is refused.
+      this.pc.setConfiguration({ ...configuration, bundlePolicy: BUNDLE_POLICY });
     } catch (error) {
       this.emit('error', error);
     }
   }
 
   /**
-   * The most our voice may use on this link; applied now if the sender is negotiated, else once
-   * the link connects.
+   * The most our voice may use on this link; applied now if the sender is negotiated, else as
+   * soon as the first offer and answer are.
    * @param {number} bitsPerSecond
    */
   setAudioBitrate(bitsPerSecond) {
@@ -372,18 +384,33 @@ export class Negotiation extends EventTarget {
     this.applyAudioBitrate();
   }
 
+  /**
+   * Cap our sender at `audioBitrate`, once per value. Chromium answers getParameters by waiting
+   * for WebRTC's signalling thread, so the page's main thread stalls (tens of ms were measured)
+   * if it asks while that thread is busy making the first offer or bringing DTLS up; hence not
+   * before the first answer (there is no encoding to cap before it anyway), and not again on
+   * every "connected" once applied.
+   */
   async applyAudioBitrate() {
-    if (this.closed || this.audioBitrate === null) return;
+    const bitrate = this.audioBitrate;
+    if (this.closed || bitrate === null || bitrate === this.appliedBitrate) return;
+    if (!this.pc.localDescription || !this.pc.remoteDescription) return;
+    this.appliedBitrate = bitrate;
     for (const sender of this.pc.getSenders()) {
       if (!sender.track || sender.track.kind !== 'audio') continue;
       const parameters = sender.getParameters();
       const encodings = parameters.encodings ?? [];
-      if (encodings.length === 0 || encodings.every((encoding) => encoding.maxBitrate === this.audioBitrate)) continue;
-      for (const encoding of encodings) encoding.maxBitrate = this.audioBitrate;
+      if (encodings.length === 0) {
+        this.appliedBitrate = null; // not negotiated after all: the next trigger tries again
+        continue;
+      }
+      if (encodings.every((encoding) => encoding.maxBitrate === bitrate)) continue;
+      for (const encoding of encodings) encoding.maxBitrate = bitrate;
       try {
         await sender.setParameters(parameters);
       } catch {
         // Refused while a negotiation is under way: the next "connected" applies it again.
+        if (this.appliedBitrate === bitrate) this.appliedBitrate = null;
       }
     }
   }
@@ -508,6 +535,8 @@ export class Negotiation extends EventTarget {
         await this.pc.setLocalDescription();
         this.sendDescription();
       }
+      // Offer and answer done (our answer already sent): the sender has its encoding to cap.
+      this.applyAudioBitrate();
     } else if ('candidate' in data) {
       try {
         // null means the end of the peer's candidates.

@@ -1,0 +1,298 @@
+"""Scenario 6: the browser's cost in a full room, XES's page against the bare page.
+
+Eight people in one room, a full mesh (28 links): each browser encodes its voice 7 times and
+decodes 7 streams. Eight separate Chromium processes would starve two cores, so, as in
+tests/browser/test_mesh8.py, the eight are eight contexts of one Chromium, each with its own
+microphone (an oscillator at that person's frequency in place of getUserMedia), joining one after
+another through the page. The same runs with the bare page on the bare relay (bench/bare_page:
+microphone, one RTCPeerConnection per peer, offer/answer, trickle ICE and nothing else), which is
+WebRTC's floor on this machine: what XES's page costs beyond it is the page's own.
+
+Two figures per page:
+- **Time to hear everyone**: from a newcomer's click on Join until every person present hears
+  every other one (each page's tone listener finds each other person's tone on their stream);
+  the next person arrives only then.
+- **CPU in the full room**, once all eight hear everyone and the tone listeners are stopped (so
+  the window holds the pages' own work and WebRTC's): the whole Chromium's CPU (every process:
+  browser, renderers, audio and network services) over a steady window, per link; the renderers'
+  share (one per page: its main thread, WebRTC's encoders and decoders, WebAudio); and the pages'
+  main threads alone (scripts, style, layout, paint), all read from /proc as CPU time, which a
+  busy machine delays but does not inflate the way it inflates wall-clock task durations.
+
+Usage: python bench/mesh_bench.py --people 8 --json out.json [--servers xes,bare] [--window 10]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import secrets
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from browser_bench import room_url, start_coturn, start_server  # noqa: E402
+from noise import NoiseLimits, NoiseProbe, own_ticks  # noqa: E402
+from procstat import TICKS  # noqa: E402
+from tests.support.browser import (  # noqa: E402
+    TONE_LISTENER_HEARD_JS,
+    TONE_LISTENER_STOP_JS,
+    chromium_args,
+    oscillator_microphone_script,
+    tone_listener_script,
+)
+
+# test_mesh8.py's tones: 180 Hz or more apart, far beyond the listener's 2-bin tolerance.
+TONES = (440.0, 620.0, 830.0, 1070.0, 1310.0, 1550.0, 1790.0, 2030.0)
+SETTLE_TIMEOUT_S = 180.0
+WARM_UP_S = 3.0
+
+JOIN_JS = """
+(name) => {
+  document.getElementById('display-name').value = name;
+  document.getElementById('join').click();
+}
+"""
+
+JOINED_JS = "() => Boolean(window.xes && window.xes.me && window.xes.me.id)"
+
+
+def chromium_root(parent: int) -> int:
+    """The pid of the Chromium browser process among `parent`'s descendants (its own parent is not
+    a Chromium: every other Chromium process is its child or grandchild)."""
+    comm: dict[int, str] = {}
+    ppid: dict[int, int] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            text = Path(f"/proc/{entry}/stat").read_text()
+        except OSError:
+            continue
+        comm[int(entry)] = text[text.index("(") + 1:text.rindex(")")]
+        ppid[int(entry)] = int(text[text.rindex(")") + 2:].split()[1])
+
+    def descends(pid: int) -> bool:
+        hops = 0
+        while pid and pid != parent and hops < 64:
+            pid, hops = ppid.get(pid, 0), hops + 1
+        return pid == parent
+
+    for pid, name in comm.items():
+        if "chrom" in name and "chrom" not in comm.get(ppid[pid], "") and descends(pid):
+            return pid
+    raise RuntimeError("no Chromium process found")
+
+
+def heard_everyone(heard: dict[str, list[float]], others: list[float]) -> bool:
+    """One stream per other person, each carrying exactly one of their tones, all of them."""
+    tones = [tones[0] for tones in heard.values() if len(tones) == 1]
+    return len(heard) == len(others) and len(tones) == len(others) and sorted(tones) == sorted(
+        others)
+
+
+def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
+    """Per renderer process under `root` (one per page here: each context has its own): CPU ticks
+    of the whole process (the page's main thread, its WebRTC and WebAudio threads) and of its main
+    thread alone (the thread whose id is the process id: scripts, style, layout, paint)."""
+    result: dict[int, tuple[int, int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        pid = int(entry)
+        try:
+            if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
+                continue
+            process = Path(f"/proc/{pid}/stat").read_text()
+            main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+        except OSError:
+            continue
+        fields = process[process.rindex(")") + 2:].split()
+        if not _descends(pid, root):
+            continue
+        main_fields = main[main.rindex(")") + 2:].split()
+        result[pid] = (int(fields[11]) + int(fields[12]),
+                       int(main_fields[11]) + int(main_fields[12]))
+    return result
+
+
+def _descends(pid: int, root: int) -> bool:
+    hops = 0
+    while pid and pid != root and hops < 64:
+        try:
+            text = Path(f"/proc/{pid}/stat").read_text()
+        except OSError:
+            return False
+        pid, hops = int(text[text.rindex(")") + 2:].split()[1]), hops + 1
+    return pid == root
+
+
+def profile_top(profiles: list[dict[str, Any]], top: int = 25) -> list[tuple[str, float]]:
+    """The functions with the most self time over every page's CPU profile (ms per second is the
+    caller's to work out): name, file and line."""
+    self_us: dict[str, float] = {}
+    for profile in profiles:
+        nodes = {node["id"]: node["callFrame"] for node in profile["nodes"]}
+        for sample, delta in zip(profile["samples"], profile["timeDeltas"], strict=True):
+            frame = nodes[sample]
+            key = (f"{frame['functionName'] or '(anonymous)'} "
+                   f"{frame['url'].rsplit('/', 1)[-1]}:{frame['lineNumber'] + 1}")
+            self_us[key] = self_us.get(key, 0.0) + delta
+    ranked = sorted(self_us.items(), key=lambda item: -item[1])
+    return [(key, us / 1000) for key, us in ranked if not key.startswith("(idle)")][:top]
+
+
+async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
+                   limits: NoiseLimits, profile: bool = False) -> dict[str, Any]:
+    browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
+                                       args=chromium_args())
+    try:
+        url = room_url(kind, base)
+        pages = []
+        for tone in TONES[:people]:
+            context = await browser.new_context()
+            await context.add_init_script(oscillator_microphone_script(tone))
+            page = await context.new_page()
+            await page.goto(url)
+            pages.append(page)
+        settle_s: list[float] = []
+        for n, page in enumerate(pages, start=1):
+            clicked = time.monotonic()
+            await page.evaluate(JOIN_JS, f"P{n}")
+            await _poll(page, JOINED_JS, clicked + 60)
+            await page.evaluate(*tone_listener_script(TONES[:people]))
+            present = list(range(n))
+            waiting = present
+            while waiting and time.monotonic() < clicked + SETTLE_TIMEOUT_S:
+                heard = [await pages[i].evaluate(TONE_LISTENER_HEARD_JS) for i in waiting]
+                waiting = [i for i, h in zip(waiting, heard, strict=True) if not heard_everyone(
+                    h, [TONES[j] for j in present if j != i])]
+                if waiting:
+                    await asyncio.sleep(0.25)
+            if waiting:
+                return {"ok": False, "error": f"P{n} joined: P{waiting[0] + 1} never heard everyone",
+                        "settle_s": settle_s}
+            settle_s.append(time.monotonic() - clicked)
+            print(f"  mesh {kind}: P{n} ({n} present): everyone hears everyone after "
+                  f"{settle_s[-1]:.1f} s", flush=True)
+        for page in pages:
+            await page.evaluate(TONE_LISTENER_STOP_JS)
+        await asyncio.sleep(WARM_UP_S)
+        if profile:  # its own window before the measured one: the profiler costs CPU itself
+            sessions = [await page.context.new_cdp_session(page) for page in pages]
+            for session in sessions:
+                await session.send("Profiler.enable")
+                await session.send("Profiler.start")
+            await asyncio.sleep(window_s)
+            profiles = [(await session.send("Profiler.stop"))["profile"] for session in sessions]
+        root = chromium_root(os.getpid())
+        probe = NoiseProbe(limits)
+        renderers_before = renderer_ticks(root)
+        ticks_before, started = own_ticks(root), time.monotonic()
+        probe.start()
+        await asyncio.sleep(window_s)
+        reading = probe.stop()
+        ticks_after, elapsed = own_ticks(root), time.monotonic() - started
+        renderers_after = renderer_ticks(root)
+        links = people * (people - 1) // 2
+        chromium_cores = (ticks_after - ticks_before) / TICKS / elapsed
+        # Chromium keeps a few renderers of its own (no page, no CPU): only busy ones count.
+        renderers = [(after[0] - renderers_before[pid][0], after[1] - renderers_before[pid][1])
+                     for pid, after in renderers_after.items()
+                     if pid in renderers_before and after[0] > renderers_before[pid][0]]
+        renderer_cores = sum(whole for whole, _ in renderers) / TICKS / elapsed
+        main_threads = [main / TICKS / elapsed for _, main in renderers]
+        return {
+            **({"profile_top_ms": profile_top(profiles)} if profile else {}),
+            "ok": True, "settle_s": settle_s, "links": links, "window_s": round(elapsed, 2),
+            "chromium_cores": chromium_cores,
+            "chromium_ms_per_s_per_link": 1000 * chromium_cores / links,
+            "renderers": len(renderers),
+            "renderer_cores": renderer_cores,
+            "main_thread_cores": sum(main_threads),
+            "main_thread_ms_per_s_per_page": [round(1000 * m, 1) for m in main_threads],
+            "noise": reading.as_dict(), "quiet": reading.quiet,
+        }
+    finally:
+        await browser.close()
+
+
+async def _poll(page: Any, expression: str, deadline: float) -> None:
+    """wait_for_function without eval (XES's CSP forbids the eval it uses)."""
+    while time.monotonic() < deadline:
+        if await page.evaluate(expression):
+            return
+        await asyncio.sleep(0.05)
+    raise TimeoutError(f"{expression} never held")
+
+
+async def run(people: int, servers: list[str], window_s: float, workdir: Path,
+              limits: NoiseLimits, profile: bool = False) -> dict[str, Any]:
+    from playwright.async_api import async_playwright
+
+    secret_file = workdir / "turn.secret"
+    secret_file.write_text(secrets.token_hex(16))
+    secret_file.chmod(0o600)
+    # Host candidates only (no relay ticked); coturn is there because both servers hand it out.
+    turn, turn_port = start_coturn(workdir, secret_file)
+    turn_url = f"turn:127.0.0.1:{turn_port}?transport=udp"
+    out: dict[str, Any] = {"method": (__doc__ or "").split("\n\n")[1].replace("\n", " "),
+                           "people": people, "meshes": {}}
+    procs: list[subprocess.Popen[bytes]] = []
+    try:
+        async with async_playwright() as pw:
+            for kind in servers:
+                proc, base = start_server(kind, turn_url, secret_file, workdir / f"{kind}.log")
+                procs.append(proc)
+                try:
+                    out["meshes"][kind] = await one_mesh(pw, kind, base, people, window_s,
+                                                         limits, profile)
+                except Exception as exc:  # noqa: BLE001 - a failed mesh is reported, not raised
+                    out["meshes"][kind] = {"ok": False,
+                                           "error": f"{type(exc).__name__}: {exc}"[:300]}
+                finally:
+                    proc.terminate()
+                    proc.wait(timeout=10)
+                print(f"  mesh {kind}: {json.dumps(out['meshes'][kind])}", flush=True)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.kill()
+        turn.terminate()
+        turn.wait(timeout=10)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="the browser's cost in a full room")
+    parser.add_argument("--people", type=int, default=8)
+    parser.add_argument("--servers", default="xes,bare")
+    parser.add_argument("--window", type=float, default=10.0, help="seconds of steady state")
+    parser.add_argument("--json", type=Path, required=True)
+    parser.add_argument("--noise-others", type=float, default=NoiseLimits.others_cores)
+    parser.add_argument("--noise-steal", type=float, default=NoiseLimits.steal_cores)
+    parser.add_argument("--profile", action="store_true",
+                        help="before the measured window, profile every page's main thread for "
+                        "as long, and list the functions with the most self time")
+    args = parser.parse_args()
+    limits = NoiseLimits(args.noise_others, args.noise_steal)
+    # `kill` (SIGTERM) stops it like Ctrl-C: the servers, coturn and Chromium are stopped on the way.
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
+    with tempfile.TemporaryDirectory(prefix="xes-mesh-bench-") as tmp:
+        result = asyncio.run(run(args.people, args.servers.split(","), args.window, Path(tmp),
+                                 limits, args.profile))
+    args.json.parent.mkdir(parents=True, exist_ok=True)
+    args.json.write_text(json.dumps(result, indent=1))
+
+
+if __name__ == "__main__":
+    main()
