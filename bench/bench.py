@@ -19,6 +19,10 @@ Servers are compared on server CPU per operation: a Python load generator may sa
 core before a server does, and then throughput says more about the generator. Latency is taken at
 fixed offered loads (10,000 and 25,000 messages per second) after a warm-up at that same load.
 
+XES as a cluster (xes-cluster2: two nodes; xes-workers2: `--workers 2`) runs with its own
+redis-server through the same scenarios; its server CPU is all its processes' and Redis's is
+reported apart (bench/README.md, "Clusters").
+
 Every wait is bounded; everything runs on 127.0.0.1 and is stopped at the end.
 """
 
@@ -43,8 +47,8 @@ from pathlib import Path
 from typing import Any
 
 from figures import Figures
-from noise import NoiseLimits, NoiseProbe, NoiseReading
-from procstat import cpu_seconds, machine, rss_kib
+from noise import NoiseLimits, NoiseProbe, NoiseReading, own_ticks
+from procstat import TICKS, cpu_seconds, machine, rss_kib
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
@@ -55,8 +59,13 @@ HOST = "127.0.0.1"  # loopback only, by design: this is never pointed anywhere e
 SOURCE_ADDRESSES = [f"127.0.0.{i}" for i in range(2, 10)]
 
 SERVERS = ("xes", "peerjs", "bare")
+# XES as several processes sharing state through a redis-server the bench starts (issue 14):
+# two `xes serve --redis` nodes, each pair's sender on one and receiver on the other; and
+# `xes serve --workers 2` (one port, the kernel spreads connections over two processes).
+CLUSTERS = ("xes-cluster2", "xes-workers2")
 # A server kind's name says what it is: these are experiments, not what XES ships.
-VARIANTS = ("xes-asyncio", "xes-uvloop", "xes-fastnet", "xes-uvloop-fastnet", "bare-uvloop")
+VARIANTS = ("xes-asyncio", "xes-uvloop", "xes-fastnet", "xes-uvloop-fastnet", "bare-uvloop",
+            *CLUSTERS)
 
 
 # Plans ----------------------------------------------------------------------------------------
@@ -122,15 +131,63 @@ def wait_port(port: int, proc: subprocess.Popen[bytes], timeout: float = 20.0) -
 
 
 @dataclass
+class Redis:
+    """The redis-server a cluster shares (persistence off): its CPU and memory are its own
+    figures, next to the nodes'."""
+
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    def cpu(self) -> float:
+        return cpu_seconds(self.proc.pid)
+
+    def used_memory(self) -> int:
+        """`INFO memory` used_memory: what Redis holds, without the allocator's slack."""
+        import redis
+
+        with redis.Redis(host=HOST, port=self.port, socket_timeout=10) as client:
+            return int(client.info("memory")["used_memory"])
+
+
+@dataclass
 class Server:
     kind: str
     proc: subprocess.Popen[bytes]
     port: int
     base: str  # what the adapters append /ws or /peerjs to
+    # A cluster: every node's process and address (clients go to them in turn), and its Redis.
+    nodes: list[subprocess.Popen[bytes]] = field(default_factory=list)
+    bases: list[str] = field(default_factory=list)
+    redis: Redis | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    def node_pids(self) -> list[int]:
+        """The processes holding sockets: the nodes, or `--workers`' children (not its parent,
+        which serves nothing), or the one server."""
+        if self.kind == "xes-workers2":
+            return children(self.pid)
+        return [p.pid for p in self.nodes] or [self.pid]
+
+    def cpu(self) -> float:
+        """Server CPU: every node's, summed (a `--workers` parent and its workers, reaped ones
+        included); Redis's is counted apart (`redis_cpu`)."""
+        if self.kind == "xes-workers2":
+            return own_ticks(self.pid) / TICKS
+        return sum(cpu_seconds(p.pid) for p in self.nodes) if self.nodes else cpu_seconds(self.pid)
+
+    def redis_cpu(self) -> float:
+        return self.redis.cpu() if self.redis is not None else 0.0
+
+
+def children(pid: int) -> list[int]:
+    kids: list[int] = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            kids += [int(k) for k in (task / "children").read_text().split()]
+    return kids
 
 
 # The per-connection rate limit stays on (it is part of the hot path); its budget is raised so
@@ -174,10 +231,112 @@ def server_command(kind: str, port: int, data_dir: Path) -> list[str]:
     raise ValueError(kind)
 
 
+CLUSTER_PINNING = (
+    "xes-cluster2: redis-server and both `xes serve --redis` nodes under taskset -c 0 (server "
+    "CPU = both nodes' summed; Redis's counted apart); each pair's sender on node A, receiver on "
+    "node B. xes-workers2: redis-server and `xes serve --workers 2 --redis` under taskset -c 0,1, "
+    "so the workers SHARE core 1 with the load generators: its set-ups per second is what two "
+    "cores give to server and generator together, not a server on two free cores")
+
+
+def server_cores(kind: str, core: int) -> set[int]:
+    """Where a server runs: its core, except `--workers 2`, which is there to use both cores of
+    the machine and so shares the load generators' core (the report says so)."""
+    return set(range(os.cpu_count() or 1)) if kind == "xes-workers2" else {core}
+
+
+@contextlib.contextmanager
+def running_redis(cores: set[int], logdir: Path) -> Iterator[Redis]:
+    """A throwaway redis-server on a free loopback port, persistence off (docs/deploy.md's
+    recommended default), pinned with the server it serves."""
+    binary = shutil.which("redis-server")
+    if binary is None:
+        raise RuntimeError("redis-server is missing (apt-get install redis-server)")
+    port = free_port()
+    with open(logdir / "redis.log", "ab") as log, \
+            tempfile.TemporaryDirectory(prefix="bench-redis-") as data_dir:
+        proc = subprocess.Popen(
+            taskset(cores) + [binary, "--port", str(port), "--bind", HOST, "--save", "",
+                              "--appendonly", "no", "--dir", data_dir],
+            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+        try:
+            wait_port(port, proc)
+            yield Redis(proc, port)
+        finally:
+            stop(proc)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def running_cluster(kind: str, core: int, logdir: Path) -> Iterator[Server]:
+    """xes-cluster2: a redis-server and two `xes serve --redis` nodes, all on the server's core;
+    xes-workers2: a redis-server and `xes serve --workers 2 --redis` on every core."""
+    cores = server_cores(kind, core)
+    xes = os.environ.get("BENCH_XES_CMD", str(ROOT / ".venv/bin/xes")).split()
+    with contextlib.ExitStack() as stack:
+        redis_server = stack.enter_context(running_redis(cores, logdir))
+        url = f"redis://{HOST}:{redis_server.port}/0"
+        # What every node of a cluster shares besides Redis (docs/deploy.md section 8): the
+        # identity secret (made by the first node) and the safety database.
+        shared = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-shared-")))
+        share = ["--identity-secret-file", str(shared / "identity-secret"),
+                 "--database", f"sqlite:{shared / 'xes.sqlite3'}"]
+        count = 1 if kind == "xes-workers2" else 2
+        nodes: list[subprocess.Popen[bytes]] = []
+        ports: list[int] = []
+        for i in range(count):
+            port = free_port()
+            data_dir = stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{kind}-"))
+            log_path = logdir / f"{kind}-{i}.log"
+            log = stack.enter_context(open(log_path, "ab"))
+            seen = log_path.stat().st_size
+            extra = ["--workers", "2"] if kind == "xes-workers2" else []
+            cmd = xes + ["serve", "--host", HOST, "--port", str(port), "--data-dir", data_dir,
+                         *XES_FLAGS, "--redis", url, "--node-id", f"bench{i}", *share, *extra]
+            proc = subprocess.Popen(taskset(cores) + cmd, stdout=log, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL, cwd=HERE)
+            stack.callback(stop, proc)
+            nodes.append(proc)
+            ports.append(port)
+            wait_port(port, proc)
+            if extra:  # one worker listening is not all of them: wait for the parent's word
+                wait_log(log_path, seen, "XES is running with", proc)
+        time.sleep(0.5)
+        yield Server(kind, nodes[0], ports[0], f"ws://{HOST}:{ports[0]}",
+                     nodes=nodes if count > 1 else [],
+                     bases=[f"ws://{HOST}:{p}" for p in ports], redis=redis_server)
+
+
+def wait_log(path: Path, offset: int, line: str, proc: subprocess.Popen[bytes],
+             timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode} before starting")
+        with open(path, "rb") as f:
+            f.seek(offset)
+            if line.encode() in f.read():
+                return
+        time.sleep(0.1)
+    raise RuntimeError(f"{path.name}: no {line!r} after {timeout} s")
+
+
 @contextlib.contextmanager
 def running_server(kind: str, core: int, logdir: Path) -> Iterator[Server]:
-    port = free_port()
     logdir.mkdir(parents=True, exist_ok=True)
+    if kind in CLUSTERS:
+        with running_cluster(kind, core, logdir) as cluster:
+            yield cluster
+        return
+    port = free_port()
     with open(logdir / f"{kind}.log", "ab") as log, \
             tempfile.TemporaryDirectory(prefix=f"bench-{kind}-") as data_dir:
         proc = subprocess.Popen(taskset({core}) + server_command(kind, port, Path(data_dir)),
@@ -188,12 +347,7 @@ def running_server(kind: str, core: int, logdir: Path) -> Iterator[Server]:
             time.sleep(0.5)  # let it finish starting (imports, JIT warm-up) before baselines
             yield Server(kind, proc, port, f"ws://{HOST}:{port}")
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
+            stop(proc)
 
 
 class Workers:
@@ -290,28 +444,30 @@ class Sampler:
     """Server and generator CPU across one window, read at the window's edges, and the noise
     check bracketing the same instants."""
 
-    server_pid: int
+    server: Server
     workers: Workers
     probe: NoiseProbe
     start_ns: int
     end_ns: int
     server_cpu: float = 0.0
+    redis_cpu: float = 0.0
     gen_cpu: float = 0.0
     noise: NoiseReading | None = None
 
     async def run(self) -> None:
         await sleep_until_ns(self.start_ns)
         self.probe.start()
-        s0, g0 = cpu_seconds(self.server_pid), self.workers.cpu()
+        s0, r0, g0 = self.server.cpu(), self.server.redis_cpu(), self.workers.cpu()
         await sleep_until_ns(self.end_ns)
-        self.server_cpu = cpu_seconds(self.server_pid) - s0
+        self.server_cpu = self.server.cpu() - s0
+        self.redis_cpu = self.server.redis_cpu() - r0
         self.gen_cpu = self.workers.cpu() - g0
         self.noise = self.probe.stop()
 
 
 async def measured(bench: Bench, server: Server, start_ns: int, end_ns: int,
                    work: Awaitable[list[dict[str, Any]]]) -> tuple[Sampler, list[dict[str, Any]]]:
-    sampler = Sampler(server.pid, bench.workers, bench.probe(), start_ns, end_ns)
+    sampler = Sampler(server, bench.workers, bench.probe(), start_ns, end_ns)
     replies, _ = await asyncio.gather(work, sampler.run())
     return sampler, replies
 
@@ -352,8 +508,9 @@ def proto_of(kind: str) -> str:
 
 async def connect(bench: Bench, server: Server, n: int, pair: bool) -> dict[str, Any]:
     workers = bench.workers
-    msgs = [{"cmd": "connect", "proto": proto_of(server.kind), "base": server.base, "n": k,
-             "pair": pair, "concurrency": 100, "timeout": 300, "sources": SOURCE_ADDRESSES}
+    msgs = [{"cmd": "connect", "proto": proto_of(server.kind), "base": server.base,
+             "bases": server.bases or [server.base], "n": k, "pair": pair, "concurrency": 100,
+             "timeout": 300, "sources": SOURCE_ADDRESSES}
             for k in workers.split(n)]
     replies = await workers.call(msgs, timeout=400)
     connected = sum(r["connected"] for r in replies)
@@ -425,6 +582,13 @@ async def scenario_idle(bench: Bench, kinds: tuple[str, ...], n: int) -> dict[st
                    section="idle")
     figures.define(rate_key, f"connects per second, {tag} clients", "/s", runs, 0, "idle")
     figures.define(cpu_key, f"server CPU while idle, {tag} clients", "% core", runs, 2, "idle")
+    redis_key = f"redis_bytes_per_session_{n}"
+    if any(k in CLUSTERS for k in kinds):
+        figures.define(redis_key, f"Redis memory per session, {tag} clients (INFO used_memory)",
+                       "B", runs, 0, "cluster")
+        for node in (0, 1):
+            figures.define(f"idle_kib_node{node}_{n}", f"memory per idle connection on node "
+                           f"{node + 1} of 2, {tag} clients", "KiB", runs, 1, "cluster")
     if not limits["ok"]:
         figures.note(mem_key, f"{n:,} clients not measured here: {limits.get('why')}; measured "
                               f"at {measured_n:,}")
@@ -440,6 +604,13 @@ async def scenario_idle(bench: Bench, kinds: tuple[str, ...], n: int) -> dict[st
             figures.put(rate_key, kind, rep, r["connect_per_s"] if r["connect_quiet"] else None,
                         [r["connect_noise"]])
             figures.put(cpu_key, kind, rep, r["idle_cpu_pct"] if quiet else None, r["noise"])
+            if "redis_bytes_per_session" in r:
+                figures.put(redis_key, kind, rep, r["redis_bytes_per_session"])
+                for node, kib in enumerate(r["rss_per_conn_kib_by_node"][:2]):
+                    figures.put(f"idle_kib_node{node}_{n}", kind, rep, kib)
+                print(f"  [{rep + 1}/{runs}] {kind}: RSS per connection by node "
+                      f"{[round(x, 1) for x in r['rss_per_conn_kib_by_node']]} KiB, Redis "
+                      f"{r['redis_bytes_per_session']:,.0f} B per session", flush=True)
             print(f"  [{rep + 1}/{runs}] {kind} idle {measured_n:,}: "
                   f"{r['connected']:,} connected, {r['rss_per_conn_kib']:.1f} KiB/conn, "
                   f"{r['connect_per_s']:.0f} conn/s, {r['idle_cpu_pct']:.2f}% CPU idle"
@@ -450,13 +621,16 @@ async def scenario_idle(bench: Bench, kinds: tuple[str, ...], n: int) -> dict[st
 async def idle_once(bench: Bench, kind: str, n: int) -> dict[str, Any]:
     plan = bench.plan
     with running_server(kind, bench.server_core, bench.logdir) as server:
-        rss0 = rss_kib(server.pid)
+        pids = server.node_pids()
+        rss0 = [rss_kib(p) for p in pids]
+        redis0 = server.redis.used_memory() if server.redis is not None else 0
         probe = bench.probe()
         probe.start()
         c = await connect(bench, server, n, pair=True)
         connect_noise = probe.stop()
         await asyncio.sleep(2.0)  # let allocators and GC settle before reading RSS
-        rss1 = rss_kib(server.pid)
+        rss1 = [rss_kib(p) for p in pids]
+        redis1 = server.redis.used_memory() if server.redis is not None else 0
 
         async def window() -> dict[str, Any]:
             start = time.monotonic_ns() + int(0.2e9)
@@ -470,13 +644,20 @@ async def idle_once(bench: Bench, kind: str, n: int) -> dict[str, Any]:
                     "idle_disconnects": sum(r["disconnects"] for r in replies)}
 
         idle = await until_quiet(bench, f"{kind} idle {n}", window)
-        rss2 = rss_kib(server.pid)
+        rss2 = [rss_kib(p) for p in pids]
         await bench.workers.all({"cmd": "close", "settle_s": 0.5})
-    per_conn = (max(rss1, rss2) - rss0) / max(1, c["connected"])
-    return {**c, **idle.get("disturbed_values", {}), **idle,
-            "rss_base_kib": rss0, "rss_kib": rss1, "rss_after_idle_kib": rss2,
-            "rss_per_conn_kib": per_conn, "connect_quiet": connect_noise.quiet,
-            "connect_noise": connect_noise.as_dict()}
+    grown = [max(a, b) - base for base, a, b in zip(rss0, rss1, rss2, strict=True)]
+    connected = max(1, c["connected"])
+    out = {**c, **idle.get("disturbed_values", {}), **idle,
+           "rss_base_kib": sum(rss0), "rss_kib": sum(rss1), "rss_after_idle_kib": sum(rss2),
+           "rss_per_conn_kib": sum(grown) / connected, "connect_quiet": connect_noise.quiet,
+           "connect_noise": connect_noise.as_dict()}
+    if server.redis is not None:
+        # Clients went to the nodes in turn (with --workers the kernel spread them: about evenly).
+        out["rss_per_conn_kib_by_node"] = [g / (connected / len(pids)) for g in grown]
+        out["redis_used_memory"] = [redis0, redis1]
+        out["redis_bytes_per_session"] = (redis1 - redis0) / connected
+    return out
 
 
 async def relay_window(bench: Bench, server: Server, mode: str, warmup_s: float,
@@ -507,6 +688,7 @@ async def relay_window(bench: Bench, server: Server, mode: str, warmup_s: float,
         "carried": mode != "open" or per_s >= 0.97 * rate,
         "server_cpu_s": sampler.server_cpu, "server_cpu_pct": 100 * sampler.server_cpu / window_s,
         "us_per_msg": 1e6 * sampler.server_cpu / received if received else float("nan"),
+        "redis_us_per_msg": 1e6 * sampler.redis_cpu / received if received else float("nan"),
         "gen_cpu_pct": 100 * sampler.gen_cpu / window_s,
         "mean_bytes": sum(r["bytes"] for r in replies) / received if received else 0,
         "p50_us": percentile(samples, 50), "p99_us": percentile(samples, 99),
@@ -534,6 +716,7 @@ async def setup_window(bench: Bench, server: Server, lead_s: float,
         "_noise": sampler.noise,
         "setups": done, "per_s": done / window_s,
         "us_per_setup": 1e6 * sampler.server_cpu / done if done else float("nan"),
+        "redis_us_per_setup": 1e6 * sampler.redis_cpu / done if done else float("nan"),
         "server_cpu_pct": 100 * sampler.server_cpu / window_s,
         "gen_cpu_pct": 100 * sampler.gen_cpu / window_s,
         "p50_ms": percentile(samples, 50) / 1000, "p99_ms": percentile(samples, 99) / 1000,
@@ -569,6 +752,12 @@ async def scenario_traffic(bench: Bench, kinds: tuple[str, ...],
     figures.define("us_per_setup", "server CPU per call set-up", "µs", reps, 0, "setup")
     figures.define("setups_per_s", "call set-ups per second (generator-bound)", "/s", reps, 0,
                    "setup")
+    if any(k in CLUSTERS for k in kinds):
+        for rate in plan.fixed_rates:
+            figures.define(f"redis_us_per_msg_{int(rate)}", f"relay: Redis CPU per message at "
+                           f"{rate_tag(rate)} msg/s", "µs", reps, 1, "cluster")
+        figures.define("redis_us_per_setup", "Redis CPU per call set-up", "µs", reps, 0,
+                       "cluster")
     raw: dict[str, list[dict[str, Any]]] = {k: [] for k in kinds}
     for rep in range(reps):
         order = kinds[rep % len(kinds):] + kinds[:rep % len(kinds)]
@@ -604,6 +793,9 @@ async def traffic_once(bench: Bench, server: Server, rep: int) -> dict[str, Any]
         figures.put(f"us_per_msg_{int(rate)}", kind, rep, value(r, "us_per_msg"), r["noise"])
         figures.put(f"p50_{int(rate)}", kind, rep, value(r, "p50_us"), r["noise"])
         figures.put(f"p99_{int(rate)}", kind, rep, value(r, "p99_us"), r["noise"])
+        if server.redis is not None:
+            figures.put(f"redis_us_per_msg_{int(rate)}", kind, rep, value(r, "redis_us_per_msg"),
+                        r["noise"])
         print(f"  [{rep + 1}/{plan.runs}] {kind} at {rate_tag(rate)}/s: " + (
             "no quiet window" if r.get("disturbed") else
             f"got {r['per_s']:,.0f}/s, {r['us_per_msg']:.1f} µs/msg, p50 {r['p50_us']:.0f} µs, "
@@ -627,6 +819,9 @@ async def traffic_once(bench: Bench, server: Server, rep: int) -> dict[str, Any]
     out["setup"] = st
     figures.put("us_per_setup", kind, rep, value(st, "us_per_setup"), st["noise"])
     figures.put("setups_per_s", kind, rep, value(st, "per_s"), st["noise"])
+    if server.redis is not None:
+        figures.put("redis_us_per_setup", kind, rep, value(st, "redis_us_per_setup"),
+                    st["noise"])
     await bench.workers.all({"cmd": "close", "settle_s": 0.5})
     print(f"  [{rep + 1}/{plan.runs}] {kind} set-ups: " + (
         "no quiet window" if st.get("disturbed") else
@@ -772,6 +967,8 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
                             " 200000, alive_timeout 600 s, no per-connection logging"},
         "notes": opts.notes,
     }
+    if any(k in CLUSTERS for k in opts.servers + opts.variants):
+        run_info["setup"]["clusters"] = CLUSTER_PINNING
     results.setdefault("runs", []).append(run_info)
     async with Workers(opts.workers, gen_cores) as workers:
         bench = Bench(plan, workers, server_core, logdir, opts.limits, figures)

@@ -57,7 +57,8 @@ class Figures:
             status = fig.get("status", {})
             fig["summary"] = {k: spread(v, status.get(k)) for k, v in values.items()}
             ratios: dict[str, Any] = {}
-            for over in ("peerjs", "bare"):
+            # "xes": a cluster of XES next to one XES process.
+            for over in ("peerjs", "bare", "xes"):
                 for kind, xs in values.items():
                     if kind == over or over not in values:
                         continue

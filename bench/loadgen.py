@@ -91,6 +91,7 @@ class Client(WSListener):  # type: ignore[misc]
         self.gen = gen
         self.transport: WSTransport | None = None
         self.peer_id = ""
+        self.node = 0  # which of the connect command's `bases` (cluster nodes) it is on
         self.partner: Client | None = None
         self.prefixes: list[bytes] = []  # per payload kind: the envelope up to `data`/`payload`
         self.seq = 0
@@ -301,6 +302,20 @@ class PeerJs(Protocol):
 PROTOCOLS: dict[str, Callable[[], Protocol]] = {"xes": Xes, "peerjs": PeerJs}
 
 
+def cross_node_pairs(clients: list[Client], nodes: int) -> list[tuple[Client, Client]]:
+    """Pairs of clients; on a cluster, each pair's two clients are on different nodes (node k
+    with node k+1), so every relayed message crosses from one node to another."""
+    if nodes < 2:
+        return [(clients[i], clients[i + 1]) for i in range(0, len(clients) - 1, 2)]
+    by_node: list[list[Client]] = [[] for _ in range(nodes)]
+    for c in clients:
+        by_node[c.node].append(c)
+    pairs: list[tuple[Client, Client]] = []
+    for k in range(0, nodes - 1, 2):
+        pairs += zip(by_node[k], by_node[k + 1], strict=False)
+    return pairs
+
+
 # The worker -----------------------------------------------------------------------------------
 class Generator:
     def __init__(self, worker: int) -> None:
@@ -339,16 +354,21 @@ class Generator:
         # server port (about 28,000 each), so 100,000 clients do not run out of ports.
         sources = [str(a) for a in msg.get("sources") or []]
         counter = iter(range(10_000_000))
+        # A cluster: clients go to its nodes in turn (node i of the i-th connection).
+        bases = [str(b) for b in msg.get("bases") or [self.base]]
 
         async def one() -> None:
             async with sem:
-                url = self.proto.url(self.base)
+                i = next(counter)
+                node = i % len(bases)
+                url = self.proto.url(bases[node])
                 extra: dict[str, Any] = {}
                 if sources:
-                    extra["local_addr"] = (sources[next(counter) % len(sources)], 0)
+                    extra["local_addr"] = (sources[i % len(sources)], 0)
                 try:
                     _, client = await ws_connect(
                         lambda: Client(self), url, websocket_handshake_timeout=30, **extra)
+                    client.node = node
                     if isinstance(self.proto, PeerJs):
                         client.peer_id = url.split("id=", 1)[1].split("&", 1)[0]
                     self.proto.on_hello(client, await client.expect(self.proto.hello))
@@ -366,7 +386,7 @@ class Generator:
         self.clients.extend(new)
         paired = 0
         t2 = t1
-        new_pairs = [(new[i], new[i + 1]) for i in range(0, len(new) - 1, 2)]
+        new_pairs = cross_node_pairs(new, len(bases))
         for a, b in new_pairs:
             a.partner, b.partner = b, a
             a.prefixes = self.proto.relay_prefixes(a, b)

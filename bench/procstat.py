@@ -12,7 +12,7 @@ import platform
 import subprocess
 from pathlib import Path
 
-__all__ = ["cpu_seconds", "rss_kib", "machine"]
+__all__ = ["TICKS", "cpu_seconds", "rss_kib", "machine"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 

@@ -13,12 +13,16 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from figures import spread
+
 __all__ = ["write_report", "TARGETS"]
 
 NAMES = {"xes": "XES", "peerjs": "PeerJS", "bare": "bare relay", "xes-asyncio": "XES on asyncio",
          "xes-uvloop": "XES on uvloop", "xes-fastnet": "XES, aiofastnet",
          "xes-uvloop-fastnet": "XES on uvloop + aiofastnet", "bare-uvloop": "bare relay on uvloop",
-         "xes-before": "XES before (BENCH_XES_BEFORE_CMD)"}
+         "xes-before": "XES before (BENCH_XES_BEFORE_CMD)",
+         "xes-cluster2": "XES, 2 nodes + Redis (cross-node pairs)",
+         "xes-workers2": "XES --workers 2 + Redis (both cores)"}
 MAIN = ("xes", "peerjs", "bare")
 
 # figure key -> (ratio, bound, how the issue words it)
@@ -114,11 +118,41 @@ def variants_table(figs: dict[str, Any], keys: list[str]) -> list[str]:
             rows.append([f"{fig['label']} ({fig['unit']})", NAMES.get(kind, kind),
                          cell(summ[kind], fig["digits"]),
                          cell(ratios.get(f"{kind}/peerjs"), 2, "×"),
-                         cell(ratios.get(f"{kind}/bare"), 2, "×")])
+                         cell(ratios.get(f"{kind}/bare"), 2, "×"),
+                         cell(ratios.get(f"{kind}/xes"), 2, "×")])
     if not rows:
         return []
-    return ["", "### Experiments (not what XES ships unless the table above says so)", ""] + table(
-        ["figure", "server", "value", "/PeerJS", "/bare relay"], rows)
+    return ["", "### Experiments and clusters (not what XES ships unless the table above says so)",
+            ""] + table(["figure", "server", "value", "/PeerJS", "/bare relay", "/XES"], rows)
+
+
+# The issue's bound for a cluster: latency added by crossing nodes, at 10,000 msg/s.
+CROSS_NODE_P99_BOUND_US = 1000.0
+
+
+def cluster_section(figs: dict[str, Any]) -> list[str]:
+    """Redis's own CPU and memory, and the p99 that crossing nodes adds (per repetition: the
+    2-node cluster's p99 minus one process's, measured in the same minute)."""
+    keys = [k for k in figs if figs[k].get("section") == "cluster"]
+    p99 = figs.get("p99_10000", {}).get("values", {})
+    if not keys and "xes-cluster2" not in p99:
+        return []
+    out = ["", "## Cluster (Redis): what the nodes cost Redis, and what crossing nodes adds", ""]
+    rows = []
+    for key in keys:
+        fig = figs[key]
+        for kind, summ in fig.get("summary", {}).items():
+            rows.append([f"{fig['label']} ({fig['unit']})", NAMES.get(kind, kind),
+                         cell(summ, fig["digits"])])
+    if "xes-cluster2" in p99 and "xes" in p99:
+        added = [c - x if c is not None and x is not None else None
+                 for c, x in zip(p99["xes-cluster2"], p99["xes"], strict=True)]
+        summ = spread(added)
+        met = ("not measured" if not summ["n"] else
+               "yes" if summ["median"] < CROSS_NODE_P99_BOUND_US else "**no**")
+        rows.append(["relay: p99 added by crossing nodes at 10,000 msg/s (µs; target < 1,000; "
+                     f"met: {met})", NAMES["xes-cluster2"], cell(summ, 0)])
+    return out + table(["figure", "server", "value"], rows)
 
 
 def timeline(b: dict[str, Any]) -> list[str]:
@@ -220,6 +254,7 @@ def write_report(results: dict[str, Any], md_path: Path, png_path: Path | None =
     order = [k for s, _ in sections for k in figs if figs[k].get("section") == s]
     lines += ["## Side by side", ""] + main_table(figs, order)
     lines += variants_table(figs, order)
+    lines += cluster_section(figs)
     notes = [f"- {figs[k]['label']}: {n}" for k in order for n in figs[k].get("notes", [])]
     if notes:
         lines += ["", "Notes:", ""] + notes
