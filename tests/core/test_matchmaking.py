@@ -421,16 +421,12 @@ def test_relax_after_must_be_finite_and_non_negative(relax_after: float) -> None
         MatchQueue(relax_after=relax_after)
 
 
-def test_avoid_lists_do_not_make_a_newcomer_scan_the_queue(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    """Scanning skips only the avoided and stops at the first compatible user.
-
-    Counted, not timed: the entries the FIFO scans visit are counted through a wrapper.
-    """
-    queue = MatchQueue(relax_after=10.0)
-    # 200 users share tag "x" but avoid one another (a clique of skips), so all of them wait.
-    peers = [f"p{i}" for i in range(200)]
+def _clique_with_counted_scans(monkeypatch: pytest.MonkeyPatch, prefix: str, relax_after: float
+                               ) -> tuple[MatchQueue, list[str]]:
+    """200 voice users with tag "x" who all avoid one another, so all wait; and the list that
+    records, from now on, every waiting entry a seeker's scan visits (counted, not timed)."""
+    queue = MatchQueue(relax_after=relax_after)
+    peers = [f"{prefix}{i}" for i in range(200)]
     for i, peer in enumerate(peers):
         queue.enqueue(make_ticket(peer, 0, tags=("x",), avoid=tuple(peers[:i])))
     assert len(queue) == 200
@@ -446,6 +442,18 @@ def test_avoid_lists_do_not_make_a_newcomer_scan_the_queue(
         return scan(visit(), seeker)
 
     monkeypatch.setattr(matchmaking, "_first_compatible", counting_scan)
+    return queue, visited
+
+
+def test_avoid_lists_do_not_make_a_newcomer_scan_the_queue(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Scanning skips only the avoided and stops at the first compatible user.
+
+    Counted, not timed: the entries the FIFO scans visit are counted through a wrapper.
+    """
+    # 200 users share tag "x" but avoid one another (a clique of skips), so all of them wait.
+    queue, visited = _clique_with_counted_scans(monkeypatch, "p", relax_after=10.0)
     newcomer = make_ticket("n", 1, tags=("x",), avoid=("p0", "p1", "p2"))
     assert queue.enqueue(newcomer) == [Match("p3", "n")]
     assert visited == ["p0", "p1", "p2", "p3"]
@@ -456,24 +464,8 @@ def test_voice_users_who_refuse_text_do_not_make_a_text_only_newcomer_scan_them(
 ) -> None:
     """Rule 3 by mode costs nothing per waiting voice user: a text-only newcomer never looks
     at the FIFOs of voice users who did not accept text. Counted, not timed."""
-    queue = MatchQueue(relax_after=0.0)
     # 200 voice users who avoid one another all wait, sharing tag "x" and accepting anyone.
-    peers = [f"v{i}" for i in range(200)]
-    for i, peer in enumerate(peers):
-        queue.enqueue(make_ticket(peer, 0, tags=("x",), avoid=tuple(peers[:i])))
-    assert len(queue) == 200
-    visited: list[str] = []
-    scan = matchmaking._first_compatible
-
-    def counting_scan(fifo, seeker):  # type: ignore[no-untyped-def]
-        def visit():  # type: ignore[no-untyped-def]
-            for entry in fifo:
-                visited.append(entry.ticket.peer)
-                yield entry
-
-        return scan(visit(), seeker)
-
-    monkeypatch.setattr(matchmaking, "_first_compatible", counting_scan)
+    queue, visited = _clique_with_counted_scans(monkeypatch, "v", relax_after=0.0)
     assert queue.enqueue(text("a", 1, tags=("x",))) == []
     assert visited == []
     assert queue.enqueue(text("b", 2, tags=("x",))) == [Match("a", "b")]
