@@ -63,11 +63,12 @@ def heard_by_name(page: Page) -> dict[str, list[float]]:
 
 
 def link_states(page: Page) -> dict[str, str]:
-    """Each link's connection state, keyed by the other person's display name, and the state and
-    clock of the page's microphone (for failure messages)."""
+    """Each link's connection, ICE and signalling states, keyed by the other person's display
+    name, and the state and clock of the page's microphone (for failure messages)."""
     states: dict[str, str] = page.evaluate(
         "({...Object.fromEntries(window.xes.peers().map((peer) => [peer.name,"
-        " (window.xes.pcs().get(peer.id) || {}).connectionState])),"
+        " ((pc) => pc ? `${pc.connectionState} (ICE ${pc.iceConnectionState}, signalling"
+        " ${pc.signalingState})` : 'no link')(window.xes.pcs().get(peer.id))])),"
         " microphone: `${window.__xesTestAudio?.state} at ${window.__xesTestAudio?.currentTime}`})")
     return states
 

@@ -437,6 +437,68 @@ test('host controls reach the server only while we are the host', async (t) => {
   ]);
 });
 
+test('a new link whose ICE is still checking after 10 s gets one restart from its first offerer', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  // We are the newcomer, so the first offerer toward both (impolite toward browsers).
+  const peers = [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }];
+  await inRoom(t, { peers });
+  const [toAda, toBob] = FakeRTCPeerConnection.made;
+  toAda.iceConnectionState = 'checking';
+  toBob.iceConnectionState = 'connected'; // ICE through, DTLS still under way: nothing to restart
+  t.mock.timers.tick(9_999);
+  assert.deepEqual([toAda.restarts, toBob.restarts], [0, 0]);
+  t.mock.timers.tick(1);
+  assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0]);
+  t.mock.timers.tick(10_000);
+  assert.equal(toAda.restarts, 1, 'once, not every 10 s');
+});
+
+test('a link whose ICE is through but whose handshake never finished is made anew, twice at most', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const stuck = () => {
+    const pc = FakeRTCPeerConnection.made.at(-1);
+    pc.iceConnectionState = 'connected';
+    pc.connectionState = 'connecting';
+    return pc;
+  };
+  const first = stuck();
+  t.mock.timers.tick(10_000);
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'a new RTCPeerConnection: a new certificate');
+  assert.equal(first.signalingState, 'closed', 'the stuck one is closed');
+  const offers = socket.sentOf('signal').filter((m) => m.to === ADA && m.data.description?.type === 'offer');
+  assert.equal(offers.length, 2, 'the new link offers at once');
+  stuck();
+  t.mock.timers.tick(10_000);
+  stuck();
+  t.mock.timers.tick(10_000);
+  assert.equal(FakeRTCPeerConnection.made.length, 3, 'twice at most');
+});
+
+test('an offer still unanswered after 5 s is sent again, a few times, and a late second answer is ignored', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [toAda] = FakeRTCPeerConnection.made;
+  const offers = () => socket.sentOf('signal').filter((m) => m.data.description?.type === 'offer');
+  assert.equal(offers().length, 1);
+  t.mock.timers.tick(5_000);
+  assert.equal(offers().length, 2, 'the same offer again: its answer may have been lost');
+  assert.deepEqual(offers()[1].data, offers()[0].data);
+  t.mock.timers.tick(5_000);
+  t.mock.timers.tick(5_000);
+  assert.equal(offers().length, 4);
+  t.mock.timers.tick(5_000);
+  t.mock.timers.tick(5_000);
+  assert.equal(offers().length, 4, 'three times at most');
+  const answer = { type: 'answer', sdp: 'v=0\r\n' };
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: answer }, seq: 10 });
+  await settle();
+  assert.equal(toAda.signalingState, 'stable');
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: answer }, seq: 11 });
+  await settle();
+  assert.equal(toAda.signalingState, 'stable', 'the answer to the repeated offer changes nothing');
+});
+
 test('fresh TURN credentials are asked for at 80% of their lifetime and reach every link', async (t) => {
   let nowMs = 1_000_000;
   t.mock.timers.enable({ apis: ['setTimeout'] });

@@ -193,6 +193,7 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.configuration = configuration;
     this.signalingState = 'stable';
     this.connectionState = 'new';
+    this.iceConnectionState = 'new';
     this.iceGatheringState = 'new';
     this.localDescription = null;
     this.remoteDescription = null;

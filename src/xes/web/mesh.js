@@ -3,6 +3,9 @@
 
 import { Negotiation } from './negotiation.js';
 
+/** How many times a link whose handshake never finished is made anew, per peer. */
+const MAX_RENEWALS = 2;
+
 /** Network change events come in bursts (offline, online, connection change): one restart. */
 const NETWORK_CHANGE_SETTLE_MS = 100;
 
@@ -26,6 +29,8 @@ export class Mesh extends EventTarget {
     this.textOnly = textOnly;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
+    /** @type {Map<string, number>} links made anew per peer (Negotiation `renew`) */
+    this.renewals = new Map();
     this.networkChangeTimer = null;
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
@@ -55,6 +60,14 @@ export class Mesh extends EventTarget {
         this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));
       });
     }
+    link.addEventListener('renew', () => {
+      // A link whose DTLS never finished is made anew, twice at most per peer (a machine too
+      // slow to finish any handshake must not loop).
+      const renewals = this.renewals.get(peer.id) ?? 0;
+      if (this.links.get(peer.id) !== link || renewals >= MAX_RENEWALS) return;
+      this.renewals.set(peer.id, renewals + 1);
+      this.add(peer, true);
+    });
     if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
     return link;

@@ -92,6 +92,28 @@ export function parseData(raw) {
  * needlessly costs nothing audible, as audio keeps the old path until the new one is chosen.
  */
 export const DISCONNECTED_RESTART_MS = 500;
+
+/**
+ * A new link whose ICE is still checking after this long gets one ICE restart from the side
+ * that made the first offer. Chromium never turns a link "failed" while no candidate pair has
+ * been tried to the end, so a link whose candidates went missing (or whose checks a starved
+ * browser dropped) would otherwise say "Connecting…" until LINK_CONNECT_TIMEOUT_MS and then
+ * only report it; fresh credentials and candidates usually connect it at once.
+ */
+export const STUCK_RESTART_MS = 10_000;
+
+/**
+ * An offer of ours still unanswered after this long is sent again (up to OFFER_RESENDS times).
+ * A signal can be lost between two people: a server node lost mid-set-up, Redis restarted, a
+ * socket cut while the message was in flight. A lost answer leaves both ends stuck for good
+ * (ICE may even connect from the other side's checks, but DTLS cannot start without the answer's
+ * fingerprint). The other side answers a repeated offer like any renegotiation.
+ */
+export const OFFER_RESEND_MS = 5_000;
+
+/** A bitrate cap the sender refused (a negotiation under way) is tried again after this long. */
+export const BITRATE_RETRY_MS = 1_000;
+export const OFFER_RESENDS = 3;
 // --- network change (end) ---
 
 /**
@@ -231,11 +253,16 @@ export class Negotiation extends EventTarget {
     this.restarted = false;
     this.failureReported = false;
     this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
+    this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+    this.offerTimer = null;
+    this.offerResends = 0;
     this.queue = Promise.resolve();
     /** @type {number|null} Opus bitrate for our voice on this link (bits per second) */
     this.audioBitrate = null;
     /** @type {number|null} the bitrate last set on the sender */
     this.appliedBitrate = null;
+    this.bitrateChain = Promise.resolve();
+    this.bitrateTimer = null;
     /** @type {RTCDataChannel|null} */
     this.channel = null;
     this.channelOpen = false;
@@ -261,6 +288,7 @@ export class Negotiation extends EventTarget {
       if (state === 'connected') {
         this.applyAudioBitrate();
         clearTimeout(this.connectTimer);
+        clearTimeout(this.stuckTimer);
         this.failureReported = false;
         this.restarted = false;
       }
@@ -391,7 +419,14 @@ export class Negotiation extends EventTarget {
    * before the first answer (there is no encoding to cap before it anyway), and not again on
    * every "connected" once applied.
    */
-  async applyAudioBitrate() {
+  applyAudioBitrate() {
+    // One at a time: two setParameters in flight on one sender refuse each other (each
+    // getParameters' transaction), and the refused value would then never be applied.
+    this.bitrateChain = this.bitrateChain.then(() => this.applyAudioBitrateNow()).catch(() => {});
+    return this.bitrateChain;
+  }
+
+  async applyAudioBitrateNow() {
     const bitrate = this.audioBitrate;
     if (this.closed || bitrate === null || bitrate === this.appliedBitrate) return;
     if (!this.pc.localDescription || !this.pc.remoteDescription) return;
@@ -409,8 +444,10 @@ export class Negotiation extends EventTarget {
       try {
         await sender.setParameters(parameters);
       } catch {
-        // Refused while a negotiation is under way: the next "connected" applies it again.
+        // Refused while a negotiation is under way: try again shortly.
         if (this.appliedBitrate === bitrate) this.appliedBitrate = null;
+        clearTimeout(this.bitrateTimer);
+        if (!this.closed) this.bitrateTimer = setTimeout(() => this.applyAudioBitrate(), BITRATE_RETRY_MS);
       }
     }
   }
@@ -432,6 +469,9 @@ export class Negotiation extends EventTarget {
     this.closed = true;
     clearTimeout(this.relayTimer);
     clearTimeout(this.connectTimer);
+    clearTimeout(this.stuckTimer);
+    clearTimeout(this.offerTimer);
+    clearTimeout(this.bitrateTimer);
     clearTimeout(this.disconnectedTimer);
     this.pc.close();
   }
@@ -488,14 +528,34 @@ export class Negotiation extends EventTarget {
    * @param {object} [options]
    * @param {boolean} [options.networkChanged] our own network changed (the browser went
    *   offline and online again): restart even though ICE has not noticed anything yet
+   * @param {boolean} [options.stuck] a new link still checking (restartIfStuck): the first
+   *   offerer restarts though ICE has not failed
    */
-  restartIce({ networkChanged = false } = {}) {
+  restartIce({ networkChanged = false, stuck = false } = {}) {
     if (this.closed || (this.initiator && this.polite)) return;
-    if (!networkChanged) {
+    if (stuck && !this.initiator) return;
+    if (!networkChanged && !stuck) {
       const state = this.pc.iceConnectionState;
       if (!this.initiator || (state !== 'disconnected' && state !== 'failed')) return;
     }
     this.pc.restartIce();
+  }
+
+  /**
+   * STUCK_RESTART_MS after the link was made, if it is still not connected: one ICE restart if
+   * its ICE is still checking; if ICE is through but DTLS never finished (seen with eight people
+   * on two starved cores: one end "connected", the other "connecting" for good), the first
+   * offerer asks for the link to be made anew (`renew`): a new RTCPeerConnection, whose new
+   * certificate makes the other side replace its end too (startsNewLink).
+   */
+  restartIfStuck() {
+    if (this.closed || this.pc.connectionState === 'connected') return;
+    const state = this.pc.iceConnectionState;
+    if (state === 'new' || state === 'checking') {
+      this.restartIce({ stuck: true });
+    } else if ((state === 'connected' || state === 'completed') && this.initiator && !this.polite) {
+      this.emit('renew', null);
+    }
   }
 
   /** Say (once per attempt) that the link could not connect, and why. */
@@ -517,6 +577,9 @@ export class Negotiation extends EventTarget {
     if (this.closed || data === null || typeof data !== 'object') return;
     if (data.description) {
       const description = cleanDescription(data.description);
+      // The answer to an offer we sent twice (OFFER_RESEND_MS) may come twice: the first one
+      // made us stable, so a later one answers nothing.
+      if (description.type === 'answer' && this.pc.signalingState === 'stable') return;
       const readyForOffer =
         !this.makingOffer &&
         (this.pc.signalingState === 'stable' ||
@@ -527,6 +590,10 @@ export class Negotiation extends EventTarget {
       // A polite peer with its own offer out rolls it back implicitly here.
       await this.pc.setRemoteDescription(description);
       this.srdAnswerPending = false;
+      if (description.type === 'answer') {
+        clearTimeout(this.offerTimer);
+        this.offerResends = 0;
+      }
       if (description.type === 'offer') {
         // Our first offer from the peer: now add the microphone, reusing the offer's transceiver,
         // and our end of the negotiated data channel (the offer already has its m-line).
@@ -551,6 +618,23 @@ export class Negotiation extends EventTarget {
   sendDescription() {
     if (this.closed || !this.pc.localDescription) return;
     this.emit('signal', { description: cleanDescription(this.pc.localDescription) });
+    clearTimeout(this.offerTimer);
+    if (this.pc.localDescription.type === 'offer') {
+      this.offerTimer = setTimeout(() => this.resendOffer(), OFFER_RESEND_MS);
+    } else {
+      this.offerResends = 0;
+    }
+  }
+
+  /** Our offer is still unanswered after OFFER_RESEND_MS: send it again, a few times. */
+  resendOffer() {
+    if (this.closed || this.pc.signalingState !== 'have-local-offer') return;
+    // A peer that cannot roll back (aiortc: we are then the polite first offerer) answers only
+    // after gathering all its candidates, which may take seconds; a second offer would cross it.
+    if (this.initiator && this.polite) return;
+    if (this.offerResends >= OFFER_RESENDS) return;
+    this.offerResends += 1;
+    this.sendDescription();
   }
 
   /** @param {RTCIceCandidate|null} candidate */
