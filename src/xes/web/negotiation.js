@@ -254,6 +254,7 @@ export class Negotiation extends EventTarget {
     this.failureReported = false;
     this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
     this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+    this.stuckRestarted = false;
     this.offerTimer = null;
     this.offerResends = 0;
     this.queue = Promise.resolve();
@@ -551,11 +552,16 @@ export class Negotiation extends EventTarget {
   restartIfStuck() {
     if (this.closed || this.pc.connectionState === 'connected') return;
     const state = this.pc.iceConnectionState;
-    if (state === 'new' || state === 'checking') {
+    if ((state === 'new' || state === 'checking') && !this.stuckRestarted) {
+      this.stuckRestarted = true;
       this.restartIce({ stuck: true });
     } else if ((state === 'connected' || state === 'completed') && this.initiator && !this.polite) {
       this.emit('renew', null);
+      return;
     }
+    // Looked at again every STUCK_RESTART_MS until connected: a restart that got ICE through
+    // may still leave DTLS unfinished.
+    this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
   }
 
   /** Say (once per attempt) that the link could not connect, and why. */
