@@ -884,23 +884,10 @@ async def scenario_browser(plan: Plan, logdir: Path, limits: NoiseLimits,
     page on the bare relay (bench/browser_bench.py, which runs its own noise check per call)."""
     out_file = logdir / "browser.json"
     servers = ["xes", "bare"] + (["xes-before"] if os.environ.get("BENCH_XES_BEFORE_CMD") else [])
-    proc = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "browser_bench.py"), "--calls", str(plan.browser_calls),
-        "--servers", ",".join(servers),
-        "--json", str(out_file), "--noise-others", str(limits.others_cores),
-        "--noise-steal", str(limits.steal_cores), "--retries", str(retries),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
-    try:
-        stdout, _ = await asyncio.wait_for(proc.communicate(), 1500)
-    except TimeoutError:
-        proc.kill()
-        await proc.wait()
-        return {"error": "browser_bench.py ran over 1500 s"}
-    print(stdout.decode(errors="replace")[-3000:], flush=True)
-    if proc.returncode != 0 or not out_file.exists():
-        return {"error": stdout.decode(errors="replace")[-800:]}
-    result: dict[str, Any] = json.loads(out_file.read_text())
-    return result
+    return await _run_page_bench("browser_bench.py", out_file, [
+        "--calls", str(plan.browser_calls), "--servers", ",".join(servers),
+        "--noise-others", str(limits.others_cores), "--noise-steal", str(limits.steal_cores),
+        "--retries", str(retries)])
 
 
 async def scenario_mesh(plan: Plan, logdir: Path, limits: NoiseLimits) -> dict[str, Any]:
@@ -908,18 +895,23 @@ async def scenario_mesh(plan: Plan, logdir: Path, limits: NoiseLimits) -> dict[s
     (bench/mesh_bench.py: the time each newcomer takes to hear everyone, then Chromium's CPU)."""
     out_file = logdir / "mesh.json"
     servers = ["xes", "bare"] + (["xes-before"] if os.environ.get("BENCH_XES_BEFORE_CMD") else [])
+    return await _run_page_bench("mesh_bench.py", out_file, [
+        "--people", str(plan.mesh_people), "--servers", ",".join(servers),
+        "--window", str(plan.mesh_window_s), "--noise-others", str(limits.others_cores),
+        "--noise-steal", str(limits.steal_cores)])
+
+
+async def _run_page_bench(script: str, out_file: Path, args: list[str]) -> dict[str, Any]:
+    """Run one of the browser benchmarks (its own process, 1,500 s at most); its JSON result."""
     proc = await asyncio.create_subprocess_exec(
-        PY, str(HERE / "mesh_bench.py"), "--people", str(plan.mesh_people),
-        "--servers", ",".join(servers), "--window", str(plan.mesh_window_s),
-        "--json", str(out_file), "--noise-others", str(limits.others_cores),
-        "--noise-steal", str(limits.steal_cores),
+        PY, str(HERE / script), *args, "--json", str(out_file),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
     try:
         stdout, _ = await asyncio.wait_for(proc.communicate(), 1500)
     except TimeoutError:
         proc.kill()
         await proc.wait()
-        return {"error": "mesh_bench.py ran over 1500 s"}
+        return {"error": f"{script} ran over 1500 s"}
     print(stdout.decode(errors="replace")[-3000:], flush=True)
     if proc.returncode != 0 or not out_file.exists():
         return {"error": stdout.decode(errors="replace")[-800:]}
