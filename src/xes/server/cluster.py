@@ -909,6 +909,9 @@ class RedisCluster:
                     if room is not None:
                         rooms.add(room.id)
             now = _now()
+            # Every changed room in one round trip: a busy node changes thousands a second.
+            pipe = self._redis().pipeline(transaction=False)
+            written: list[str] = []
             for room_id in sorted(rooms):
                 if room_id not in server.core.rooms:
                     continue
@@ -928,12 +931,17 @@ class RedisCluster:
                 version = self._snapshot_versions.get(room_id, 0) + 1
                 self._snapshot_versions[room_id] = version
                 data = encode_transfer(export_room(server.core, room_id, now))
-                try:
-                    ok = await self._write(keys=[f"xes:room:{room_id}"],
-                                           args=[self.node, owned[0], version, data])
-                except Exception as exc:
-                    self._redis_failed(exc)
-                    continue  # the republish after Redis is back writes every room again
+                await self._write(keys=[f"xes:room:{room_id}"],
+                                  args=[self.node, owned[0], version, data], client=pipe)
+                written.append(room_id)
+            if not written:
+                return
+            try:
+                results = await pipe.execute()
+            except Exception as exc:
+                self._redis_failed(exc)
+                return  # the republish after Redis is back writes every room again
+            for room_id, ok in zip(written, results, strict=True):
                 if not ok:
                     self._fenced(room_id)
 
@@ -969,30 +977,56 @@ class RedisCluster:
         self.touched([])
 
     async def _release_empty_rooms(self) -> None:
+        """Give up every room that has been empty for _RELEASE_AFTER_SECONDS, in one round trip
+        (a node that just carried thousands of short calls has as many rooms to give up)."""
         server = self._server()
         now = time.monotonic()
-        for room_id, (epoch, claimed) in list(self.owned.items()):
-            if room_id in server.core.rooms or now - claimed < _RELEASE_AFTER_SECONDS:
-                continue
-            async with self._ownership:
-                if room_id in server.core.rooms or self.owned.get(room_id) != (epoch, claimed):
-                    continue
+        async with self._ownership:
+            empty = [(room_id, epoch) for room_id, (epoch, claimed) in self.owned.items()
+                     if room_id not in server.core.rooms and now - claimed >= _RELEASE_AFTER_SECONDS]
+            if not empty:
+                return
+            pipe = self._redis().pipeline(transaction=False)
+            for room_id, epoch in empty:
                 await self._release(keys=[f"xes:room:{room_id}", f"xes:owned:{self.node}"],
-                                    args=[self.node, epoch, room_id])
-                self.owned.pop(room_id, None)
-                self._snapshot_versions.pop(room_id, None)
+                                    args=[self.node, epoch, room_id], client=pipe)
+            await pipe.execute()
+            for room_id, epoch in empty:
+                if self.owned.get(room_id, (None, 0.0))[0] == epoch:
+                    del self.owned[room_id]
+                    self._snapshot_versions.pop(room_id, None)
 
     # ------------------------------------------------------------------ liveness
 
     async def _beat(self) -> None:
-        while True:
-            await asyncio.sleep(_BEAT_SECONDS)
-            try:
-                await self._beat_once()
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._redis_failed(exc)
+        """Renew this node's leases every _BEAT_SECONDS, and do the chores (dead nodes, the
+        directory, empty rooms to let go of) beside it, not before the next renewal: after a
+        burst of calls the chores may take seconds (thousands of rooms to give up), and a late
+        renewal would make the other nodes take this busy but live node's rooms."""
+        chores: asyncio.Task[None] | None = None
+        try:
+            while True:
+                await asyncio.sleep(_BEAT_SECONDS)
+                try:
+                    await self._renew_leases()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:
+                    self._redis_failed(exc)
+                    continue
+                if chores is None or chores.done():
+                    chores = asyncio.get_running_loop().create_task(self._chores_guarded())
+        finally:
+            if chores is not None:
+                chores.cancel()
+
+    async def _chores_guarded(self) -> None:
+        try:
+            await self._chores()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            self._redis_failed(exc)
 
     async def _ensure_boot(self) -> bool:
         """Whether Redis lost everything since we last looked (``xes:boot`` is gone)."""
@@ -1007,6 +1041,11 @@ class RedisCluster:
         return lost
 
     async def _beat_once(self) -> None:
+        await self._renew_leases()
+        await self._chores()
+
+    async def _renew_leases(self) -> None:
+        """This node's key (its liveness) and, if it leads the stranger queue, that lease."""
         r = self._redis()
         started = time.perf_counter()
         previous = await r.set(self._node_key(self.node), b"1", px=NODE_TTL_MS, get=True)
@@ -1024,6 +1063,11 @@ class RedisCluster:
         leader = self.queue_leader
         if leader is not None and leader.epoch is not None and not await leader.renew():
             self._queue_lost()
+
+    async def _chores(self) -> None:
+        """Find dead nodes (and take their rooms), refresh the session directory, forget old
+        moves, give up empty rooms."""
+        r = self._redis()
         await r.sadd("xes:nodes", self.node)
         nodes = {_text(n) for n in await r.smembers("xes:nodes")} | self._referenced()
         nodes.discard(self.node)
