@@ -45,10 +45,101 @@ TONE_OF = dict(zip(NAMES, TONES, strict=True))
 SETTLE_TIMEOUT_S = 120.0
 
 
+# Records every `signal` the page sends and receives (direction, the other peer, what it carries,
+# when), so that a link that never connects can be explained: a signal lost between the two pages,
+# or one that arrived and was not acted on.
+_SIGNAL_TRACE_JS = """
+(() => {
+  const trace = [];
+  window.__xesSignalTrace = trace;
+  const started = performance.now();
+  const what = (data) => data?.description ? data.description.type
+    : data && 'candidate' in data ? (data.candidate ? 'candidate' : 'end-of-candidates') : '?';
+  const ufrag = (data) => /a=ice-ufrag:(\\S+)/.exec(data?.description?.sdp ?? '')?.[1]
+    ?? /ufrag (\\S+)/.exec(data?.candidate?.candidate ?? '')?.[1] ?? '';
+  const record = (direction, peer, data, seq) => trace.push(
+    [Math.round(performance.now() - started), direction, peer, what(data), ufrag(data), seq ?? null]);
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (text) {
+    try {
+      const message = JSON.parse(text);
+      if (message.type === 'signal') record('sent', message.to, message.data);
+    } catch {}
+    return send.call(this, text);
+  };
+  const Original = WebSocket;
+  window.WebSocket = function (...args) {
+    const socket = new Original(...args);
+    socket.addEventListener('message', ({ data }) => {
+      try {
+        const message = JSON.parse(data);
+        if (message.type === 'signal') record('got', message.from, message.data, message.seq);
+      } catch {}
+    });
+    return socket;
+  };
+  window.WebSocket.prototype = Original.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
+
+# Both ends of a link: ICE candidates, candidate pairs, the ufrags of each description.
+_LINK_DETAIL_JS = """
+async (peerId) => {
+  const pc = window.xes.pcs().get(peerId);
+  if (!pc) return 'no link';
+  const stats = await pc.getStats();
+  const lines = [];
+  const ufrag = (sdp) => /a=ice-ufrag:(\\S+)/.exec(sdp ?? '')?.[1];
+  lines.push(`local ufrag ${ufrag(pc.localDescription?.sdp)}, remote ufrag`
+    + ` ${ufrag(pc.remoteDescription?.sdp)}, gathering ${pc.iceGatheringState}`);
+  stats.forEach((r) => {
+    if (r.type === 'local-candidate' || r.type === 'remote-candidate') {
+      lines.push(`${r.type} ${r.candidateType} ${r.protocol} ${r.address}:${r.port} (${r.id})`);
+    } else if (r.type === 'candidate-pair') {
+      lines.push(`pair ${r.localCandidateId}->${r.remoteCandidateId} ${r.state}`
+        + ` nominated=${r.nominated} requests ${r.requestsSent}/${r.requestsReceived}`
+        + ` responses ${r.responsesSent}/${r.responsesReceived}`);
+    } else if (r.type === 'transport') {
+      lines.push(`transport ice ${r.iceState} dtls ${r.dtlsState} role ${r.iceRole}`);
+    }
+  });
+  const alerts = [...document.querySelectorAll('[role=alert]')].map((a) => a.textContent);
+  return lines.join('\\n') + '\\nalerts: ' + JSON.stringify(alerts);
+}
+"""
+
+
+def explain_link(pages: dict[str, Page], name: str, other: str) -> str:
+    """What both ends of the link between `name` and `other` know, and the signals between them."""
+    ids = {n: page.evaluate("window.xes?.me?.id") for n, page in pages.items()}
+    parts = []
+    for a, b in ((name, other), (other, name)):
+        parts.append(f"--- {a} toward {b}:\n" + str(pages[a].evaluate(_LINK_DETAIL_JS, ids[b])))
+        trace = pages[a].evaluate("window.__xesSignalTrace")
+        parts.append("\n".join(str(entry) for entry in trace if entry[2] == ids[b]))
+    return "\n".join(parts)
+
+
+def signal_summary(pages: dict[str, Page], name: str) -> str:
+    """Per other person, what `name` sent and got: offers, answers and candidates per ICE ufrag
+    (a second ufrag is an ICE restart; a repeated offer shows as a count above one)."""
+    ids = {page.evaluate("window.xes?.me?.id"): n for n, page in pages.items()}
+    counts: dict[str, dict[tuple[str, str, str], int]] = {}
+    for _, direction, peer, what, ufrag, _ in pages[name].evaluate("window.__xesSignalTrace"):
+        key = (direction, what, ufrag)
+        per_peer = counts.setdefault(ids.get(peer, peer), {})
+        per_peer[key] = per_peer.get(key, 0) + 1
+    return "\n".join(
+        f"  {name}/{other}: " + ", ".join(f"{d} {w}[{u}]×{c}" for (d, w, u), c in sorted(seen.items()))
+        for other, seen in sorted(counts.items()))
+
+
 def person(browser: Browser, frequency: float) -> Page:
     """A new person: a fresh context of the shared Chromium whose microphone plays `frequency`."""
     context = browser.new_context()
     context.add_init_script(oscillator_microphone_script(frequency))
+    context.add_init_script(_SIGNAL_TRACE_JS)
     # Generous: eight people share two cores. These wait; they do not measure.
     context.set_default_timeout(CONNECT_TIMEOUT_MS)
     return context.new_page()
@@ -137,6 +228,13 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
         settle_times[name] = time.monotonic() - arrived
         print(f"{name} ({len(present)} present): everyone hears everyone after "
               f"{settle_times[name]:.1f} s")
+        if settle_times[name] > 15:  # slow: say which links needed what
+            print(signal_summary(pages, name))
+        if waiting:
+            for n in waiting:
+                for other, tones in expected_heard(n, present).items():
+                    if heard_by_name(pages[n]).get(other) != tones:
+                        print(explain_link(pages, n, other))
         assert not waiting, "\n".join(
             f"{n} hears {heard_by_name(pages[n])}, expected {expected_heard(n, present)};"
             f" links {link_states(pages[n])}"

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import aioice.ice
+import msgspec
 import pytest
 
 from xes.peer.connection import _UNUSABLE, _parse_candidate, _Unusable
 from xes.peer.errors import RoomLinkError
 from xes.peer.gathering import loopback_gathering
 from xes.peer.links import is_loopback_url, resolve_room, websocket_url
-from xes.peer.sdp import AUDIO_LEVEL_URI, strip_audio_level
+from xes.peer.sdp import AUDIO_LEVEL_URI, ice_ufrag, strip_audio_level
+from xes.protocol import messages as m
 from xes.protocol.messages import IceCandidate
 
 ROOM = "Jf3kq8ZC0yB1o5uVhYx1Aw"
@@ -89,3 +91,16 @@ def test_loopback_gathering_is_scoped() -> None:
     with loopback_gathering(False):
         assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
     assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == outside
+
+
+def test_an_answer_names_the_offer_it_answers_by_its_ice_ufrag() -> None:
+    """`answers` (docs/protocol.md, "A repeated offer"): the offer's ufrag, on the wire only
+    when set, and read back by a receiver; an SDP without a ufrag names nothing."""
+    offer = "v=0\r\no=- 1 2 IN IP4 127.0.0.1\r\na=ice-ufrag:Hbq7\r\na=ice-pwd:x\r\n"
+    assert ice_ufrag(offer) == "Hbq7"
+    assert ice_ufrag("v=0\r\n") is None and ice_ufrag(None) is None
+    answer = m.SignalData(description=m.SessionDescription("answer", "v=0\r\n"), answers="Hbq7")
+    wire = msgspec.json.encode(answer)
+    assert b'"answers":"Hbq7"' in wire
+    assert msgspec.json.decode(wire, type=m.SignalData).answers == "Hbq7"
+    assert b"answers" not in msgspec.json.encode(m.SignalData(candidate=None))

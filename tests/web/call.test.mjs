@@ -437,66 +437,143 @@ test('host controls reach the server only while we are the host', async (t) => {
   ]);
 });
 
-test('a new link whose ICE is still checking after 10 s gets one restart from its first offerer', async (t) => {
+/** The answer to the offer `pc` has out, from `peer`, as the server relays it. */
+function answerFrom(socket, peer, pc, seq) {
+  const ufrag = /a=ice-ufrag:(\S+)/.exec(pc.localDescription.sdp)[1];
+  socket.serverSends({ type: 'signal', from: peer, seq,
+    data: { description: { type: 'answer', sdp: `v=0\r\na=ice-ufrag:a${seq}\r\n` }, answers: ufrag } });
+}
+
+test('a new link whose ICE is still checking 10 s after its answer gets one restart from its first offerer', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   // We are the newcomer, so the first offerer toward both (impolite toward browsers).
   const peers = [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }];
-  await inRoom(t, { peers });
+  const { socket } = await inRoom(t, { peers });
   const [toAda, toBob] = FakeRTCPeerConnection.made;
+  t.mock.timers.tick(7_000);
+  assert.deepEqual([toAda.restarts, toBob.restarts], [0, 0], 'not before the answer: it may be slow');
+  answerFrom(socket, ADA, toAda, 10);
+  answerFrom(socket, BOB, toBob, 11);
+  await settle();
   toAda.iceConnectionState = 'checking';
-  toBob.iceConnectionState = 'connected'; // ICE through, DTLS still under way: nothing to restart
+  toBob.connectionState = 'connected';
   t.mock.timers.tick(9_999);
   assert.deepEqual([toAda.restarts, toBob.restarts], [0, 0]);
   t.mock.timers.tick(1);
-  assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0]);
+  assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0], 'the connected one is left alone');
+  // The restart's offer (negotiationneeded) is answered; ICE still checking 10 s later.
+  toAda.dispatchEvent(new Event('negotiationneeded'));
+  await settle();
+  answerFrom(socket, ADA, toAda, 12);
+  await settle();
+  const made = FakeRTCPeerConnection.made.length;
   t.mock.timers.tick(10_000);
-  assert.equal(toAda.restarts, 1, 'once, not every 10 s');
+  assert.equal(toAda.restarts, 1, 'one restart, not one every 10 s');
+  assert.equal(FakeRTCPeerConnection.made.length, made + 1,
+    'still checking 10 s after the restart: the link is made anew');
+  assert.equal(toAda.signalingState, 'closed');
 });
 
 test('a link whose ICE is through but whose handshake never finished is made anew, twice at most', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
-  const stuck = () => {
+  let seq = 10;
+  const stuck = async () => {
     const pc = FakeRTCPeerConnection.made.at(-1);
+    answerFrom(socket, ADA, pc, (seq += 1));
+    await settle();
     pc.iceConnectionState = 'connected';
     pc.connectionState = 'connecting';
     return pc;
   };
-  const first = stuck();
+  const first = await stuck();
   t.mock.timers.tick(10_000);
+  await settle();
   assert.equal(FakeRTCPeerConnection.made.length, 2, 'a new RTCPeerConnection: a new certificate');
   assert.equal(first.signalingState, 'closed', 'the stuck one is closed');
   const offers = socket.sentOf('signal').filter((m) => m.to === ADA && m.data.description?.type === 'offer');
   assert.equal(offers.length, 2, 'the new link offers at once');
-  stuck();
+  await stuck();
   t.mock.timers.tick(10_000);
-  stuck();
+  await stuck();
   t.mock.timers.tick(10_000);
   assert.equal(FakeRTCPeerConnection.made.length, 3, 'twice at most');
 });
 
-test('an offer still unanswered after 5 s is sent again, a few times, and a late second answer is ignored', async (t) => {
+test('an offer still unanswered after 8 s is sent again, three times, then the link is made anew', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
   const [toAda] = FakeRTCPeerConnection.made;
   const offers = () => socket.sentOf('signal').filter((m) => m.data.description?.type === 'offer');
   assert.equal(offers().length, 1);
-  t.mock.timers.tick(5_000);
+  t.mock.timers.tick(8_000);
   assert.equal(offers().length, 2, 'the same offer again: its answer may have been lost');
   assert.deepEqual(offers()[1].data, offers()[0].data);
-  t.mock.timers.tick(5_000);
-  t.mock.timers.tick(5_000);
+  t.mock.timers.tick(8_000);
+  t.mock.timers.tick(8_000);
   assert.equal(offers().length, 4);
-  t.mock.timers.tick(5_000);
-  t.mock.timers.tick(5_000);
-  assert.equal(offers().length, 4, 'three times at most');
-  const answer = { type: 'answer', sdp: 'v=0\r\n' };
-  socket.serverSends({ type: 'signal', from: ADA, data: { description: answer }, seq: 10 });
+  assert.equal(FakeRTCPeerConnection.made.length, 1);
+  t.mock.timers.tick(8_000);
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 2, 'never answered: a new link, in case theirs is gone');
+  assert.equal(toAda.signalingState, 'closed');
+  assert.equal(offers().length, 5, 'the new link offers at once');
+});
+
+test('a second answer to a repeated offer changes nothing', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [toAda] = FakeRTCPeerConnection.made;
+  t.mock.timers.tick(8_000);
+  answerFrom(socket, ADA, toAda, 10);
   await settle();
   assert.equal(toAda.signalingState, 'stable');
-  socket.serverSends({ type: 'signal', from: ADA, data: { description: answer }, seq: 11 });
+  const applied = toAda.remoteDescription;
+  answerFrom(socket, ADA, toAda, 11);
   await settle();
-  assert.equal(toAda.signalingState, 'stable', 'the answer to the repeated offer changes nothing');
+  assert.equal(toAda.signalingState, 'stable');
+  assert.equal(toAda.remoteDescription, applied, 'the answer to the repeated offer changes nothing');
+});
+
+test('an answer says which offer it answers; a late answer to an earlier offer is ignored', async (t) => {
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [toAda] = FakeRTCPeerConnection.made;
+  const firstOffer = toAda.localDescription.sdp;
+  const answerTo = (offerSdp, ufrag) => ({
+    description: { type: 'answer', sdp: `v=0\r\na=ice-ufrag:${ufrag}\r\n` },
+    answers: /a=ice-ufrag:(\S+)/.exec(offerSdp)[1],
+  });
+  // Our first offer is still unanswered when we make another one (an ICE restart).
+  toAda.restartIce();
+  toAda.dispatchEvent(new Event('negotiationneeded'));
+  toAda.signalingState = 'stable';
+  toAda.dispatchEvent(new Event('negotiationneeded'));
+  await settle();
+  assert.notEqual(toAda.localDescription.sdp, firstOffer);
+  socket.serverSends({ type: 'signal', from: ADA, data: answerTo(firstOffer, 'old'), seq: 10 });
+  await settle();
+  assert.equal(toAda.signalingState, 'have-local-offer', 'the late answer answers nothing we have out');
+  socket.serverSends({ type: 'signal', from: ADA, data: answerTo(toAda.localDescription.sdp, 'new'), seq: 11 });
+  await settle();
+  assert.equal(toAda.signalingState, 'stable');
+  assert.match(toAda.remoteDescription.sdp, /ice-ufrag:new/);
+  // Candidates the peer gathered for its earlier answer are dropped without an error.
+  toAda.addIceCandidate = async () => { throw new Error('unknown ufrag'); };
+  socket.serverSends({ type: 'signal', from: ADA, seq: 12,
+    data: { candidate: { candidate: 'candidate:1 1 udp 1 127.0.0.1 9 typ host ufrag old', sdpMid: '0', sdpMLineIndex: 0 } } });
+  await settle();
+  assert.equal(call.alerts.size, 0, 'no alert: nothing went wrong');
+});
+
+test('we answer with the ufrag of the offer we answer', async (t) => {
+  const { socket } = await inRoom(t, { peers: [] });
+  socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true }, seq: 10 });
+  await settle();
+  const offer = { type: 'offer', sdp: 'v=0\r\na=ice-ufrag:theirs\r\n' };
+  socket.serverSends({ type: 'signal', from: BOB, data: { description: offer }, seq: 11 });
+  await settle();
+  const answer = socket.sentOf('signal').find((m) => m.to === BOB && m.data.description?.type === 'answer');
+  assert.equal(answer.data.answers, 'theirs');
 });
 
 test('fresh TURN credentials are asked for at 80% of their lifetime and reach every link', async (t) => {

@@ -175,10 +175,11 @@ export class FakeDataChannel extends EventTarget {
   }
 }
 
-const SDP = (type) => [
-  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111',
+const SDP = (type, ufrag) => [
+  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', `a=ice-ufrag:${ufrag}`,
   'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
 ].join('\r\n');
+let ufrags = 0;
 
 /**
  * An RTCPeerConnection with the signalling state machine of the spec's offer/answer and no
@@ -201,6 +202,8 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.transceivers = [];
     this.candidates = [];
     this.restarts = 0;
+    /** ICE credentials: new for each connection and each ICE restart, as in a browser. */
+    this.ufrag = `ufrag${(ufrags += 1)}`;
     /** @type {FakeDataChannel[]} */
     this.channels = [];
     FakeRTCPeerConnection.made.push(this);
@@ -238,7 +241,7 @@ export class FakeRTCPeerConnection extends EventTarget {
   async setLocalDescription(description) {
     const type = description?.type ??
       (this.signalingState === 'have-remote-offer' ? 'answer' : 'offer');
-    this.localDescription = { type, sdp: SDP(type) };
+    this.localDescription = { type, sdp: SDP(type, this.ufrag) };
     this.signalingState = type === 'offer' ? 'have-local-offer' : 'stable';
   }
 
@@ -260,6 +263,7 @@ export class FakeRTCPeerConnection extends EventTarget {
 
   restartIce() {
     this.restarts += 1;
+    this.ufrag = `ufrag${(ufrags += 1)}`;
   }
 
   async getStats() {

@@ -58,7 +58,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from xes.peer.gathering import loopback_gathering
-from xes.peer.sdp import strip_audio_level
+from xes.peer.sdp import ice_ufrag, strip_audio_level
 from xes.protocol import messages as m
 
 __all__ = ["DATA_CHANNEL_ID", "DATA_CHANNEL_LABEL", "DATA_MAX_BYTES", "LinkState", "Route", "Link",
@@ -259,7 +259,7 @@ class Link:
                 if isinstance(data, _MakeOffer):
                     await self._make_offer()
                 elif data.description is not None:
-                    await self._handle_description(data.description)
+                    await self._handle_description(data.description, data.answers)
                 elif data.candidate is not m.UNSET:
                     await self._handle_candidate(data.candidate)
                 else:
@@ -278,7 +278,8 @@ class Link:
         offer = await self._pc.createOffer()
         await self._set_local(offer.sdp, "offer")
 
-    async def _handle_description(self, description: m.SessionDescription) -> None:
+    async def _handle_description(self, description: m.SessionDescription,
+                                  answers: str | None = None) -> None:
         kind, sdp = description.type, description.sdp
         signaling_state = self._pc.signalingState
         if kind == "offer":
@@ -300,6 +301,10 @@ class Link:
             if signaling_state != "have-local-offer":
                 logger.warning("! ignoring %s's answer in state %s", self.remote_id, signaling_state)
                 return
+            local = self._pc.localDescription
+            if answers is not None and answers != ice_ufrag(local.sdp if local else None):
+                logger.debug("< ignoring %s's answer to an earlier offer", self.remote_id)
+                return
             await self._pc.setRemoteDescription(
                 RTCSessionDescription(strip_audio_level(sdp), "answer")
             )
@@ -311,7 +316,11 @@ class Link:
             await self._pc.setLocalDescription(RTCSessionDescription(strip_audio_level(sdp), kind))
         # Send the description as set, now carrying every gathered candidate (no trickle out).
         local_sdp = strip_audio_level(self._pc.localDescription.sdp)
-        self._send_signal(m.SignalData(description=m.SessionDescription(kind, local_sdp)))
+        remote = self._pc.remoteDescription
+        # An answer names the offer it answers (docs/protocol.md, "A repeated offer").
+        answers = ice_ufrag(remote.sdp) if kind == "answer" and remote is not None else None
+        self._send_signal(m.SignalData(description=m.SessionDescription(kind, local_sdp),
+                                       answers=answers))
 
     def _add_outgoing_audio(self) -> None:
         if not self.audio:

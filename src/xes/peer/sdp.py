@@ -9,7 +9,7 @@ without it, in both aiortc and Chromium: tests/browser/test_call.py checks every
 
 from __future__ import annotations
 
-__all__ = ["AUDIO_LEVEL_URI", "strip_audio_level"]
+__all__ = ["AUDIO_LEVEL_URI", "ice_ufrag", "strip_audio_level"]
 
 AUDIO_LEVEL_URI = "urn:ietf:params:rtp-hdrext:ssrc-audio-level"
 
@@ -21,6 +21,15 @@ def strip_audio_level(sdp: str) -> str:
     """
     lines = sdp.splitlines(keepends=True)
     return "".join(line for line in lines if not _is_audio_level_extmap(line))
+
+
+def ice_ufrag(sdp: str | None) -> str | None:
+    """The ICE username fragment of `sdp` (its first ``a=ice-ufrag``), or None. Each offer has
+    its own (a new connection or an ICE restart makes a new one), so it names an offer."""
+    for line in (sdp or "").splitlines():
+        if line.startswith("a=ice-ufrag:"):
+            return line[len("a=ice-ufrag:"):].strip() or None
+    return None
 
 
 def _is_audio_level_extmap(line: str) -> bool:

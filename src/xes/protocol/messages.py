@@ -312,6 +312,10 @@ class SignalData(msgspec.Struct, frozen=True, omit_defaults=True):
 
     description: SessionDescription | None = None
     candidate: IceCandidate | None | msgspec.UnsetType = msgspec.UNSET
+    answers: str | None = None
+    """With an answer: the ICE ufrag (``a=ice-ufrag``) of the offer it answers, so that an
+    offerer whose earlier offer was answered late can tell that answer from the one to its
+    current offer (docs/protocol.md, "A repeated offer"). Absent: the answer is trusted."""
 
 
 _data_encoder: Final = msgspec.json.Encoder()

@@ -94,11 +94,13 @@ export function parseData(raw) {
 export const DISCONNECTED_RESTART_MS = 500;
 
 /**
- * A new link whose ICE is still checking after this long gets one ICE restart from the side
- * that made the first offer. Chromium never turns a link "failed" while no candidate pair has
- * been tried to the end, so a link whose candidates went missing (or whose checks a starved
- * browser dropped) would otherwise say "Connecting…" until LINK_CONNECT_TIMEOUT_MS and then
- * only report it; fresh credentials and candidates usually connect it at once.
+ * A new link whose ICE is still checking this long after its first answer gets one ICE restart
+ * from the side that made the first offer. Chromium never turns a link "failed" while no
+ * candidate pair has been tried to the end, so a link whose candidates went missing (or whose
+ * checks a starved browser dropped) would otherwise say "Connecting…" until
+ * LINK_CONNECT_TIMEOUT_MS and then only report it; fresh credentials and candidates usually
+ * connect it at once. Counted from the answer, not from the offer: on a busy machine the answer
+ * itself may take seconds, and renegotiating before it came would only add to the load.
  */
 export const STUCK_RESTART_MS = 10_000;
 
@@ -107,9 +109,12 @@ export const STUCK_RESTART_MS = 10_000;
  * A signal can be lost between two people: a server node lost mid-set-up, Redis restarted, a
  * socket cut while the message was in flight. A lost answer leaves both ends stuck for good
  * (ICE may even connect from the other side's checks, but DTLS cannot start without the answer's
- * fingerprint). The other side answers a repeated offer like any renegotiation.
+ * fingerprint). The other side answers a repeated offer like any renegotiation. 8 s: an answer
+ * takes well under a second on a sound machine, but seconds on a starved one, and each repeat
+ * costs the other side a renegotiation. An offer still unanswered after its last repeat makes the
+ * link anew (`renew`), in case the other side lost its end of it.
  */
-export const OFFER_RESEND_MS = 5_000;
+export const OFFER_RESEND_MS = 8_000;
 
 /** A bitrate cap the sender refused (a negotiation under way) is tried again after this long. */
 export const BITRATE_RETRY_MS = 1_000;
@@ -124,6 +129,18 @@ export const OFFER_RESENDS = 3;
 export function dtlsFingerprint(sdp) {
   const match = /^a=fingerprint:(.+?)\s*$/im.exec(sdp ?? '');
   return match ? match[1].toLowerCase() : null;
+}
+
+/**
+ * The ICE username fragment an SDP announces (session-level or first `a=ice-ufrag`). Every offer
+ * has its own: a new RTCPeerConnection or an ICE restart makes a new one, a repeated offer keeps
+ * it; so it names the offer an answer answers (`answers`, docs/protocol.md "A repeated offer").
+ * @param {string|undefined} sdp
+ * @returns {string|null}
+ */
+export function iceUfrag(sdp) {
+  const match = /^a=ice-ufrag:(\S+)/m.exec(sdp ?? '');
+  return match ? match[1] : null;
 }
 
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
@@ -253,7 +270,8 @@ export class Negotiation extends EventTarget {
     this.restarted = false;
     this.failureReported = false;
     this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
-    this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+    /** Armed by the first answer (STUCK_RESTART_MS), only on the side that made the offer. */
+    this.stuckTimer = null;
     this.stuckRestarted = false;
     this.offerTimer = null;
     this.offerResends = 0;
@@ -543,19 +561,29 @@ export class Negotiation extends EventTarget {
   }
 
   /**
-   * STUCK_RESTART_MS after the link was made, if it is still not connected: one ICE restart if
-   * its ICE is still checking; if ICE is through but DTLS never finished (seen with eight people
-   * on two starved cores: one end "connected", the other "connecting" for good), the first
-   * offerer asks for the link to be made anew (`renew`): a new RTCPeerConnection, whose new
-   * certificate makes the other side replace its end too (startsNewLink).
+   * STUCK_RESTART_MS after the link's first answer, if it is still not connected: one ICE restart
+   * if its ICE is still checking. If ICE is through but DTLS never finished (seen with eight people
+   * on two starved cores: one end "connected", the other "connecting" for good), or ICE is still
+   * checking STUCK_RESTART_MS after that restart, the first offerer asks for the link to be made
+   * anew (`renew`): a new RTCPeerConnection, whose new certificate makes the other side replace
+   * its end too (startsNewLink). Nothing else would ever end the wait: Chromium turns a link
+   * "failed" only once every candidate pair it knows has failed, and a handshake never.
    */
   restartIfStuck() {
     if (this.closed || this.pc.connectionState === 'connected') return;
+    if (this.pc.signalingState !== 'stable') {
+      // A renegotiation (our restart) is still waiting for its answer: judge the link after.
+      this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+      return;
+    }
     const state = this.pc.iceConnectionState;
-    if ((state === 'new' || state === 'checking') && !this.stuckRestarted) {
+    const checking = state === 'new' || state === 'checking';
+    if (checking && !this.stuckRestarted) {
       this.stuckRestarted = true;
       this.restartIce({ stuck: true });
-    } else if ((state === 'connected' || state === 'completed') && this.initiator && !this.polite) {
+    } else if ((!checking || this.stuckRestarted) && state !== 'disconnected' && state !== 'failed'
+        && this.initiator && !this.polite) {
+      // (A link that went "disconnected" or "failed" has its own restart, maybeRestartIce.)
       this.emit('renew', null);
       return;
     }
@@ -586,6 +614,12 @@ export class Negotiation extends EventTarget {
       // The answer to an offer we sent twice (OFFER_RESEND_MS) may come twice: the first one
       // made us stable, so a later one answers nothing.
       if (description.type === 'answer' && this.pc.signalingState === 'stable') return;
+      // Nor may a late answer to an earlier offer of ours (one we repeated, then replaced by an
+      // ICE restart or a new link) be taken for the answer to the offer we have out now: its
+      // ICE credentials are not the ones the peer uses, so the link would never connect. A peer
+      // that says which offer it answers (`answers`) is checked; one that does not, trusted.
+      if (description.type === 'answer' && typeof data.answers === 'string'
+          && data.answers !== iceUfrag(this.pc.localDescription?.sdp)) return;
       const readyForOffer =
         !this.makingOffer &&
         (this.pc.signalingState === 'stable' ||
@@ -599,6 +633,9 @@ export class Negotiation extends EventTarget {
       if (description.type === 'answer') {
         clearTimeout(this.offerTimer);
         this.offerResends = 0;
+        if (this.stuckTimer === null && this.initiator && this.pc.connectionState !== 'connected') {
+          this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+        }
       }
       if (description.type === 'offer') {
         // Our first offer from the peer: now add the microphone, reusing the offer's transceiver,
@@ -615,15 +652,33 @@ export class Negotiation extends EventTarget {
         // null means the end of the peer's candidates.
         await this.pc.addIceCandidate(data.candidate ?? undefined);
       } catch (error) {
-        // Candidates of an offer we ignored cannot be added; that is expected, nothing else is.
-        if (!this.ignoreOffer) throw error;
+        // Candidates of an offer we ignored cannot be added, nor can those the peer gathered for
+        // an earlier link or ICE generation that were still on their way when we made this one
+        // (no remote description yet, or another ufrag than its): both expected, nothing else is.
+        if (!this.ignoreOffer && !this.isStaleCandidate(data.candidate)) throw error;
       }
     }
   }
 
+  /**
+   * Whether a candidate that could not be added belongs to another ICE generation than the
+   * peer's current one (see applySignal).
+   * @param {RTCIceCandidateInit|null|undefined} candidate
+   * @returns {boolean}
+   */
+  isStaleCandidate(candidate) {
+    const remote = iceUfrag(this.pc.remoteDescription?.sdp);
+    if (remote === null) return true;
+    const ufrag = candidate?.usernameFragment ?? /\bufrag (\S+)/.exec(candidate?.candidate ?? '')?.[1];
+    return typeof ufrag === 'string' && ufrag !== remote;
+  }
+
   sendDescription() {
     if (this.closed || !this.pc.localDescription) return;
-    this.emit('signal', { description: cleanDescription(this.pc.localDescription) });
+    const description = cleanDescription(this.pc.localDescription);
+    // An answer names the offer it answers (docs/protocol.md, "A repeated offer").
+    const answers = description.type === 'answer' ? iceUfrag(this.pc.remoteDescription?.sdp) : null;
+    this.emit('signal', answers === null ? { description } : { description, answers });
     clearTimeout(this.offerTimer);
     if (this.pc.localDescription.type === 'offer') {
       this.offerTimer = setTimeout(() => this.resendOffer(), OFFER_RESEND_MS);
@@ -638,7 +693,11 @@ export class Negotiation extends EventTarget {
     // A peer that cannot roll back (aiortc: we are then the polite first offerer) answers only
     // after gathering all its candidates, which may take seconds; a second offer would cross it.
     if (this.initiator && this.polite) return;
-    if (this.offerResends >= OFFER_RESENDS) return;
+    if (this.offerResends >= OFFER_RESENDS) {
+      // Never answered: the other side may have lost its end. Made anew (twice at most, Mesh).
+      if (this.initiator) this.emit('renew', null);
+      return;
+    }
     this.offerResends += 1;
     this.sendDescription();
   }

@@ -53,7 +53,8 @@ export function linkKind(pair) {
 }
 
 /**
- * Polls every link about once a second. Event `update` (CustomEvent) has detail
+ * Polls every link about once a second, except links still being set up (they are left out of
+ * the update). Event `update` (CustomEvent) has detail
  * `Map<peerId, {link: string|null, localType?: string, remoteType?: string, connectionState: string,
  * report: RTCStatsReport|null, at: number}>`: `report` is the whole getStats() result (quality.js
  * reads it), `at` when it was taken (performance.now()).
@@ -91,6 +92,10 @@ export class LinkStats extends EventTarget {
     try {
       const result = new Map();
       for (const [peerId, pc] of this.peerConnections()) {
+        // A link still being set up has no path to report, and Chromium answers getStats on the
+        // threads that run its handshake: with seven links per page on a busy machine, asking
+        // slows the very handshakes it waits for. Its peer keeps what was known before.
+        if (pc.connectionState === 'new' || pc.connectionState === 'connecting') continue;
         let report = null;
         if (pc.connectionState !== 'closed') {
           try {
