@@ -37,6 +37,7 @@ import logging
 import secrets
 import time
 from collections import deque
+from collections.abc import Awaitable
 from typing import TYPE_CHECKING, Any, Final, cast
 
 import msgspec
@@ -1003,30 +1004,30 @@ class RedisCluster:
         directory, empty rooms to let go of) beside it, not before the next renewal: after a
         burst of calls the chores may take seconds (thousands of rooms to give up), and a late
         renewal would make the other nodes take this busy but live node's rooms."""
-        chores: asyncio.Task[None] | None = None
+        chores: asyncio.Task[bool] | None = None
         try:
             while True:
                 await asyncio.sleep(_BEAT_SECONDS)
-                try:
-                    await self._renew_leases()
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._redis_failed(exc)
+                if not await self._noting_redis_errors(self._renew_leases()):
                     continue
                 if chores is None or chores.done():
-                    chores = asyncio.get_running_loop().create_task(self._chores_guarded())
+                    chores = asyncio.get_running_loop().create_task(
+                        self._noting_redis_errors(self._chores()))
         finally:
             if chores is not None:
                 chores.cancel()
 
-    async def _chores_guarded(self) -> None:
+    async def _noting_redis_errors(self, work: Awaitable[None]) -> bool:
+        """Run `work`; False if it failed, the failure counted as Redis's (it is retried at the
+        next beat, and a lost connection is what /healthz reports)."""
         try:
-            await self._chores()
+            await work
         except asyncio.CancelledError:
             raise
         except Exception as exc:
             self._redis_failed(exc)
+            return False
+        return True
 
     async def _ensure_boot(self) -> bool:
         """Whether Redis lost everything since we last looked (``xes:boot`` is gone)."""

@@ -45,6 +45,10 @@ export class Mesh extends EventTarget {
    * @returns {Negotiation}
    */
   add(peer, initiator) {
+    // A link made anew before the one it replaces ever connected keeps that one's deadline for
+    // saying it could not connect (Negotiation `connectDeadline`).
+    const replaced = this.links.get(peer.id);
+    const connectDeadline = replaced && !replaced.everConnected ? replaced.connectDeadline : null;
     this.remove(peer.id);
     const link = new Negotiation({
       peerId: peer.id,
@@ -53,6 +57,7 @@ export class Mesh extends EventTarget {
       configuration: this.configuration(),
       localStream: this.localStream,
       audio: !(this.textOnly || peer.text_only === true),
+      connectDeadline,
     });
     for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'data', 'error']) {
       link.addEventListener(type, (event) => {

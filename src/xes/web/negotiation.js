@@ -244,8 +244,12 @@ export class Negotiation extends EventTarget {
    * @param {RTCConfiguration} options.configuration ICE servers and transport policy
    * @param {MediaStream|null} options.localStream our microphone (null: receive only)
    * @param {boolean} [options.audio] false for a text-only link: the data channel alone
+   * @param {number|null} [options.connectDeadline] when (performance.now() ms) the page says the
+   *   link could not connect; a link made anew before its first one ever connected keeps that
+   *   one's, so that a link that cannot connect is reported in LINK_CONNECT_TIMEOUT_MS however
+   *   often it is made anew; null: LINK_CONNECT_TIMEOUT_MS from now
    */
-  constructor({ peerId, polite, initiator, configuration, localStream, audio = true }) {
+  constructor({ peerId, polite, initiator, configuration, localStream, audio = true, connectDeadline = null }) {
     super();
     this.peerId = peerId;
     this.polite = polite;
@@ -269,7 +273,11 @@ export class Negotiation extends EventTarget {
     this.turnErrorCodes = new Set();
     this.restarted = false;
     this.failureReported = false;
-    this.connectTimer = setTimeout(() => this.reportFailure(), LINK_CONNECT_TIMEOUT_MS);
+    this.connectDeadline = connectDeadline ?? performance.now() + LINK_CONNECT_TIMEOUT_MS;
+    /** Whether this link was ever connected (a link made anew after that starts afresh). */
+    this.everConnected = false;
+    this.connectTimer = setTimeout(() => this.reportFailure(),
+      Math.max(0, this.connectDeadline - performance.now()));
     /** Armed by the first answer (STUCK_RESTART_MS), only on the side that made the offer. */
     this.stuckTimer = null;
     this.stuckRestarted = false;
@@ -305,6 +313,7 @@ export class Negotiation extends EventTarget {
     this.pc.addEventListener('connectionstatechange', () => {
       const state = this.pc.connectionState;
       if (state === 'connected') {
+        this.everConnected = true;
         this.applyAudioBitrate();
         clearTimeout(this.connectTimer);
         clearTimeout(this.stuckTimer);
