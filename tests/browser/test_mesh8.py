@@ -110,9 +110,14 @@ async (peerId) => {
 """
 
 
+def peer_ids(pages: dict[str, Page]) -> dict[str, str | None]:
+    """Each person's peer id (None before they joined), by display name."""
+    return {name: page.evaluate("window.xes?.me?.id") for name, page in pages.items()}
+
+
 def explain_link(pages: dict[str, Page], name: str, other: str) -> str:
     """What both ends of the link between `name` and `other` know, and the signals between them."""
-    ids = {n: page.evaluate("window.xes?.me?.id") for n, page in pages.items()}
+    ids = peer_ids(pages)
     parts = []
     for a, b in ((name, other), (other, name)):
         parts.append(f"--- {a} toward {b}:\n" + str(pages[a].evaluate(_LINK_DETAIL_JS, ids[b])))
@@ -124,11 +129,11 @@ def explain_link(pages: dict[str, Page], name: str, other: str) -> str:
 def signal_summary(pages: dict[str, Page], name: str) -> str:
     """Per other person, what `name` sent and got: offers, answers and candidates per ICE ufrag
     (a second ufrag is an ICE restart; a repeated offer shows as a count above one)."""
-    ids = {page.evaluate("window.xes?.me?.id"): n for n, page in pages.items()}
+    names = {peer: n for n, peer in peer_ids(pages).items()}
     counts: dict[str, dict[tuple[str, str, str], int]] = {}
     for _, direction, peer, what, ufrag, _ in pages[name].evaluate("window.__xesSignalTrace"):
         key = (direction, what, ufrag)
-        per_peer = counts.setdefault(ids.get(peer, peer), {})
+        per_peer = counts.setdefault(names.get(peer, peer), {})
         per_peer[key] = per_peer.get(key, 0) + 1
     return "\n".join(
         f"  {name}/{other}: " + ", ".join(f"{d} {w}[{u}]×{c}" for (d, w, u), c in sorted(seen.items()))

@@ -7,11 +7,12 @@ Ctrl-C must leave the room cleanly so the others see `peer-left` with reason `le
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import socket
 import subprocess
 import sys
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
@@ -93,6 +94,20 @@ async def test_full_room_is_refused(start_xes_server: Callable[..., Any]) -> Non
     assert b"Traceback" not in stderr
 
 
+@contextlib.asynccontextmanager
+async def killed_on_exit(
+    process: asyncio.subprocess.Process,
+) -> AsyncIterator[asyncio.subprocess.Process]:
+    """Kill `process` if it is still running when the block ends (an assertion failed in it),
+    so that a failing test leaves no command behind."""
+    try:
+        yield process
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
 async def read_until(stream: asyncio.StreamReader, needle: str, seen: list[str],
                      count: int = 1, timeout: float = 30) -> None:
     """Read lines into `seen` until `needle` appeared in `count` of them."""
@@ -123,7 +138,7 @@ async def test_call_sends_records_mixed_and_leaves_cleanly_on_sigint(
             stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
         assert process.stdout is not None and process.stderr is not None
         seen: list[str] = []
-        try:
+        async with killed_on_exit(process):
             await read_until(process.stdout, "connected, direct (host -> host)", seen, count=2)
             await wait_connected(ada, 2)
             cli_at_ada = next(m for m in ada.members.values() if m.name == "Cli")
@@ -131,10 +146,6 @@ async def test_call_sends_records_mixed_and_leaves_cleanly_on_sigint(
             await asyncio.sleep(2.5)  # two seconds of both tones in the mixed file
             process.send_signal(signal.SIGINT)
             rest, errors = await asyncio.wait_for(process.communicate(), 30)
-        finally:
-            if process.returncode is None:
-                process.kill()
-                await process.wait()
         output = "".join(seen) + rest.decode()
         assert process.returncode == 0, (output, errors)
         assert "left the room" in output

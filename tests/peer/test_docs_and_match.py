@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from tests.peer.test_cli import read_until
+from tests.peer.test_cli import killed_on_exit, read_until
 from tests.peer.test_mesh import new_room_id, wait_connected
 from tests.peer.tones import read_wav, tone_share, wait_for_tone
 from xes.peer import JoinRefused, Peer, PeerJoined, open_file_source
@@ -37,7 +37,7 @@ async def test_docs_example_bot_plays_records_and_leaves(
     bot = await asyncio.create_subprocess_exec(
         sys.executable, str(script), f"{xes_server.http_url}/r/{room}", str(tones(440)),
         cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
-    try:
+    async with killed_on_exit(bot):
         async with Peer(xes_server.http_url, name="Ada",
                         audio=open_file_source(tones(660), loop=True)) as ada:
             # Ada joins once; the bot is either there already or arrives later. (Joining and
@@ -57,10 +57,6 @@ async def test_docs_example_bot_plays_records_and_leaves(
             await asyncio.sleep(2)
             ada_id = ada.id
         output, errors = await asyncio.wait_for(bot.communicate(), 30)
-    finally:
-        if bot.returncode is None:
-            bot.kill()
-            await bot.wait()
     assert bot.returncode == 0, errors.decode()
     assert b"Ada connected direct" in output
     samples, rate = read_wav(tmp_path / f"{ada_id}.wav")
@@ -79,7 +75,7 @@ async def test_match_pairs_the_command_with_a_stranger(
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     assert command.stdout is not None
     seen: list[str] = []
-    try:
+    async with killed_on_exit(command):
         await read_until(command.stdout, "waiting for a stranger", seen)
         async with Peer(xes_server.http_url, name="Stranger",
                         audio=open_file_source(tones(440), loop=True)) as stranger:
@@ -88,10 +84,6 @@ async def test_match_pairs_the_command_with_a_stranger(
             assert await wait_for_tone(room.peers[0].listen(), 880) > 0
             await read_until(command.stdout, "connected, direct", seen)
         rest, errors = await asyncio.wait_for(command.communicate(), 30)
-    finally:
-        if command.returncode is None:
-            command.kill()
-            await command.wait()
     output = "".join(seen) + rest.decode()
     assert command.returncode == 0, (output, errors)
     assert "matched in room" in output

@@ -9,7 +9,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.peer.test_cli import read_until
+from tests.peer.test_cli import killed_on_exit, read_until
 from tests.peer.test_mesh import wait_connected
 from xes.peer import ChatReceived, Peer, open_file_source
 
@@ -28,7 +28,7 @@ async def test_the_text_only_command_chats_with_a_voice_peer_that_accepts_text(
         stderr=asyncio.subprocess.PIPE)
     assert command.stdin is not None and command.stdout is not None
     seen: list[str] = []
-    try:
+    async with killed_on_exit(command):
         await read_until(command.stdout, "waiting for a stranger", seen)
         async with Peer(xes_server.http_url, name="Talker",
                         audio=open_file_source(tones(440), loop=True)) as talker:
@@ -53,10 +53,6 @@ async def test_the_text_only_command_chats_with_a_voice_peer_that_accepts_text(
             await read_until(command.stdout, "chat from Talker", seen)
         command.stdin.close()
         rest, errors = await asyncio.wait_for(command.communicate(), 30)
-    finally:
-        if command.returncode is None:
-            command.kill()
-            await command.wait()
     output = "".join(seen) + rest.decode()
     assert command.returncode == 0, (output, errors)
     assert "text only: no audio either way" in output
