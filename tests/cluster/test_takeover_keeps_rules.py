@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
+import redis
 
 from tests.cluster.test_cluster_rooms import closed_code, drain, resume_until
 from tests.server.wsclient import Client, new_room
@@ -64,3 +65,33 @@ async def test_password_bans_and_host_survive_the_owners_death(
     assert sorted(p["id"] for p in joined["peers"]) == sorted([host.peer, guest.peer])
     for member in (host, guest):
         assert (await member.expect("peer-joined"))["peer"]["id"] == stranger.peer
+
+
+async def test_a_rule_is_confirmed_only_once_a_takeover_would_keep_it(
+        start_cluster: Callable[..., XesCluster]) -> None:
+    """The owner dies the moment the host sees its new password confirmed. Redis holds every
+    write for a while first (CLIENT PAUSE WRITE), so a node that told the host before the
+    snapshot was in Redis would lose the password with it; XES tells only after."""
+    cluster = start_cluster()
+    room = new_room()
+    host = await Client.connect(cluster.node(0).ws_url)  # the first node owns the room
+    await host.join(room, "Host")
+    guest = await Client.connect(cluster.node(1).ws_url)
+    await guest.join(room, "Guest")
+    await host.expect("peer-joined")
+
+    probe = redis.Redis.from_url(cluster.redis.url)
+    try:
+        probe.client_pause(1500, all=False)  # writes wait 1.5 s; the nodes' leases last longer
+        await host.send({"type": "set-rules", "password": PASSWORD})
+        assert (await host.expect("rules"))["rules"]["password"] is True
+        cluster.kill(0)
+    finally:
+        probe.close()
+
+    assert await closed_code(guest) == 1012
+    host = await resume_until(host, cluster.node(1).ws_url)
+    stranger = await Client.connect(cluster.node(2).ws_url)
+    assert (await stranger.join(room, "Stranger")).get("code") == "password-required"
+    joined = await stranger.join(room, "Stranger", password=PASSWORD)
+    assert joined["type"] == "joined" and joined["host"] == host.peer

@@ -695,7 +695,7 @@ class XesServer:
                     log.debug("< %s %s", connection.peer,
                               bytes(data) if type(message) is not m.Resume else b"resume")
                 actions = self.core.handle(connection.peer, message, _now())
-                saving = self._save_rooms()
+                saving = self._storing(connection, message)
                 if saving is None:
                     self.execute(actions)
                 else:
@@ -770,7 +770,19 @@ class XesServer:
             self.fail(connection, exc)
         self._replay_backlog(connection)
 
-    def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[None],
+    def _storing(self, connection: Connection, message: m.ClientMessage
+                 ) -> asyncio.Future[Any] | None:
+        """What must be stored before the replies to ``message`` go out, as one future (None:
+        nothing): the protected rooms on disk; on a cluster, also a host's rule change in its
+        room's snapshot in Redis, or the owner's death right after the host saw the change
+        confirmed would undo it (a takeover starts from the last snapshot)."""
+        on_disk = self._save_rooms()
+        if not (self._clustered and type(message) in _HOST_RULE_MESSAGES):
+            return on_disk
+        in_redis = cast(RedisCluster, self.cluster).write_room_now(connection.peer)
+        return in_redis if on_disk is None else asyncio.gather(on_disk, in_redis)
+
+    def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[Any],
                          actions: list[Action]) -> None:
         """Carry out ``actions`` once the rooms they changed are on disk; meanwhile this
         connection's next messages wait, in order (as while a password hashes)."""
@@ -848,7 +860,7 @@ class XesServer:
         question to Redis, came first); its replies go out once the rooms it changed are saved."""
         if self._live(connection):  # it may have left meanwhile
             actions = self.core.handle(connection.peer, message, _now(), password=password)
-            saving = self._save_rooms()
+            saving = self._storing(connection, message)
             if saving is not None:
                 await saving
             self.execute(actions)
@@ -1079,6 +1091,8 @@ class XesServer:
 
 # Messages after which the core's next deadline may be earlier: queue relaxations, grace ends.
 _TIMED_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave, m.Hearing})
+# A host's decisions about its room: on a cluster, stored in Redis before anyone is told.
+_HOST_RULE_MESSAGES: Final = frozenset({m.SetRules, m.Ban, m.Remove})
 
 
 def _abort(transport: WSTransport) -> None:

@@ -891,6 +891,16 @@ class RedisCluster:
             self._dirty_scheduled = True
             asyncio.get_running_loop().call_soon(self._schedule_flush_dirty)
 
+    def write_room_now(self, peer: str) -> asyncio.Task[None]:
+        """Write the snapshot of the room ``peer`` is in, now: a task done once it is in Redis
+        (or Redis failed). A host's rule change is told to anyone only then, so that what the host
+        saw confirmed survives this node's death: a takeover starts from the last snapshot."""
+        self._dirty_peers.append(peer)
+        task = asyncio.get_running_loop().create_task(self._flush_dirty())
+        self._server()._tasks.add(task)
+        task.add_done_callback(self._server()._tasks.discard)
+        return task
+
     def _schedule_flush_dirty(self) -> None:
         task = asyncio.get_running_loop().create_task(self._flush_dirty())
         self._server()._tasks.add(task)
