@@ -460,6 +460,7 @@ test('a new link whose ICE is still checking 10 s after its answer gets one rest
   t.mock.timers.tick(9_999);
   assert.deepEqual([toAda.restarts, toBob.restarts], [0, 0]);
   t.mock.timers.tick(1);
+  await settle();
   assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0], 'the connected one is left alone');
   // The restart's offer (negotiationneeded) is answered; ICE still checking 10 s later.
   toAda.dispatchEvent(new Event('negotiationneeded'));
@@ -468,6 +469,7 @@ test('a new link whose ICE is still checking 10 s after its answer gets one rest
   await settle();
   const made = FakeRTCPeerConnection.made.length;
   t.mock.timers.tick(10_000);
+  await settle();
   assert.equal(toAda.restarts, 1, 'one restart, not one every 10 s');
   assert.equal(FakeRTCPeerConnection.made.length, made + 1,
     'still checking 10 s after the restart: the link is made anew');
@@ -495,9 +497,39 @@ test('a link whose ICE is through but whose handshake never finished is made ane
   assert.equal(offers.length, 2, 'the new link offers at once');
   await stuck();
   t.mock.timers.tick(10_000);
+  await settle();
   await stuck();
   t.mock.timers.tick(10_000);
+  await settle();
   assert.equal(FakeRTCPeerConnection.made.length, 3, 'twice at most');
+});
+
+test('a link that is getting somewhere is given more time before it is restarted', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [toAda] = FakeRTCPeerConnection.made;
+  answerFrom(socket, ADA, toAda, 10);
+  await settle();
+  toAda.iceConnectionState = 'checking';
+  let answered = 0;
+  const lookAfter = async (ms) => {
+    // Each look finds more of our checks answered: a slow machine, not a stuck link.
+    toAda.stats = new Map([['pair', { type: 'candidate-pair', responsesReceived: (answered += 1) }]]);
+    t.mock.timers.tick(ms);
+    await settle();
+  };
+  await lookAfter(10_000);
+  await lookAfter(10_000);
+  assert.equal(toAda.restarts, 0, 'progress: it waits');
+  await lookAfter(10_000);
+  assert.equal(toAda.restarts, 1, 'but not for ever: after 30 s it restarts all the same');
+  toAda.dispatchEvent(new Event('negotiationneeded'));
+  await settle();
+  answerFrom(socket, ADA, toAda, 11);
+  await settle();
+  t.mock.timers.tick(10_000); // no progress at all since the last look: made anew at once
+  await settle();
+  assert.equal(toAda.signalingState, 'closed');
 });
 
 test('an offer still unanswered after 8 s is sent again, three times, then the link is made anew', async (t) => {
@@ -574,6 +606,29 @@ test('we answer with the ufrag of the offer we answer', async (t) => {
   await settle();
   const answer = socket.sentOf('signal').find((m) => m.to === BOB && m.data.description?.type === 'answer');
   assert.equal(answer.data.answers, 'theirs');
+});
+
+test('a repeated offer gets the answer we made again, without a renegotiation', async (t) => {
+  const { socket } = await inRoom(t, { peers: [] });
+  socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true }, seq: 10 });
+  await settle();
+  const offer = { type: 'offer', sdp: 'v=0\r\na=ice-ufrag:theirs\r\n' };
+  socket.serverSends({ type: 'signal', from: BOB, data: { description: offer }, seq: 11 });
+  await settle();
+  const fromBob = FakeRTCPeerConnection.made.at(-1);
+  let renegotiated = 0;
+  const setRemote = fromBob.setRemoteDescription.bind(fromBob);
+  fromBob.setRemoteDescription = async (description) => { renegotiated += 1; return setRemote(description); };
+  socket.serverSends({ type: 'signal', from: BOB, data: { description: offer }, seq: 12 }); // a repeat
+  await settle();
+  const answers = socket.sentOf('signal').filter((m) => m.to === BOB && m.data.description?.type === 'answer');
+  assert.equal(answers.length, 2, 'answered again');
+  assert.deepEqual(answers[1].data, answers[0].data, 'with the very same answer');
+  assert.equal(renegotiated, 0, 'and no renegotiation');
+  const restart = { type: 'offer', sdp: 'v=0\r\na=ice-ufrag:restarted\r\n' };
+  socket.serverSends({ type: 'signal', from: BOB, data: { description: restart }, seq: 13 }); // a new offer
+  await settle();
+  assert.equal(renegotiated, 1, 'a new offer is negotiated as ever');
 });
 
 test('fresh TURN credentials are asked for at 80% of their lifetime and reach every link', async (t) => {

@@ -267,7 +267,7 @@ export class FakeRTCPeerConnection extends EventTarget {
   }
 
   async getStats() {
-    return new Map();
+    return this.stats ?? new Map(); // a test sets `stats` to what the link should report
   }
 
   close() {

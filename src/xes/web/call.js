@@ -862,6 +862,8 @@ export class Call extends EventTarget {
     });
     mesh.addEventListener('error', ({ detail }) => {
       const peer = this.peers.get(detail.peerId);
+      // The alert says it to the user in words; the console keeps the browser's own error.
+      console.warn('XES: setting up the link failed:', detail.detail);
       this.showAlert(`link-${detail.peerId}`,
         `Setting up audio with ${peer ? peer.name : 'someone'} failed: ${detail.detail}.`);
     });

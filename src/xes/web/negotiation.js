@@ -105,6 +105,29 @@ export const DISCONNECTED_RESTART_MS = 500;
 export const STUCK_RESTART_MS = 10_000;
 
 /**
+ * How many more STUCK_RESTART_MS the stuck watch waits, one at a time, for a link that made
+ * progress since its last look (linkProgress), before it restarts or renews it all the same.
+ */
+export const STUCK_PATIENCE = 2;
+
+/**
+ * How far a link that is not connected yet has got, as one number that only grows while it gets
+ * somewhere: the answers to our connectivity checks, plus the bytes (DTLS handshake, then media)
+ * received on its transport. Checks the peer sends us are not counted: a link whose own checks
+ * go nowhere receives those too.
+ * @param {RTCStatsReport} stats
+ * @returns {number}
+ */
+export function linkProgress(stats) {
+  let progress = 0;
+  stats.forEach((report) => {
+    if (report.type === 'candidate-pair') progress += report.responsesReceived ?? 0;
+    else if (report.type === 'transport') progress += report.bytesReceived ?? 0;
+  });
+  return progress;
+}
+
+/**
  * An offer of ours still unanswered after this long is sent again (up to OFFER_RESENDS times).
  * A signal can be lost between two people: a server node lost mid-set-up, Redis restarted, a
  * socket cut while the message was in flight. A lost answer leaves both ends stuck for good
@@ -281,8 +304,13 @@ export class Negotiation extends EventTarget {
     /** Armed by the first answer (STUCK_RESTART_MS), only on the side that made the offer. */
     this.stuckTimer = null;
     this.stuckRestarted = false;
+    /** linkProgress at the stuck watch's last look, and how many looks it let pass for it. */
+    this.stuckProgress = 0;
+    this.stuckPatience = 0;
     this.offerTimer = null;
     this.offerResends = 0;
+    /** The SDP of the last offer we answered, to know a repeat of it (applySignal). */
+    this.answeredOfferSdp = null;
     this.queue = Promise.resolve();
     /** @type {number|null} Opus bitrate for our voice on this link (bits per second) */
     this.audioBitrate = null;
@@ -576,15 +604,36 @@ export class Negotiation extends EventTarget {
    * checking STUCK_RESTART_MS after that restart, the first offerer asks for the link to be made
    * anew (`renew`): a new RTCPeerConnection, whose new certificate makes the other side replace
    * its end too (startsNewLink). Nothing else would ever end the wait: Chromium turns a link
-   * "failed" only once every candidate pair it knows has failed, and a handshake never.
+   * "failed" only once every candidate pair it knows has failed, and a handshake never. A link
+   * that made progress since the last look waits up to STUCK_PATIENCE more periods first.
    */
-  restartIfStuck() {
+  async restartIfStuck() {
+    this.stuckTimer = null;
     if (this.closed || this.pc.connectionState === 'connected') return;
     if (this.pc.signalingState !== 'stable') {
       // A renegotiation (our restart) is still waiting for its answer: judge the link after.
       this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
       return;
     }
+    // A link that is getting somewhere (checks answered, handshake packets arriving) is slow,
+    // not stuck: a starved machine takes longer than STUCK_RESTART_MS, and a restart would
+    // throw that progress away and start over. Patience has a bound, in case a link makes
+    // "progress" that never ends in a connection.
+    let progress = 0;
+    try {
+      progress = linkProgress(await this.pc.getStats());
+    } catch {
+      // closed meanwhile: judged as no progress (and returned from just below)
+    }
+    if (this.closed || this.pc.connectionState === 'connected' || this.stuckTimer !== null) return;
+    const progressed = progress > this.stuckProgress;
+    this.stuckProgress = progress;
+    if (progressed && this.stuckPatience < STUCK_PATIENCE) {
+      this.stuckPatience += 1;
+      this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+      return;
+    }
+    this.stuckPatience = 0;
     const state = this.pc.iceConnectionState;
     const checking = state === 'new' || state === 'checking';
     if (checking && !this.stuckRestarted) {
@@ -635,6 +684,14 @@ export class Negotiation extends EventTarget {
           (this.pc.signalingState === 'have-local-offer' && this.srdAnswerPending));
       this.ignoreOffer = description.type === 'offer' && !this.polite && !readyForOffer;
       if (this.ignoreOffer) return;
+      if (description.type === 'offer' && this.pc.signalingState === 'stable'
+          && description.sdp === this.answeredOfferSdp && this.pc.localDescription?.type === 'answer') {
+        // The peer repeated an offer we answered (OFFER_RESEND_MS): our answer may have been
+        // lost, or is merely slow on a busy machine. The answer we made still answers it, so it
+        // is sent again as it is: a renegotiation would cost both ends work for nothing.
+        this.sendDescription();
+        return;
+      }
       this.srdAnswerPending = description.type === 'answer';
       // A polite peer with its own offer out rolls it back implicitly here.
       await this.pc.setRemoteDescription(description);
@@ -652,6 +709,7 @@ export class Negotiation extends EventTarget {
         this.openDataChannel();
         this.addLocalTracks();
         await this.pc.setLocalDescription();
+        this.answeredOfferSdp = description.sdp;
         this.sendDescription();
       }
       // Offer and answer done (our answer already sent): the sender has its encoding to cap.
@@ -690,6 +748,7 @@ export class Negotiation extends EventTarget {
     this.emit('signal', answers === null ? { description } : { description, answers });
     clearTimeout(this.offerTimer);
     if (this.pc.localDescription.type === 'offer') {
+      this.answeredOfferSdp = null; // a later offer from the peer answers ours or is new
       this.offerTimer = setTimeout(() => this.resendOffer(), OFFER_RESEND_MS);
     } else {
       this.offerResends = 0;
