@@ -27,7 +27,7 @@ from tests.support.browser import (
 # Measured on 2 cores: 89 s from the first Join to the eighth person hearing everyone before the
 # level meters asked for 'playback' latency, about 30 s after it (with other work running beside).
 # The bound leaves room for a busy machine; it only costs time on failure.
-pytestmark = [pytest.mark.browser, pytest.mark.timeout(600)]
+pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 
 # The uplink budget of a full room (src/xes/web/quality.js, README "Call quality"): our voice to
 # 7 others in at most 250 kbit/s, counted as getStats counts it (RTP payload + RTP headers).
@@ -41,8 +41,13 @@ NAMES = tuple(f"P{n}" for n in range(1, len(TONES) + 1))
 TONE_OF = dict(zip(NAMES, TONES, strict=True))
 # How long one newcomer may take until everyone present hears everyone. The seventh and eighth
 # (six and seven new links while all others keep talking) are the slow ones: 5 s and 15 s measured
-# (14 s and 31 s before the meters' 'playback' latency).
-SETTLE_TIMEOUT_S = 120.0
+# (14 s and 31 s before the meters' 'playback' latency). On CI's starved two cores the eighth once
+# took 120 s, one link on its third attempt, so the wait is longer than that: it waits, it does not
+# measure (bench/ does).
+SETTLE_TIMEOUT_S = 240.0
+
+# Each page's console warnings and errors (a link whose set-up failed says why there), by page.
+_CONSOLE: dict[Page, list[str]] = {}
 
 
 # Records every `signal` the page sends and receives (direction, the other peer, what it carries,
@@ -57,8 +62,17 @@ _SIGNAL_TRACE_JS = """
     : data && 'candidate' in data ? (data.candidate ? 'candidate' : 'end-of-candidates') : '?';
   const ufrag = (data) => /a=ice-ufrag:(\\S+)/.exec(data?.description?.sdp ?? '')?.[1]
     ?? /ufrag (\\S+)/.exec(data?.candidate?.candidate ?? '')?.[1] ?? '';
+  // For what we got: the offer an answer says it answers, and our link's state on arrival
+  // (signalling state and the ICE ufrag of our current local description).
+  const linkState = (peer) => {
+    const pc = window.xes?.pcs?.().get(peer);
+    if (!pc) return 'no link';
+    const local = /a=ice-ufrag:(\\S+)/.exec(pc.localDescription?.sdp ?? '')?.[1] ?? '';
+    return `${pc.signalingState}/${local}`;
+  };
   const record = (direction, peer, data, seq) => trace.push(
-    [Math.round(performance.now() - started), direction, peer, what(data), ufrag(data), seq ?? null]);
+    [Math.round(performance.now() - started), direction, peer, what(data), ufrag(data), seq ?? null,
+     direction === 'got' ? `${data?.answers ?? ''}@${linkState(peer)}` : '']);
   const send = WebSocket.prototype.send;
   WebSocket.prototype.send = function (text) {
     try {
@@ -131,13 +145,22 @@ def signal_summary(pages: dict[str, Page], name: str) -> str:
     (a second ufrag is an ICE restart; a repeated offer shows as a count above one)."""
     names = {peer: n for n, peer in peer_ids(pages).items()}
     counts: dict[str, dict[tuple[str, str, str], int]] = {}
-    for _, direction, peer, what, ufrag, _ in pages[name].evaluate("window.__xesSignalTrace"):
-        key = (direction, what, ufrag)
+    for _, direction, peer, what, ufrag, _, state in pages[name].evaluate("window.__xesSignalTrace"):
+        # An answer also shows the offer it answers and our link's state when it came.
+        key = (direction, what, f"{ufrag}{' ' + state if what == 'answer' else ''}")
         per_peer = counts.setdefault(names.get(peer, peer), {})
         per_peer[key] = per_peer.get(key, 0) + 1
     return "\n".join(
-        f"  {name}/{other}: " + ", ".join(f"{d} {w}[{u}]×{c}" for (d, w, u), c in sorted(seen.items()))
-        for other, seen in sorted(counts.items()))
+        [f"  {name}/{other}: " + ", ".join(f"{d} {w}[{u}]×{c}" for (d, w, u), c in sorted(seen.items()))
+         for other, seen in sorted(counts.items())]
+        + [f"  {n} console: {line}" for n, page in pages.items() for line in _CONSOLE.get(page, [])])
+
+
+def retried(pages: dict[str, Page], name: str, other: str) -> bool:
+    """Whether `name` sent `other` more than one offer (a repeat, an ICE restart, a new link)."""
+    to = peer_ids(pages)[other]
+    return sum(1 for _, direction, peer, what, *_ in pages[name].evaluate("window.__xesSignalTrace")
+               if direction == "sent" and peer == to and what == "offer") > 1
 
 
 def person(browser: Browser, frequency: float) -> Page:
@@ -147,7 +170,11 @@ def person(browser: Browser, frequency: float) -> Page:
     context.add_init_script(_SIGNAL_TRACE_JS)
     # Generous: eight people share two cores. These wait; they do not measure.
     context.set_default_timeout(CONNECT_TIMEOUT_MS)
-    return context.new_page()
+    page = context.new_page()
+    lines = _CONSOLE.setdefault(page, [])
+    page.on("console", lambda message: lines.append(f"{message.type}: {message.text}")
+            if message.type in ("warning", "error") else None)
+    return page
 
 
 def heard_by_name(page: Page) -> dict[str, list[float]]:
@@ -235,6 +262,10 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
               f"{settle_times[name]:.1f} s")
         if settle_times[name] > 15:  # slow: say which links needed what
             print(signal_summary(pages, name))
+        if settle_times[name] > 15:  # slow: every signal of the links that needed a retry
+            for other in present[:-1]:
+                if retried(pages, name, other):
+                    print(explain_link(pages, name, other))
         if waiting:
             for n in waiting:
                 for other, tones in expected_heard(n, present).items():
