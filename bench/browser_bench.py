@@ -57,9 +57,10 @@ FIRST_TONE, NEWCOMER_TONE = 440.0, 880.0
 CALL_TIMEOUT_S = 30.0
 # The steps of the timeline, in the order a call goes through them, per page.
 NEWCOMER_STEPS = ["click", "microphone", "socket open", "joined", "peer connection",
-                  "negotiationneeded", "offer sent", "answer received", "ICE connected",
-                  "DTLS connected", "remote track", "first audio"]
-MEMBER_STEPS = ["peer-joined", "offer received", "peer connection", "answer sent",
+                  "negotiationneeded", "offer made", "offer set", "offer sent", "answer received",
+                  "ICE connected", "DTLS connected", "remote track", "first audio"]
+MEMBER_STEPS = ["peer-joined", "offer received", "peer connection", "offer set as remote",
+                "answer set", "answer sent",
                 "ICE connected", "DTLS connected", "remote track", "first audio"]
 STEPS = [f"newcomer: {s}" for s in NEWCOMER_STEPS] + [f"member: {s}" for s in MEMBER_STEPS]
 MARKS_JS = ("() => ({marks: window.__bench.marks, counts: window.__bench.counts,"
@@ -74,7 +75,8 @@ INSTRUMENT_JS = r"""
 (() => {
   const now = () => performance.timeOrigin + performance.now();
   const marks = [];
-  const counts = { audioContexts: 0, getStats: 0, wsReceived: 0, wsSent: 0, domMutations: 0 };
+  const counts = { audioContexts: 0, getStats: 0, wsReceived: 0, wsSent: 0, domMutations: 0,
+                   longTasks: 0, longTaskMs: 0 };
   const mark = (name) => { if (!marks.some((m) => m[0] === name)) marks.push([name, now()]); };
   const RealAudioContext = window.AudioContext;
   Object.defineProperty(window, '__bench', { value: { marks, counts, mark, now, RealAudioContext } });
@@ -125,7 +127,31 @@ INSTRUMENT_JS = r"""
       this.addEventListener('track', () => mark('remote track'));
     }
     getStats(...args) { counts.getStats++; return super.getStats(...args); }
+    // When the offer or answer is made and applied: the time between the page asking and
+    // WebRTC's signalling thread answering is WebRTC's, the time before the page asks is the page's.
+    async setLocalDescription(...args) {
+      const offering = args[0]?.type === 'offer' || (!args[0] && this.signalingState !== 'have-remote-offer');
+      const result = await super.setLocalDescription(...args);
+      mark(offering ? 'offer set' : 'answer set');
+      return result;
+    }
+    async createOffer(...args) {
+      const result = await super.createOffer(...args);
+      mark('offer made');
+      return result;
+    }
+    async setRemoteDescription(...args) {
+      const result = await super.setRemoteDescription(...args);
+      if (args[0]?.type === 'offer') mark('offer set as remote');
+      return result;
+    }
   };
+  // Main-thread tasks over 50 ms (rendering, script), which delay every step queued behind them.
+  try {
+    new PerformanceObserver((list) => {
+      for (const entry of list.getEntries()) { counts.longTasks++; counts.longTaskMs += entry.duration; }
+    }).observe({ type: 'longtask', buffered: false });
+  } catch {}
   window.AudioContext = class extends RealAudioContext {
     constructor(...args) { super(...args); counts.audioContexts++; mark('AudioContext'); }
   };

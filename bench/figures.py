@@ -43,7 +43,7 @@ class Figures:
         values[rep] = value
         fig["noise"].setdefault(server, [None] * fig["reps"])[rep] = noise
         # Why a value is missing: no quiet window (disturbed), or the measurement failed.
-        disturbed = bool(noise) and not any(w.get("quiet") for w in noise)
+        disturbed = noise is not None and bool(noise) and not any(w.get("quiet") for w in noise)
         fig.setdefault("status", {}).setdefault(server, ["missing"] * fig["reps"])[rep] = (
             "ok" if value is not None else "disturbed" if disturbed else "failed")
 

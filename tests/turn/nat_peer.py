@@ -100,9 +100,24 @@ def selected_pair(pc: RTCPeerConnection) -> list[str] | None:
     return None
 
 
+async def _connect(url: str) -> websockets.ClientConnection:
+    """Connect as a client does: again, for a while, if the first tries fail (a starved machine
+    may take seconds before this namespace's first packets get through its NAT)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            return await websockets.connect(url, max_size=2**20, open_timeout=10)
+        except (OSError, TimeoutError) as exc:
+            if time.monotonic() > deadline:
+                raise
+            print(f"connect failed ({type(exc).__name__}: {exc}); again", file=sys.stderr,
+                  flush=True)
+            await asyncio.sleep(1)
+
+
 async def run(args: argparse.Namespace) -> dict[str, Any]:
     result = Result()
-    async with websockets.connect(args.ws_url, max_size=2**20) as ws:
+    async with await _connect(args.ws_url) as ws:
         hello = json.loads(await ws.recv())
         assert hello["type"] == "hello", hello
         result.joined_at = time.monotonic()

@@ -75,11 +75,13 @@ def run_peers(lab: NetLab, ws_url: str, tones: Path, connect_timeout: float
     second: subprocess.Popen[str] | None = None
     try:
         assert first.stderr is not None
+        said: list[str] = []
         for line in first.stderr:  # the second must join after the first, so that it offers
             if line.strip() == "joined":
                 break
+            said.append(line)
         else:
-            raise AssertionError("first peer never joined")
+            raise AssertionError("first peer never joined:\n" + "".join(said)[-3000:])
         second = start("h2", "second", 880, 440)
         out_second, err_second = second.communicate(timeout=connect_timeout * 3 + 30)
         out_first, _ = first.communicate(timeout=connect_timeout * 3 + 30)
