@@ -541,11 +541,14 @@ test('an offer still unanswered after 8 s is sent again, three times, then the l
   t.mock.timers.tick(8_000);
   assert.equal(offers().length, 2, 'the same offer again: its answer may have been lost');
   assert.deepEqual(offers()[1].data, offers()[0].data);
-  t.mock.timers.tick(8_000);
-  t.mock.timers.tick(8_000);
+  t.mock.timers.tick(15_999);
+  assert.equal(offers().length, 2, 'later repeats wait twice as long');
+  t.mock.timers.tick(1);
+  assert.equal(offers().length, 3);
+  t.mock.timers.tick(16_000);
   assert.equal(offers().length, 4);
   assert.equal(FakeRTCPeerConnection.made.length, 1);
-  t.mock.timers.tick(8_000);
+  t.mock.timers.tick(16_000);
   await settle();
   assert.equal(FakeRTCPeerConnection.made.length, 2, 'never answered: a new link, in case theirs is gone');
   assert.equal(toAda.signalingState, 'closed');

@@ -128,7 +128,8 @@ export function linkProgress(stats) {
 }
 
 /**
- * An offer of ours still unanswered after this long is sent again (up to OFFER_RESENDS times).
+ * An offer of ours still unanswered after this long is sent again (up to OFFER_RESENDS times,
+ * each later repeat after twice as long: at 8, 24 and 40 s).
  * A signal can be lost between two people: a server node lost mid-set-up, Redis restarted, a
  * socket cut while the message was in flight. A lost answer leaves both ends stuck for good
  * (ICE may even connect from the other side's checks, but DTLS cannot start without the answer's
@@ -749,7 +750,10 @@ export class Negotiation extends EventTarget {
     clearTimeout(this.offerTimer);
     if (this.pc.localDescription.type === 'offer') {
       this.answeredOfferSdp = null; // a later offer from the peer answers ours or is new
-      this.offerTimer = setTimeout(() => this.resendOffer(), OFFER_RESEND_MS);
+      // Later repeats wait twice as long: an answer that slow is more likely queued behind a
+      // starved page (the peer's or our own) than lost, and each repeat adds to that queue.
+      const wait = this.offerResends === 0 ? OFFER_RESEND_MS : 2 * OFFER_RESEND_MS;
+      this.offerTimer = setTimeout(() => this.resendOffer(), wait);
     } else {
       this.offerResends = 0;
     }
