@@ -151,6 +151,13 @@ def profile_top(profiles: list[dict[str, Any]], top: int = 25) -> list[tuple[str
     return [(key, us / 1000) for key, us in ranked if not key.startswith("(idle)")][:top]
 
 
+# Each link's connection, ICE and signalling states by the other person's name (XES's page only;
+# the bare page has no such hook and says so).
+LINK_STATES_JS = """() => window.xes ? Object.fromEntries(window.xes.peers().map((peer) => [peer.name,
+  ((pc) => pc ? `${pc.connectionState} (ICE ${pc.iceConnectionState}, signalling ${pc.signalingState})`
+    : 'no link')(window.xes.pcs().get(peer.id))])) : 'not known (bare page)'"""
+
+
 async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
                    limits: NoiseLimits, profile: bool = False) -> dict[str, Any]:
     browser = await pw.chromium.launch(executable_path="/usr/bin/chromium", headless=True,
@@ -179,8 +186,13 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
                 if waiting:
                     await asyncio.sleep(0.25)
             if waiting:
+                # What the pages that did not hear everyone hear, and (XES's page) the state of
+                # each of their links, so that a failure is explained, not only counted.
+                detail = [{"page": f"P{i + 1}",
+                           "hears": await pages[i].evaluate(TONE_LISTENER_HEARD_JS),
+                           "links": await pages[i].evaluate(LINK_STATES_JS)} for i in waiting]
                 return {"ok": False, "error": f"P{n} joined: P{waiting[0] + 1} never heard everyone",
-                        "settle_s": settle_s}
+                        "settle_s": settle_s, "detail": detail}
             settle_s.append(time.monotonic() - clicked)
             print(f"  mesh {kind}: P{n} ({n} present): everyone hears everyone after "
                   f"{settle_s[-1]:.1f} s", flush=True)
