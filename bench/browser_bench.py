@@ -281,18 +281,26 @@ def room_url(kind: str, base: str) -> str:
     return f"{base}/r/{room}" if kind.startswith("xes") else f"{base}/?room={room}"
 
 
-async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> dict[str, Any]:
+async def open_call(browsers: list[Any], kind: str, base: str, relay: bool) -> list[Any]:
+    """Two instrumented pages of a new room, the first of them joined: [first, newcomer]. The
+    caller closes them."""
     url = room_url(kind, base)
-    first, newcomer = [await b.new_page() for b in browsers]
+    pages = [await b.new_page() for b in browsers]
+    for page in pages:
+        await page.add_init_script(INSTRUMENT_JS)
+    await asyncio.gather(*(page.goto(url) for page in pages))
+    await pages[0].evaluate(CLICK_JOIN_JS, relay)
+    # A polling evaluate, not wait_for_function: XES's CSP forbids the eval that uses.
+    if not await pages[0].evaluate(WAIT_JOINED_JS, CALL_TIMEOUT_S * 1000):
+        for page in pages:
+            await page.close()
+        raise RuntimeError("first page never joined")
+    return pages
+
+
+async def one_call(browsers: list[Any], kind: str, base: str, relay: bool) -> dict[str, Any]:
+    first, newcomer = await open_call(browsers, kind, base, relay)
     try:
-        for page in (first, newcomer):
-            await page.add_init_script(INSTRUMENT_JS)
-        await asyncio.gather(first.goto(url), newcomer.goto(url))
-        await first.evaluate(CLICK_JOIN_JS, relay)
-        # A polling evaluate, not wait_for_function: XES's CSP forbids the eval that uses.
-        joined = await first.evaluate(WAIT_JOINED_JS, CALL_TIMEOUT_S * 1000)
-        if not joined:
-            return {"ok": False, "error": "first page never joined"}
         args = {"timeoutMs": CALL_TIMEOUT_S * 1000}
         # Listen on both pages before the click, so no first frame is missed.
         heard_first = asyncio.ensure_future(first.evaluate(DETECT_JS, {**args, "freq": NEWCOMER_TONE}))

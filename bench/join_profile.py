@@ -30,11 +30,9 @@ from browser_bench import (  # noqa: E402
     CLICK_JOIN_JS,
     DETECT_JS,
     FIRST_TONE,
-    INSTRUMENT_JS,
     NEWCOMER_TONE,
-    WAIT_JOINED_JS,
     chromium_args,
-    room_url,
+    open_call,
     start_coturn,
     start_server,
     write_tone_wav,
@@ -58,15 +56,8 @@ def self_times(profile: dict[str, Any]) -> Counter[str]:
 
 
 async def profiled_call(browsers: list[Any], base: str, kind: str) -> tuple[Counter[str], float]:
-    url = room_url(kind, base)
-    first, newcomer = [await b.new_page() for b in browsers]
+    first, newcomer = await open_call(browsers, kind, base, False)
     try:
-        for page in (first, newcomer):
-            await page.add_init_script(INSTRUMENT_JS)
-        await asyncio.gather(first.goto(url), newcomer.goto(url))
-        await first.evaluate(CLICK_JOIN_JS, False)
-        if not await first.evaluate(WAIT_JOINED_JS, CALL_TIMEOUT_S * 1000):
-            raise RuntimeError("first page never joined")
         cdp = await newcomer.context.new_cdp_session(newcomer)
         await cdp.send("Profiler.enable")
         await cdp.send("Profiler.setSamplingInterval", {"interval": SAMPLING_INTERVAL_US})

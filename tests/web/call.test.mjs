@@ -600,24 +600,26 @@ test('an answer says which offer it answers; a late answer to an earlier offer i
   assert.equal(call.alerts.size, 0, 'no alert: nothing went wrong');
 });
 
-test('we answer with the ufrag of the offer we answer', async (t) => {
-  const { socket } = await inRoom(t, { peers: [] });
+/** Bob joins after us and offers (ufrag "theirs"): returns his offer, already answered. */
+async function offerFromBob(socket) {
   socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true }, seq: 10 });
   await settle();
   const offer = { type: 'offer', sdp: 'v=0\r\na=ice-ufrag:theirs\r\n' };
   socket.serverSends({ type: 'signal', from: BOB, data: { description: offer }, seq: 11 });
   await settle();
+  return offer;
+}
+
+test('we answer with the ufrag of the offer we answer', async (t) => {
+  const { socket } = await inRoom(t, { peers: [] });
+  await offerFromBob(socket);
   const answer = socket.sentOf('signal').find((m) => m.to === BOB && m.data.description?.type === 'answer');
   assert.equal(answer.data.answers, 'theirs');
 });
 
 test('a repeated offer gets the answer we made again, without a renegotiation', async (t) => {
   const { socket } = await inRoom(t, { peers: [] });
-  socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true }, seq: 10 });
-  await settle();
-  const offer = { type: 'offer', sdp: 'v=0\r\na=ice-ufrag:theirs\r\n' };
-  socket.serverSends({ type: 'signal', from: BOB, data: { description: offer }, seq: 11 });
-  await settle();
+  const offer = await offerFromBob(socket);
   const fromBob = FakeRTCPeerConnection.made.at(-1);
   let renegotiated = 0;
   const setRemote = fromBob.setRemoteDescription.bind(fromBob);
