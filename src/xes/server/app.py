@@ -784,7 +784,7 @@ class XesServer:
 
     def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[Any],
                          actions: list[Action]) -> None:
-        """Carry out ``actions`` once the rooms they changed are on disk; meanwhile this
+        """Carry out ``actions`` once what they changed is stored (``_storing``); meanwhile this
         connection's next messages wait, in order (as while a password hashes)."""
         connection.backlog = deque()
 
