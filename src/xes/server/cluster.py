@@ -896,15 +896,13 @@ class RedisCluster:
         (or Redis failed). A host's rule change is told to anyone only then, so that what the host
         saw confirmed survives this node's death: a takeover starts from the last snapshot."""
         self._dirty_peers.append(peer)
+        return self._schedule_flush_dirty()
+
+    def _schedule_flush_dirty(self) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(self._flush_dirty())
         self._server()._tasks.add(task)
         task.add_done_callback(self._server()._tasks.discard)
         return task
-
-    def _schedule_flush_dirty(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._flush_dirty())
-        self._server()._tasks.add(task)
-        task.add_done_callback(self._server()._tasks.discard)
 
     async def _flush_dirty(self) -> None:
         """Write the snapshot of every owned room that changed, one writer at a time, in order."""

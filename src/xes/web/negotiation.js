@@ -133,10 +133,11 @@ export function linkProgress(stats) {
  * A signal can be lost between two people: a server node lost mid-set-up, Redis restarted, a
  * socket cut while the message was in flight. A lost answer leaves both ends stuck for good
  * (ICE may even connect from the other side's checks, but DTLS cannot start without the answer's
- * fingerprint). The other side answers a repeated offer like any renegotiation. 8 s: an answer
- * takes well under a second on a sound machine, but seconds on a starved one, and each repeat
- * costs the other side a renegotiation. An offer still unanswered after its last repeat makes the
- * link anew (`renew`), in case the other side lost its end of it.
+ * fingerprint). The other side sends again the answer it made, or answers a repeat it never saw
+ * like any renegotiation. 8 s: an answer takes well under a second on a sound machine, but
+ * seconds on a starved one, where each repeat adds to the messages queued on both sides. An offer
+ * still unanswered after its last repeat makes the link anew (`renew`), in case the other side
+ * lost its end of it.
  */
 export const OFFER_RESEND_MS = 8_000;
 
