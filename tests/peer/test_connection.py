@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 
 from aiortc import RTCConfiguration, RTCPeerConnection
 
@@ -85,3 +86,32 @@ def test_configuration_without_explicit_ice_servers_is_refused() -> None:
         Link("x", configuration=RTCConfiguration(), send_signal=lambda data: None,
              on_change=lambda link: None, on_track=lambda track: None, source=None,
              allow_loopback=False)
+
+
+def open_ice_sockets(link: Link) -> list[asyncio.BaseTransport]:
+    """The link's ICE sockets (aioice's, reached through aiortc's private attributes)."""
+    sockets = []
+    for transceiver in link.peer_connection.getTransceivers():
+        connection = transceiver.sender.transport.transport._connection
+        sockets += [protocol.transport for protocol in connection._protocols
+                    if protocol.transport is not None]
+    return [socket for socket in sockets if not socket.is_closing()]
+
+
+async def test_a_close_whose_caller_is_cancelled_still_closes_every_socket() -> None:
+    """A peer shutting down cancels its receive loop, which may be closing a link right then.
+    The closing goes on regardless, and a later close() waits for it: no ICE socket stays open."""
+    outbox: list[SignalData] = []
+    link = make_link("B", outbox)
+    link.offer()
+    await next_signal(outbox)  # the offer is made: its candidates' sockets are open
+    sockets = open_ice_sockets(link)
+    assert sockets
+    interrupted = asyncio.ensure_future(link.close())
+    await asyncio.sleep(0)
+    interrupted.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await interrupted
+    await link.close()
+    assert [socket for socket in sockets if not socket.is_closing()] == []
+    assert link.state is LinkState.CLOSED

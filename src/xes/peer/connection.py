@@ -139,6 +139,7 @@ class Link:
         on_data: Called with each well-formed message from the peer's data channel.
         audio: False for a text-only link: the data channel alone, no audio either way
             (`source` is then ignored).
+        on_closed: Called once the link's connection is closed, sockets and all.
     """
 
     def __init__(
@@ -155,6 +156,7 @@ class Link:
         on_channel_open: Callable[[Link], None] | None = None,
         on_data: DataHandler | None = None,
         audio: bool = True,
+        on_closed: Callable[[Link], None] | None = None,
     ) -> None:
         if configuration.iceServers is None:
             raise ValueError("pass iceServers explicitly: aiortc's default is a public server")
@@ -176,6 +178,8 @@ class Link:
         self._on_channel_open = on_channel_open
         self._on_data = on_data
         self._channel: RTCDataChannel | None = None
+        self._on_closed = on_closed
+        self._closing: asyncio.Future[None] | None = None
         self._pc = RTCPeerConnection(configuration)
         self._pc.on("track", self._handle_track)
         self._pc.on("connectionstatechange", self._handle_connection_state)
@@ -228,20 +232,29 @@ class Link:
         self._inbox.put_nowait(data)
 
     async def close(self, state: LinkState = LinkState.CLOSED) -> None:
-        """Close the connection (idempotent) and settle in `state`."""
-        if self.state in (LinkState.CLOSED, LinkState.FAILED):
-            return
-        self._set_state(state)
-        current = asyncio.current_task()
-        for task in (self._worker, self._watchdog):
-            if task is not current:
-                task.cancel()
-        if self._source is not None:
-            self._source.stop()  # ends this link's relay subscription, not the source itself
-        await self._pc.close()
+        """Close the connection and settle in `state`.
+
+        Idempotent: a later call waits for the same closing to finish. The closing runs in a task
+        of its own, so cancelling the caller (a peer shutting down while its receive loop is
+        closing a link) cannot stop ``RTCPeerConnection.close`` halfway, which would leave the
+        link's ICE sockets open.
+        """
+        if self._closing is None:
+            self._set_state(state)
+            current = asyncio.current_task()
+            for task in (self._worker, self._watchdog):
+                if task is not current:
+                    task.cancel()
+            if self._source is not None:
+                self._source.stop()  # ends this link's relay subscription, not the source itself
+            self._closing = asyncio.ensure_future(self._pc.close())
+            if self._on_closed is not None:
+                on_closed = self._on_closed
+                self._closing.add_done_callback(lambda _task: on_closed(self))
+        await asyncio.shield(self._closing)
 
     async def _fail(self, reason: str) -> None:
-        if self.state in (LinkState.CLOSED, LinkState.FAILED):
+        if self._closing is not None:
             return
         logger.info("! link to %s failed: %s", self.remote_id, reason)
         self.failure = reason
@@ -365,7 +378,7 @@ class Link:
             self._set_state(LinkState.CONNECTED)
         elif state == "failed":
             asyncio.ensure_future(self._fail("ICE or DTLS failed"))
-        elif state == "closed" and self.state not in (LinkState.CLOSED, LinkState.FAILED):
+        elif state == "closed" and self._closing is None:
             # The other side closed DTLS (aiortc closes the whole connection then).
             asyncio.ensure_future(self.close())
 

@@ -251,6 +251,9 @@ class Peer:
         self._network_watcher: asyncio.Task[None] | None = None
         # Old links waiting for their replacement to settle before they close.
         self._closing: set[asyncio.Task[None]] = set()
+        # Every link whose connection is not closed yet, even one no member holds any more, so
+        # that close() returns only once all their sockets are.
+        self._open_links: set[Link] = set()
         # A network change asked for a new signalling connection: make it without a backoff,
         # and tell network_changed whether the session was resumed on it.
         self._renewing: asyncio.Future[bool] | None = None
@@ -314,6 +317,10 @@ class Peer:
                 task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
+        # A link the receive loop was closing when it was cancelled, or one closed in the
+        # background, finishes closing here.
+        for link in list(self._open_links):
+            await link.close()
         if self._client is not None:
             await self._client.close()
         if self._audio is not None:
@@ -866,7 +873,7 @@ class Peer:
         def on_track(track: MediaStreamTrack) -> None:
             member.audio.attach(track, on_first_frame=lambda: self._emit(AudioStarted(member)))
 
-        return Link(
+        link = Link(
             peer_id,
             configuration=self._configuration(),
             send_signal=lambda data: self._send_signal(peer_id, data),
@@ -878,7 +885,10 @@ class Peer:
             on_channel_open=self._channel_opened,
             on_data=self._data_received,
             audio=audio,
+            on_closed=self._open_links.discard,
         )
+        self._open_links.add(link)
+        return link
 
     def _channel_opened(self, link: Link) -> None:
         member = self.members.get(link.remote_id)
