@@ -14,16 +14,28 @@ from tests.support.browser import launch_chromium, launch_with_tone, oscillator_
 
 ROOT = Path(__file__).resolve().parents[2]
 
-# Counts every RTCPeerConnection the page constructs (the links use the global constructor).
+# Counts every RTCPeerConnection the page constructs for a link (the links use the global
+# constructor): one that is given a description. The page's warm-up at load makes one that it
+# closes at once, unused, which is not a link.
 COUNT_PEER_CONNECTIONS_JS = """
 (() => {
   const Native = window.RTCPeerConnection;
   if (!Native) return;
   window.__xesPcsConstructed = 0;
+  const counted = new WeakSet();
+  const count = (pc) => {
+    if (counted.has(pc)) return;
+    counted.add(pc);
+    window.__xesPcsConstructed += 1;
+  };
   window.RTCPeerConnection = class extends Native {
-    constructor(...args) {
-      super(...args);
-      window.__xesPcsConstructed += 1;
+    setLocalDescription(...args) {
+      count(this);
+      return super.setLocalDescription(...args);
+    }
+    setRemoteDescription(...args) {
+      count(this);
+      return super.setRemoteDescription(...args);
     }
   };
 })();
@@ -101,7 +113,7 @@ def chromium(playwright: Playwright) -> Iterator[Browser]:
 def tone_person(chromium: Browser) -> Iterator[Callable[[float], Page]]:
     """Factory: a new context of the module's Chromium whose microphone plays `frequency`
     (each person its own storage, page, links and tone); the contexts are closed after the test.
-    Each page counts the RTCPeerConnections it makes in `window.__xesPcsConstructed`."""
+    Each page counts the RTCPeerConnections it makes for links in `window.__xesPcsConstructed`."""
     contexts = []
 
     def make(frequency: float) -> Page:

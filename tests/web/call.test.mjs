@@ -11,6 +11,7 @@ import {
 import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
+import { SETTLE_FALLBACK_MS } from '../../src/xes/web/negotiation.js';
 
 const reset = installFakes();
 
@@ -683,6 +684,7 @@ async function withOpenChannels(t) {
   for (const pc of FakeRTCPeerConnection.made) {
     pc.connect();
     pc.channels[0].open();
+    pc.receiveTrack(); // the peer's voice arrives: the link is settled
   }
   return { ...context, announced, channels: FakeRTCPeerConnection.made.map((pc) => pc.channels[0]) };
 }
@@ -747,6 +749,7 @@ test('the Opus bitrate per link follows the number of people', async (t) => {
     socket.serverSends({ type: 'signal', from: id.repeat(22), data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
     await settle();
     pc.connect();
+    pc.receiveTrack();
     await settle();
     assert.equal(bitrates().length, 3 + index);
   }
@@ -756,20 +759,50 @@ test('the Opus bitrate per link follows the number of people', async (t) => {
   assert.deepEqual(new Set(bitrates()), new Set([28_000]));
 });
 
-test('the bitrate is set once the answer is in, not while offering, and not again on connected', async (t) => {
-  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+test('the bitrate is set once the voice arrives: not while offering, connecting or answered', async (t) => {
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const settled = [];
+  call.addEventListener('linksettled', ({ detail }) => settled.push(detail.peerId));
   const [pc] = FakeRTCPeerConnection.made;
   await settle();
   assert.equal(pc.localDescription.type, 'offer');
   assert.equal(pc.senders[0].parameterReads, 0, 'no getParameters while the first offer is made');
   socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  const voice = new FakeTrack('audio', 'Ada', { muted: true });
+  pc.receiveTrack(new FakeMediaStream([voice])); // at the answer, before any packet
+  pc.connect();
+  pc.channels[0].open();
   await settle();
-  assert.equal(pc.senders[0].maxBitrate, 40_000, 'capped as soon as offer and answer are done');
+  assert.equal(pc.senders[0].parameterReads, 0, 'nothing asked while the link comes up');
+  assert.deepEqual(settled, []);
+  voice.unmute(); // the first packets
+  await settle();
+  assert.equal(pc.senders[0].maxBitrate, 40_000, 'capped once the voice arrives');
+  assert.deepEqual(settled, [ADA]);
   const reads = pc.senders[0].parameterReads;
   pc.connect();
   await settle();
-  assert.equal(pc.senders[0].parameterReads, reads, 'connecting does not ask again');
+  assert.equal(pc.senders[0].parameterReads, reads, 'connecting again does not ask again');
   assert.equal(pc.configuration.bundlePolicy, 'max-bundle', 'audio and data on one transport');
+});
+
+test('a link whose peer sends no audio settles a second after it connected', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const settled = [];
+  call.addEventListener('linksettled', ({ detail }) => settled.push(detail.peerId));
+  const [pc] = FakeRTCPeerConnection.made;
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  pc.connect();
+  t.mock.timers.tick(SETTLE_FALLBACK_MS - 1);
+  await settle();
+  assert.deepEqual(settled, []);
+  assert.equal(pc.senders[0].parameterReads, 0);
+  t.mock.timers.tick(1);
+  await settle();
+  assert.deepEqual(settled, [ADA]);
+  assert.equal(pc.senders[0].maxBitrate, 40_000);
 });
 
 test('a new microphone replaces the track on every link without renegotiating', async (t) => {

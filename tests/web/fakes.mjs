@@ -75,12 +75,20 @@ export function tokenOf(peer) {
   return [...peer].reverse().join('').replace(/^./, 'T');
 }
 
-export class FakeTrack {
-  constructor(kind = 'audio', label = 'fake microphone') {
+export class FakeTrack extends EventTarget {
+  /** A remote track starts `muted` (no packet yet); `unmute()` is its first audio arriving. */
+  constructor(kind = 'audio', label = 'fake microphone', { muted = false } = {}) {
+    super();
     this.kind = kind;
     this.label = label;
     this.enabled = true;
     this.readyState = 'live';
+    this.muted = muted;
+  }
+
+  unmute() {
+    this.muted = false;
+    this.dispatchEvent(new Event('unmute'));
   }
 
   stop() {

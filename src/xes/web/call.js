@@ -63,6 +63,8 @@ export const RESTORING_IN_CALL = 'The connection to the server is being restored
  * - `directconsentrequired`: this server has no relay and the user did not allow a direct
  *   connection with strangers, so nothing was queued;
  * - `entered` (detail: {match}): we are in a call now (the view moves focus there);
+ * - `linksettled` (detail: {peerId}): a link is up and its voice arrives (negotiation.js,
+ *   SETTLE_FALLBACK_MS): the view's own work that could wait starts then;
  * - `announce` (detail: a sentence): something a screen-reader user should hear politely:
  *   joins and leaves by name, mutes, host changes, chat messages, a link turning poor.
  */
@@ -841,8 +843,11 @@ export class Call extends EventTarget {
         this.clearAlert(`link-${detail.peerId}`);
       }
       if (peer && peer.turnError && detail.detail === 'failed') this.showTurnAlert(peer.turnError);
-      if (detail.detail === 'connected') this.linkStats.poll();
       this.changed();
+    });
+    mesh.addEventListener('settled', ({ detail }) => {
+      this.linkStats.poll(); // says at once whether the new link is direct or relayed
+      this.emit('linksettled', { peerId: detail.peerId });
     });
     mesh.addEventListener('turnerror', ({ detail }) => {
       const peer = this.peers.get(detail.peerId);

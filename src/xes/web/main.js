@@ -235,7 +235,19 @@ async function joinRoom(event) {
   event.preventDefault();
   if (call.phase !== Phase.IDLE) return;
   const name = checkedName($('display-name'));
-  if (name !== null) await call.join(name, $('room-password').value);
+  if (name === null) return;
+  const joining = call.join(name, $('room-password').value);
+  prepareAudio(); // while the microphone opens
+  await joining;
+}
+
+/**
+ * Make the page's AudioContext, through which every voice plays, while the microphone opens:
+ * later it would take the main thread when the first voice arrives. And inside the click, the
+ * user's gesture lets it start running instead of suspended (autoplay).
+ */
+function prepareAudio() {
+  meters.audioContext();
 }
 
 function onLeaveClick() {
@@ -246,13 +258,34 @@ function onLeaveClick() {
 
 /** In the call at last: keyboard focus and the screen (a phone's too) go to it, not to the body. */
 function onEntered() {
-  // With the next render, not now: `entered` comes in the middle of `joined`, whose links are
-  // making their offers, and moving focus forces a style and layout pass that the offers would
-  // wait behind. Nothing shows before the next frame either way.
-  afterNextRender(() => {
-    $('call-title').focus({ preventScroll: true }); // shown by that render: it can take focus
+  const focusCall = () => {
+    if (!call.inCall) return;
+    $('call-title').focus({ preventScroll: true }); // shown by the last render: it can take focus
     $('call').scrollIntoView({ block: 'start', behavior: 'auto' });
-  });
+  };
+  // Moving focus forces a style and layout pass. With nobody to connect to, at the next render;
+  // otherwise once the first voice arrives, a fraction of a second later: the links' set-up
+  // would wait behind that pass (bench/join_profile.py measured it on the first word heard).
+  if (call.peers.size === 0) afterNextRender(focusCall);
+  else whenSettled(() => afterNextRender(focusCall));
+}
+
+// Work that can wait until the call is up: it runs when the first link settles (its voice
+// arrives: negotiation.js, SETTLE_FALLBACK_MS) or after SETTLED_FALLBACK_MS, whichever is first.
+// The page's other work at join (meters, focus) would otherwise compete for the cores with
+// WebRTC's threads while they bring the links up.
+const SETTLED_FALLBACK_MS = 1500;
+const settledWork = { steps: [], timer: null };
+
+function whenSettled(step) {
+  settledWork.steps.push(step);
+  if (settledWork.timer === null) settledWork.timer = setTimeout(runSettledWork, SETTLED_FALLBACK_MS);
+}
+
+function runSettledWork() {
+  clearTimeout(settledWork.timer);
+  settledWork.timer = null;
+  for (const step of settledWork.steps.splice(0)) step();
 }
 
 /** Sentences kept in the live region: screen readers read each addition once. */
@@ -480,11 +513,13 @@ call.addEventListener('microphone', ({ detail: stream }) => {
   if (stream === null) return;
   const meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
   view.meterStream = meterStream;
-  // After this task, so that `join` leaves first: the meter's AudioContext is not needed to join.
-  setTimeout(() => {
+  // Once the call is up: the meter's AudioContext takes the main thread for over 10 ms, right
+  // when `joined` arrives and the offers are to be made, and nobody needs the meter to join.
+  whenSettled(() => {
     if (view.meterStream === meterStream) meters.attach('self', meterStream);
-  }, 0);
+  });
 });
+call.addEventListener('linksettled', runSettledWork);
 call.addEventListener('teardown', () => {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
   for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
@@ -521,12 +556,15 @@ async function startMatch(event) {
   if (call.phase !== Phase.IDLE) return;
   const name = checkedName($('match-name'));
   if (name === null) return;
-  await call.findStranger(name, {
+  const textOnly = $('text-only').checked;
+  const finding = call.findStranger(name, {
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
-    textOnly: $('text-only').checked,
+    textOnly,
     acceptText: $('accept-text').checked,
   });
+  if (!textOnly) prepareAudio();
+  await finding;
 }
 
 // --- rendering -----------------------------------------------------------------------------------
@@ -1225,6 +1263,31 @@ function start() {
   // Open the socket now, not on Join: `hello` says whether this server has a relay, which the
   // page must tell before the user picks "Hide my IP" or asks for a stranger.
   call.connect();
+  setTimeout(warmUp, WARM_UP_DELAY_MS);
+}
+
+// Soon after the page has loaded, while the user reads it.
+const WARM_UP_DELAY_MS = 200;
+
+/**
+ * Do now, while the page waits for the user, the one-time set-up the browser would otherwise do
+ * on the join's path: this tab's session storage is loaded on its first read (a synchronous
+ * round trip to the browser process), and the first RTCPeerConnection starts WebRTC's threads
+ * and factory (bench/join_profile.py: ~10 ms each on the main thread, right when `joined` is
+ * to become offers). The connection made here is closed at once: it gathers nothing and sends
+ * nothing, so no address is revealed to anyone.
+ */
+function warmUp() {
+  try {
+    sessionStorage.getItem(VOLUMES_KEY);
+  } catch {
+    // storage disabled: nothing to warm
+  }
+  try {
+    new RTCPeerConnection().close();
+  } catch {
+    // WebRTC unavailable: the join says so in words
+  }
 }
 
 // A read-only window into the call for tests and curious users: no methods that change anything.

@@ -12,7 +12,8 @@ const NETWORK_CHANGE_SETTLE_MS = 100;
 /**
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
- * `linkfailure`, `channelopen`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link is closed.
+ * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
+ * is closed.
  */
 export class Mesh extends EventTarget {
   /**
@@ -59,7 +60,7 @@ export class Mesh extends EventTarget {
       audio: !(this.textOnly || peer.text_only === true),
       connectDeadline,
     });
-    for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'data', 'error']) {
+    for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'settled', 'data', 'error']) {
       link.addEventListener(type, (event) => {
         if (this.links.get(peer.id) !== link) return;
         this.dispatchEvent(new CustomEvent(type, { detail: { peerId: peer.id, detail: event.detail } }));

@@ -143,6 +143,16 @@ export const OFFER_RESEND_MS = 8_000;
 
 /** A bitrate cap the sender refused (a negotiation under way) is tried again after this long. */
 export const BITRATE_RETRY_MS = 1_000;
+
+/**
+ * A link is `settled` once the peer's voice arrives (its track unmutes: the first audio packets),
+ * for a text-only link once its data channel opens, or at the latest this long after it
+ * connected (a peer who sends no audio). Until then the page leaves the link alone: the bitrate
+ * cap, the safety check's certificate read and the path's stats each wait for WebRTC's
+ * signalling thread, which is busy bringing the link up, so asking earlier delays the first word
+ * heard (bench/join_profile.py located it). None of them is needed in a call's first second.
+ */
+export const SETTLE_FALLBACK_MS = 1_000;
 export const OFFER_RESENDS = 3;
 // --- network change (end) ---
 
@@ -257,6 +267,7 @@ export function cleanDescription(description) {
  *   connected within LINK_CONNECT_TIMEOUT_MS, or failed again after its ICE restart; a later
  *   `statechange` to "connected" supersedes it,
  * - `channelopen` (no detail) when the link's data channel opened,
+ * - `settled` (no detail) once, when the peer's voice arrives (SETTLE_FALLBACK_MS explains),
  * - `data` (detail: a message object from the peer's data channel, checked by parseData),
  * - `error` (detail: an Error that broke negotiation; the link may be dead).
  */
@@ -323,6 +334,9 @@ export class Negotiation extends EventTarget {
     /** @type {RTCDataChannel|null} */
     this.channel = null;
     this.channelOpen = false;
+    /** Whether the link is up and its audio flowing (SETTLE_FALLBACK_MS): `settled` was sent. */
+    this.settled = false;
+    this.settleTimer = null;
 
     this.pc.addEventListener('negotiationneeded', () => {
       // The initiator's first offer is made at once (end of the constructor): no second one.
@@ -344,6 +358,9 @@ export class Negotiation extends EventTarget {
       const state = this.pc.connectionState;
       if (state === 'connected') {
         this.everConnected = true;
+        if (!this.settled && this.settleTimer === null) {
+          this.settleTimer = setTimeout(() => this.settle(), SETTLE_FALLBACK_MS);
+        }
         this.applyAudioBitrate();
         clearTimeout(this.connectTimer);
         clearTimeout(this.stuckTimer);
@@ -401,6 +418,7 @@ export class Negotiation extends EventTarget {
       if (this.closed) return;
       this.channelOpen = true;
       this.emit('channelopen', null);
+      if (!this.audio) this.settle(); // a text chat has no voice to wait for
     });
     channel.addEventListener('close', () => {
       this.channelOpen = false;
@@ -461,8 +479,7 @@ export class Negotiation extends EventTarget {
   }
 
   /**
-   * The most our voice may use on this link; applied now if the sender is negotiated, else as
-   * soon as the first offer and answer are.
+   * The most our voice may use on this link; applied now if the link is settled, else once it is.
    * @param {number} bitsPerSecond
    */
   setAudioBitrate(bitsPerSecond) {
@@ -474,8 +491,8 @@ export class Negotiation extends EventTarget {
    * Cap our sender at `audioBitrate`, once per value. Chromium answers getParameters by waiting
    * for WebRTC's signalling thread, so the page's main thread stalls (tens of ms were measured)
    * if it asks while that thread is busy making the first offer or bringing DTLS up; hence not
-   * before the first answer (there is no encoding to cap before it anyway), and not again on
-   * every "connected" once applied.
+   * before the link is settled (SETTLE_FALLBACK_MS), and not again on every "connected" once
+   * applied. A renegotiation calls it again: the cap holds for the new encoding too.
    */
   applyAudioBitrate() {
     // One at a time: two setParameters in flight on one sender refuse each other (each
@@ -486,7 +503,7 @@ export class Negotiation extends EventTarget {
 
   async applyAudioBitrateNow() {
     const bitrate = this.audioBitrate;
-    if (this.closed || bitrate === null || bitrate === this.appliedBitrate) return;
+    if (this.closed || !this.settled || bitrate === null || bitrate === this.appliedBitrate) return;
     if (!this.pc.localDescription || !this.pc.remoteDescription) return;
     this.appliedBitrate = bitrate;
     for (const sender of this.pc.getSenders()) {
@@ -531,7 +548,17 @@ export class Negotiation extends EventTarget {
     clearTimeout(this.offerTimer);
     clearTimeout(this.bitrateTimer);
     clearTimeout(this.disconnectedTimer);
+    clearTimeout(this.settleTimer);
     this.pc.close();
+  }
+
+  /** The link is up and the peer's voice arrives: the page's own work on it may start. */
+  settle() {
+    clearTimeout(this.settleTimer);
+    if (this.settled || this.closed) return;
+    this.settled = true;
+    this.applyAudioBitrate();
+    this.emit('settled', null);
   }
 
   addLocalTracks() {
@@ -714,7 +741,8 @@ export class Negotiation extends EventTarget {
         this.answeredOfferSdp = description.sdp;
         this.sendDescription();
       }
-      // Offer and answer done (our answer already sent): the sender has its encoding to cap.
+      // Offer and answer done (our answer already sent): a settled link's renegotiated sender
+      // has its encoding to cap again.
       this.applyAudioBitrate();
     } else if ('candidate' in data) {
       try {
@@ -838,6 +866,9 @@ export class Negotiation extends EventTarget {
     } else if (!this.remoteStream.getTracks().includes(track)) {
       this.remoteStream.addTrack(track);
     }
+    // A remote track is muted until its first packets arrive.
+    if (track.muted) track.addEventListener('unmute', () => this.settle(), { once: true });
+    else this.settle();
     this.emit('track', this.remoteStream);
   }
 

@@ -196,11 +196,14 @@ export class LinkVerification extends EventTarget {
     /** @type {string[]|null} */
     this.words = null;
     this.problem = null;
+    this.started = false;
     this.queue = Promise.resolve();
   }
 
-  /** Start once the channel is open: read the certificates, commit. */
+  /** Start once the channel is open: read the certificates, commit. Idempotent. */
   start() {
+    if (this.started) return;
+    this.started = true;
     this.enqueue(async () => {
       this.fingerprints = await this.readFingerprints();
       if (!this.fingerprints) {
@@ -324,12 +327,13 @@ export class RoomVerification extends EventTarget {
     this.generation = 0;
     this.listeners = [
       ['channelopen', (event) => this.onChannelOpen(event.detail.peerId)],
+      ['settled', (event) => this.onChannelOpen(event.detail.peerId)],
       ['data', (event) => this.onData(event.detail.peerId, event.detail.detail)],
       ['removed', (event) => this.onRemoved(event.detail.peerId)],
     ];
     for (const [type, listener] of this.listeners) mesh.addEventListener(type, listener);
     // Links whose channel opened before we were attached.
-    for (const [peerId, link] of mesh.links) if (link.channelOpen) this.onChannelOpen(peerId);
+    for (const peerId of mesh.links.keys()) this.onChannelOpen(peerId);
   }
 
   /** Stop listening (the call ended). */
@@ -337,10 +341,21 @@ export class RoomVerification extends EventTarget {
     for (const [type, listener] of this.listeners) this.mesh.removeEventListener(type, listener);
   }
 
-  /** @param {string} peerId */
+  /**
+   * Take a link's check messages once its channel is open, and start checking it (read the
+   * certificates, commit) once the link is settled too: the certificate read waits for WebRTC's
+   * signalling thread, which must first bring the voice up (negotiation.js, SETTLE_FALLBACK_MS).
+   * The other end may commit meanwhile; it cannot reveal before our commitment arrives.
+   * @param {string} peerId
+   */
   onChannelOpen(peerId) {
     const link = this.mesh.links.get(peerId);
-    if (!link || this.links.has(peerId)) return;
+    if (!link || !link.channelOpen) return;
+    const known = this.links.get(peerId);
+    if (known) {
+      if (link.settled) known.start();
+      return;
+    }
     const verification = new LinkVerification({
       send: (message) => link.sendData(message),
       fingerprints: () => certificateFingerprints(link.pc),
@@ -354,7 +369,7 @@ export class RoomVerification extends EventTarget {
       if (verification.state === 'verified') this.attest();
       this.update();
     });
-    verification.start();
+    if (link.settled) verification.start();
     this.attest(peerId); // what we verified so far, so the newcomer can build the room code
     this.update();
   }
