@@ -15,8 +15,10 @@ and the trace says which. It also sums each thread's busy time, so the page's ow
 compared with WebRTC's threads (signalling, network, worker) competing for the same cores.
 ``--tree`` prints the V8 profile as a call tree (inclusive time) instead of self times.
 
+``--member`` profiles the page already in the room (it takes the newcomer's offer) instead.
+
 Usage: python bench/join_profile.py [--calls 5] [--server xes|bare] [--top 25] [--trace | --tree]
-       [--json out.json]
+       [--member] [--json out.json]
 """
 
 from __future__ import annotations
@@ -137,10 +139,11 @@ def trace_self_times(events: list[dict[str, Any]]) -> Counter[str]:
 
 
 async def profiled_call(browsers: list[Any], base: str, kind: str,
-                        mode: str = "self") -> tuple[Counter[str], float]:
+                        mode: str = "self", member: bool = False) -> tuple[Counter[str], float]:
     first, newcomer = await open_call(browsers, kind, base, False)
+    profiled, profiled_browser = (first, browsers[0]) if member else (newcomer, browsers[1])
     try:
-        cdp = await newcomer.context.new_cdp_session(newcomer)
+        cdp = await profiled.context.new_cdp_session(profiled)
         await cdp.send("Profiler.enable")
         await cdp.send("Profiler.setSamplingInterval", {"interval": SAMPLING_INTERVAL_US})
         args = {"timeoutMs": CALL_TIMEOUT_S * 1000}
@@ -148,13 +151,13 @@ async def profiled_call(browsers: list[Any], base: str, kind: str,
         heard_first = asyncio.ensure_future(first.evaluate(DETECT_JS, {**args, "freq": NEWCOMER_TONE}))
         await asyncio.sleep(0.05)
         if mode == "trace":
-            await browsers[1].start_tracing(categories=TRACE_CATEGORIES)
+            await profiled_browser.start_tracing(categories=TRACE_CATEGORIES)
         else:
             await cdp.send("Profiler.start")
         clicked = await newcomer.evaluate(CLICK_JOIN_JS, False)
         heard_at, _ = await asyncio.gather(heard, heard_first)
         if mode == "trace":
-            recorded = json.loads(await browsers[1].stop_tracing())
+            recorded = json.loads(await profiled_browser.stop_tracing())
             spent = trace_self_times(recorded["traceEvents"] if isinstance(recorded, dict)
                                      else recorded)
         else:
@@ -168,7 +171,8 @@ async def profiled_call(browsers: list[Any], base: str, kind: str,
         await newcomer.close()
 
 
-async def run(calls: int, kind: str, workdir: Path, mode: str = "self") -> dict[str, Any]:
+async def run(calls: int, kind: str, workdir: Path, mode: str = "self",
+              member: bool = False) -> dict[str, Any]:
     from playwright.async_api import async_playwright
 
     secret_file = workdir / "turn.secret"
@@ -186,9 +190,9 @@ async def run(calls: int, kind: str, workdir: Path, mode: str = "self") -> dict[
                 args=chromium_args(fake_audio=write_tone_wav(workdir, tone)))
                 for tone in (FIRST_TONE, NEWCOMER_TONE)]
             try:
-                await profiled_call(browsers, base, kind, mode)  # warm-up, not kept
+                await profiled_call(browsers, base, kind, mode, member)  # warm-up, not kept
                 for n in range(calls):
-                    spent, heard_ms = await profiled_call(browsers, base, kind, mode)
+                    spent, heard_ms = await profiled_call(browsers, base, kind, mode, member)
                     total.update(spent)
                     heard.append(heard_ms)
                     print(f"  call {n + 1}/{calls}: heard after {heard_ms:.0f} ms", flush=True)
@@ -215,11 +219,13 @@ def main() -> None:
                        help="the V8 profile as a call tree, inclusive time per call path")
     parser.add_argument("--min-ms", type=float, default=2.0,
                         help="with --tree: leave out call paths under this many ms per call")
+    parser.add_argument("--member", action="store_true",
+                        help="profile the page already in the room instead of the newcomer's")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     mode = "trace" if args.trace else "tree" if args.tree else "self"
     with tempfile.TemporaryDirectory(prefix="xes-join-profile-") as tmp:
-        result = asyncio.run(run(args.calls, args.server, Path(tmp), mode))
+        result = asyncio.run(run(args.calls, args.server, Path(tmp), mode, args.member))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1))
     spent: dict[str, float] = result["self_ms_per_call"]

@@ -11,7 +11,7 @@ import {
 import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
-import { SETTLE_FALLBACK_MS } from '../../src/xes/web/negotiation.js';
+import { LINK_CONNECT_TIMEOUT_MS, SETTLE_FALLBACK_MS } from '../../src/xes/web/negotiation.js';
 
 const reset = installFakes();
 
@@ -129,10 +129,11 @@ test('a newcomer offers and we answer on the same link; when it leaves its link 
   const { call, socket, events, microphone } = await inRoom(t);
   socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: false } });
   await settle();
-  const [pc] = FakeRTCPeerConnection.made;
   assert.deepEqual(signalsTo(socket, CAROL), [], 'the member already there waits for the offer');
+  assert.equal(FakeRTCPeerConnection.made.length, 0, 'and makes its link when the offer comes');
   socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
   await settle();
+  const [pc] = FakeRTCPeerConnection.made;
   const [answer] = signalsTo(socket, CAROL);
   assert.equal(answer.data.description.type, 'answer');
   assert.deepEqual(pc.senders.map((sender) => sender.track), microphone.getAudioTracks());
@@ -141,6 +142,21 @@ test('a newcomer offers and we answer on the same link; when it leaves its link 
   assert.equal(call.peers.size, 0);
   assert.deepEqual(events.filter((event) => event.type === 'linkremoved').map((event) => event.detail.peerId),
     [CAROL]);
+});
+
+test('a newcomer whose offer never comes is reported like a link that cannot connect', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call, socket } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: false } });
+  await settle();
+  t.mock.timers.tick(LINK_CONNECT_TIMEOUT_MS - 1);
+  assert.equal(call.alerts.has(`link-${CAROL}`), false);
+  t.mock.timers.tick(1);
+  assert.match(call.alerts.get(`link-${CAROL}`), /Carol/);
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
+  await settle();
+  assert.equal(FakeRTCPeerConnection.made.length, 1, 'a late offer is taken on the same link');
+  assert.equal(signalsTo(socket, CAROL)[0].data.description.type, 'answer');
 });
 
 test('an offer with a new DTLS certificate from a linked peer is a new link: the old one closes', async (t) => {
@@ -221,7 +237,8 @@ test('a lost server connection resumes the session: same id, same links, the rep
   assert.equal(call.me.id, ME, 'the same peer id');
   assert.equal(call.isHost, true);
   assert.equal(pc.connectionState === 'closed', false, 'the link to Ada is untouched');
-  assert.equal(FakeRTCPeerConnection.made.length, 2, 'one new link: to Bob, who joined meanwhile');
+  assert.equal(FakeRTCPeerConnection.made.length, 1, "Bob's link waits for his offer");
+  assert.equal(call.mesh.has(BOB), true, 'Bob, who joined meanwhile, is expected');
   assert.deepEqual([...call.peers.keys()], [ADA, BOB]);
   assert.deepEqual(again.sentOf('signal').filter((m) => m.to === ADA), [{ type: 'signal', to: ADA, data: { candidate: null } }]);
   assert.equal(signalling.session.token, tokenOf(BOB), 'the rotated token replaces the old one');
@@ -745,8 +762,8 @@ test('the Opus bitrate per link follows the number of people', async (t) => {
   assert.deepEqual(bitrates(), [40_000, 40_000]);
   for (const [index, id] of ['D', 'E', 'F', 'G', 'H'].entries()) {
     socket.serverSends({ type: 'peer-joined', peer: { id: id.repeat(22), name: id, polite: false } });
-    const pc = FakeRTCPeerConnection.made.at(-1);
     socket.serverSends({ type: 'signal', from: id.repeat(22), data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
+    const pc = FakeRTCPeerConnection.made.at(-1);
     await settle();
     pc.connect();
     pc.receiveTrack();

@@ -542,10 +542,10 @@ export class Call extends EventTarget {
         break;
       case 'peer-joined':
         // A replay after a resume may repeat a join we handled: keep the link we have.
-        if (this.peers.has(message.peer.id) && this.mesh && this.mesh.links.has(message.peer.id)) break;
+        if (this.peers.has(message.peer.id) && this.mesh && this.mesh.has(message.peer.id)) break;
         this.peers.set(message.peer.id, newPeer(message.peer));
         this.knocks.delete(message.peer.id);
-        if (this.mesh) this.mesh.add(message.peer, false);
+        if (this.mesh) this.mesh.expect(message.peer); // its link comes with its offer
         this.announce(`${message.peer.name} joined.`);
         this.applyBitrate();
         break;

@@ -1,7 +1,7 @@
 // The full mesh: one Negotiation per other member of the room, created and closed as the roster
 // changes. Rooms hold at most 8 people, so a mesh has at most 7 links per browser.
 
-import { Negotiation } from './negotiation.js';
+import { LINK_CONNECT_TIMEOUT_MS, Negotiation } from './negotiation.js';
 
 /** How many times a link whose handshake never finished is made anew, per peer. */
 const MAX_RENEWALS = 2;
@@ -30,6 +30,11 @@ export class Mesh extends EventTarget {
     this.textOnly = textOnly;
     /** @type {Map<string, Negotiation>} */
     this.links = new Map();
+    /**
+     * Members who joined after us, whose link waits for their offer (`expect`).
+     * @type {Map<string, {peer: object, connectDeadline: number, timer: ReturnType<typeof setTimeout>}>}
+     */
+    this.expected = new Map();
     /** @type {Map<string, number>} links made anew per peer (Negotiation `renew`) */
     this.renewals = new Map();
     this.networkChangeTimer = null;
@@ -45,11 +50,11 @@ export class Mesh extends EventTarget {
    * @param {boolean} initiator true for peers listed in our `joined` (we are the newcomer)
    * @returns {Negotiation}
    */
-  add(peer, initiator) {
+  add(peer, initiator, connectDeadline = null) {
     // A link made anew before the one it replaces ever connected keeps that one's deadline for
     // saying it could not connect (Negotiation `connectDeadline`).
     const replaced = this.links.get(peer.id);
-    const connectDeadline = replaced && !replaced.everConnected ? replaced.connectDeadline : null;
+    if (connectDeadline === null && replaced && !replaced.everConnected) connectDeadline = replaced.connectDeadline;
     this.remove(peer.id);
     const link = new Negotiation({
       peerId: peer.id,
@@ -80,10 +85,47 @@ export class Mesh extends EventTarget {
   }
 
   /**
+   * A member who joined after us: its link is made when its first signal (the offer it makes to
+   * everyone already in the room) arrives, not now. Making an RTCPeerConnection takes this page's
+   * main thread and WebRTC's threads right when the newcomer's offer is on its way, and the offer
+   * then waited for them (bench/browser_bench.py: it reached a page busy making its link about
+   * 15 ms later than one that was idle). An offer that never comes is reported like any link that
+   * cannot connect, LINK_CONNECT_TIMEOUT_MS after the member joined.
+   * @param {{id: string, polite: boolean, text_only?: boolean}} peer as in `peer-joined.peer`
+   */
+  expect(peer) {
+    this.remove(peer.id);
+    const connectDeadline = performance.now() + LINK_CONNECT_TIMEOUT_MS;
+    const timer = setTimeout(() => this.addExpected(peer.id).reportFailure(), LINK_CONNECT_TIMEOUT_MS);
+    this.expected.set(peer.id, { peer, connectDeadline, timer });
+  }
+
+  /** @param {string} peerId @returns {Negotiation} the link to an expected member, made now */
+  addExpected(peerId) {
+    const { peer, connectDeadline } = this.expected.get(peerId);
+    return this.add(peer, false, connectDeadline);
+  }
+
+  /** @param {string} peerId @returns {boolean} whether we have, or expect, a link to this member */
+  has(peerId) {
+    return this.links.has(peerId) || this.expected.has(peerId);
+  }
+
+  /** @returns {string[]} every member we have or expect a link to */
+  members() {
+    return [...this.links.keys(), ...this.expected.keys()];
+  }
+
+  /**
    * Close the link to a peer that left (no-op when there is none).
    * @param {string} peerId
    */
   remove(peerId) {
+    const expected = this.expected.get(peerId);
+    if (expected !== undefined) {
+      clearTimeout(expected.timer);
+      this.expected.delete(peerId);
+    }
     const link = this.links.get(peerId);
     if (link === undefined) return;
     this.links.delete(peerId);
@@ -98,7 +140,7 @@ export class Mesh extends EventTarget {
    * @param {object} data
    */
   handleSignal(peerId, data) {
-    const link = this.links.get(peerId);
+    const link = this.expected.has(peerId) ? this.addExpected(peerId) : this.links.get(peerId);
     if (link === undefined) return;
     if (link.startsNewLink(data)) {
       // The peer made its link anew (a new RTCPeerConnection after its network changed): ours
@@ -150,7 +192,7 @@ export class Mesh extends EventTarget {
   /** Close every link. */
   closeAll() {
     clearTimeout(this.networkChangeTimer);
-    for (const peerId of [...this.links.keys()]) this.remove(peerId);
+    for (const peerId of this.members()) this.remove(peerId);
   }
 
   /** @returns {Map<string, RTCPeerConnection>} */

@@ -433,7 +433,8 @@ export class RoomVerification extends EventTarget {
   /** Recompute the room code; emits `change` when done (the latest computation wins). */
   async update() {
     const generation = ++this.generation;
-    const members = [this.selfId, ...this.mesh.links.keys()];
+    // Members whose link is still to come count too: the room code waits for them.
+    const members = [this.selfId, ...this.mesh.members()];
     const memberSet = new Set(members);
     const byPair = new Map(); // "id id" -> Map(attester -> claim line)
     const all = [];
