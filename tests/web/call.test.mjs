@@ -11,7 +11,7 @@ import {
 import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
-import { LINK_CONNECT_TIMEOUT_MS, SETTLE_FALLBACK_MS } from '../../src/xes/web/negotiation.js';
+import { LINK_CONNECT_TIMEOUT_MS, SETTLE_FALLBACK_MS, SETTLE_GRACE_MS } from '../../src/xes/web/negotiation.js';
 
 const reset = installFakes();
 
@@ -756,7 +756,10 @@ test('joins, leaves and host changes are announced by name; we are told where we
 });
 
 test('the Opus bitrate per link follows the number of people', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
   const { socket } = await withOpenChannels(t);
+  t.mock.timers.tick(SETTLE_GRACE_MS); // the voices flow: the links are settled
+  await settle();
   const bitrates = () => FakeRTCPeerConnection.made.filter((pc) => pc.connectionState !== 'closed')
     .map((pc) => pc.senders[0].maxBitrate);
   assert.deepEqual(bitrates(), [40_000, 40_000]);
@@ -767,6 +770,7 @@ test('the Opus bitrate per link follows the number of people', async (t) => {
     await settle();
     pc.connect();
     pc.receiveTrack();
+    t.mock.timers.tick(SETTLE_GRACE_MS);
     await settle();
     assert.equal(bitrates().length, 3 + index);
   }
@@ -793,8 +797,11 @@ test('the bitrate is set once the voice arrives: not while offering, connecting 
   assert.equal(pc.senders[0].parameterReads, 0, 'nothing asked while the link comes up');
   assert.deepEqual(settled, []);
   voice.unmute(); // the first packets
+  await new Promise((resolve) => setTimeout(resolve, SETTLE_GRACE_MS - 100));
+  assert.equal(pc.senders[0].parameterReads, 0, 'nor in the first moments of the voice');
+  await new Promise((resolve) => setTimeout(resolve, 150));
   await settle();
-  assert.equal(pc.senders[0].maxBitrate, 40_000, 'capped once the voice arrives');
+  assert.equal(pc.senders[0].maxBitrate, 40_000, 'capped once the voice flows');
   assert.deepEqual(settled, [ADA]);
   const reads = pc.senders[0].parameterReads;
   pc.connect();

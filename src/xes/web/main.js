@@ -236,18 +236,7 @@ async function joinRoom(event) {
   if (call.phase !== Phase.IDLE) return;
   const name = checkedName($('display-name'));
   if (name === null) return;
-  const joining = call.join(name, $('room-password').value);
-  prepareAudio(); // while the microphone opens
-  await joining;
-}
-
-/**
- * Make the page's AudioContext, through which every voice plays, while the microphone opens:
- * later it would take the main thread when the first voice arrives. And inside the click, the
- * user's gesture lets it start running instead of suspended (autoplay).
- */
-function prepareAudio() {
-  meters.audioContext();
+  await call.join(name, $('room-password').value);
 }
 
 function onLeaveClick() {
@@ -513,8 +502,11 @@ call.addEventListener('microphone', ({ detail: stream }) => {
   if (stream === null) return;
   const meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
   view.meterStream = meterStream;
-  // Once the call is up: the meter's AudioContext takes the main thread for over 10 ms, right
-  // when `joined` arrives and the offers are to be made, and nobody needs the meter to join.
+  // The page's AudioContext, through which every voice plays, is made after this task, once
+  // `join` has left and the page waits for the server: made when the first voice arrives, it
+  // would take the main thread then. Still within the click's activation: it starts running.
+  setTimeout(() => meters.audioContext(), 0);
+  // The meter itself once the call is up: nobody needs it to join.
   whenSettled(() => {
     if (view.meterStream === meterStream) meters.attach('self', meterStream);
   });
@@ -556,15 +548,12 @@ async function startMatch(event) {
   if (call.phase !== Phase.IDLE) return;
   const name = checkedName($('match-name'));
   if (name === null) return;
-  const textOnly = $('text-only').checked;
-  const finding = call.findStranger(name, {
+  await call.findStranger(name, {
     tags: protocol.parseTags($('match-tags').value),
     language: $('match-language').value.trim().slice(0, 32),
-    textOnly,
+    textOnly: $('text-only').checked,
     acceptText: $('accept-text').checked,
   });
-  if (!textOnly) prepareAudio();
-  await finding;
 }
 
 // --- rendering -----------------------------------------------------------------------------------

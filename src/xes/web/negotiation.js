@@ -145,14 +145,18 @@ export const OFFER_RESEND_MS = 8_000;
 export const BITRATE_RETRY_MS = 1_000;
 
 /**
- * A link is `settled` once the peer's voice arrives (its track unmutes: the first audio packets),
- * for a text-only link once its data channel opens, or at the latest this long after it
- * connected (a peer who sends no audio). Until then the page leaves the link alone: the bitrate
- * cap, the safety check's certificate read and the path's stats each wait for WebRTC's
- * signalling thread, which is busy bringing the link up, so asking earlier delays the first word
- * heard (bench/join_profile.py located it). None of them is needed in a call's first second.
+ * A link is `settled` SETTLE_GRACE_MS after the peer's voice arrives (its track unmutes: the
+ * first audio packets), for a text-only link once its data channel opens, or at the latest
+ * SETTLE_FALLBACK_MS after it connected (a peer who sends no audio). Until then the page leaves
+ * the link alone: the bitrate cap, the safety check's certificate read and the path's stats each
+ * wait for WebRTC's signalling thread, which is busy bringing the link up, so asking earlier
+ * delays the first word heard (bench/join_profile.py located it). The grace: the first packets
+ * arrive while that thread still finishes DTLS and the data channel, and the bench measured the
+ * work started right then as a later "connected" and a later first word. None of it is needed in
+ * a call's first second.
  */
 export const SETTLE_FALLBACK_MS = 1_000;
+export const SETTLE_GRACE_MS = 500;
 export const OFFER_RESENDS = 3;
 // --- network change (end) ---
 
@@ -866,9 +870,16 @@ export class Negotiation extends EventTarget {
     } else if (!this.remoteStream.getTracks().includes(track)) {
       this.remoteStream.addTrack(track);
     }
-    // A remote track is muted until its first packets arrive.
-    if (track.muted) track.addEventListener('unmute', () => this.settle(), { once: true });
-    else this.settle();
+    if (!this.settled) {
+      // A remote track is muted until its first packets arrive.
+      const voiceArrived = () => {
+        if (this.settled || this.closed) return;
+        clearTimeout(this.settleTimer);
+        this.settleTimer = setTimeout(() => this.settle(), SETTLE_GRACE_MS);
+      };
+      if (track.muted) track.addEventListener('unmute', voiceArrived, { once: true });
+      else voiceArrived();
+    }
     this.emit('track', this.remoteStream);
   }
 
