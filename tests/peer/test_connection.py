@@ -73,6 +73,8 @@ async def test_link_that_never_connects_fails_after_its_own_timeout() -> None:
         await next_signal(outbox)
         await wait_state(link, LinkState.FAILED, timeout=5)
         assert link.failure == "not connected after 1 s"
+        await link.close()  # waits for the closing the failure started; changes nothing else
+        assert link.state is LinkState.FAILED
         assert link.peer_connection.connectionState == "closed"
     finally:
         await link.close()
