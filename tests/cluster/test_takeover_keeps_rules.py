@@ -95,3 +95,42 @@ async def test_a_rule_is_confirmed_only_once_a_takeover_would_keep_it(
     assert (await stranger.join(room, "Stranger")).get("code") == "password-required"
     joined = await stranger.join(room, "Stranger", password=PASSWORD)
     assert joined["type"] == "joined" and joined["host"] == host.peer
+
+
+async def test_a_join_is_confirmed_only_once_a_takeover_would_keep_it(
+        start_cluster: Callable[..., XesCluster]) -> None:
+    """The owner dies the moment a newcomer sees `joined`. Redis holds every write for a while
+    first (CLIENT PAUSE WRITE): a node that confirmed the join before the room's snapshot and the
+    newcomer's directory entry were in Redis would lose the newcomer with it. XES confirms only
+    after: the newcomer resumes at another node, still in the room, and everyone sees it there."""
+    cluster = start_cluster(2)
+    room = new_room()
+    host = await Client.connect(cluster.node(0).ws_url)  # the first node owns the room
+    await host.join(room, "Host")
+    guest = await Client.connect(cluster.node(1).ws_url)  # it sees the owner die
+    await guest.join(room, "Guest")
+    await host.expect("peer-joined")
+    newcomer = await Client.connect(cluster.node(0).ws_url)
+
+    probe = redis.Redis.from_url(cluster.redis.url)
+    try:
+        probe.client_pause(1500, all=False)  # writes wait 1.5 s; the nodes' leases last longer
+        assert (await newcomer.join(room, "Newcomer"))["type"] == "joined"
+        cluster.kill(0)
+    finally:
+        probe.close()
+
+    assert await closed_code(guest) == 1012
+    members = []
+    for client in (newcomer, host, guest):
+        fresh = await Client.connect(cluster.node(1).ws_url)
+        await fresh.send({"type": "resume", "peer": client.peer, "token": client.token,
+                          "last_seq": client.last_seq})
+        resumed = await fresh.recv(timeout=20)
+        assert resumed["type"] == "resumed", resumed
+        everyone = {client.peer for client in (newcomer, host, guest)}
+        assert {p["id"] for p in resumed["room"]["peers"]} == everyone - {client.peer}
+        fresh.peer, fresh.token, fresh.last_seq = resumed["peer"], resumed["resume"], client.last_seq
+        members.append(fresh)
+    for member in members:
+        assert "peer-left" not in {message["type"] for message in await drain(member)}

@@ -326,8 +326,11 @@ def import_room(core: Signalling, transfer: RoomTransfer, now: Now) -> Room:
         record = t.session
         client = _client(record, settings)
         _detach(client, record, now, settings)
-        if client.outbox is not None:
-            client.outbox.continues = True
+        if client.outbox is None:
+            # Sent nothing numbered when the snapshot was taken: a join is written before its
+            # `joined` goes out, and that client may resume having seen it.
+            client.outbox = Outbox(settings.replay_messages, settings.replay_bytes)
+        client.outbox.continues = True
         if record.room == r.id and client.id in r.members:
             client.room = room
             room.members[client.id] = client

@@ -773,11 +773,11 @@ class XesServer:
     def _storing(self, connection: Connection, message: m.ClientMessage
                  ) -> asyncio.Future[Any] | None:
         """What must be stored before the replies to ``message`` go out, as one future (None:
-        nothing): the protected rooms on disk; on a cluster, also a host's rule change in its
-        room's snapshot in Redis, or the owner's death right after the host saw the change
-        confirmed would undo it (a takeover starts from the last snapshot)."""
+        nothing): the protected rooms on disk; on a cluster, also a join, an admission or a
+        host's rule change in its room's snapshot in Redis, or the owner's death right after
+        someone saw it confirmed would undo it (a takeover starts from the last snapshot)."""
         on_disk = self._save_rooms()
-        if not (self._clustered and type(message) in _HOST_RULE_MESSAGES):
+        if not (self._clustered and type(message) in _CONFIRMED_ONCE_IN_REDIS):
             return on_disk
         in_redis = cast(RedisCluster, self.cluster).write_room_now(connection.peer)
         return in_redis if on_disk is None else asyncio.gather(on_disk, in_redis)
@@ -1092,7 +1092,8 @@ class XesServer:
 # Messages after which the core's next deadline may be earlier: queue relaxations, grace ends.
 _TIMED_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave, m.Hearing})
 # A host's decisions about its room: on a cluster, stored in Redis before anyone is told.
-_HOST_RULE_MESSAGES: Final = frozenset({m.SetRules, m.Ban, m.Remove})
+# On a cluster, answered only once the room's snapshot holding the change is in Redis.
+_CONFIRMED_ONCE_IN_REDIS: Final = frozenset({m.Join, m.Admit, m.SetRules, m.Ban, m.Remove})
 
 
 def _abort(transport: WSTransport) -> None:

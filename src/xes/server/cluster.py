@@ -245,6 +245,7 @@ class RedisCluster:
         self._ownership = asyncio.Lock()
         self._snapshot_versions: dict[str, int] = {}
         self._dirty_peers: list[str] = []
+        self._listed_now: list[str] = []   # peers whose directory entry goes with the snapshots
         self._dirty_scheduled = False
         self.moved_to: dict[str, tuple[str, float]] = {}   # peer -> (new home, when)
         # Local sockets whose sessions came back here while frames were still on their way:
@@ -852,7 +853,13 @@ class RedisCluster:
         """
         server = self._server()
         deadline = time.monotonic() + _TAKEOVER_WAIT_SECONDS
+        node: str | None = None
         while True:
+            if message.peer in server.core.clients:
+                # This node took the session's room over while the resume waited (its home
+                # died): the session is here now, and the resume is an ordinary local one.
+                node = self.node
+                break
             home = await self._redis().get(f"xes:session:{message.peer}")
             node = _text(home) if home is not None else None
             settling = time.monotonic() < self._judge_after  # Redis is being filled again
@@ -865,9 +872,10 @@ class RedisCluster:
             await asyncio.sleep(0.25)
         if not server._live(connection):
             return
-        if node is None:
-            raise SessionGone(_SESSION_GONE, ref="resume")
-        if node == self.node:  # the directory says here, but it is not here: it ended
+        if node == self.node and message.peer in server.core.clients:
+            server._resume(connection, message)
+            return
+        if node is None or node == self.node:  # nobody has it, or it was here and ended
             raise SessionGone(_SESSION_GONE, ref="resume")
         server.core.disconnect(connection.peer)  # its provisional session lives at the home now
         connection.home = node
@@ -892,10 +900,13 @@ class RedisCluster:
             asyncio.get_running_loop().call_soon(self._schedule_flush_dirty)
 
     def write_room_now(self, peer: str) -> asyncio.Task[None]:
-        """Write the snapshot of the room ``peer`` is in, now: a task done once it is in Redis
-        (or Redis failed). A host's rule change is told to anyone only then, so that what the host
-        saw confirmed survives this node's death: a takeover starts from the last snapshot."""
+        """Write the snapshot of the room ``peer`` is in, and ``peer``'s directory entry, now: a
+        task done once both are in Redis (or Redis failed). A join, or a host's rule change, is
+        told to anyone only then, so that what they saw confirmed survives this node's death (a
+        takeover starts from the last snapshot; a resume elsewhere finds the session's home in
+        the directory)."""
         self._dirty_peers.append(peer)
+        self._listed_now.append(peer)
         return self._schedule_flush_dirty()
 
     def _schedule_flush_dirty(self) -> asyncio.Task[None]:
@@ -909,6 +920,7 @@ class RedisCluster:
         self._dirty_scheduled = False
         async with self._snapshots:
             peers, self._dirty_peers = self._dirty_peers, []
+            listed, self._listed_now = self._listed_now, []
             rooms, self._dirty_rooms = self._dirty_rooms, set()
             server = self._server()
             for peer in peers:
@@ -945,12 +957,16 @@ class RedisCluster:
                 written.append(room_id)
             if not written:
                 return
+            ttl = self._directory_ttl()
+            for peer in listed:
+                if peer in server.core.clients:
+                    pipe.set(f"xes:session:{peer}", self.node, ex=ttl)
             try:
                 results = await pipe.execute()
             except Exception as exc:
                 self._redis_failed(exc)
                 return  # the republish after Redis is back writes every room again
-            for room_id, ok in zip(written, results, strict=True):
+            for room_id, ok in zip(written, results[:len(written)], strict=True):
                 if not ok:
                     self._fenced(room_id)
 
