@@ -153,9 +153,10 @@ test('a newcomer whose offer never comes is reported like a link that cannot con
   assert.equal(call.alerts.has(`link-${CAROL}`), false);
   t.mock.timers.tick(1);
   assert.match(call.alerts.get(`link-${CAROL}`), /Carol/);
+  assert.equal(FakeRTCPeerConnection.made.length, 0, 'reported without making a connection');
   socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\n' } } });
   await settle();
-  assert.equal(FakeRTCPeerConnection.made.length, 1, 'a late offer is taken on the same link');
+  assert.equal(FakeRTCPeerConnection.made.length, 1, 'a late offer still makes the link');
   assert.equal(signalsTo(socket, CAROL)[0].data.description.type, 'answer');
 });
 

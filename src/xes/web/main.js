@@ -235,8 +235,7 @@ async function joinRoom(event) {
   event.preventDefault();
   if (call.phase !== Phase.IDLE) return;
   const name = checkedName($('display-name'));
-  if (name === null) return;
-  await call.join(name, $('room-password').value);
+  if (name !== null) await call.join(name, $('room-password').value);
 }
 
 function onLeaveClick() {

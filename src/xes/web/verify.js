@@ -326,14 +326,14 @@ export class RoomVerification extends EventTarget {
     this.current = { complete: false, words: null, contradictions: [], links: new Map() };
     this.generation = 0;
     this.listeners = [
-      ['channelopen', (event) => this.onChannelOpen(event.detail.peerId)],
-      ['settled', (event) => this.onChannelOpen(event.detail.peerId)],
+      ['channelopen', (event) => this.onLinkReady(event.detail.peerId)],
+      ['settled', (event) => this.onLinkReady(event.detail.peerId)],
       ['data', (event) => this.onData(event.detail.peerId, event.detail.detail)],
       ['removed', (event) => this.onRemoved(event.detail.peerId)],
     ];
     for (const [type, listener] of this.listeners) mesh.addEventListener(type, listener);
     // Links whose channel opened before we were attached.
-    for (const peerId of mesh.links.keys()) this.onChannelOpen(peerId);
+    for (const peerId of mesh.links.keys()) this.onLinkReady(peerId);
   }
 
   /** Stop listening (the call ended). */
@@ -348,7 +348,7 @@ export class RoomVerification extends EventTarget {
    * The other end may commit meanwhile; it cannot reveal before our commitment arrives.
    * @param {string} peerId
    */
-  onChannelOpen(peerId) {
+  onLinkReady(peerId) {
     const link = this.mesh.links.get(peerId);
     if (!link || !link.channelOpen) return;
     const known = this.links.get(peerId);
