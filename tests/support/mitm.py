@@ -165,7 +165,10 @@ class Interception:
                     await self._add_candidate(side, candidate)
                 pending.clear()
                 if kind == "offer":
-                    self._open_channel(side)
+                    # A browser offering to another browser adds the data channel in a second
+                    # offer, once the voice flows (docs/verification.md): our end comes with it.
+                    if side.channel is None and "\nm=application " in sdp:
+                        self._open_channel(side)
                     with loopback_gathering(True):
                         await side.pc.setLocalDescription(await side.pc.createAnswer())
                     answer = {"type": "answer", "sdp": side.pc.localDescription.sdp}

@@ -110,6 +110,68 @@ test('joined: one link per member, we offer to each, without the speech-level ex
     assert.equal(offer.data.description.type, 'offer');
     assert.doesNotMatch(offer.data.description.sdp, /ssrc-audio-level/);
   }
+  // Bob can roll back (a browser): its data channel waits for the voice. Ada cannot (polite
+  // toward her: aiortc), so hers comes with the first offer.
+  assert.match(signalsTo(socket, ADA)[0].data.description.sdp, /^m=application/m);
+  assert.doesNotMatch(signalsTo(socket, BOB)[0].data.description.sdp, /^m=application/m);
+});
+
+test('joining, `offering` holds until the first offer to each member has left', async (t) => {
+  const context = makeCall(t);
+  const joining = context.call.join('Me');
+  await settle();
+  const socket = FakeWebSocket.latest;
+  socket.open(ME);
+  await joining;
+  const out = [];
+  context.call.addEventListener('offersout', () => out.push(socket.sentOf('signal').length));
+  socket.serverSends(joinedMessage({ peers: [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }] }));
+  assert.equal(context.call.offering, true, 'the view waits for the offers');
+  await settle();
+  assert.equal(context.call.offering, false);
+  assert.deepEqual(out, [2], 'said once, after both offers were sent');
+});
+
+test('toward a browser the data channel follows in a second offer once the voice flows', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  assert.equal(pc.channels.length, 0, 'the first offer carries the audio alone');
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  assert.equal(call.sendChat('too early').ok, false, 'not connected: not sent');
+  pc.connect();
+  const voice = new FakeTrack('audio', 'Ada', { muted: true });
+  pc.receiveTrack(new FakeMediaStream([voice]));
+  voice.unmute();
+  assert.deepEqual(call.sendChat('hello'), { ok: true }, 'connected: kept for the channel');
+  t.mock.timers.tick(SETTLE_GRACE_MS);
+  await settle();
+  assert.equal(pc.channels.length, 1);
+  const offers = signalsTo(socket, ADA).filter((signal) => signal.data.description?.type === 'offer');
+  assert.equal(offers.length, 2);
+  assert.match(offers[1].data.description.sdp, /^m=application/m);
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  pc.channels[0].open();
+  const sent = pc.channels[0].sent.filter((message) => message.type === 'chat' || message.type === 'mute');
+  assert.deepEqual(sent, [{ type: 'chat', text: 'hello' }, { type: 'mute', muted: false }]);
+});
+
+test('a member makes its end of the data channel only with an offer that has its m-line', async (t) => {
+  const { socket } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: true } });
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n' } } });
+  await settle();
+  const [pc] = FakeRTCPeerConnection.made;
+  assert.equal(pc.channels.length, 0);
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: {
+    type: 'offer', sdp: 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\nm=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\n',
+  } } });
+  await settle();
+  assert.equal(pc.channels.length, 1);
+  assert.deepEqual(signalsTo(socket, CAROL).map((signal) => signal.data.description?.type).filter(Boolean),
+    ['answer', 'answer'], 'answers only: the member never offers on its own');
 });
 
 test('an answer, then connected: the roster says so and the remote stream goes to the view', async (t) => {

@@ -183,9 +183,10 @@ export class FakeDataChannel extends EventTarget {
   }
 }
 
-const SDP = (type, ufrag) => [
+const SDP = (type, ufrag, data) => [
   'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', `a=ice-ufrag:${ufrag}`,
-  'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`, '',
+  'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`,
+  ...(data ? ['m=application 9 UDP/DTLS/SCTP webrtc-datachannel'] : []), '',
 ].join('\r\n');
 let ufrags = 0;
 
@@ -238,6 +239,12 @@ export class FakeRTCPeerConnection extends EventTarget {
   createDataChannel(label, init) {
     const channel = new FakeDataChannel(label, init);
     this.channels.push(channel);
+    // The first channel needs an application m-line: one to negotiate unless a remote offer
+    // being answered has it already (a browser's rule).
+    const offered = this.signalingState === 'have-remote-offer' && /^m=application/m.test(this.remoteDescription.sdp);
+    if (this.channels.length === 1 && !offered) {
+      queueMicrotask(() => this.dispatchEvent(new Event('negotiationneeded')));
+    }
     return channel;
   }
 
@@ -249,7 +256,7 @@ export class FakeRTCPeerConnection extends EventTarget {
   async setLocalDescription(description) {
     const type = description?.type ??
       (this.signalingState === 'have-remote-offer' ? 'answer' : 'offer');
-    this.localDescription = { type, sdp: SDP(type, this.ufrag) };
+    this.localDescription = { type, sdp: SDP(type, this.ufrag, this.channels.length > 0) };
     this.signalingState = type === 'offer' ? 'have-local-offer' : 'stable';
   }
 

@@ -163,6 +163,11 @@ export class Call extends EventTarget {
     return this.phase === Phase.JOINED;
   }
 
+  /** Whether a link we made on joining has yet to send its first offer (`offersout` when all have). */
+  get offering() {
+    return this.mesh !== null && this.mesh.offersPending();
+  }
+
   /** Whether we host the room we are in (never in a stranger call). */
   get isHost() {
     return this.inCall && !this.isMatch && this.me !== null && this.hostId === this.me.id;
@@ -832,6 +837,7 @@ export class Call extends EventTarget {
     mesh.addEventListener('signal', ({ detail }) => {
       this.signalling.send(protocol.signal(detail.peerId, detail.detail));
     });
+    mesh.addEventListener('offersout', () => this.emit('offersout', null));
     mesh.addEventListener('track', ({ detail }) => {
       this.emit('track', { peerId: detail.peerId, stream: detail.detail });
     });

@@ -132,7 +132,20 @@ export class LevelMeters {
   }
 
   /**
-   * The one AudioContext of the page (created on first use), shared with the volume controls.
+   * Make the page's AudioContext ahead of the call, suspended. Its constructor holds the main
+   * thread for tens of ms (it asks the audio service for the output's parameters): made at load,
+   * that is not while a join waits for its answer. Without the user's gesture yet, a browser
+   * makes it suspended anyway; suspended, it renders nothing until the join resumes it.
+   */
+  prepare() {
+    if (this.context !== null) return;
+    this.context = new AudioContext();
+    this.context.suspend().catch(() => {});
+  }
+
+  /**
+   * The one AudioContext of the page (created on first use, or made ready by `prepare`), running,
+   * shared with the volume controls.
    * @returns {AudioContext}
    */
   audioContext() {

@@ -13,7 +13,7 @@ const NETWORK_CHANGE_SETTLE_MS = 100;
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
  * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
- * is closed.
+ * is closed, and `offersout` once the first offers of the links we made as newcomer have left.
  */
 export class Mesh extends EventTarget {
   /**
@@ -40,6 +40,8 @@ export class Mesh extends EventTarget {
     this.networkChangeTimer = null;
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
+    /** @type {Set<string>} links we made as initiator whose first offer has not left yet */
+    this.offering = new Set();
   }
 
   /**
@@ -81,7 +83,28 @@ export class Mesh extends EventTarget {
     });
     if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
+    if (initiator) {
+      this.offering.add(peer.id);
+      const offered = ({ detail }) => {
+        if (detail?.description?.type !== 'offer') return;
+        link.removeEventListener('signal', offered);
+        this.offered(peer.id);
+      };
+      link.addEventListener('signal', offered);
+    }
     return link;
+  }
+
+  /** @returns {boolean} whether a link we made as initiator has yet to send its first offer */
+  offersPending() {
+    return this.offering.size > 0;
+  }
+
+  /** @param {string} peerId a link's first offer left, or the link is gone */
+  offered(peerId) {
+    if (this.offering.delete(peerId) && this.offering.size === 0) {
+      this.dispatchEvent(new CustomEvent('offersout'));
+    }
   }
 
   /**
@@ -136,6 +159,7 @@ export class Mesh extends EventTarget {
     const link = this.links.get(peerId);
     if (link === undefined) return;
     this.links.delete(peerId);
+    this.offered(peerId);
     link.close();
     this.dispatchEvent(new CustomEvent('removed', { detail: { peerId } }));
   }

@@ -18,13 +18,19 @@
 //   facing it is polite and never needs the other side to roll back.
 // - Signals from the other side are handled strictly one at a time, in arrival order, on a
 //   promise chain: the async steps of one must not interleave with the next.
-// - Each link carries one data channel, negotiated out of band (`negotiated: true, id: 0`), so it
-//   costs no extra round trip and no in-band open message. The initiator creates it before its
-//   first offer (with the microphone track: one `negotiationneeded`, one offer with an audio and
-//   an application m-line). The other side creates its own only after setRemoteDescription(offer):
-//   created earlier, its first data channel would fire `negotiationneeded` and make it offer on
-//   its own at join, which the offer rule above forbids. It carries small JSON objects tagged by
-//   `type` (safety codes in verify.js; later chat), peer to peer, never through the server.
+// - Each link carries one data channel, negotiated out of band (`negotiated: true, id: 0`), so
+//   there is no in-band open message. Toward another browser the initiator creates it once the
+//   link is settled (the voice flows): the channel's m-line then comes in a second offer, and
+//   the first offer, its answer and the start of the call carry the audio alone. Each end's
+//   SCTP set-up costs WebRTC's threads tens of ms on a busy machine, and in the first offer
+//   it delayed the first word heard by as much (bench/browser_bench.py's timeline). Toward a
+//   peer that cannot roll back (we are then the polite initiator: aiortc, which also takes no
+//   second offer well), and on a text-only link, the channel goes in the first offer. The other
+//   side creates its own end when an offer with an application m-line arrives: created earlier,
+//   it would fire `negotiationneeded` and make that side offer on its own, which the offer rule
+//   above forbids. Data sent after the link connected but before the channel opened waits for
+//   it (`sendData`). It carries small JSON objects tagged by `type` (safety codes in verify.js,
+//   chat, mute), peer to peer, never through the server.
 // - A text-only link (a stranger call where either side asked for a text chat, docs/protocol.md
 //   "Text only") is made with `audio: false`: no microphone track and no audio transceiver on
 //   either side, so its descriptions carry the application m-line alone. Should the other side
@@ -62,6 +68,8 @@ export const DATA_CHANNEL = Object.freeze({ label: 'xes', id: 0 });
 
 /** Largest data channel message accepted or sent, in bytes of JSON. */
 export const DATA_MAX_BYTES = 16 * 1024;
+/** Messages kept for a channel not open yet (`sendData`); more are refused. */
+export const MAX_UNSENT_DATA = 64;
 
 /** Data channel message types: lower-case words, as in the signalling protocol. */
 const DATA_TYPE = /^[a-z][a-z0-9-]{0,31}$/;
@@ -338,6 +346,8 @@ export class Negotiation extends EventTarget {
     /** @type {RTCDataChannel|null} */
     this.channel = null;
     this.channelOpen = false;
+    /** @type {string[]} data sent before the channel opened (`sendData`), oldest first */
+    this.unsentData = [];
     /** Whether the link is up and its audio flowing (SETTLE_FALLBACK_MS): `settled` was sent. */
     this.settled = false;
     this.settleTimer = null;
@@ -388,7 +398,7 @@ export class Negotiation extends EventTarget {
     });
 
     if (initiator) {
-      this.openDataChannel();
+      if (!audio || polite) this.openDataChannel(); // else once settled (theory of operation)
       this.addLocalTracks();
       // The first offer leaves now rather than when the queued `negotiationneeded` task gets its
       // turn behind the page's rendering of `joined` (bench/browser_bench.py's timeline: tens of
@@ -403,9 +413,16 @@ export class Negotiation extends EventTarget {
    * @returns {boolean} false when the channel is not open or the message too large
    */
   sendData(message) {
-    if (!this.channelOpen || this.channel === null) return false;
     const text = JSON.stringify(message);
     if (text.length > DATA_MAX_BYTES) return false;
+    if (!this.channelOpen || this.channel === null) {
+      // Connected, with the channel still on its way (made once the voice flows): sent when it
+      // opens, so a chat typed in the call's first second is not refused.
+      const waits = this.audio && !this.closed && this.pc.connectionState === 'connected';
+      if (!waits || this.unsentData.length >= MAX_UNSENT_DATA) return false;
+      this.unsentData.push(text);
+      return true;
+    }
     try {
       this.channel.send(text);
     } catch {
@@ -421,6 +438,8 @@ export class Negotiation extends EventTarget {
     channel.addEventListener('open', () => {
       if (this.closed) return;
       this.channelOpen = true;
+      const unsent = this.unsentData.splice(0);
+      for (const text of unsent) channel.send(text);
       this.emit('channelopen', null);
       if (!this.audio) this.settle(); // a text chat has no voice to wait for
     });
@@ -561,6 +580,9 @@ export class Negotiation extends EventTarget {
     clearTimeout(this.settleTimer);
     if (this.settled || this.closed) return;
     this.settled = true;
+    // The initiator's data channel, left out of the first offer: its `negotiationneeded` makes
+    // the second offer, which the other side answers with its end (theory of operation).
+    if (this.initiator) this.openDataChannel();
     this.applyAudioBitrate();
     this.emit('settled', null);
   }
@@ -737,9 +759,9 @@ export class Negotiation extends EventTarget {
         }
       }
       if (description.type === 'offer') {
-        // Our first offer from the peer: now add the microphone, reusing the offer's transceiver,
-        // and our end of the negotiated data channel (the offer already has its m-line).
-        this.openDataChannel();
+        // An offer from the peer: now add the microphone (once), reusing the offer's transceiver,
+        // and our end of the negotiated data channel once an offer has its m-line.
+        if (/^m=application /m.test(description.sdp)) this.openDataChannel();
         this.addLocalTracks();
         await this.pc.setLocalDescription();
         this.answeredOfferSdp = description.sdp;
