@@ -24,11 +24,11 @@
 //   the first offer, its answer and the start of the call carry the audio alone. Each end's
 //   SCTP set-up costs WebRTC's threads tens of ms on a busy machine, and in the first offer
 //   it delayed the first word heard by as much (bench/browser_bench.py's timeline). Toward a
-//   peer that cannot roll back (we are then the polite initiator: aiortc, which also takes no
-//   second offer well), and on a text-only link, the channel goes in the first offer. The other
-//   side creates its own end when an offer with an application m-line arrives: created earlier,
-//   it would fire `negotiationneeded` and make that side offer on its own, which the offer rule
-//   above forbids. Data sent after the link connected but before the channel opened waits for
+//   peer that cannot roll back (we are then the polite initiator: aiortc, which gets no
+//   renegotiation from this page: see restartIce), and on a text-only link, the channel goes in
+//   the first offer. The other side creates its own end when an offer with an application m-line
+//   arrives: created earlier, it would fire `negotiationneeded` and make that side offer on its
+//   own, which the offer rule above forbids. Data sent after the link connected but before the channel opened waits for
 //   it (`sendData`). It carries small JSON objects tagged by `type` (safety codes in verify.js,
 //   chat, mute), peer to peer, never through the server.
 // - A text-only link (a stranger call where either side asked for a text chat, docs/protocol.md
@@ -410,7 +410,8 @@ export class Negotiation extends EventTarget {
   /**
    * Send one message to the peer over the link's data channel.
    * @param {object} message a JSON-serialisable object with a `type`
-   * @returns {boolean} false when the channel is not open or the message too large
+   * @returns {boolean} false when the message is too large, or the channel is neither open nor
+   *   on its way (the link not connected)
    */
   sendData(message) {
     const text = JSON.stringify(message);
@@ -438,8 +439,11 @@ export class Negotiation extends EventTarget {
     channel.addEventListener('open', () => {
       if (this.closed) return;
       this.channelOpen = true;
-      const unsent = this.unsentData.splice(0);
-      for (const text of unsent) channel.send(text);
+      try {
+        for (const text of this.unsentData.splice(0)) channel.send(text);
+      } catch {
+        // closing under us: the link is going away
+      }
       this.emit('channelopen', null);
       if (!this.audio) this.settle(); // a text chat has no voice to wait for
     });
