@@ -1091,8 +1091,8 @@ class XesServer:
 
 # Messages after which the core's next deadline may be earlier: queue relaxations, grace ends.
 _TIMED_MESSAGES: Final = frozenset({m.MatchRequest, m.Next, m.Block, m.Stop, m.Leave, m.Hearing})
-# A host's decisions about its room: on a cluster, stored in Redis before anyone is told.
-# On a cluster, answered only once the room's snapshot holding the change is in Redis.
+# Joins and a host's decisions about its room: on a cluster, answered only once the room's
+# snapshot holding the change is in Redis (`_storing`).
 _CONFIRMED_ONCE_IN_REDIS: Final = frozenset({m.Join, m.Admit, m.SetRules, m.Ban, m.Remove})
 
 
