@@ -121,6 +121,8 @@ async def test_a_join_is_confirmed_only_once_a_takeover_would_keep_it(
         probe.close()
 
     assert await closed_code(guest) == 1012
+    for lost in (newcomer, host):  # what reached them before their node died counts
+        await closed_code(lost)
     members = []
     for client in (newcomer, host, guest):
         fresh = await Client.connect(cluster.node(1).ws_url)
