@@ -17,7 +17,8 @@ process, and all the room logic runs unchanged on the owner, one writer per room
   home, a :class:`RemoteConnection` with the same interface as a local one, so the relay's hot
   path has no cluster branch.
 - Inboxes are Redis Streams (``xes:inbox:{node}``), read by one task per node with ``XREAD
-  BLOCK``; a node's writes are batched per event-loop turn into one pipeline, one entry per target.
+  BLOCK``; a node's writes are batched per event-loop turn into one write, one entry per target
+  (both on connections of their own: :mod:`.redis_direct`).
 - Liveness: ``xes:node:{node}`` with a short expiry, renewed every second. A dead edge's sessions
   detach (they resume elsewhere within the grace); sockets whose home died are closed with 1012
   so that their clients resume; a dead owner's rooms are taken over from the snapshot it kept in
@@ -62,8 +63,10 @@ from .cluster_queue import JournaledQueue, NotLeader, QueueLeader, TicketGone
 
 if TYPE_CHECKING:
     import redis.asyncio as aioredis
+    from redis.typing import EncodableT
 
     from .app import Connection, XesServer
+    from .redis_direct import DirectRedis
 
 __all__ = ["LocalCluster", "RedisCluster", "RemoteConnection", "new_node_id"]
 
@@ -232,7 +235,9 @@ class RedisCluster:
         self.node = node or new_node_id()
         self.server: XesServer | None = None
         self.redis: aioredis.Redis | None = None
-        self._reader_redis: aioredis.Redis | None = None
+        # The inbox path's own connections: one writes every batch, one reads this node's inbox.
+        self._inbox_writer: DirectRedis | None = None
+        self._inbox_reader: DirectRedis | None = None
         # Outgoing envelopes: segments in order, each one entry per target node (see `barrier`).
         self._segments: list[dict[str, list[tuple[Any, ...]]]] = [{}]
         self._directory: dict[str, str] = {}       # peer -> home, to write with the next batch
@@ -285,9 +290,12 @@ class RedisCluster:
         """
         import redis.asyncio as aioredis
 
+        from .redis_direct import DirectRedis
+
         self.server = server
         self.redis = aioredis.Redis.from_url(self.url, protocol=2)
-        self._reader_redis = aioredis.Redis.from_url(self.url, protocol=2)
+        self._inbox_writer = DirectRedis(self.url)
+        self._inbox_reader = DirectRedis(self.url)
         r = self.redis
         self._claim = r.register_script(_CLAIM)
         self._write = r.register_script(_WRITE)
@@ -330,8 +338,9 @@ class RedisCluster:
             with contextlib.suppress(Exception):  # still in xes:nodes: the others find it dead
                 await self.redis.delete(self._node_key(self.node))
             await self.redis.aclose()
-        if self._reader_redis is not None:
-            await self._reader_redis.aclose()
+        for direct in (self._inbox_writer, self._inbox_reader):
+            if direct is not None:
+                await direct.aclose()
 
     @staticmethod
     def _inbox(node: str) -> str:
@@ -370,19 +379,22 @@ class RedisCluster:
             segments, self._segments = self._segments, [{}]
             directory, self._directory = self._directory, {}
             ttl = self._directory_ttl()
-            while True:
-                pipe = self._redis().pipeline(transaction=False)
-                count = 0
-                for segment in segments:
-                    for target, envelopes in segment.items():
-                        if envelopes:
-                            pipe.xadd(self._inbox(target), {"d": _encode(envelopes), "n": self.node},
-                                      minid=_oldest_kept(), approximate=True)
-                            count += len(envelopes)
-                for peer, home in directory.items():
-                    pipe.set(f"xes:session:{peer}", home, ex=ttl)
+            writer = self._inbox_writer
+            assert writer is not None
+            commands: list[tuple[EncodableT, ...]] = []
+            count = 0
+            oldest_kept = _oldest_kept()
+            for segment in segments:
+                for target, envelopes in segment.items():
+                    if envelopes:
+                        commands.append(("XADD", self._inbox(target), "MINID", "~", oldest_kept,
+                                         "*", "d", _encode(envelopes), "n", self.node))
+                        count += len(envelopes)
+            for peer, home in directory.items():
+                commands.append(("SET", f"xes:session:{peer}", home, "EX", ttl))
+            while commands:
                 try:
-                    await pipe.execute()
+                    await writer.execute(commands)
                     self.envelopes_sent += count
                     break
                 except Exception as exc:
@@ -411,10 +423,12 @@ class RedisCluster:
 
     async def _read_inbox(self) -> None:
         key = self._inbox(self.node)
-        assert self._reader_redis is not None
+        reader = self._inbox_reader
+        assert reader is not None
         while True:
             try:
-                answer = await self._reader_redis.xread({key: self._last_id}, count=500, block=2000)
+                [answer] = await reader.execute(
+                    [("XREAD", "COUNT", 500, "BLOCK", 2000, "STREAMS", key, self._last_id)])
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
@@ -1216,14 +1230,12 @@ def _encode(envelopes: list[tuple[Any, ...]]) -> bytes:
 
 
 def _entries(answer: Any) -> list[tuple[bytes, dict[bytes, bytes]]]:
-    """XREAD's entries, in order, whichever shape the client returned."""
-    if not answer:
-        return []
-    streams = answer.values() if isinstance(answer, dict) else (s[1] for s in answer)
+    """XREAD's entries, in order, from its RESP2 reply: nil, or ``[[stream, [[id, [field,
+    value, ...]], ...]], ...]``."""
     out: list[tuple[bytes, dict[bytes, bytes]]] = []
-    for entries in streams:
-        for item in entries:
-            out.append((item[0], item[1]))
+    for _stream, entries in answer or ():
+        for entry_id, fields in entries:
+            out.append((entry_id, dict(zip(fields[::2], fields[1::2], strict=True))))
     return out
 
 
