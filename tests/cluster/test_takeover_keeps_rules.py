@@ -4,6 +4,7 @@ owner's snapshot, not in anyone's memory that survived."""
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 
 import pytest
@@ -136,3 +137,29 @@ async def test_a_join_is_confirmed_only_once_a_takeover_would_keep_it(
         members.append(fresh)
     for member in members:
         assert "peer-left" not in {message["type"] for message in await drain(member)}
+
+
+async def test_a_join_writes_its_rooms_snapshot_once(
+        start_cluster: Callable[..., XesCluster]) -> None:
+    """The snapshot a join waits for already holds the newcomer; telling the room only numbers
+    the announcements, which a takeover does not need, so it is not written again (one Redis
+    write per join, and never a snapshot naming a `seq` a member may not have received)."""
+    cluster = start_cluster(2)
+    room = new_room()
+    host = await Client.connect(cluster.node(0).ws_url)  # the first node owns the room
+    await host.join(room, "Host")
+    probe = redis.Redis.from_url(cluster.redis.url)
+    try:
+        def version() -> int:
+            return int(probe.hget(f"xes:room:{room}", "version") or 0)
+
+        await asyncio.sleep(0.5)  # any write still to come for the host's own join lands
+        before = version()
+        for node, name in ((1, "Guest"), (0, "Third")):
+            newcomer = await Client.connect(cluster.node(node).ws_url)
+            assert (await newcomer.join(room, name))["type"] == "joined"
+            await host.expect("peer-joined")
+        await asyncio.sleep(0.5)
+        assert version() == before + 2
+    finally:
+        probe.close()

@@ -695,11 +695,11 @@ class XesServer:
                     log.debug("< %s %s", connection.peer,
                               bytes(data) if type(message) is not m.Resume else b"resume")
                 actions = self.core.handle(connection.peer, message, _now())
-                saving = self._storing(connection, message)
+                saving, written = self._storing(connection, message)
                 if saving is None:
                     self.execute(actions)
                 else:
-                    self._tell_when_saved(connection, saving, actions)
+                    self._tell_when_saved(connection, saving, actions, written)
                 if type(message) in _TIMED_MESSAGES:
                     self._schedule_tick()
         except SignallingError as exc:
@@ -771,19 +771,23 @@ class XesServer:
         self._replay_backlog(connection)
 
     def _storing(self, connection: Connection, message: m.ClientMessage
-                 ) -> asyncio.Future[Any] | None:
+                 ) -> tuple[asyncio.Future[Any] | None, str | None]:
         """What must be stored before the replies to ``message`` go out, as one future (None:
         nothing): the protected rooms on disk; on a cluster, also a join, an admission or a
         host's rule change in its room's snapshot in Redis, or the owner's death right after
-        someone saw it confirmed would undo it (a takeover starts from the last snapshot)."""
+        someone saw it confirmed would undo it (a takeover starts from the last snapshot).
+        With it, the id of the room whose snapshot that is (None: no snapshot written)."""
         on_disk = self._save_rooms()
         if not (self._clustered and type(message) in _CONFIRMED_ONCE_IN_REDIS):
-            return on_disk
+            return on_disk, None
+        session = self.core.clients.get(connection.peer)
+        room = session and (session.room or session.knocking)
         in_redis = cast(RedisCluster, self.cluster).write_room_now(connection.peer)
-        return in_redis if on_disk is None else asyncio.gather(on_disk, in_redis)
+        return (in_redis if on_disk is None else asyncio.gather(on_disk, in_redis),
+                room.id if room is not None else None)
 
     def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[Any],
-                         actions: list[Action]) -> None:
+                         actions: list[Action], written: str | None) -> None:
         """Carry out ``actions`` once what they changed is stored (``_storing``); meanwhile this
         connection's next messages wait, in order (as while a password hashes)."""
         connection.backlog = deque()
@@ -791,7 +795,7 @@ class XesServer:
         async def tell() -> None:
             try:
                 await saving
-                self.execute(actions)
+                self.execute(actions, written)
             except Exception as exc:
                 self.fail(connection, exc)
             self._replay_backlog(connection)
@@ -860,10 +864,10 @@ class XesServer:
         question to Redis, came first); its replies go out once the rooms it changed are saved."""
         if self._live(connection):  # it may have left meanwhile
             actions = self.core.handle(connection.peer, message, _now(), password=password)
-            saving = self._storing(connection, message)
+            saving, written = self._storing(connection, message)
             if saving is not None:
                 await saving
-            self.execute(actions)
+            self.execute(actions, written)
             if type(message) in _TIMED_MESSAGES:
                 self._schedule_tick()
 
@@ -942,17 +946,20 @@ class XesServer:
                 del self.connections[connection.peer]
             _abort(connection.transport)
 
-    def execute(self, actions: list[Action]) -> None:
+    def execute(self, actions: list[Action], written: str | None = None) -> None:
         """Carry out the core's commands, in order.
 
         A send may close its connection (over the outgoing limit), which produces more actions
         (``peer-left`` to its room) while this loop runs: those wait in ``_pending`` until the
         earlier ones are out, so every client sees events in the core's order.
+
+        ``written``: on a cluster, a room whose snapshot is already in Redis with the change
+        these actions announce (``_storing``): it is not written again for them.
         """
         pending = self._pending
         pending.extend(actions)
         if self._clustered:  # rooms that changed get a new snapshot in Redis
-            cast(RedisCluster, self.cluster).touched(actions)
+            cast(RedisCluster, self.cluster).touched(actions, written)
         if self._executing:
             return
         self._executing = True

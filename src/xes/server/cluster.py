@@ -65,6 +65,7 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.typing import EncodableT
 
+    from ..core.signalling import Client
     from .app import Connection, XesServer
     from .redis_direct import DirectRedis
 
@@ -902,13 +903,21 @@ class RedisCluster:
 
     # ------------------------------------------------------------------ room snapshots
 
-    def touched(self, actions: list[Action]) -> None:
+    def touched(self, actions: list[Action], written: str | None = None) -> None:
         """The core produced ``actions``: the rooms their recipients are in may have changed
-        (every change of a room is announced to someone in it). Written once per loop turn."""
+        (every change of a room is announced to someone in it). Written once per loop turn.
+
+        Except room ``written``, whose snapshot already holds the change (``write_room_now``):
+        sending the announcement only numbers it in its recipients' outboxes, which a takeover
+        does not need (a session taken over continues above the client's ``seq``). Written
+        again, the snapshot could even name a ``seq`` its client never received (the owner may
+        die before the frame leaves), and that resume would be refused."""
         self._queue_touched()
-        for action in actions:
-            if type(action) is Send:
-                self._dirty_peers.append(action.to)
+        recipients = [action.to for action in actions if type(action) is Send]
+        if written is not None:
+            clients = self._server().core.clients
+            recipients = [peer for peer in recipients if _room_of(clients.get(peer)) != written]
+        self._dirty_peers.extend(recipients)
         if not self._dirty_scheduled:
             self._dirty_scheduled = True
             asyncio.get_running_loop().call_soon(self._schedule_flush_dirty)
@@ -937,12 +946,8 @@ class RedisCluster:
             listed, self._listed_now = self._listed_now, []
             rooms, self._dirty_rooms = self._dirty_rooms, set()
             server = self._server()
-            for peer in peers:
-                client = server.core.clients.get(peer)
-                if client is not None:
-                    room = client.room or client.knocking
-                    if room is not None:
-                        rooms.add(room.id)
+            clients = server.core.clients
+            rooms.update(room for room in map(_room_of, map(clients.get, peers)) if room)
             now = _now()
             # Every changed room in one round trip: a busy node changes thousands a second.
             pipe = self._redis().pipeline(transaction=False)
@@ -1212,6 +1217,12 @@ class RedisCluster:
 def _oldest_kept() -> str:
     """The id below which inbox entries are trimmed (Redis ids are milliseconds)."""
     return f"{int(time.time() * 1000) - _INBOX_KEEP_MS}-0"
+
+
+def _room_of(client: Client | None) -> str | None:
+    """The id of the room ``client`` is in or knocking at."""
+    room = client and (client.room or client.knocking)
+    return room.id if room is not None else None
 
 
 def _local_type() -> type[Connection]:
