@@ -18,7 +18,7 @@ import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, TONE_TIMEOUT_S, join, open_new_room
-from tests.browser.test_no_media import server_tcp_bytes
+from tests.browser.test_no_media import every_channel_open, server_tcp_bytes
 from tests.conftest import XesServerProcess
 from tests.support.browser import detect_tones, oscillator_microphone_script
 
@@ -72,11 +72,13 @@ def axe_violations(page: Page) -> list[str]:
 
 # --- chat -------------------------------------------------------------------------------------------
 
+
 def test_chat_goes_peer_to_peer_to_everyone_and_never_through_the_server(
     room: dict[str, Any], server: XesServerProcess
 ) -> None:
     pages = room["pages"]
     text = secrets.token_hex(1024)  # 2 KB that appear nowhere else
+    every_channel_open(list(pages.values()))  # the server's signalling is over
     before, _ = server_tcp_bytes(server.port)
     ada = pages["Ada"]
     ada.get_by_label("Message").fill(text)

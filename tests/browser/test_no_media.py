@@ -23,6 +23,21 @@ pytestmark = pytest.mark.browser
 _BYTES = re.compile(r"bytes_(sent|received):(\d+)")
 
 
+EVERY_CHANNEL_OPEN = """(links) => {
+  const states = Object.values(window.xes.verification()?.links ?? {}).map((link) => link.state);
+  return states.length === links && states.every((state) => state === 'verified');
+}"""
+
+
+def every_channel_open(pages: list[Page]) -> None:
+    """Wait until each page's data channel to every other page is open. The channels come in a
+    second offer once each voice flows, through the server; a link's safety code is checked over
+    its channel, so every link verified means every channel is open at both ends, and the
+    server's signalling for the call is over (the server's byte counts can be read)."""
+    for page in pages:
+        page.wait_for_function(EVERY_CHANNEL_OPEN, arg=len(pages) - 1)
+
+
 def server_tcp_bytes(port: int) -> tuple[int, list[int]]:
     """Bytes moved (both ways) on the server's open connections, and the client ports seen."""
     out = subprocess.run(
@@ -78,6 +93,7 @@ def test_the_server_carries_no_audio(xes_server: XesServerProcess, launch_tone_b
     for page, own in zip(pages, NAMES, strict=True):
         others = {n: t for n, t in zip(NAMES, TONES, strict=True) if n != own}
         assert tones_by_name(page, others) == {n: [t] for n, t in others.items()}
+    every_channel_open(pages)
 
     setup_bytes, client_ports = server_tcp_bytes(xes_server.port)
     packets_before = [audio_packets_received(p) for p in pages]
