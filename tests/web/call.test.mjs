@@ -116,7 +116,7 @@ test('joined: one link per member, we offer to each, without the speech-level ex
   assert.doesNotMatch(signalsTo(socket, BOB)[0].data.description.sdp, /^m=application/m);
 });
 
-test('joining, `offering` holds until the first offer to each member has left', async (t) => {
+test('joining, `joinSignalsPending` holds until the first offer to each member has left', async (t) => {
   const context = makeCall(t);
   const joining = context.call.join('Me');
   await settle();
@@ -124,12 +124,33 @@ test('joining, `offering` holds until the first offer to each member has left', 
   socket.open(ME);
   await joining;
   const out = [];
-  context.call.addEventListener('offersout', () => out.push(socket.sentOf('signal').length));
+  context.call.addEventListener('firstsignalsout', () => out.push(socket.sentOf('signal').length));
   socket.serverSends(joinedMessage({ peers: [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }] }));
-  assert.equal(context.call.offering, true, 'the view waits for the offers');
+  assert.equal(context.call.joinSignalsPending, true, 'the view waits for the offers');
   await settle();
-  assert.equal(context.call.offering, false);
+  assert.equal(context.call.joinSignalsPending, false);
   assert.deepEqual(out, [2], 'said once, after both offers were sent');
+});
+
+test('someone joins us: `joinSignalsPending` holds from peer-joined until our answer has left', async (t) => {
+  const { call, socket } = await inRoom(t);
+  const out = [];
+  call.addEventListener('firstsignalsout', () => out.push(signalsTo(socket, CAROL).length));
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: true } });
+  await settle();
+  assert.equal(call.joinSignalsPending, true, 'the view waits for the newcomer\'s offer');
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n' } } });
+  await settle();
+  assert.equal(call.joinSignalsPending, false);
+  assert.deepEqual(out, [1], 'said once, when the answer was sent');
+  // A newcomer who leaves before offering does not keep the view waiting.
+  socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true } });
+  await settle();
+  assert.equal(call.joinSignalsPending, true);
+  socket.serverSends({ type: 'peer-left', peer: BOB, reason: 'left' });
+  await settle();
+  assert.equal(call.joinSignalsPending, false);
+  assert.equal(out.length, 2);
 });
 
 test('toward a browser the data channel follows in a second offer once the voice flows', async (t) => {

@@ -163,9 +163,12 @@ export class Call extends EventTarget {
     return this.phase === Phase.JOINED;
   }
 
-  /** Whether a link we made on joining has yet to send its first offer (`offersout` when all have). */
-  get offering() {
-    return this.mesh !== null && this.mesh.offersPending();
+  /**
+   * Whether a join's first offer or answer has yet to leave: ours to each member when we join,
+   * ours to a newcomer's offer when someone joins us (`firstsignalsout` once none is left).
+   */
+  get joinSignalsPending() {
+    return this.mesh !== null && this.mesh.firstSignalsPending();
   }
 
   /** Whether we host the room we are in (never in a stranger call). */
@@ -837,7 +840,7 @@ export class Call extends EventTarget {
     mesh.addEventListener('signal', ({ detail }) => {
       this.signalling.send(protocol.signal(detail.peerId, detail.detail));
     });
-    mesh.addEventListener('offersout', () => this.emit('offersout', null));
+    mesh.addEventListener('firstsignalsout', () => this.emit('firstsignalsout', null));
     mesh.addEventListener('track', ({ detail }) => {
       this.emit('track', { peerId: detail.peerId, stream: detail.detail });
     });

@@ -563,8 +563,8 @@ async function startMatch(event) {
 // What must be on screen before the next line (focus moves to a control a render shows or
 // enables) calls renderNow().
 const RENDER_FALLBACK_MS = 100;
-/** The redraw waits at most this long for the join's offers (`requestRender`). */
-const OFFERS_FIRST_MAX_MS = 100;
+/** The redraw waits at most this long for a join's offers and answers (`requestRender`). */
+const JOIN_SIGNALS_FIRST_MAX_MS = 100;
 const renderRequest = { frame: null, timer: null, then: [] };
 
 /** Run `step` right after the next render (and ask for one). */
@@ -575,20 +575,22 @@ function afterNextRender(step) {
 
 function requestRender() {
   if (renderRequest.timer !== null) return;
-  if (call.offering) {
-    // Joining: the offers leave first. Each waits for WebRTC's signalling thread to make it and
-    // then for this page's main thread to send it; a redraw of the whole call view in between
-    // (the next frame) made them leave tens of ms later (bench/browser_bench.py's timeline).
-    renderRequest.timer = setTimeout(renderNow, OFFERS_FIRST_MAX_MS);
+  if (call.joinSignalsPending) {
+    // A join: its offers and answers leave first. Each waits for WebRTC's signalling thread to
+    // make it and then for this page's main thread to send it, and an offer arriving waits for
+    // the main thread to read it; a redraw of the whole call view in between (the next frame)
+    // made them leave or be read 10-20 ms later (bench/browser_bench.py's timeline), on the
+    // newcomer's page (joined) and on each member's (peer-joined, then the newcomer's offer).
+    renderRequest.timer = setTimeout(renderNow, JOIN_SIGNALS_FIRST_MAX_MS);
     return;
   }
   renderRequest.frame = requestAnimationFrame(renderNow);
   renderRequest.timer = setTimeout(renderNow, RENDER_FALLBACK_MS);
 }
 
-call.addEventListener('offersout', () => {
+call.addEventListener('firstsignalsout', () => {
   if (renderRequest.timer === null || renderRequest.frame !== null) return;
-  clearTimeout(renderRequest.timer); // the redraw that waited for the offers: at the next frame
+  clearTimeout(renderRequest.timer); // the redraw that waited for the signals: at the next frame
   renderRequest.timer = null;
   requestRender();
 });

@@ -13,7 +13,8 @@ const NETWORK_CHANGE_SETTLE_MS = 100;
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
  * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
- * is closed, and `offersout` once the first offers of the links we made as newcomer have left.
+ * is closed, and `firstsignalsout` once the join's first descriptions have left: the offers of the
+ * links we made as newcomer, and our answer to each newcomer's offer (`firstSignalsPending`).
  */
 export class Mesh extends EventTarget {
   /**
@@ -40,8 +41,13 @@ export class Mesh extends EventTarget {
     this.networkChangeTimer = null;
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
-    /** @type {Set<string>} links we made as initiator whose first offer has not left yet */
-    this.offering = new Set();
+    /**
+     * Peers whose link's first description, on the path of a join, has not left yet: the offer
+     * of a link we made as initiator; for a member who joined after us, our answer to its offer
+     * (pending from `expect`, before its offer has even arrived).
+     * @type {Set<string>}
+     */
+    this.awaitingFirstSignal = new Set();
   }
 
   /**
@@ -57,7 +63,8 @@ export class Mesh extends EventTarget {
     // saying it could not connect (Negotiation `connectDeadline`).
     const replaced = this.links.get(peer.id);
     if (connectDeadline === null && replaced && !replaced.everConnected) connectDeadline = replaced.connectDeadline;
-    this.remove(peer.id);
+    const onJoinPath = initiator || this.expected.has(peer.id);
+    this.remove(peer.id, onJoinPath);
     const link = new Negotiation({
       peerId: peer.id,
       polite: peer.polite,
@@ -83,27 +90,27 @@ export class Mesh extends EventTarget {
     });
     if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
-    if (initiator) {
-      this.offering.add(peer.id);
-      const offered = ({ detail }) => {
-        if (detail?.description?.type !== 'offer') return;
-        link.removeEventListener('signal', offered);
-        this.offered(peer.id);
+    if (onJoinPath) {
+      this.awaitingFirstSignal.add(peer.id);
+      const sent = ({ detail }) => {
+        if (!detail?.description) return;
+        link.removeEventListener('signal', sent);
+        this.firstSignalSent(peer.id);
       };
-      link.addEventListener('signal', offered);
+      link.addEventListener('signal', sent);
     }
     return link;
   }
 
-  /** @returns {boolean} whether a link we made as initiator has yet to send its first offer */
-  offersPending() {
-    return this.offering.size > 0;
+  /** @returns {boolean} whether a join's first offer or answer has yet to leave (`awaitingFirstSignal`) */
+  firstSignalsPending() {
+    return this.awaitingFirstSignal.size > 0;
   }
 
-  /** @param {string} peerId a link's first offer left, or the link is gone */
-  offered(peerId) {
-    if (this.offering.delete(peerId) && this.offering.size === 0) {
-      this.dispatchEvent(new CustomEvent('offersout'));
+  /** @param {string} peerId its link's first description left, or it is gone */
+  firstSignalSent(peerId) {
+    if (this.awaitingFirstSignal.delete(peerId) && this.awaitingFirstSignal.size === 0) {
+      this.dispatchEvent(new CustomEvent('firstsignalsout'));
     }
   }
 
@@ -122,12 +129,16 @@ export class Mesh extends EventTarget {
     const expected = { peer, connectDeadline: performance.now() + LINK_CONNECT_TIMEOUT_MS, timer: 0 };
     expected.timer = setTimeout(() => {
       expected.connectDeadline = null;
+      this.firstSignalSent(peer.id);
       // No offer, so nothing was gathered to say more: the path between the two is what failed.
       this.dispatchEvent(new CustomEvent('linkfailure', {
         detail: { peerId: peer.id, detail: { reason: LINK_FAILURE.noPath } },
       }));
     }, LINK_CONNECT_TIMEOUT_MS);
     this.expected.set(peer.id, expected);
+    // Its offer follows its `peer-joined` within milliseconds: the page's redraw for the newcomer
+    // waits until our answer has left (main.js), so that the offer does not wait for the redraw.
+    this.awaitingFirstSignal.add(peer.id);
   }
 
   /** @param {string} peerId @returns {Negotiation} the link to an expected member, made now */
@@ -149,17 +160,19 @@ export class Mesh extends EventTarget {
   /**
    * Close the link to a peer that left (no-op when there is none).
    * @param {string} peerId
+   * @param {boolean} [replacing] a new link on the join's path takes its place at once: its first
+   *   signal is still awaited, so `firstsignalsout` is not said in between
    */
-  remove(peerId) {
+  remove(peerId, replacing = false) {
     const expected = this.expected.get(peerId);
     if (expected !== undefined) {
       clearTimeout(expected.timer);
       this.expected.delete(peerId);
     }
+    if (!replacing) this.firstSignalSent(peerId);
     const link = this.links.get(peerId);
     if (link === undefined) return;
     this.links.delete(peerId);
-    this.offered(peerId);
     link.close();
     this.dispatchEvent(new CustomEvent('removed', { detail: { peerId } }));
   }
