@@ -181,6 +181,12 @@ class Client:
     # oldest first, and capped so that a stream of `block`s cannot grow it without bound.
     avoid: tuple[str, ...] = ()
 
+    @property
+    def room_id(self) -> str | None:
+        """The id of the room this session is in or knocking at (None: neither)."""
+        room = self.room or self.knocking
+        return room.id if room is not None else None
+
     def remember_to_avoid(self, peers: Iterable[str]) -> None:
         fresh = tuple(p for p in peers if p not in self.avoid and p != self.id)
         if fresh:

@@ -781,10 +781,9 @@ class XesServer:
         if not (self._clustered and type(message) in _CONFIRMED_ONCE_IN_REDIS):
             return on_disk, None
         session = self.core.clients.get(connection.peer)
-        room = session and (session.room or session.knocking)
         in_redis = cast(RedisCluster, self.cluster).write_room_now(connection.peer)
         return (in_redis if on_disk is None else asyncio.gather(on_disk, in_redis),
-                room.id if room is not None else None)
+                session.room_id if session is not None else None)
 
     def _tell_when_saved(self, connection: Connection, saving: asyncio.Future[Any],
                          actions: list[Action], written: str | None) -> None:

@@ -65,7 +65,6 @@ if TYPE_CHECKING:
     import redis.asyncio as aioredis
     from redis.typing import EncodableT
 
-    from ..core.signalling import Client
     from .app import Connection, XesServer
     from .redis_direct import DirectRedis
 
@@ -916,7 +915,8 @@ class RedisCluster:
         recipients = [action.to for action in actions if type(action) is Send]
         if written is not None:
             clients = self._server().core.clients
-            recipients = [peer for peer in recipients if _room_of(clients.get(peer)) != written]
+            recipients = [peer for peer in recipients
+                          if (client := clients.get(peer)) is None or client.room_id != written]
         self._dirty_peers.extend(recipients)
         if not self._dirty_scheduled:
             self._dirty_scheduled = True
@@ -947,7 +947,8 @@ class RedisCluster:
             rooms, self._dirty_rooms = self._dirty_rooms, set()
             server = self._server()
             clients = server.core.clients
-            rooms.update(room for room in map(_room_of, map(clients.get, peers)) if room)
+            rooms.update(room for peer in peers
+                         if (client := clients.get(peer)) is not None and (room := client.room_id))
             now = _now()
             # Every changed room in one round trip: a busy node changes thousands a second.
             pipe = self._redis().pipeline(transaction=False)
@@ -1217,12 +1218,6 @@ class RedisCluster:
 def _oldest_kept() -> str:
     """The id below which inbox entries are trimmed (Redis ids are milliseconds)."""
     return f"{int(time.time() * 1000) - _INBOX_KEEP_MS}-0"
-
-
-def _room_of(client: Client | None) -> str | None:
-    """The id of the room ``client`` is in or knocking at."""
-    room = client and (client.room or client.knocking)
-    return room.id if room is not None else None
 
 
 def _local_type() -> type[Connection]:
