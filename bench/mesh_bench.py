@@ -44,6 +44,7 @@ from browser_bench import room_url, start_coturn, start_server  # noqa: E402
 from noise import NoiseLimits, NoiseProbe, own_ticks  # noqa: E402
 from procstat import TICKS  # noqa: E402
 from tests.support.browser import (  # noqa: E402
+    SIGNAL_TRACE_JS,
     TONE_LISTENER_HEARD_JS,
     TONE_LISTENER_STOP_JS,
     chromium_args,
@@ -165,10 +166,16 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
     try:
         url = room_url(kind, base)
         pages = []
+        console: dict[Any, list[str]] = {}
         for tone in TONES[:people]:
             context = await browser.new_context()
             await context.add_init_script(oscillator_microphone_script(tone))
+            await context.add_init_script(SIGNAL_TRACE_JS)
             page = await context.new_page()
+            lines = console.setdefault(page, [])
+            page.on("console", lambda message, lines=lines: lines.append(
+                f"{message.type}: {message.text}"[:300])
+                if message.type in ("warning", "error") else None)
             await page.goto(url)
             pages.append(page)
         settle_s: list[float] = []
@@ -190,7 +197,9 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
                 # each of their links, so that a failure is explained, not only counted.
                 detail = [{"page": f"P{i + 1}",
                            "hears": await pages[i].evaluate(TONE_LISTENER_HEARD_JS),
-                           "links": await pages[i].evaluate(LINK_STATES_JS)} for i in waiting]
+                           "links": await pages[i].evaluate(LINK_STATES_JS),
+                           "signals": await signal_counts(pages[i], pages[:n]),
+                           "console": console[pages[i]][-20:]} for i in waiting]
                 return {"ok": False, "error": f"P{n} joined: P{waiting[0] + 1} never heard everyone",
                         "settle_s": settle_s, "detail": detail}
             settle_s.append(time.monotonic() - clicked)
@@ -236,6 +245,18 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
         }
     finally:
         await browser.close()
+
+
+async def signal_counts(page: Any, pages: list[Any]) -> dict[str, dict[str, int]]:
+    """Per other person (by display name), how many offers, answers and candidates this page sent
+    and got: a signal lost on the way shows as one side's `sent` without the other's `got`."""
+    names = {await other.evaluate("window.xes?.me?.id"): f"P{n}"
+             for n, other in enumerate(pages, start=1)}
+    counts: dict[str, dict[str, int]] = {}
+    for _, direction, peer, what, *_ in await page.evaluate("window.__xesSignalTrace ?? []"):
+        per_peer = counts.setdefault(names.get(peer, peer), {})
+        per_peer[f"{direction} {what}"] = per_peer.get(f"{direction} {what}", 0) + 1
+    return counts
 
 
 async def _poll(page: Any, expression: str, deadline: float) -> None:

@@ -18,6 +18,7 @@ from playwright.sync_api import Browser, Page, expect
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, join, open_new_room
 from tests.conftest import XesServerProcess
 from tests.support.browser import (
+    SIGNAL_TRACE_JS,
     oscillator_microphone_script,
     selected_pair_types,
     start_tone_listener,
@@ -49,53 +50,6 @@ SETTLE_TIMEOUT_S = 240.0
 # Each page's console warnings and errors (a link whose set-up failed says why there), by page.
 _CONSOLE: dict[Page, list[str]] = {}
 
-
-# Records every `signal` the page sends and receives (direction, the other peer, what it carries,
-# when), so that a link that never connects can be explained: a signal lost between the two pages,
-# or one that arrived and was not acted on.
-_SIGNAL_TRACE_JS = """
-(() => {
-  const trace = [];
-  window.__xesSignalTrace = trace;
-  const started = performance.now();
-  const what = (data) => data?.description ? data.description.type
-    : data && 'candidate' in data ? (data.candidate ? 'candidate' : 'end-of-candidates') : '?';
-  const ufrag = (data) => /a=ice-ufrag:(\\S+)/.exec(data?.description?.sdp ?? '')?.[1]
-    ?? /ufrag (\\S+)/.exec(data?.candidate?.candidate ?? '')?.[1] ?? '';
-  // For what we got: the offer an answer says it answers, and our link's state on arrival
-  // (signalling state and the ICE ufrag of our current local description).
-  const linkState = (peer) => {
-    const pc = window.xes?.pcs?.().get(peer);
-    if (!pc) return 'no link';
-    const local = /a=ice-ufrag:(\\S+)/.exec(pc.localDescription?.sdp ?? '')?.[1] ?? '';
-    return `${pc.signalingState}/${local}`;
-  };
-  const record = (direction, peer, data, seq) => trace.push(
-    [Math.round(performance.now() - started), direction, peer, what(data), ufrag(data), seq ?? null,
-     direction === 'got' ? `${data?.answers ?? ''}@${linkState(peer)}` : '']);
-  const send = WebSocket.prototype.send;
-  WebSocket.prototype.send = function (text) {
-    try {
-      const message = JSON.parse(text);
-      if (message.type === 'signal') record('sent', message.to, message.data);
-    } catch {}
-    return send.call(this, text);
-  };
-  const Original = WebSocket;
-  window.WebSocket = function (...args) {
-    const socket = new Original(...args);
-    socket.addEventListener('message', ({ data }) => {
-      try {
-        const message = JSON.parse(data);
-        if (message.type === 'signal') record('got', message.from, message.data, message.seq);
-      } catch {}
-    });
-    return socket;
-  };
-  window.WebSocket.prototype = Original.prototype;
-  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
-})();
-"""
 
 # Both ends of a link: ICE candidates, candidate pairs, the ufrags of each description.
 _LINK_DETAIL_JS = """
@@ -167,7 +121,7 @@ def person(browser: Browser, frequency: float) -> Page:
     """A new person: a fresh context of the shared Chromium whose microphone plays `frequency`."""
     context = browser.new_context()
     context.add_init_script(oscillator_microphone_script(frequency))
-    context.add_init_script(_SIGNAL_TRACE_JS)
+    context.add_init_script(SIGNAL_TRACE_JS)
     # Generous: eight people share two cores. These wait; they do not measure.
     context.set_default_timeout(CONNECT_TIMEOUT_MS)
     page = context.new_page()

@@ -560,3 +560,52 @@ def selected_pair_types(page: Page) -> dict[str, tuple[str, str] | None]:
         peer_id: (str(types[0]), str(types[1])) if types else None
         for peer_id, types in raw.items()
     }
+
+
+# An init script that records every `signal` the page sends and receives in
+# `window.__xesSignalTrace` (direction, the other peer, what it carries, when), so that a link that
+# never connects can be explained: a signal lost between the two pages, or one that arrived and was
+# not acted on. Used by tests/browser/test_mesh8.py and bench/mesh_bench.py.
+SIGNAL_TRACE_JS = """
+(() => {
+  const trace = [];
+  window.__xesSignalTrace = trace;
+  const started = performance.now();
+  const what = (data) => data?.description ? data.description.type
+    : data && 'candidate' in data ? (data.candidate ? 'candidate' : 'end-of-candidates') : '?';
+  const ufrag = (data) => /a=ice-ufrag:(\\S+)/.exec(data?.description?.sdp ?? '')?.[1]
+    ?? /ufrag (\\S+)/.exec(data?.candidate?.candidate ?? '')?.[1] ?? '';
+  // For what we got: the offer an answer says it answers, and our link's state on arrival
+  // (signalling state and the ICE ufrag of our current local description).
+  const linkState = (peer) => {
+    const pc = window.xes?.pcs?.().get(peer);
+    if (!pc) return 'no link';
+    const local = /a=ice-ufrag:(\\S+)/.exec(pc.localDescription?.sdp ?? '')?.[1] ?? '';
+    return `${pc.signalingState}/${local}`;
+  };
+  const record = (direction, peer, data, seq) => trace.push(
+    [Math.round(performance.now() - started), direction, peer, what(data), ufrag(data), seq ?? null,
+     direction === 'got' ? `${data?.answers ?? ''}@${linkState(peer)}` : '']);
+  const send = WebSocket.prototype.send;
+  WebSocket.prototype.send = function (text) {
+    try {
+      const message = JSON.parse(text);
+      if (message.type === 'signal') record('sent', message.to, message.data);
+    } catch {}
+    return send.call(this, text);
+  };
+  const Original = WebSocket;
+  window.WebSocket = function (...args) {
+    const socket = new Original(...args);
+    socket.addEventListener('message', ({ data }) => {
+      try {
+        const message = JSON.parse(data);
+        if (message.type === 'signal') record('got', message.from, message.data, message.seq);
+      } catch {}
+    });
+    return socket;
+  };
+  window.WebSocket.prototype = Original.prototype;
+  Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
+})();
+"""
