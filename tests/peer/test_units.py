@@ -10,7 +10,7 @@ from xes.peer.connection import _UNUSABLE, _parse_candidate, _Unusable
 from xes.peer.errors import RoomLinkError
 from xes.peer.gathering import loopback_gathering
 from xes.peer.links import is_loopback_url, resolve_room, websocket_url
-from xes.peer.sdp import AUDIO_LEVEL_URI, ice_ufrag, strip_audio_level
+from xes.peer.sdp import AUDIO_LEVEL_URI, ice_ufrag, media_sections, strip_audio_level
 from xes.protocol import messages as m
 from xes.protocol.messages import IceCandidate
 
@@ -91,6 +91,17 @@ def test_loopback_gathering_is_scoped() -> None:
     with loopback_gathering(False):
         assert "127.0.0.1" not in aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False)
     assert aioice.ice.get_host_addresses(use_ipv4=True, use_ipv6=False) == outside
+
+
+def test_media_sections_tell_an_answer_to_an_earlier_offer_with_the_same_ufrag() -> None:
+    """docs/protocol.md, "A repeated offer": a renegotiation keeps the ufrag, so the sections
+    (``a=mid``, in order) tell which offer an answer answers."""
+    audio = "v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:Hbq7\r\n"
+    both = audio + "m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n"
+    assert media_sections(audio) == ["0"]
+    assert media_sections(both) == ["0", "1"]
+    assert media_sections(None) == [] and media_sections("v=0\r\n") == []
+    assert ice_ufrag(audio) == ice_ufrag(both)
 
 
 def test_an_answer_names_the_offer_it_answers_by_its_ice_ufrag() -> None:

@@ -702,6 +702,56 @@ test('an answer says which offer it answers; a late answer to an earlier offer i
   assert.equal(call.alerts.size, 0, 'no alert: nothing went wrong');
 });
 
+test('a late answer to our first offer is not taken for the answer to the second, which adds the data channel', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call, socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [pc] = FakeRTCPeerConnection.made;
+  const ufrag = /a=ice-ufrag:(\S+)/.exec(pc.localDescription.sdp)[1];
+  const answer = (sections) => ({ description: { type: 'answer', sdp: ['v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'a=mid:0',
+    'a=ice-ufrag:theirs', ...(sections > 1 ? ['m=application 9 UDP/DTLS/SCTP webrtc-datachannel', 'a=mid:1'] : []), ''].join('\r\n') },
+  answers: ufrag });
+  t.mock.timers.tick(8_000); // no answer yet: the first offer goes again
+  socket.serverSends({ type: 'signal', from: ADA, data: answer(1) });
+  await settle();
+  pc.connect();
+  const voice = new FakeTrack('audio', 'Ada', { muted: true });
+  pc.receiveTrack(new FakeMediaStream([voice]));
+  voice.unmute();
+  t.mock.timers.tick(SETTLE_GRACE_MS);
+  await settle();
+  assert.equal(pc.signalingState, 'have-local-offer', 'the second offer, with the data channel, is out');
+  assert.match(pc.localDescription.sdp, /a=ice-ufrag:/);
+  // Ada's answer to the repeat of our first offer arrives now: same ICE credentials, one section.
+  socket.serverSends({ type: 'signal', from: ADA, data: answer(1) });
+  await settle();
+  assert.equal(pc.signalingState, 'have-local-offer', 'it answers an earlier offer: ignored');
+  assert.equal(call.alerts.size, 0, 'and no error');
+  socket.serverSends({ type: 'signal', from: ADA, data: answer(2) });
+  await settle();
+  assert.equal(pc.signalingState, 'stable', 'the answer to the second offer is taken');
+  assert.match(pc.remoteDescription.sdp, /a=mid:1/);
+});
+
+test('a repeat of a peer\'s first offer, after its second was answered, is ignored', async (t) => {
+  const { call, socket } = await inRoom(t);
+  socket.serverSends({ type: 'peer-joined', peer: { id: CAROL, name: 'Carol', polite: true } });
+  const audio = 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\na=mid:0\r\na=ice-ufrag:carol\r\n';
+  const withChannel = `${audio}m=application 9 UDP/DTLS/SCTP webrtc-datachannel\r\na=mid:1\r\n`;
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: audio } } });
+  await settle();
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: withChannel } } });
+  await settle();
+  const [pc] = FakeRTCPeerConnection.made;
+  let renegotiated = 0;
+  const setRemote = pc.setRemoteDescription.bind(pc);
+  pc.setRemoteDescription = async (description) => { renegotiated += 1; return setRemote(description); };
+  socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: audio } } });
+  await settle();
+  assert.equal(renegotiated, 0, 'an offer that drops a section answers nothing now');
+  assert.equal(pc.remoteDescription.sdp, withChannel);
+  assert.equal(call.alerts.size, 0);
+});
+
 /** Bob joins after us and offers (ufrag "theirs"): returns his offer, already answered. */
 async function offerFromBob(socket) {
   socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true }, seq: 10 });

@@ -184,9 +184,9 @@ export class FakeDataChannel extends EventTarget {
 }
 
 const SDP = (type, ufrag, data) => [
-  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', `a=ice-ufrag:${ufrag}`,
+  'v=0', 'm=audio 9 UDP/TLS/RTP/SAVPF 111', 'a=mid:0', `a=ice-ufrag:${ufrag}`,
   'a=extmap:1 urn:ietf:params:rtp-hdrext:ssrc-audio-level', `a=fake-${type}`,
-  ...(data ? ['m=application 9 UDP/DTLS/SCTP webrtc-datachannel'] : []), '',
+  ...(data ? ['m=application 9 UDP/DTLS/SCTP webrtc-datachannel', 'a=mid:1'] : []), '',
 ].join('\r\n');
 let ufrags = 0;
 

@@ -58,7 +58,7 @@ from aiortc import (
 from aiortc.sdp import candidate_from_sdp
 
 from xes.peer.gathering import loopback_gathering
-from xes.peer.sdp import ice_ufrag, strip_audio_level
+from xes.peer.sdp import ice_ufrag, media_sections, strip_audio_level
 from xes.protocol import messages as m
 
 __all__ = ["DATA_CHANNEL_ID", "DATA_CHANNEL_LABEL", "DATA_MAX_BYTES", "LinkState", "Route", "Link",
@@ -295,7 +295,13 @@ class Link:
                                   answers: str | None = None) -> None:
         kind, sdp = description.type, description.sdp
         signaling_state = self._pc.signalingState
+        sections = media_sections(sdp)
         if kind == "offer":
+            remote = self._pc.remoteDescription
+            if sections and remote is not None and len(sections) < len(media_sections(remote.sdp)):
+                # A late repeat of an earlier offer: a later offer never drops a section.
+                logger.debug("< ignoring %s's offer with fewer sections than the last", self.remote_id)
+                return
             if signaling_state == "have-local-offer":
                 # Glare. aiortc cannot roll back, so we are the impolite side: the other end
                 # must roll back its offer and answer ours (docs/protocol.md, `polite`).
@@ -315,7 +321,9 @@ class Link:
                 logger.warning("! ignoring %s's answer in state %s", self.remote_id, signaling_state)
                 return
             local = self._pc.localDescription
-            if answers is not None and answers != ice_ufrag(local.sdp if local else None):
+            local_sdp = local.sdp if local else None
+            if (answers is not None and answers != ice_ufrag(local_sdp)) or (
+                    sections and sections != media_sections(local_sdp)):
                 logger.debug("< ignoring %s's answer to an earlier offer", self.remote_id)
                 return
             await self._pc.setRemoteDescription(

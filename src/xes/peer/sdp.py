@@ -23,6 +23,14 @@ def strip_audio_level(sdp: str) -> str:
     return "".join(line for line in lines if not _is_audio_level_extmap(line))
 
 
+def media_sections(sdp: str | None) -> list[str]:
+    """The media sections of `sdp`, in order (their ``a=mid`` values). An answer has exactly
+    those of the offer it answers, which tells a late answer to an earlier offer with the same
+    ICE credentials (a renegotiation) from the answer to the one out now."""
+    return [line[len("a=mid:"):].strip() for line in (sdp or "").splitlines()
+            if line.startswith("a=mid:")]
+
+
 def ice_ufrag(sdp: str | None) -> str | None:
     """The ICE username fragment of `sdp` (its first ``a=ice-ufrag``), or None. Each offer has
     its own (a new connection or an ICE restart makes a new one), so it names an offer."""

@@ -190,6 +190,15 @@ export function iceUfrag(sdp) {
   return match ? match[1] : null;
 }
 
+/**
+ * The media sections of a description, in order (their `a=mid` values).
+ * @param {string|undefined} sdp
+ * @returns {string[]}
+ */
+export function mediaSections(sdp) {
+  return [...(sdp ?? '').matchAll(/^a=mid:(\S+)/gm)].map((match) => match[1]);
+}
+
 /** Plain-words reasons a link could not connect (`linkfailure` detail.reason). */
 export const LINK_FAILURE = Object.freeze({
   relayUnreachable: 'the relay could not be reached',
@@ -737,6 +746,20 @@ export class Negotiation extends EventTarget {
       // that says which offer it answers (`answers`) is checked; one that does not, trusted.
       if (description.type === 'answer' && typeof data.answers === 'string'
           && data.answers !== iceUfrag(this.pc.localDescription?.sdp)) return;
+      // A renegotiation keeps the ICE credentials (the data channel's second offer adds a media
+      // section): a late answer to the first offer, repeated because that offer was (OFFER_RESEND_MS),
+      // names the same ufrag as the second one. An answer has exactly the media sections of the
+      // offer it answers, so one with others answers an earlier offer. Applying it would fail
+      // ("the order of m-lines in answer doesn't match") and leave the link unanswered.
+      // (A description that names no sections is not judged.)
+      const sections = mediaSections(description.sdp);
+      if (description.type === 'answer' && sections.length > 0
+          && sections.join(' ') !== mediaSections(this.pc.localDescription?.sdp).join(' ')) return;
+      // Likewise a repeat of the peer's first offer that arrives after its second one was
+      // answered: it has fewer media sections than the offer we already took, and a later offer
+      // may never drop one.
+      if (description.type === 'offer' && sections.length > 0 && this.pc.remoteDescription
+          && sections.length < mediaSections(this.pc.remoteDescription.sdp).length) return;
       const readyForOffer =
         !this.makingOffer &&
         (this.pc.signalingState === 'stable' ||
