@@ -634,6 +634,27 @@ test('a link that is getting somewhere is given more time before it is restarted
   assert.equal(toAda.signalingState, 'closed');
 });
 
+test('a link whose peer\'s candidates still arrive after its answer is given more time too', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
+  const [toAda] = FakeRTCPeerConnection.made;
+  answerFrom(socket, ADA, toAda, 10);
+  await settle();
+  toAda.iceConnectionState = 'checking';
+  // A starved machine: none of our checks answered yet, but Ada's candidates trickle in late.
+  for (const seq of [11, 12]) {
+    socket.serverSends({ type: 'signal', from: ADA, seq,
+      data: { candidate: { candidate: `candidate:${seq} 1 udp 1 127.0.0.1 ${seq} typ host`, sdpMid: '0', sdpMLineIndex: 0 } } });
+  }
+  await settle();
+  t.mock.timers.tick(10_000);
+  await settle();
+  assert.equal(toAda.restarts, 0, 'ICE could not have tried what had not arrived: it waits');
+  t.mock.timers.tick(10_000); // nothing more came: stuck after all
+  await settle();
+  assert.equal(toAda.restarts, 1);
+});
+
 test('an offer still unanswered after 8 s is sent again, three times, then the link is made anew', async (t) => {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });

@@ -340,6 +340,8 @@ export class Negotiation extends EventTarget {
     this.stuckRestarted = false;
     /** linkProgress at the stuck watch's last look, and how many looks it let pass for it. */
     this.stuckProgress = 0;
+    /** The peer's ICE candidates received so far (part of the stuck watch's progress). */
+    this.candidatesReceived = 0;
     this.stuckPatience = 0;
     this.offerTimer = null;
     this.offerResends = 0;
@@ -687,9 +689,11 @@ export class Negotiation extends EventTarget {
     // not stuck: a starved machine takes longer than STUCK_RESTART_MS, and a restart would
     // throw that progress away and start over. Patience has a bound, in case a link makes
     // "progress" that never ends in a connection.
-    let progress = 0;
+    // The peer's candidates still arriving count too: they say its machine is busy bringing
+    // the link up, and ICE cannot have tried candidates it has not received.
+    let progress = this.candidatesReceived;
     try {
-      progress = linkProgress(await this.pc.getStats());
+      progress += linkProgress(await this.pc.getStats());
     } catch {
       // closed meanwhile: judged as no progress (and returned from just below)
     }
@@ -782,6 +786,9 @@ export class Negotiation extends EventTarget {
         clearTimeout(this.offerTimer);
         this.offerResends = 0;
         if (this.stuckTimer === null && this.initiator && this.pc.connectionState !== 'connected') {
+          // Candidates that arrive from now on count as progress: on a starved machine the
+          // peer's come seconds after its answer, and ICE could not have got anywhere before.
+          this.stuckProgress = this.candidatesReceived;
           this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
         }
       }
@@ -798,6 +805,7 @@ export class Negotiation extends EventTarget {
       // has its encoding to cap again.
       this.applyAudioBitrate();
     } else if ('candidate' in data) {
+      this.candidatesReceived += 1;
       try {
         // null means the end of the peer's candidates.
         await this.pc.addIceCandidate(data.candidate ?? undefined);
