@@ -52,6 +52,11 @@ export function linkKind(pair) {
   return pair.localType === 'relay' || pair.remoteType === 'relay' ? RELAYED : DIRECT;
 }
 
+/** @param {RTCPeerConnection} pc @returns {boolean} whether the link is still being set up */
+function isSettingUp(pc) {
+  return pc.connectionState === 'new' || pc.connectionState === 'connecting';
+}
+
 /**
  * Polls every link about once a second, except links still being set up (they are left out of
  * the update). Event `update` (CustomEvent) has detail
@@ -70,6 +75,8 @@ export class LinkStats extends EventTarget {
     this.intervalMs = intervalMs;
     this.timer = null;
     this.polling = false;
+    /** @type {WeakSet<RTCPeerConnection>} links read at least once */
+    this.read = new WeakSet();
   }
 
   /** Start polling (idempotent). The first poll waits one interval: links just created have no
@@ -91,11 +98,18 @@ export class LinkStats extends EventTarget {
     this.polling = true;
     try {
       const result = new Map();
-      for (const [peerId, pc] of this.peerConnections()) {
+      const connections = this.peerConnections();
+      const settingUp = [...connections.values()].some(isSettingUp);
+      for (const [peerId, pc] of connections) {
         // A link still being set up has no path to report, and Chromium answers getStats on the
         // threads that run its handshake: with seven links per page on a busy machine, asking
         // slows the very handshakes it waits for. Its peer keeps what was known before.
-        if (pc.connectionState === 'new' || pc.connectionState === 'connecting') continue;
+        if (isSettingUp(pc)) continue;
+        // Nor, while another link is being set up, are the others asked again: the same threads
+        // run every link of the page, and in a full room on a busy machine a poll of six links
+        // each second held the newcomer's answers back for seconds. A link that has just
+        // connected is still read once, for its path.
+        if (settingUp && this.read.has(pc)) continue;
         let report = null;
         if (pc.connectionState !== 'closed') {
           try {
@@ -104,6 +118,7 @@ export class LinkStats extends EventTarget {
             report = null;
           }
         }
+        if (report !== null) this.read.add(pc);
         const pair = report === null ? null : pairOf(report);
         result.set(peerId, {
           link: linkKind(pair), ...(pair ?? {}), connectionState: pc.connectionState, report, at: performance.now(),
