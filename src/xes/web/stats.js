@@ -58,8 +58,14 @@ function isSettingUp(pc) {
 }
 
 /**
+ * While another link is being set up, a link already read waits at most this long for its next
+ * read: the quality warnings (quality.js) judge the last few seconds.
+ */
+export const SET_UP_POLL_GAP_MS = 5000;
+
+/**
  * Polls every link about once a second, except links still being set up (they are left out of
- * the update). Event `update` (CustomEvent) has detail
+ * the update), and, while one is, links read less than SET_UP_POLL_GAP_MS ago. Event `update` (CustomEvent) has detail
  * `Map<peerId, {link: string|null, localType?: string, remoteType?: string, connectionState: string,
  * report: RTCStatsReport|null, at: number}>`: `report` is the whole getStats() result (quality.js
  * reads it), `at` when it was taken (performance.now()).
@@ -68,15 +74,17 @@ export class LinkStats extends EventTarget {
   /**
    * @param {() => Map<string, RTCPeerConnection>} peerConnections read on every poll
    * @param {number} [intervalMs]
+   * @param {() => number} [now] the clock (performance.now)
    */
-  constructor(peerConnections, intervalMs = 1000) {
+  constructor(peerConnections, intervalMs = 1000, now = () => performance.now()) {
     super();
     this.peerConnections = peerConnections;
     this.intervalMs = intervalMs;
+    this.now = now;
     this.timer = null;
     this.polling = false;
-    /** @type {WeakSet<RTCPeerConnection>} links read at least once */
-    this.read = new WeakSet();
+    /** @type {WeakMap<RTCPeerConnection, number>} when each link was last read */
+    this.readAt = new WeakMap();
   }
 
   /** Start polling (idempotent). The first poll waits one interval: links just created have no
@@ -105,11 +113,12 @@ export class LinkStats extends EventTarget {
         // threads that run its handshake: with seven links per page on a busy machine, asking
         // slows the very handshakes it waits for. Its peer keeps what was known before.
         if (isSettingUp(pc)) continue;
-        // Nor, while another link is being set up, are the others asked again: the same threads
-        // run every link of the page, and in a full room on a busy machine a poll of six links
-        // each second held the newcomer's answers back for seconds. A link that has just
-        // connected is still read once, for its path.
-        if (settingUp && this.read.has(pc)) continue;
+        // Nor, while another link is being set up, are the others asked every second: the same
+        // threads run every link of the page, and in a full room on a busy machine six reads a
+        // second compete with the newcomer's set-up. A link that has just connected is still
+        // read at once, for its path.
+        const readAt = this.readAt.get(pc);
+        if (settingUp && readAt !== undefined && this.now() - readAt < SET_UP_POLL_GAP_MS) continue;
         let report = null;
         if (pc.connectionState !== 'closed') {
           try {
@@ -118,7 +127,7 @@ export class LinkStats extends EventTarget {
             report = null;
           }
         }
-        if (report !== null) this.read.add(pc);
+        if (report !== null) this.readAt.set(pc, this.now());
         const pair = report === null ? null : pairOf(report);
         result.set(peerId, {
           link: linkKind(pair), ...(pair ?? {}), connectionState: pc.connectionState, report, at: performance.now(),
