@@ -64,7 +64,10 @@ export class Mesh extends EventTarget {
     const replaced = this.links.get(peer.id);
     if (connectDeadline === null && replaced && !replaced.everConnected) connectDeadline = replaced.connectDeadline;
     const onJoinPath = initiator || this.expected.has(peer.id);
-    this.remove(peer.id, onJoinPath);
+    // A new link on the join's path takes the old one's place at once, its first signal still
+    // awaited: `firstsignalsout` is not said in between.
+    if (!onJoinPath) this.firstSignalSent(peer.id);
+    this.closeLink(peer.id);
     const link = new Negotiation({
       peerId: peer.id,
       polite: peer.polite,
@@ -160,16 +163,23 @@ export class Mesh extends EventTarget {
   /**
    * Close the link to a peer that left (no-op when there is none).
    * @param {string} peerId
-   * @param {boolean} [replacing] a new link on the join's path takes its place at once: its first
-   *   signal is still awaited, so `firstsignalsout` is not said in between
    */
-  remove(peerId, replacing = false) {
+  remove(peerId) {
+    this.firstSignalSent(peerId);
+    this.closeLink(peerId);
+  }
+
+  /**
+   * Close the link to a peer, or stop expecting one (`removed` when there was a link); whether a
+   * first signal is still awaited is the caller's to say.
+   * @param {string} peerId
+   */
+  closeLink(peerId) {
     const expected = this.expected.get(peerId);
     if (expected !== undefined) {
       clearTimeout(expected.timer);
       this.expected.delete(peerId);
     }
-    if (!replacing) this.firstSignalSent(peerId);
     const link = this.links.get(peerId);
     if (link === undefined) return;
     this.links.delete(peerId);
