@@ -17,16 +17,11 @@ from playwright.sync_api import Page, expect
 
 from tests.browser.test_call import CONNECT_TIMEOUT_MS, NAMES, TONES, join, open_new_room, tones_by_name
 from tests.conftest import XesServerProcess, require_binary
+from tests.support.browser import wait_channels_open
 
 pytestmark = pytest.mark.browser
 
 _BYTES = re.compile(r"bytes_(sent|received):(\d+)")
-
-
-EVERY_CHANNEL_OPEN = """(links) => {
-  const states = Object.values(window.xes.verification()?.links ?? {}).map((link) => link.state);
-  return states.length === links && states.every((state) => state === 'verified');
-}"""
 
 
 def every_channel_open(pages: list[Page]) -> None:
@@ -35,7 +30,7 @@ def every_channel_open(pages: list[Page]) -> None:
     its channel, so every link verified means every channel is open at both ends, and the
     server's signalling for the call is over (the server's byte counts can be read)."""
     for page in pages:
-        page.wait_for_function(EVERY_CHANNEL_OPEN, arg=len(pages) - 1)
+        wait_channels_open(page, links=len(pages) - 1)
 
 
 def server_tcp_bytes(port: int) -> tuple[int, list[int]]:

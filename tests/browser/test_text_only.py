@@ -19,7 +19,7 @@ from playwright.sync_api import Browser, BrowserContext, Page, expect
 from tests.browser.test_call import CONNECT_TIMEOUT_MS
 from tests.browser.test_call_ux import axe_violations
 from tests.conftest import XesServerProcess
-from tests.support.browser import oscillator_microphone_script
+from tests.support.browser import oscillator_microphone_script, wait_channels_open
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(240)]
 
@@ -76,14 +76,8 @@ def participants(page: Page) -> Any:
     return page.get_by_role("list", name="Participants")
 
 
-# The link's safety code is checked over its data channel: once verified, the channel is open at
-# both ends, so a message sent now cannot be refused as "nobody is connected yet".
-CHANNEL_OPEN = """() => Object.values(window.xes.verification()?.links ?? {})
-  .some((link) => link.state === 'verified')"""
-
-
 def send(page: Page, text: str) -> None:
-    page.wait_for_function(CHANNEL_OPEN)
+    wait_channels_open(page)
     page.get_by_label("Message").fill(text)
     page.get_by_role("button", name="Send").click()
 

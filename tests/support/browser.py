@@ -609,3 +609,15 @@ SIGNAL_TRACE_JS = """
   Object.assign(window.WebSocket, { CONNECTING: 0, OPEN: 1, CLOSING: 2, CLOSED: 3 });
 })();
 """
+
+
+# A link's safety code is checked over its data channel: once verified, the channel is open at
+# both ends (a message sent then cannot be refused as "nobody is connected yet"), and, since the
+# channel comes in a second offer once the voice flows, the link's signalling is over.
+_LINKS_VERIFIED_JS = """(links) => Object.values(window.xes.verification()?.links ?? {})
+  .filter((link) => link.state === 'verified').length >= links"""
+
+
+def wait_channels_open(page: Page, links: int = 1) -> None:
+    """Wait until at least `links` of the page's links have their data channel open."""
+    page.wait_for_function(_LINKS_VERIFIED_JS, arg=links)
