@@ -606,13 +606,19 @@ test('a link whose ICE is through but whose handshake never finished is made ane
   assert.equal(FakeRTCPeerConnection.made.length, 3, 'twice at most');
 });
 
-test('a link that is getting somewhere is given more time before it is restarted', async (t) => {
+/** In a room with Ada, our offer answered, ICE still checking: what the stuck watch looks at. */
+async function checkingAfterAnswer(t) {
   t.mock.timers.enable({ apis: ['setTimeout'] });
   const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
   const [toAda] = FakeRTCPeerConnection.made;
   answerFrom(socket, ADA, toAda, 10);
   await settle();
   toAda.iceConnectionState = 'checking';
+  return { socket, toAda };
+}
+
+test('a link that is getting somewhere is given more time before it is restarted', async (t) => {
+  const { socket, toAda } = await checkingAfterAnswer(t);
   let answered = 0;
   const lookAfter = async (ms) => {
     // Each look finds more of our checks answered: a slow machine, not a stuck link.
@@ -635,12 +641,7 @@ test('a link that is getting somewhere is given more time before it is restarted
 });
 
 test('a link whose peer\'s candidates still arrive after its answer is given more time too', async (t) => {
-  t.mock.timers.enable({ apis: ['setTimeout'] });
-  const { socket } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: false }] });
-  const [toAda] = FakeRTCPeerConnection.made;
-  answerFrom(socket, ADA, toAda, 10);
-  await settle();
-  toAda.iceConnectionState = 'checking';
+  const { toAda, socket } = await checkingAfterAnswer(t);
   // A starved machine: none of our checks answered yet, but Ada's candidates trickle in late.
   for (const seq of [11, 12]) {
     socket.serverSends({ type: 'signal', from: ADA, seq,
