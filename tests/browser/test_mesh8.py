@@ -35,6 +35,8 @@ pytestmark = [pytest.mark.browser, pytest.mark.timeout(900)]
 UPLINK_BUDGET_KBPS = 250.0
 # How long the outbound byte counters are watched for the bitrate.
 BITRATE_WINDOW_S = 5.0
+# The Opus cap per link in a room of eight (quality.js: the budget shared by 7 links, less headers).
+EIGHT_PEOPLE_OPUS_BPS = 24_000
 
 # 180 Hz or more apart: far beyond the tone listener's 2-bin (47 Hz) tolerance.
 TONES = (440.0, 620.0, 830.0, 1070.0, 1310.0, 1550.0, 1790.0, 2030.0)
@@ -150,19 +152,22 @@ def link_states(page: Page) -> dict[str, str]:
     return states
 
 
-def outbound_audio_bytes(page: Page) -> dict[str, int]:
-    """Per link (other person's id), audio bytes sent so far: RTP payload plus RTP headers."""
-    sent: dict[str, int] = page.evaluate(
+def outbound_audio_bytes(page: Page) -> dict[str, tuple[int, float]]:
+    """Per link (other person's id), audio bytes sent so far (RTP payload plus RTP headers) and
+    the time of that count, in ms, on the clock of the stats themselves."""
+    sent: dict[str, tuple[int, float]] = page.evaluate(
         """async () => {
           const result = {};
           for (const [id, pc] of window.xes.pcs()) {
             let bytes = 0;
+            let at = 0;
             (await pc.getStats()).forEach((report) => {
               if (report.type === 'outbound-rtp' && report.kind === 'audio') {
                 bytes += report.bytesSent + (report.headerBytesSent ?? 0);
+                at = report.timestamp;
               }
             });
-            result[id] = bytes;
+            result[id] = [bytes, at];
           }
           return result;
         }""")
@@ -170,17 +175,22 @@ def outbound_audio_bytes(page: Page) -> dict[str, int]:
 
 
 def outbound_kbps(pages: dict[str, Page], seconds: float) -> dict[str, dict[str, float]]:
-    """Each person's outbound audio bitrate per link over `seconds`, in kbit/s."""
+    """Each person's outbound audio bitrate per link over about `seconds`, in kbit/s.
+
+    Each link's rate is its own byte count over its own stats' clock: the pages are read one
+    after another, so one window timed around all of them would credit the first page read with
+    seconds it did not have (a link at its cap then reads above it)."""
     before = {name: outbound_audio_bytes(page) for name, page in pages.items()}
-    started = time.monotonic()
     time.sleep(seconds)
     after = {name: outbound_audio_bytes(page) for name, page in pages.items()}
-    elapsed = time.monotonic() - started
-    return {
-        name: {peer: (after[name][peer] - before[name].get(peer, 0)) * 8 / 1000 / elapsed
-               for peer in after[name]}
-        for name in pages
-    }
+    rates: dict[str, dict[str, float]] = {}
+    for name in pages:
+        rates[name] = {}
+        for peer, (bytes_after, at_after) in after[name].items():
+            bytes_before, at_before = before[name].get(peer, (0, at_after - seconds * 1000))
+            # Bits per millisecond are kbit/s.
+            rates[name][peer] = (bytes_after - bytes_before) * 8 / (at_after - at_before)
+    return rates
 
 
 def expected_heard(name: str, present: list[str]) -> dict[str, list[float]]:
@@ -244,6 +254,16 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
     # Each link's outbound audio bitrate: Opus at 24 kbit/s per link for 8 people (plus RTP
     # headers), so 7 links stay within the uplink budget. The tones never pause, so DTX never
     # lowers it: this is the worst case.
+    # Measured once every sender carries its cap: a link's cap follows its set-up (and a
+    # renegotiation) by up to a few seconds on a starved machine, and a window that straddles
+    # that moment would judge the link's earlier, larger share.
+    for page in pages.values():
+        page.wait_for_function(
+            """(bitrate) => [...window.xes.pcs().values()].every((pc) => pc.getSenders()
+                 .filter((sender) => sender.track?.kind === 'audio')
+                 .every((sender) => sender.getParameters().encodings.length > 0
+                   && sender.getParameters().encodings.every((e) => e.maxBitrate === bitrate)))""",
+            arg=EIGHT_PEOPLE_OPUS_BPS, polling=500, timeout=CONNECT_TIMEOUT_MS)
     rates = outbound_kbps(pages, BITRATE_WINDOW_S)
     for name, links in rates.items():
         print(f"{name} sends " + ", ".join(f"{kbps:.1f}" for kbps in links.values())
