@@ -42,6 +42,11 @@ async def test_password_bans_and_host_survive_the_owners_death(
     await host.send({"type": "set-rules", "password": PASSWORD})
     for member in (host, guest):
         assert (await member.expect("rules"))["rules"]["password"] is True
+    # The rules live in Redis only: no node keeps a copy of the password's hash or the bans on
+    # its disk (docs/privacy.md), where it would outlive the room.
+    for node in cluster.alive():
+        assert node.own_data_dir is not None
+        assert not (node.own_data_dir / "rooms.json").exists(), node.own_data_dir
 
     cluster.kill(0)
     assert await closed_code(guest) == 1012  # its home died: resume
