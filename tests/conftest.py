@@ -21,6 +21,7 @@ import pytest
 if TYPE_CHECKING:
     from tests.support.cluster import Service, XesCluster
     from tests.support.redis import RedisServer
+    from tests.turn.coturn import Coturn
 
 ROOT = Path(__file__).resolve().parent.parent
 _URL = re.compile(r"Open (http://[^/\s]+)/")
@@ -144,6 +145,17 @@ def start_xes_server() -> Iterator[Callable[..., XesServerProcess]]:
 def xes_server(start_xes_server: Callable[..., XesServerProcess]) -> XesServerProcess:
     """A fresh default server for one test."""
     return start_xes_server()
+
+
+@pytest.fixture
+def coturn(tmp_path: Path) -> Iterator[Coturn]:
+    """A real coturn on loopback for one test: the production configuration (`xes turn-config`)
+    plus the loopback overlay, a fresh secret; tests/turn/coturn.py starts it."""
+    from tests.turn.coturn import start_coturn
+
+    server = start_coturn(tmp_path / "coturn")
+    yield server
+    server.stop()
 
 
 def require_binary(name: str) -> str:

@@ -21,7 +21,7 @@ from tests.browser.test_call import CONNECT_TIMEOUT_MS
 from tests.browser.test_match import ask_for_someone
 from tests.conftest import XesServerProcess
 from tests.support.browser import selected_pair_types
-from tests.turn.coturn import Coturn, start_coturn
+from tests.turn.coturn import Coturn
 
 pytestmark = pytest.mark.browser
 
@@ -254,14 +254,6 @@ def test_maximum_people_lowered(person: Callable[[], Page], room_url: str) -> No
 
 
 # --- strangers: relay by default, direct only when both allow it ----------------------------------
-
-
-@pytest.fixture
-def coturn(tmp_path: Path) -> Iterator[Coturn]:
-    """A real coturn on loopback (the production configuration plus the loopback overlay)."""
-    server = start_coturn(tmp_path / "coturn")
-    yield server
-    server.stop()
 
 
 @pytest.fixture

@@ -7,26 +7,28 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from tests.peer.conftest import Coturn
 from tests.peer.test_mesh import new_room_id, wait_connected
 from tests.peer.tones import wait_for_tone
+from tests.turn.coturn import Coturn
 from xes.peer import Peer, Route, open_file_source
 
 
 async def test_relay_mode_goes_through_turn_and_audio_flows(
     start_xes_server: Callable[..., Any], coturn: Coturn, tones: Callable[[float], Path],
-    capsys: Any,
+    tmp_path: Path, capsys: Any,
 ) -> None:
     """With --relay the Python peer gathers only a TURN relay candidate (from the credentials
     the server handed out in `joined`), the selected pair is relay, and tones cross both ways."""
-    server = start_xes_server(args=["--turn-url", coturn.url,
-                                    "--turn-secret-file", str(coturn.secret_file)])
+    secret_file = tmp_path / "turn-secret"
+    secret_file.write_text(coturn.secret + "\n")
+    server = start_xes_server(args=["--turn-url", coturn.url(),
+                                    "--turn-secret-file", str(secret_file)])
     room = new_room_id()
     async with Peer(server.http_url, name="Ada", relay=True,
                     audio=open_file_source(tones(440), loop=True)) as ada:
         ada_room = await ada.join(room)
         assert ada_room.peers == []
-        assert [s.urls for s in ada.ice_servers] in ([[coturn.url]], [coturn.url])
+        assert [s.urls for s in ada.ice_servers] in ([[coturn.url()]], [coturn.url()])
         async with Peer(server.http_url, name="Bob", relay=True,
                         audio=open_file_source(tones(660), loop=True)) as bob:
             joined_at = time.monotonic()
@@ -44,7 +46,7 @@ async def test_relay_mode_goes_through_turn_and_audio_flows(
                 assert "typ relay" in local_sdp and "typ host" not in local_sdp
                 # The relayed address is one of this coturn's relay ports.
                 relay_lines = [line for line in local_sdp.splitlines() if "typ relay" in line]
-                assert all(int(line.split()[5]) in coturn.relay_ports for line in relay_lines)
+                assert all(int(line.split()[5]) in coturn.relay_ports() for line in relay_lines)
             assert ada_at_bob.connected_at is not None
             with capsys.disabled():
                 print(f"\n[python<->python via TURN] newcomer join->connected "

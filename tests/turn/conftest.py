@@ -25,9 +25,3 @@ def start_turn(tmp_path: Path) -> Iterator[Callable[..., Coturn]]:
     yield start
     for coturn in started:
         coturn.stop()
-
-
-@pytest.fixture
-def coturn(start_turn: Callable[..., Coturn]) -> Coturn:
-    """A coturn on 127.0.0.1 with a fresh secret, loopback peers allowed (the test overlay)."""
-    return start_turn()
