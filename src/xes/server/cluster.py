@@ -238,6 +238,8 @@ class RedisCluster:
         # The inbox path's own connections: one writes every batch, one reads this node's inbox.
         self._inbox_writer: DirectRedis | None = None
         self._inbox_reader: DirectRedis | None = None
+        # The room snapshots' own: written on every join and leave, one writer at a time.
+        self._snapshot_writer: DirectRedis | None = None
         # Outgoing envelopes: segments in order, each one entry per target node (see `barrier`).
         self._segments: list[dict[str, list[tuple[Any, ...]]]] = [{}]
         self._directory: dict[str, str] = {}       # peer -> home, to write with the next batch
@@ -296,9 +298,9 @@ class RedisCluster:
         self.redis = aioredis.Redis.from_url(self.url, protocol=2)
         self._inbox_writer = DirectRedis(self.url)
         self._inbox_reader = DirectRedis(self.url)
+        self._snapshot_writer = DirectRedis(self.url)
         r = self.redis
         self._claim = r.register_script(_CLAIM)
-        self._write = r.register_script(_WRITE)
         self._release = r.register_script(_RELEASE)
         self._republish = r.register_script(_REPUBLISH)
         self.queue_leader = QueueLeader(r, self.node, server.core.settings.match_relax_seconds,
@@ -338,7 +340,7 @@ class RedisCluster:
             with contextlib.suppress(Exception):  # still in xes:nodes: the others find it dead
                 await self.redis.delete(self._node_key(self.node))
             await self.redis.aclose()
-        for direct in (self._inbox_writer, self._inbox_reader):
+        for direct in (self._inbox_writer, self._inbox_reader, self._snapshot_writer):
             if direct is not None:
                 await direct.aclose()
 
@@ -950,8 +952,11 @@ class RedisCluster:
             rooms.update(room for peer in peers
                          if (client := clients.get(peer)) is not None and (room := client.room_id))
             now = _now()
-            # Every changed room in one round trip: a busy node changes thousands a second.
-            pipe = self._redis().pipeline(transaction=False)
+            # Every changed room in one round trip: a busy node changes thousands a second. On
+            # the snapshots' own connection, with the script's text (EVAL): through redis-py's
+            # pipeline each flush also asked Redis whether the script was loaded (a round trip
+            # more) and paid the pipeline's machinery, and a flush is made for every join.
+            commands: list[list[EncodableT]] = []
             written: list[str] = []
             for room_id in sorted(rooms):
                 if room_id not in server.core.rooms:
@@ -972,17 +977,18 @@ class RedisCluster:
                 version = self._snapshot_versions.get(room_id, 0) + 1
                 self._snapshot_versions[room_id] = version
                 data = encode_transfer(export_room(server.core, room_id, now))
-                await self._write(keys=[f"xes:room:{room_id}"],
-                                  args=[self.node, owned[0], version, data], client=pipe)
+                commands.append(["EVAL", _WRITE, 1, f"xes:room:{room_id}",
+                                 self.node, owned[0], version, data])
                 written.append(room_id)
             if not written:
                 return
             ttl = self._directory_ttl()
             for peer in listed:
                 if peer in server.core.clients:
-                    pipe.set(f"xes:session:{peer}", self.node, ex=ttl)
+                    commands.append(["SET", f"xes:session:{peer}", self.node, "EX", ttl])
             try:
-                results = await pipe.execute()
+                assert self._snapshot_writer is not None
+                results = await self._snapshot_writer.execute(commands)
             except Exception as exc:
                 self._redis_failed(exc)
                 return  # the republish after Redis is back writes every room again
