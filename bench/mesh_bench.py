@@ -153,8 +153,9 @@ def profile_top(profiles: list[dict[str, Any]], top: int = 25) -> list[tuple[str
 
 
 # Each link's connection, ICE and signalling states by the other person's name (XES's page only;
-# the bare page has no such hook and says so).
-LINK_STATES_JS = """() => window.xes ? Object.fromEntries(window.xes.peers().map((peer) => [peer.name,
+# the bare page's `window.xes` has no `peers`, and the detail says so).
+LINK_STATES_JS = """() => typeof window.xes?.peers === 'function'
+  ? Object.fromEntries(window.xes.peers().map((peer) => [peer.name,
   ((pc) => pc ? `${pc.connectionState} (ICE ${pc.iceConnectionState}, signalling ${pc.signalingState})`
     : 'no link')(window.xes.pcs().get(peer.id))])) : 'not known (bare page)'"""
 
