@@ -902,10 +902,16 @@ async def scenario_mesh(plan: Plan, logdir: Path, limits: NoiseLimits) -> dict[s
 
 
 async def _run_page_bench(script: str, out_file: Path, args: list[str]) -> dict[str, Any]:
-    """Run one of the browser benchmarks (its own process, 1,500 s at most); its JSON result."""
+    """Run one of the browser benchmarks (its own process, 1,500 s at most); its JSON result.
+
+    On every core, as a user's browser runs: the coordinator pins itself to the load
+    generators' cores, and a child inherits that, which put both browsers, their WebRTC threads,
+    the servers and coturn on one core (each call about twice as long as when run alone)."""
+    every_core = set(range(os.cpu_count() or 1))
     proc = await asyncio.create_subprocess_exec(
         PY, str(HERE / script), *args, "--json", str(out_file),
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT)
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=ROOT,
+        preexec_fn=pin(every_core))
     try:
         stdout, _ = await asyncio.wait_for(proc.communicate(), 1500)
     except TimeoutError:
