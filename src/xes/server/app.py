@@ -811,13 +811,12 @@ class XesServer:
         """
         if self.data is None or self._stopping or self.core.saved_version == self._saved_version:
             return None
+        self._saved_version = self.core.saved_version
         if self._clustered:
             # A node's rooms live in Redis (their owner's snapshot), and a node never reads this
             # file back (start()): a copy on its disk would keep password hashes and bans for
             # nothing, past the room's end.
-            self._saved_version = self.core.saved_version
             return None
-        self._saved_version = self.core.saved_version
         self._unsaved = encode_saved(self.core.saved_rooms())
         task = asyncio.get_running_loop().create_task(self._write_rooms(self.data))
         self._tasks.add(task)

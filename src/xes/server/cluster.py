@@ -986,9 +986,10 @@ class RedisCluster:
             for peer in listed:
                 if peer in server.core.clients:
                     commands.append(["SET", f"xes:session:{peer}", self.node, "EX", ttl])
+            writer = self._snapshot_writer
+            assert writer is not None  # made in start()
             try:
-                assert self._snapshot_writer is not None
-                results = await self._snapshot_writer.execute(commands)
+                results = await writer.execute(commands)
             except Exception as exc:
                 self._redis_failed(exc)
                 return  # the republish after Redis is back writes every room again
