@@ -10,12 +10,13 @@ from __future__ import annotations
 import base64
 import hashlib
 import hmac
+import itertools
 import random
 import secrets
 import socket
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -37,6 +38,15 @@ REALM = "xes.test"
 # The only lines a single-machine test appends to the production configuration: both
 # browsers and the relay share 127.0.0.1, which production refuses as a peer address.
 LOOPBACK_OVERLAY: tuple[str, ...] = ("allow-loopback-peers", "allowed-peer-ip=127.0.0.1")
+
+
+# Relay port blocks of 200, below Linux's ephemeral range (32768+) so client sockets rarely sit
+# in them (coturn skips a port that is taken anyway), handed out in a shuffled cycle: two coturns
+# alive at once in one test session never share a block. A capture filters on a coturn's block,
+# and a module's relayed call still streaming through another coturn in the same block showed
+# up in it as this relay's traffic.
+_BLOCK_STARTS = range(20000, 32000 - 199, 200)
+_RELAY_BLOCKS: Iterator[int] = itertools.cycle(random.sample(_BLOCK_STARTS, len(_BLOCK_STARTS)))
 
 
 def turn_rest_credentials(secret: str, user: str, expires_at: int) -> tuple[str, str]:
@@ -169,9 +179,7 @@ def start_coturn(
     elif cert is None:
         tls_port = None
     if port_range is None:
-        # Below Linux's ephemeral range (32768+), so client sockets rarely sit in it; coturn
-        # skips any port that is taken anyway.
-        low = random.randrange(20000, 32000 - 200, 200)
+        low = next(_RELAY_BLOCKS)
         port_range = (low, low + 199)
     config = TurnConfig(
         secret=secret,
