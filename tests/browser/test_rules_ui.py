@@ -9,7 +9,6 @@ default fake microphone; each context has its own IndexedDB, hence its own ident
 from __future__ import annotations
 
 import secrets
-import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -20,7 +19,7 @@ from playwright.sync_api import Browser, Locator, Page, expect
 from tests.browser.test_call import CONNECT_TIMEOUT_MS
 from tests.browser.test_match import ask_for_someone
 from tests.conftest import XesServerProcess
-from tests.support.browser import selected_pair_types
+from tests.support.browser import wait_for_selected_pairs
 from tests.turn.coturn import Coturn
 
 pytestmark = pytest.mark.browser
@@ -271,12 +270,7 @@ def turn_server(
 def wait_for_pairs(page: Page) -> dict[str, Any]:
     """The selected ICE pair types of the page's link to the stranger, once one is selected."""
     expect(participants(page).locator("li.participant")).to_have_count(2)
-    deadline = time.monotonic() + CONNECT_TIMEOUT_MS / 1000
-    while True:  # a wait, not a measurement: stats only name a pair once ICE picked one
-        pairs = selected_pair_types(page)
-        if pairs and all(pairs.values()) or time.monotonic() > deadline:
-            return pairs
-        page.wait_for_timeout(200)
+    return wait_for_selected_pairs(page, links=1, timeout_s=CONNECT_TIMEOUT_MS / 1000)
 
 
 def meet(person: Callable[[], Page], server: XesServerProcess, allow_direct: bool) -> tuple[Page, Page]:

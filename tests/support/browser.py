@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import shutil
 import subprocess
+import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -560,6 +561,24 @@ def selected_pair_types(page: Page) -> dict[str, tuple[str, str] | None]:
         peer_id: (str(types[0]), str(types[1])) if types else None
         for peer_id, types in raw.items()
     }
+
+
+def wait_for_selected_pairs(
+    page: Page, links: int, timeout_s: float
+) -> dict[str, tuple[str, str] | None]:
+    """`selected_pair_types` once the page has `links` links and each names its selected pair,
+    or as they are after `timeout_s` (the caller asserts on the result).
+
+    A wait, not a measurement: stats name a pair only once ICE has picked one, and on a starved
+    machine a link that was up can lose its pair for a while (consent checks unanswered, then an
+    ICE restart) and name none until ICE picks one again.
+    """
+    deadline = time.monotonic() + timeout_s
+    while True:
+        pairs = selected_pair_types(page)
+        if (len(pairs) == links and all(pairs.values())) or time.monotonic() > deadline:
+            return pairs
+        page.wait_for_timeout(250)
 
 
 # An init script that records every `signal` the page sends and receives in
