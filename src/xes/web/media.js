@@ -206,15 +206,19 @@ export const VOLUME_DEFAULT = 100;
  * media element, so main.js keeps a muted <audio> element per stream; the sound itself comes
  * from this graph (with the element unmuted we would hear everyone twice).
  *
- * Each gain also feeds a MediaStreamAudioDestinationNode: `heardStream(key)` is exactly what
- * goes to the speakers for that person, so a test can measure the volume where it applies.
+ * Once asked for (`heardStreams`), each gain also feeds a MediaStreamAudioDestinationNode: exactly
+ * what goes to the speakers for that person, so a test can measure the volume where it applies.
+ * Not before: each tap is one more consumer on the audio thread, seven per page in a full room,
+ * for something no person at the page ever listens to.
  */
 export class RemoteVolumes {
   /** @param {() => AudioContext} audioContext the page's shared context */
   constructor(audioContext) {
     this.audioContext = audioContext;
-    /** @type {Map<string, {source: MediaStreamAudioSourceNode, gain: GainNode, tap: MediaStreamAudioDestinationNode}>} */
+    /** @type {Map<string, {source: MediaStreamAudioSourceNode, gain: GainNode, tap: MediaStreamAudioDestinationNode|null}>} */
     this.voices = new Map();
+    /** Whether `heardStreams` was asked for: every voice has its tap from then on. */
+    this.tapping = false;
   }
 
   /**
@@ -230,11 +234,18 @@ export class RemoteVolumes {
     const source = context.createMediaStreamSource(stream);
     const gain = context.createGain();
     gain.gain.value = clampVolume(percent) / 100;
-    const tap = context.createMediaStreamDestination();
     source.connect(gain);
     gain.connect(context.destination);
-    gain.connect(tap);
-    this.voices.set(key, { source, gain, tap });
+    const voice = { source, gain, tap: null };
+    if (this.tapping) this.tap(voice);
+    this.voices.set(key, voice);
+  }
+
+  /** @param {{gain: GainNode, tap: MediaStreamAudioDestinationNode|null}} voice */
+  tap(voice) {
+    if (voice.tap !== null) return;
+    voice.tap = this.audioContext().createMediaStreamDestination();
+    voice.gain.connect(voice.tap);
   }
 
   /**
@@ -269,8 +280,13 @@ export class RemoteVolumes {
     return this.voices.size > 0 && this.audioContext().state !== 'running';
   }
 
-  /** @returns {Map<string, MediaStream>} what reaches the speakers, per key, after the gain */
+  /**
+   * What reaches the speakers, per key, after the gain; voices that start later are tapped too.
+   * @returns {Map<string, MediaStream>}
+   */
   heardStreams() {
+    this.tapping = true;
+    for (const voice of this.voices.values()) this.tap(voice);
     return new Map([...this.voices].map(([key, voice]) => [key, voice.tap.stream]));
   }
 }
