@@ -34,6 +34,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -124,6 +125,41 @@ def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
         result[pid] = (int(fields[11]) + int(fields[12]),
                        int(main_fields[11]) + int(main_fields[12]))
     return result
+
+
+def renderer_thread_ticks(pids: Iterable[int]) -> dict[tuple[int, int], tuple[str, int]]:
+    """CPU ticks of every thread of the given renderer processes, with the thread's name (what
+    Chromium calls it: "WebRTC_Signaling", "AudioOutputDevice", ...), by (process id, thread id)."""
+    result: dict[tuple[int, int], tuple[str, int]] = {}
+    for pid in pids:
+        try:
+            tids = [int(tid) for tid in os.listdir(f"/proc/{pid}/task")]
+        except OSError:
+            continue
+        for tid in tids:
+            try:
+                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+            except OSError:
+                continue
+            name = stat[stat.index("(") + 1:stat.rindex(")")]
+            fields = stat[stat.rindex(")") + 2:].split()
+            result[(pid, tid)] = (name, int(fields[11]) + int(fields[12]))
+    return result
+
+
+def cores_by_thread_name(before: dict[tuple[int, int], tuple[str, int]],
+                         after: dict[tuple[int, int], tuple[str, int]],
+                         elapsed: float) -> dict[str, float]:
+    """Cores per thread name over a window, summed over every renderer, busiest first (threads
+    of one kind have numbered names in some builds: the digits are dropped)."""
+    cores: dict[str, float] = {}
+    for key, (name, ticks) in after.items():
+        spent = ticks - before.get(key, (name, ticks))[1]
+        if spent > 0:
+            kind = name.rstrip("0123456789").rstrip("_- ") or name
+            cores[kind] = cores.get(kind, 0.0) + spent / TICKS / elapsed
+    return {kind: round(value, 3) for kind, value in
+            sorted(cores.items(), key=lambda item: -item[1]) if value >= 0.005}
 
 
 def _descends(pid: int, root: int) -> bool:
@@ -219,11 +255,13 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
         root = chromium_root(os.getpid())
         probe = NoiseProbe(limits)
         renderers_before = renderer_ticks(root)
+        threads_before = renderer_thread_ticks(renderers_before)
         ticks_before, started = own_ticks(root), time.monotonic()
         probe.start()
         await asyncio.sleep(window_s)
         reading = probe.stop()
         ticks_after, elapsed = own_ticks(root), time.monotonic() - started
+        threads_after = renderer_thread_ticks(renderers_before)
         renderers_after = renderer_ticks(root)
         links = people * (people - 1) // 2
         chromium_cores = (ticks_after - ticks_before) / TICKS / elapsed
@@ -242,6 +280,7 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
             "renderer_cores": renderer_cores,
             "main_thread_cores": sum(main_threads),
             "main_thread_ms_per_s_per_page": [round(1000 * m, 1) for m in main_threads],
+            "renderer_cores_by_thread": cores_by_thread_name(threads_before, threads_after, elapsed),
             "noise": reading.as_dict(), "quiet": reading.quiet,
         }
     finally:
