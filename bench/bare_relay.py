@@ -52,7 +52,7 @@ class Relay:
         self.rooms: dict[str, dict[str, Peer]] = {}
 
 
-class Peer(WSListener):  # type: ignore[misc]
+class Peer(WSListener):
     def __init__(self, relay: Relay) -> None:
         self.relay = relay
         self.id = secrets.token_urlsafe(16)  # 22 base64url characters, as XES ids are
@@ -144,12 +144,14 @@ def static_response(page_dir: Path, path: str) -> WSUpgradeResponse:
     name = path.split("?", 1)[0].lstrip("/") or "index.html"
     target = (page_dir / name).resolve()
     if page_dir.resolve() not in target.parents or not target.is_file():
-        return WSUpgradeResponse.create_error_response(404, b"not found")
+        refused: WSUpgradeResponse = WSUpgradeResponse.create_error_response(404, b"not found")
+        return refused
     kind = mimetypes.guess_type(target.name)[0] or "application/octet-stream"
     if target.suffix in (".js", ".mjs"):
         kind = "text/javascript"  # browsers refuse to run an ES module served as anything else
-    return WSUpgradeResponse.create_ok_response(
+    response: WSUpgradeResponse = WSUpgradeResponse.create_ok_response(
         target.read_bytes(), extra_headers={"Content-Type": kind, "Cache-Control": "no-store"})
+    return response
 
 
 async def serve(host: str, port: int, page_dir: Path) -> None:

@@ -31,6 +31,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import resource
@@ -539,7 +540,7 @@ def idle_limits(n: int) -> dict[str, Any]:
     # Per client, generously: ~30 KiB in the server (the bare relay's figure), ~40 KiB in the
     # load generator, ~10 KiB of kernel socket state for the two ends.
     need_kib = n * 80
-    limits = {
+    limits: dict[str, Any] = {
         "clients": n,
         "file_descriptors": {"need_per_process": n + 100, "soft": soft, "hard": hard,
                              "ok": n + 100 <= soft},
@@ -783,8 +784,8 @@ async def traffic_once(bench: Bench, server: Server, rep: int) -> dict[str, Any]
     for rate in plan.fixed_rates:
         r = await until_quiet(
             bench, f"{kind} at {rate_tag(rate)}/s",
-            lambda rate=rate: relay_window(bench, server, "open", plan.warmup_s, plan.window_s,
-                                           rate))
+            functools.partial(relay_window, bench, server, "open", plan.warmup_s, plan.window_s,
+                              rate))
         out[f"open_{int(rate)}"] = r
         if not r.get("disturbed") and not r["carried"]:
             note = (f"{kind} carried {r['per_s']:,.0f} of {rate_tag(rate)} msg/s offered: "
@@ -950,7 +951,7 @@ async def run(opts: Options, results: dict[str, Any]) -> dict[str, Any]:
     logdir = opts.out.parent / "raw"
     plan = opts.plan
     figures = Figures(results.setdefault("figures", {}))
-    run_info = {
+    run_info: dict[str, Any] = {
         "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "quick": opts.quick,
         "scenarios": list(opts.scenarios), "servers": list(opts.servers + opts.variants),
         "machine": machine(), "plan": plan.__dict__,

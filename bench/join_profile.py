@@ -41,12 +41,11 @@ from browser_bench import (  # noqa: E402
     DETECT_JS,
     FIRST_TONE,
     NEWCOMER_TONE,
-    chromium_args,
     open_call,
     start_coturn,
     start_server,
-    write_tone_wav,
 )
+from tests.support.browser import chromium_args, write_tone_wav  # noqa: E402
 
 SAMPLING_INTERVAL_US = 100
 TRACE_CATEGORIES = [
@@ -248,8 +247,8 @@ def main() -> None:
                 print(f"  {ms:7.1f} ms  {'  ' * depth}{path.rsplit(' > ', 1)[-1]}")
         return
     window = sum(spent.values())
-    busy = window - spent.get("(idle)", 0.0)
-    print(f"{args.server}: profiled window {window:.0f} ms per call, main thread busy {busy:.0f} ms")
+    busy_ms = window - spent.get("(idle)", 0.0)
+    print(f"{args.server}: profiled window {window:.0f} ms per call, main thread busy {busy_ms:.0f} ms")
     for name, ms in sorted(spent.items(), key=lambda item: -item[1])[:args.top]:
         print(f"  {ms:7.1f} ms  {name}")
 

@@ -32,7 +32,7 @@ from typing import Any
 
 import msgspec
 from payloads import MARK, PATTERN, body_heads, candidate, sdp
-from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
+from picows import WSCloseCode, WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
 MARK_LEN = len(MARK)
 BODY_HEADS = body_heads()
@@ -83,7 +83,7 @@ class Window:
                     self.stride *= 2
 
 
-class Client(WSListener):  # type: ignore[misc]
+class Client(WSListener):
     """One WebSocket connection. Relayed benchmark payloads take a fast path; everything else
     (hello, joined, errors...) is queued for the scenario coroutine to `expect`."""
 
@@ -332,7 +332,7 @@ class Generator:
         # the server has delivered everything, so no backlog spills into the next measurement.
         self.sent_total = 0
         self.received_total = 0
-        self.close_codes: list[int] = []
+        self.close_codes: list[WSCloseCode] = []
         # Set-up payloads: JSON without the benchmark stamp, so they take the control path as a
         # real client's would (parsed, matched against what the exchange expects next).
         self.sdp_offer = json.dumps(sdp(2000, "offer"), separators=(",", ":")).encode()
@@ -366,8 +366,10 @@ class Generator:
                 if sources:
                     extra["local_addr"] = (sources[i % len(sources)], 0)
                 try:
-                    _, client = await ws_connect(
+                    _, listener = await ws_connect(
                         lambda: Client(self), url, websocket_handshake_timeout=30, **extra)
+                    assert isinstance(listener, Client)
+                    client = listener
                     client.node = node
                     if isinstance(self.proto, PeerJs):
                         client.peer_id = url.split("id=", 1)[1].split("&", 1)[0]

@@ -24,7 +24,7 @@ import time
 import tracemalloc
 from typing import Any
 
-from payloads import candidate, sdp  # type: ignore[import-not-found]
+from payloads import candidate, sdp
 
 from xes.server.app import Connection, XesServer
 from xes.server.config import ServerSettings

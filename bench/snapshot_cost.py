@@ -17,7 +17,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from xes.core.actions import Send
+from xes.core.actions import Action, Send
 from xes.core.signalling import CoreSettings, Signalling
 from xes.core.snapshot import decode_snapshot, encode_snapshot, export_snapshot, import_snapshot
 from xes.core.timing import Now
@@ -33,16 +33,16 @@ def build(sessions: int) -> Signalling:
     core = Signalling(CoreSettings(), ids)
     now = Now(monotonic=1000.0, unix=1.8e9)
 
-    def deliver(actions: list[Send]) -> None:
+    def deliver(actions: list[Action]) -> None:
         for action in actions:
-            if action.numbered and action.to in core.clients:
+            if isinstance(action, Send) and action.numbered and action.to in core.clients:
                 core.outbox(core.clients[action.to]).post(action.payload)
 
     peers = [f"P{n:021d}" for n in range(sessions)]
     for index, peer in enumerate(peers):
-        core.connect(peer, f"T{index:021d}")
+        core.connect(peer, f"T{index:021d}", f"C{index:021d}")
         room = f"R{index // 8:021d}"
-        deliver(core.handle(peer, m.Join(room=room, name=f"person {index}", key=f"key-{index:020d}"), now))
+        deliver(core.handle(peer, m.Join(room=room, name=f"person {index}"), now))
     for index, peer in enumerate(peers):
         mates = peers[index - index % 8: index - index % 8 + 8]
         for other in mates:
