@@ -253,9 +253,10 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
     for name, page in pages.items():
         assert heard_by_name(page) == expected_heard(name, list(NAMES))
     # All 28 links direct, host to host: by getStats on both ends, and in the page's own words.
-    # On a starved machine a link that carried its voice can lose its pair for a while (CI saw
-    # one name none for 45 s after all 56 tones: consent checks unanswered, then an ICE restart),
-    # so each page is waited for as a newcomer is.
+    # On starved cores a link that carried its voice can lose its pair for a while (consent
+    # checks unanswered, then an ICE restart), and the tone check cannot see it: what the
+    # listener heard adds up. CI once saw a link name no pair for 45 s after all 56 tones, so
+    # each page is waited for as a newcomer is.
     waited = time.monotonic()
     for name, page in pages.items():
         pairs = wait_for_selected_pairs(page, links=7, timeout_s=SETTLE_TIMEOUT_S)
