@@ -43,7 +43,7 @@ ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from browser_bench import room_url, start_coturn, start_server  # noqa: E402
 from noise import NoiseLimits, NoiseProbe, own_ticks  # noqa: E402
-from procstat import TICKS  # noqa: E402
+from procstat import TICKS, stat_ticks  # noqa: E402
 from tests.support.browser import (  # noqa: E402
     SIGNAL_TRACE_JS,
     TONE_LISTENER_HEARD_JS,
@@ -114,16 +114,12 @@ def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
         try:
             if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
-            process = Path(f"/proc/{pid}/stat").read_text()
-            main = Path(f"/proc/{pid}/task/{pid}/stat").read_text()
+            _, process = stat_ticks(f"/proc/{pid}/stat")
+            _, main = stat_ticks(f"/proc/{pid}/task/{pid}/stat")
         except OSError:
             continue
-        fields = process[process.rindex(")") + 2:].split()
-        if not _descends(pid, root):
-            continue
-        main_fields = main[main.rindex(")") + 2:].split()
-        result[pid] = (int(fields[11]) + int(fields[12]),
-                       int(main_fields[11]) + int(main_fields[12]))
+        if _descends(pid, root):
+            result[pid] = (process, main)
     return result
 
 
@@ -138,12 +134,9 @@ def renderer_thread_ticks(pids: Iterable[int]) -> dict[tuple[int, int], tuple[st
             continue
         for tid in tids:
             try:
-                stat = Path(f"/proc/{pid}/task/{tid}/stat").read_text()
+                result[(pid, tid)] = stat_ticks(f"/proc/{pid}/task/{tid}/stat")
             except OSError:
                 continue
-            name = stat[stat.index("(") + 1:stat.rindex(")")]
-            fields = stat[stat.rindex(")") + 2:].split()
-            result[(pid, tid)] = (name, int(fields[11]) + int(fields[12]))
     return result
 
 

@@ -12,18 +12,25 @@ import platform
 import subprocess
 from pathlib import Path
 
-__all__ = ["TICKS", "cpu_seconds", "rss_kib", "machine"]
+__all__ = ["TICKS", "cpu_seconds", "stat_ticks", "rss_kib", "machine"]
 
 TICKS = os.sysconf("SC_CLK_TCK")
 
 
-def cpu_seconds(pid: int) -> float:
-    """User plus system CPU time of the whole process so far."""
-    stat = Path(f"/proc/{pid}/stat").read_text()
+def stat_ticks(path: str) -> tuple[str, int]:
+    """The command name and user plus system CPU ticks so far from a `stat` file of /proc: a
+    process's (/proc/<pid>/stat) or one thread's (/proc/<pid>/task/<tid>/stat). Raises OSError
+    if it is gone."""
+    stat = Path(path).read_text()
     # The command name (field 2) may hold spaces; every field after its closing ")" is plain.
     fields = stat[stat.rindex(")") + 2:].split()
     utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of proc(5)
-    return (utime + stime) / TICKS
+    return stat[stat.index("(") + 1:stat.rindex(")")], utime + stime
+
+
+def cpu_seconds(pid: int) -> float:
+    """User plus system CPU time of the whole process so far."""
+    return stat_ticks(f"/proc/{pid}/stat")[1] / TICKS
 
 
 def rss_kib(pid: int) -> int:
