@@ -24,6 +24,7 @@ from tests.support.browser import (
     tones_heard,
     wait_for_selected_pairs,
 )
+from tests.support.waiting import wait_for
 
 # Measured on 2 cores: 89 s from the first Join to the eighth person hearing everyone before the
 # level meters asked for 'playback' latency, about 30 s after it (with other work running beside).
@@ -53,6 +54,26 @@ SETTLE_TIMEOUT_S = 240.0
 _CONSOLE: dict[Page, list[str]] = {}
 
 
+# Each peer connection's state changes (connection, ICE, signalling), with when, in
+# `pc.__xesStates`: how a link that names no pair got there.
+_STATE_TRACE_JS = """
+(() => {
+  const Original = window.RTCPeerConnection;
+  window.RTCPeerConnection = class extends Original {
+    constructor(...args) {
+      super(...args);
+      this.__xesStates = [];
+      for (const [event, field] of [['connectionstatechange', 'connectionState'],
+          ['iceconnectionstatechange', 'iceConnectionState'],
+          ['signalingstatechange', 'signalingState']]) {
+        this.addEventListener(event, () => this.__xesStates.push(
+          `${Math.round(performance.now())} ${field} ${this[field]}`));
+      }
+    }
+  };
+})();
+"""
+
 # Both ends of a link: ICE candidates, candidate pairs, the ufrags of each description.
 _LINK_DETAIL_JS = """
 async (peerId) => {
@@ -63,6 +84,11 @@ async (peerId) => {
   const ufrag = (sdp) => /a=ice-ufrag:(\\S+)/.exec(sdp ?? '')?.[1];
   lines.push(`local ufrag ${ufrag(pc.localDescription?.sdp)}, remote ufrag`
     + ` ${ufrag(pc.remoteDescription?.sdp)}, gathering ${pc.iceGatheringState}`);
+  // The media sections and BUNDLE group of each description: a section left out of the
+  // group gets a transport of its own, with its own ICE state.
+  const shape = (d) => `${d?.type}: ` + (d?.sdp ?? '').split('\\r\\n')
+    .filter((l) => /^(m=|a=group:|a=mid:|a=ice-ufrag:|a=setup:)/.test(l)).join(' | ');
+  lines.push(`local ${shape(pc.localDescription)}`, `remote ${shape(pc.remoteDescription)}`);
   stats.forEach((r) => {
     if (r.type === 'local-candidate' || r.type === 'remote-candidate') {
       lines.push(`${r.type} ${r.candidateType} ${r.protocol} ${r.address}:${r.port} (${r.id})`);
@@ -71,9 +97,13 @@ async (peerId) => {
         + ` nominated=${r.nominated} requests ${r.requestsSent}/${r.requestsReceived}`
         + ` responses ${r.responsesSent}/${r.responsesReceived}`);
     } else if (r.type === 'transport') {
-      lines.push(`transport ice ${r.iceState} dtls ${r.dtlsState} role ${r.iceRole}`);
+      lines.push(`transport ${r.id} ice ${r.iceState} dtls ${r.dtlsState} role ${r.iceRole}`
+        + ` selected ${r.selectedCandidatePairId} bytes ${r.bytesSent}/${r.bytesReceived}`);
+    } else if (r.type === 'inbound-rtp' || r.type === 'outbound-rtp') {
+      lines.push(`${r.type} ${r.kind} bytes ${r.bytesReceived ?? r.bytesSent} (${r.transportId})`);
     }
   });
+  lines.push(`states: ${(pc.__xesStates ?? []).join(', ')}`);
   const alerts = [...document.querySelectorAll('[role=alert]')].map((a) => a.textContent);
   return lines.join('\\n') + '\\nalerts: ' + JSON.stringify(alerts);
 }
@@ -117,6 +147,7 @@ def person(browser: Browser, frequency: float) -> Page:
     context = browser.new_context()
     context.add_init_script(oscillator_microphone_script(frequency))
     context.add_init_script(SIGNAL_TRACE_JS)
+    context.add_init_script(_STATE_TRACE_JS)
     # Generous: eight people share two cores. These wait; they do not measure.
     context.set_default_timeout(CONNECT_TIMEOUT_MS)
     page = context.new_page()
@@ -260,6 +291,10 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
     waited = time.monotonic()
     for name, page in pages.items():
         pairs = wait_for_selected_pairs(page, links=7, timeout_s=SETTLE_TIMEOUT_S)
+        names = {peer: n for n, peer in peer_ids(pages).items()}
+        for peer, pair in pairs.items():
+            if pair is None:  # both ends of a link that names no pair, for the failure
+                print(explain_link(pages, name, names.get(peer, peer)))
         assert len(pairs) == 7 and set(pairs.values()) == {("host", "host")}, (
             name, pairs, link_states(page))
         expect(page.get_by_role("list", name="Participants").get_by_text("Direct", exact=True)
@@ -274,12 +309,13 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
     # that moment would judge the link's earlier, larger share.
     waited = time.monotonic()
     for name, page in pages.items():
-        deadline = time.monotonic() + SETTLE_TIMEOUT_S
-        caps = audio_caps(page)
-        while not all_capped(caps, EIGHT_PEOPLE_OPUS_BPS) and time.monotonic() < deadline:
-            page.wait_for_timeout(500)
-            caps = audio_caps(page)
-        assert all_capped(caps, EIGHT_PEOPLE_OPUS_BPS), (name, caps, link_states(page))
+        def capped(page: Page = page) -> bool:
+            return all_capped(audio_caps(page), EIGHT_PEOPLE_OPUS_BPS)
+
+        def caps_and_links(name: str = name, page: Page = page) -> str:
+            return f"{name}'s caps {audio_caps(page)}; links {link_states(page)}"
+
+        wait_for(capped, caps_and_links, timeout=SETTLE_TIMEOUT_S)
     print(f"every sender carries its cap: read in {time.monotonic() - waited:.1f} s")
     rates = outbound_kbps(pages, BITRATE_WINDOW_S)
     for name, links in rates.items():

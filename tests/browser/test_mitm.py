@@ -11,9 +11,6 @@ both ends' honest attestations over untouched links, raises an alert.
 
 from __future__ import annotations
 
-import time
-from collections.abc import Callable
-
 import pytest
 from playwright.sync_api import Browser, Page, expect
 
@@ -22,6 +19,7 @@ from tests.browser.test_verify import CODE_TIMEOUT_S, person, verification
 from tests.conftest import XesServerProcess
 from tests.support.browser import start_tone_listener, tones_heard
 from tests.support.mitm import MitmProxy
+from tests.support.waiting import wait_for
 
 pytestmark = [pytest.mark.browser, pytest.mark.timeout(360)]
 
@@ -33,16 +31,6 @@ def ids(page: Page) -> dict[str, str]:
     names = {peer["name"]: peer["id"] for peer in page.evaluate("window.xes.peers()")}
     me: dict[str, str] = page.evaluate("window.xes.me")
     return names | {me["name"]: me["id"]}
-
-
-def wait_for(condition: Callable[[], bool], what: str | Callable[[], str],
-             timeout: float = CODE_TIMEOUT_S) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if condition():
-            return
-        time.sleep(0.25)
-    raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
 
 
 def everyone_hears_everyone(pages: dict[str, Page]) -> None:
@@ -109,7 +97,7 @@ def test_an_intercepted_link_shows_different_codes_at_its_two_ends(
         assert sdp_fingerprint(descriptions["Bob"][1]) != sdp_fingerprint(descriptions["Ada"][0])
 
         wait_for(lambda: all((verification(page) or {}).get("room") for page in pages.values()),
-                 "both pages have a code")
+                 "both pages have a code", timeout=CODE_TIMEOUT_S)
         ada, bob = verification(pages["Ada"]), verification(pages["Bob"])
         [ada_link] = ada["links"].values()
         [bob_link] = bob["links"].values()
@@ -142,7 +130,7 @@ def test_one_intercepted_link_in_three_changes_the_room_code_and_the_third_perso
             "Safety check failed: Ada and Bob see different keys for their link",
             timeout=CODE_TIMEOUT_S * 1000)
         wait_for(lambda: all((verification(page) or {}).get("room") for page in pages.values()),
-                 "every page has a room code")
+                 "every page has a room code", timeout=CODE_TIMEOUT_S)
         pages["Cy"].get_by_role("button", name="Verify").click()
         expect(pages["Cy"].locator("#room-code")).to_contain_text("mismatch found")
         state = {name: verification(page) for name, page in pages.items()}

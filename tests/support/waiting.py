@@ -1,0 +1,26 @@
+"""Waiting for a condition that real processes make true in their own time."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+# How often a condition is looked at again: often enough not to add to what a test waits, rarely
+# enough that its reads (a page's getStats, say) do not load the machine that must make it true.
+POLL_S = 0.25
+
+
+def wait_for(condition: Callable[[], bool], what: str | Callable[[], str], timeout: float) -> None:
+    """Return once `condition()` holds; after `timeout` seconds fail, saying `what` was awaited.
+
+    A wait, not a measurement: the bound only costs time when it fails. `what` may be a callable,
+    read only on failure, so that the message shows the state at the end of the wait.
+    """
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if condition():
+            return
+        time.sleep(POLL_S)
+    if condition():  # the last poll may have been a whole POLL_S before the deadline
+        return
+    raise AssertionError(f"not within {timeout} s: {what() if callable(what) else what}")
