@@ -11,7 +11,9 @@ import {
 import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
-import { LINK_CONNECT_TIMEOUT_MS, SETTLE_FALLBACK_MS, SETTLE_GRACE_MS } from '../../src/xes/web/negotiation.js';
+import {
+  LINK_CONNECT_TIMEOUT_MS, PACE_SAMPLES, SETTLE_FALLBACK_MS, SETTLE_GRACE_MS, SignalPace,
+} from '../../src/xes/web/negotiation.js';
 
 const reset = installFakes();
 
@@ -677,6 +679,72 @@ test('an offer still unanswered after 8 s is sent again, three times, then the l
   assert.equal(FakeRTCPeerConnection.made.length, 2, 'never answered: a new link, in case theirs is gone');
   assert.equal(toAda.signalingState, 'closed');
   assert.equal(offers().length, 5, 'the new link offers at once');
+});
+
+test('the waits stretch to twice the slowest of the page\'s last round trips', () => {
+  const pace = new SignalPace();
+  assert.equal(pace.wait(8_000), 8_000, 'no round trip yet: the wait as it is');
+  pace.observe(50);
+  assert.equal(pace.wait(8_000), 8_000, 'a sound machine: the wait as it is');
+  pace.observe(7_000);
+  assert.equal(pace.wait(8_000), 14_000);
+  for (let i = 1; i < PACE_SAMPLES; i += 1) pace.observe(100);
+  assert.equal(pace.wait(8_000), 14_000, 'still among the last round trips');
+  pace.observe(100);
+  assert.equal(pace.wait(8_000), 8_000, 'the page caught up: the slow one is forgotten');
+});
+
+/** performance.now() that moves with the mocked timers: `advance(ms)` moves both. */
+function mockClock(t) {
+  let now = 1_000;
+  t.mock.method(performance, 'now', () => now);
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  return (ms) => {
+    now += ms;
+    t.mock.timers.tick(ms);
+  };
+}
+
+test('on a page whose answers come slowly, offers are repeated and links judged stuck later', async (t) => {
+  const advance = mockClock(t);
+  const peers = [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }];
+  const { socket } = await inRoom(t, { peers });
+  const [toAda, toBob] = FakeRTCPeerConnection.made;
+  const offersTo = (peer) => socket.sentOf('signal')
+    .filter((m) => m.to === peer && m.data.description?.type === 'offer');
+  advance(7_000);
+  answerFrom(socket, ADA, toAda, 10); // a round trip of 7 s: a starved page
+  await settle();
+  toAda.iceConnectionState = 'checking';
+  advance(1_000);
+  assert.equal(offersTo(BOB).length, 2, 'the other link, unanswered for 8 s, repeats as before');
+  // Ada's link, still checking, is judged two round trips (14 s) after its answer, not 10 s.
+  advance(12_999);
+  await settle();
+  assert.equal(toAda.restarts, 0);
+  advance(1);
+  await settle();
+  assert.equal(toAda.restarts, 1, 'restarted 14 s after its answer');
+  // Bob's next repeat waits twice two round trips (28 s), not 16 s.
+  advance(14_999);
+  assert.equal(offersTo(BOB).length, 2);
+  advance(1);
+  assert.equal(offersTo(BOB).length, 3);
+  assert.equal(toBob.signalingState, 'have-local-offer');
+});
+
+test('a link whose transport is up is left alone, however late the page reads that it is', async (t) => {
+  const { toAda } = await checkingAfterAnswer(t);
+  toAda.iceConnectionState = 'connected'; // ICE through, "connecting" as far as the page has read
+  toAda.connectionState = 'connecting';
+  toAda.stats = new Map([['T01', { type: 'transport', dtlsState: 'connected', bytesReceived: 10 }]]);
+  for (let look = 0; look < 4; look += 1) {
+    t.mock.timers.tick(10_000);
+    await settle();
+  }
+  assert.equal(toAda.restarts, 0);
+  assert.equal(FakeRTCPeerConnection.made.length, 1, 'not made anew');
+  assert.notEqual(toAda.signalingState, 'closed');
 });
 
 test('a second answer to a repeated offer changes nothing', async (t) => {

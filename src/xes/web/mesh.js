@@ -1,7 +1,7 @@
 // The full mesh: one Negotiation per other member of the room, created and closed as the roster
 // changes. Rooms hold at most 8 people, so a mesh has at most 7 links per browser.
 
-import { LINK_CONNECT_TIMEOUT_MS, LINK_FAILURE, Negotiation } from './negotiation.js';
+import { LINK_CONNECT_TIMEOUT_MS, LINK_FAILURE, Negotiation, SignalPace } from './negotiation.js';
 
 /** How many times a link whose handshake never finished is made anew, per peer. */
 const MAX_RENEWALS = 2;
@@ -48,6 +48,8 @@ export class Mesh extends EventTarget {
      * @type {Set<string>}
      */
     this.awaitingFirstSignal = new Set();
+    /** How fast this page's signals go and come back, for every link's waits (SignalPace). */
+    this.pace = new SignalPace();
   }
 
   /**
@@ -76,6 +78,7 @@ export class Mesh extends EventTarget {
       localStream: this.localStream,
       audio: !(this.textOnly || peer.text_only === true),
       connectDeadline,
+      pace: this.pace,
     });
     for (const type of ['signal', 'track', 'statechange', 'turnerror', 'linkfailure', 'channelopen', 'settled', 'data', 'error']) {
       link.addEventListener(type, (event) => {

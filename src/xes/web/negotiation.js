@@ -149,6 +149,60 @@ export function linkProgress(stats) {
  */
 export const OFFER_RESEND_MS = 8_000;
 
+/**
+ * How many of the page's recent offer-to-answer round trips (SignalPace) the waits above stretch
+ * to, when that is longer than they are, and how many round trips are remembered.
+ */
+export const ROUND_TRIPS_PER_WAIT = 2;
+export const PACE_SAMPLES = 8;
+
+/**
+ * How long signals take to reach a peer and come back, as this page sees them: from each offer
+ * of ours to its answer. On a sound machine that is tens of ms. On a starved one (eight people on
+ * two busy cores) the pages read their sockets late, and it was measured at 15 s, then 80 s and
+ * more. A wait that judges an offer lost (OFFER_RESEND_MS) or a link stuck (STUCK_RESTART_MS)
+ * while the answer is merely slow throws the link away: the new link's offer then goes through
+ * the same slow pages, adds to the work that made them slow, and the late answer to the old one
+ * answers nothing. Seen once: every link of the eighth person made anew twice, none connected.
+ * So those waits stretch to ROUND_TRIPS_PER_WAIT of the slowest of the page's last PACE_SAMPLES
+ * round trips (one per link of a full room and one more). One pace is shared by all the page's
+ * links: a page slow to read one peer's answer is slow to read them all.
+ */
+export class SignalPace {
+  constructor() {
+    /** @type {number[]} the latest round trips, ms, oldest first */
+    this.recent = [];
+  }
+
+  /** @param {number} ms one offer's round trip */
+  observe(ms) {
+    this.recent.push(ms);
+    if (this.recent.length > PACE_SAMPLES) this.recent.shift();
+  }
+
+  /**
+   * @param {number} floorMs the wait on a page that reads its signals in time
+   * @returns {number} floorMs, or ROUND_TRIPS_PER_WAIT of the slowest recent round trip if longer
+   */
+  wait(floorMs) {
+    return Math.max(floorMs, ROUND_TRIPS_PER_WAIT * Math.max(0, ...this.recent));
+  }
+}
+
+/**
+ * Whether the link's own transport says its DTLS handshake is done, from its stats: the link is
+ * up, however far behind the page is in reading the events that say so.
+ * @param {RTCStatsReport} stats
+ * @returns {boolean}
+ */
+export function transportConnected(stats) {
+  let connected = false;
+  stats.forEach((report) => {
+    if (report.type === 'transport' && report.dtlsState === 'connected') connected = true;
+  });
+  return connected;
+}
+
 /** A bitrate cap the sender refused (a negotiation under way) is tried again after this long. */
 export const BITRATE_RETRY_MS = 1_000;
 
@@ -305,8 +359,12 @@ export class Negotiation extends EventTarget {
    *   link could not connect; a link made anew before its first one ever connected keeps that
    *   one's, so that a link that cannot connect is reported in LINK_CONNECT_TIMEOUT_MS however
    *   often it is made anew; null: LINK_CONNECT_TIMEOUT_MS from now
+   * @param {SignalPace} [options.pace] the page's signal round trips, shared by all its links
    */
-  constructor({ peerId, polite, initiator, configuration, localStream, audio = true, connectDeadline = null }) {
+  constructor({
+    peerId, polite, initiator, configuration, localStream, audio = true, connectDeadline = null,
+    pace = new SignalPace(),
+  }) {
     super();
     this.peerId = peerId;
     this.polite = polite;
@@ -345,6 +403,9 @@ export class Negotiation extends EventTarget {
     this.stuckPatience = 0;
     this.offerTimer = null;
     this.offerResends = 0;
+    this.pace = pace;
+    /** When (performance.now()) the offer we have out was last sent, for its round trip. */
+    this.offerSentAt = 0;
     /** The SDP of the last offer we answered, to know a repeat of it (applySignal). */
     this.answeredOfferSdp = null;
     this.queue = Promise.resolve();
@@ -682,7 +743,7 @@ export class Negotiation extends EventTarget {
     if (this.closed || this.pc.connectionState === 'connected') return;
     if (this.pc.signalingState !== 'stable') {
       // A renegotiation (our restart) is still waiting for its answer: judge the link after.
-      this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
       return;
     }
     // A link that is getting somewhere (checks answered, handshake packets arriving) is slow,
@@ -692,34 +753,55 @@ export class Negotiation extends EventTarget {
     // The peer's candidates still arriving count too: they say its machine is busy bringing
     // the link up, and ICE cannot have tried candidates it has not received.
     let progress = this.candidatesReceived;
+    let up = false;
     try {
-      progress += linkProgress(await this.pc.getStats());
+      const stats = await this.pc.getStats();
+      progress += linkProgress(stats);
+      up = transportConnected(stats);
     } catch {
       // closed meanwhile: judged as no progress (and returned from just below)
     }
     if (this.closed || this.pc.connectionState === 'connected' || this.stuckTimer !== null) return;
+    if (up) {
+      // Connected already: the page has not read the event that says so yet (a starved page
+      // reads it seconds late). Looked at again, in case the link is lost before it does.
+      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+      return;
+    }
     const progressed = progress > this.stuckProgress;
     this.stuckProgress = progress;
     if (progressed && this.stuckPatience < STUCK_PATIENCE) {
       this.stuckPatience += 1;
-      this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
       return;
     }
     this.stuckPatience = 0;
     const state = this.pc.iceConnectionState;
     const checking = state === 'new' || state === 'checking';
+    const seen = `connection ${this.pc.connectionState}, ICE ${state}, progress ${progress}`;
     if (checking && !this.stuckRestarted) {
       this.stuckRestarted = true;
+      this.warn(`ICE restarted, still checking (${seen})`);
       this.restartIce({ stuck: true });
     } else if ((!checking || this.stuckRestarted) && state !== 'disconnected' && state !== 'failed'
         && this.initiator && !this.polite) {
       // (A link that went "disconnected" or "failed" has its own restart, maybeRestartIce.)
+      this.warn(`made anew, not connected (${seen})`);
       this.emit('renew', null);
       return;
     }
     // Looked at again every STUCK_RESTART_MS until connected: a restart that got ICE through
     // may still leave DTLS unfinished.
-    this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+    this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+  }
+
+  /**
+   * Say in the console what the link did to recover, and why: what a developer asks first about
+   * a link that took long (the peer's id is the room's, nothing more).
+   * @param {string} what
+   */
+  warn(what) {
+    console.warn(`XES link to ${this.peerId}: ${what}`);
   }
 
   /** Say (once per attempt) that the link could not connect, and why. */
@@ -784,12 +866,15 @@ export class Negotiation extends EventTarget {
       this.srdAnswerPending = false;
       if (description.type === 'answer') {
         clearTimeout(this.offerTimer);
+        // From the offer's last sending: an answer to an earlier one came later still, so this
+        // round trip is never longer than the real one.
+        this.pace.observe(performance.now() - this.offerSentAt);
         this.offerResends = 0;
         if (this.stuckTimer === null && this.initiator && this.pc.connectionState !== 'connected') {
           // Candidates that arrive from now on count as progress: on a starved machine the
           // peer's come seconds after its answer, and ICE could not have got anywhere before.
           this.stuckProgress = this.candidatesReceived;
-          this.stuckTimer = setTimeout(() => this.restartIfStuck(), STUCK_RESTART_MS);
+          this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
         }
       }
       if (description.type === 'offer') {
@@ -842,7 +927,8 @@ export class Negotiation extends EventTarget {
       this.answeredOfferSdp = null; // a later offer from the peer answers ours or is new
       // Later repeats wait twice as long: an answer that slow is more likely queued behind a
       // starved page (the peer's or our own) than lost, and each repeat adds to that queue.
-      const wait = this.offerResends === 0 ? OFFER_RESEND_MS : 2 * OFFER_RESEND_MS;
+      const wait = this.pace.wait(OFFER_RESEND_MS) * (this.offerResends === 0 ? 1 : 2);
+      this.offerSentAt = performance.now();
       this.offerTimer = setTimeout(() => this.resendOffer(), wait);
     } else {
       this.offerResends = 0;
@@ -857,7 +943,10 @@ export class Negotiation extends EventTarget {
     if (this.initiator && this.polite) return;
     if (this.offerResends >= OFFER_RESENDS) {
       // Never answered: the other side may have lost its end. Made anew (twice at most, Mesh).
-      if (this.initiator) this.emit('renew', null);
+      if (this.initiator) {
+        this.warn(`made anew, offer unanswered after ${OFFER_RESENDS} repeats`);
+        this.emit('renew', null);
+      }
       return;
     }
     this.offerResends += 1;
