@@ -102,11 +102,11 @@ def heard_everyone(heard: dict[str, list[float]], others: list[float]) -> bool:
         others)
 
 
-def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
+def renderer_ticks(root: int) -> dict[int, int]:
     """Per renderer process under `root` (one per page here: each context has its own): CPU ticks
-    of the whole process (the page's main thread, its WebRTC and WebAudio threads) and of its main
-    thread alone (the thread whose id is the process id: scripts, style, layout, paint)."""
-    result: dict[int, tuple[int, int]] = {}
+    of the whole process (the page's main thread, its WebRTC and WebAudio threads). Its main thread
+    alone is in `renderer_thread_ticks` (the thread whose id is the process id)."""
+    result: dict[int, int] = {}
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
             continue
@@ -115,11 +115,10 @@ def renderer_ticks(root: int) -> dict[int, tuple[int, int]]:
             if b"--type=renderer" not in Path(f"/proc/{pid}/cmdline").read_bytes():
                 continue
             _, process = stat_ticks(f"/proc/{pid}/stat")
-            _, main = stat_ticks(f"/proc/{pid}/task/{pid}/stat")
         except OSError:
             continue
         if _descends(pid, root):
-            result[pid] = (process, main)
+            result[pid] = process
     return result
 
 
@@ -258,18 +257,21 @@ async def one_mesh(pw: Any, kind: str, base: str, people: int, window_s: float,
         renderers_after = renderer_ticks(root)
         links = people * (people - 1) // 2
         chromium_cores = (ticks_after - ticks_before) / TICKS / elapsed
-        # Chromium keeps a few renderers of its own (no page, no CPU): only busy ones count.
-        renderers = [(after[0] - renderers_before[pid][0], after[1] - renderers_before[pid][1])
-                     for pid, after in renderers_after.items()
-                     if pid in renderers_before and after[0] > renderers_before[pid][0]]
-        renderer_cores = sum(whole for whole, _ in renderers) / TICKS / elapsed
-        main_threads = [main / TICKS / elapsed for _, main in renderers]
+        # Chromium keeps a few renderers of its own (no page, no CPU): only busy ones count. A
+        # renderer's main thread (scripts, style, layout, paint) is its thread whose id is its pid.
+        busy = [pid for pid, after in renderers_after.items()
+                if pid in renderers_before and after > renderers_before[pid]]
+        renderer_cores = sum(renderers_after[pid] - renderers_before[pid]
+                             for pid in busy) / TICKS / elapsed
+        main_threads = [(threads_after.get((pid, pid), ("", 0))[1]
+                         - threads_before.get((pid, pid), ("", 0))[1]) / TICKS / elapsed
+                        for pid in busy]
         return {
             **({"profile_top_ms": profile_top(profiles)} if profile else {}),
             "ok": True, "settle_s": settle_s, "links": links, "window_s": round(elapsed, 2),
             "chromium_cores": chromium_cores,
             "chromium_ms_per_s_per_link": 1000 * chromium_cores / links,
-            "renderers": len(renderers),
+            "renderers": len(busy),
             "renderer_cores": renderer_cores,
             "main_thread_cores": sum(main_threads),
             "main_thread_ms_per_s_per_page": [round(1000 * m, 1) for m in main_threads],
