@@ -17,6 +17,11 @@ import {
 
 const reset = installFakes();
 
+// What links say in the console when they restart or are made anew (Negotiation.warn): kept
+// here for the tests that check it, not printed among the test output.
+const warnings = [];
+console.warn = (...parts) => warnings.push(parts.join(' '));
+
 const ROOM = 'R'.repeat(22);
 const ME = 'M'.repeat(22);
 const ME_AGAIN = 'N'.repeat(22);
@@ -566,6 +571,7 @@ test('a new link whose ICE is still checking 10 s after its answer gets one rest
   t.mock.timers.tick(1);
   await settle();
   assert.deepEqual([toAda.restarts, toBob.restarts], [1, 0], 'the connected one is left alone');
+  assert.match(warnings.at(-1), new RegExp(`^XES link to ${ADA}: ICE restarted, still checking \\(`));
   // The restart's offer (negotiationneeded) is answered; ICE still checking 10 s later.
   toAda.dispatchEvent(new Event('negotiationneeded'));
   await settle();
@@ -597,6 +603,7 @@ test('a link whose ICE is through but whose handshake never finished is made ane
   await settle();
   assert.equal(FakeRTCPeerConnection.made.length, 2, 'a new RTCPeerConnection: a new certificate');
   assert.equal(first.signalingState, 'closed', 'the stuck one is closed');
+  assert.match(warnings.at(-1), /^XES link to A+: made anew, not connected \(connection connecting, ICE connected/);
   const offers = socket.sentOf('signal').filter((m) => m.to === ADA && m.data.description?.type === 'offer');
   assert.equal(offers.length, 2, 'the new link offers at once');
   await stuck();
@@ -677,6 +684,7 @@ test('an offer still unanswered after 8 s is sent again, three times, then the l
   t.mock.timers.tick(16_000);
   await settle();
   assert.equal(FakeRTCPeerConnection.made.length, 2, 'never answered: a new link, in case theirs is gone');
+  assert.equal(warnings.at(-1), `XES link to ${ADA}: made anew, offer unanswered after 3 repeats`);
   assert.equal(toAda.signalingState, 'closed');
   assert.equal(offers().length, 5, 'the new link offers at once');
 });
