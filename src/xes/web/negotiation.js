@@ -159,8 +159,8 @@ export const PACE_SAMPLES = 8;
 /**
  * How long signals take to reach a peer and come back, as this page sees them: from each offer
  * of ours to its answer. On a sound machine that is tens of ms. On a starved one (eight people on
- * two busy cores) the pages read their sockets late, and it was measured at 15 s, then 80 s and
- * more. A wait that judges an offer lost (OFFER_RESEND_MS) or a link stuck (STUCK_RESTART_MS)
+ * one core shared with a busy loop) the pages read their sockets late, and it was measured at
+ * 15 s, then 80 s and more. A wait that judges an offer lost (OFFER_RESEND_MS) or a link stuck (STUCK_RESTART_MS)
  * while the answer is merely slow throws the link away: the new link's offer then goes through
  * the same slow pages, adds to the work that made them slow, and the late answer to the old one
  * answers nothing. Seen once: every link of the eighth person made anew twice, none connected.
@@ -790,8 +790,8 @@ export class Negotiation extends EventTarget {
       this.emit('renew', null);
       return;
     }
-    // Looked at again every STUCK_RESTART_MS until connected: a restart that got ICE through
-    // may still leave DTLS unfinished.
+    // Looked at again every STUCK_RESTART_MS (longer on a slow page: SignalPace) until
+    // connected: a restart that got ICE through may still leave DTLS unfinished.
     this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
   }
 
