@@ -115,6 +115,11 @@ def peer_ids(pages: dict[str, Page]) -> dict[str, str | None]:
     return {name: page.evaluate("window.xes?.me?.id") for name, page in pages.items()}
 
 
+def names_by_id(pages: dict[str, Page]) -> dict[str | None, str]:
+    """Each person's display name, by peer id."""
+    return {peer: name for name, peer in peer_ids(pages).items()}
+
+
 def explain_link(pages: dict[str, Page], name: str, other: str) -> str:
     """What both ends of the link between `name` and `other` know, and the signals between them."""
     ids = peer_ids(pages)
@@ -129,7 +134,7 @@ def explain_link(pages: dict[str, Page], name: str, other: str) -> str:
 def signal_summary(pages: dict[str, Page], name: str) -> str:
     """Per other person, what `name` sent and got: offers, answers and candidates per ICE ufrag
     (a second ufrag is an ICE restart; a repeated offer shows as a count above one)."""
-    names = {peer: n for n, peer in peer_ids(pages).items()}
+    names = names_by_id(pages)
     counts: dict[str, dict[tuple[str, str, str], int]] = {}
     for _, direction, peer, what, ufrag, _, state in pages[name].evaluate("window.__xesSignalTrace"):
         # An answer also shows the offer it answers and our link's state when it came.
@@ -291,10 +296,10 @@ def test_eight_people_full_mesh_and_a_ninth_is_refused(
     waited = time.monotonic()
     for name, page in pages.items():
         pairs = wait_for_selected_pairs(page, links=7, timeout_s=SETTLE_TIMEOUT_S)
-        names = {peer: n for n, peer in peer_ids(pages).items()}
-        for peer, pair in pairs.items():
-            if pair is None:  # both ends of a link that names no pair, for the failure
-                print(explain_link(pages, name, names.get(peer, peer)))
+        unpaired = [peer for peer, pair in pairs.items() if pair is None]
+        names = names_by_id(pages) if unpaired else {}
+        for peer in unpaired:  # both ends of a link that names no pair, for the failure
+            print(explain_link(pages, name, names.get(peer, peer)))
         assert len(pairs) == 7 and set(pairs.values()) == {("host", "host")}, (
             name, pairs, link_states(page))
         expect(page.get_by_role("list", name="Participants").get_by_text("Direct", exact=True)

@@ -21,12 +21,13 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import time
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
 from playwright.sync_api import Browser, Page, Playwright
+
+from tests.support.waiting import poll
 
 __all__ = [
     "CHROMIUM_PATH",
@@ -573,12 +574,8 @@ def wait_for_selected_pairs(
     machine a link that was up can lose its pair for a while (consent checks unanswered, then an
     ICE restart) and name none until ICE picks one again.
     """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        pairs = selected_pair_types(page)
-        if (len(pairs) == links and all(pairs.values())) or time.monotonic() > deadline:
-            return pairs
-        page.wait_for_timeout(250)
+    return poll(lambda: selected_pair_types(page),
+                lambda pairs: len(pairs) == links and all(pairs.values()), timeout_s)
 
 
 # An init script that records every `signal` the page sends and receives in

@@ -743,7 +743,7 @@ export class Negotiation extends EventTarget {
     if (this.closed || this.pc.connectionState === 'connected') return;
     if (this.pc.signalingState !== 'stable') {
       // A renegotiation (our restart) is still waiting for its answer: judge the link after.
-      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+      this.watchAgain();
       return;
     }
     // A link that is getting somewhere (checks answered, handshake packets arriving) is slow,
@@ -765,14 +765,14 @@ export class Negotiation extends EventTarget {
     if (up) {
       // Connected already: the page has not read the event that says so yet (a starved page
       // reads it seconds late). Looked at again, in case the link is lost before it does.
-      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+      this.watchAgain();
       return;
     }
     const progressed = progress > this.stuckProgress;
     this.stuckProgress = progress;
     if (progressed && this.stuckPatience < STUCK_PATIENCE) {
       this.stuckPatience += 1;
-      this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+      this.watchAgain();
       return;
     }
     this.stuckPatience = 0;
@@ -792,6 +792,11 @@ export class Negotiation extends EventTarget {
     }
     // Looked at again every STUCK_RESTART_MS (longer on a slow page: SignalPace) until
     // connected: a restart that got ICE through may still leave DTLS unfinished.
+    this.watchAgain();
+  }
+
+  /** Look at the link again (restartIfStuck) STUCK_RESTART_MS from now, longer on a slow page. */
+  watchAgain() {
     this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
   }
 
@@ -874,7 +879,7 @@ export class Negotiation extends EventTarget {
           // Candidates that arrive from now on count as progress: on a starved machine the
           // peer's come seconds after its answer, and ICE could not have got anywhere before.
           this.stuckProgress = this.candidatesReceived;
-          this.stuckTimer = setTimeout(() => this.restartIfStuck(), this.pace.wait(STUCK_RESTART_MS));
+          this.watchAgain();
         }
       }
       if (description.type === 'offer') {
