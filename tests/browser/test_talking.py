@@ -57,6 +57,14 @@ def hears(page: Page, name: str, timeout: float = TONE_TIMEOUT_S) -> bool:
     return heard.get(peer_id(page, name)) == [TONES[name]]
 
 
+SPEAKING = re.compile(r"\bis-speaking\b")
+
+
+def ring(page: Page, name: str) -> Locator:
+    """`name`'s row in the participant list, which has class is-speaking while they talk."""
+    return page.get_by_role("list", name="Participants").get_by_role("listitem").filter(has_text=name)
+
+
 def mute_button(page: Page) -> Locator:
     return page.get_by_role("button", name=re.compile(r"^(Mute|Unmute)$"))
 
@@ -171,7 +179,10 @@ def test_volume_for_one_person_changes_only_what_this_listener_hears(
     xes_server: _Server, launch_tone_browser: Any
 ) -> None:
     """"Volume for Bob" at 0 on Ada's page: Ada no longer hears Bob, Cy still does, Ada still
-    hears Cy. Back at 100 %, Ada hears Bob again; the setting survives leaving and rejoining."""
+    hears Cy. Back at 100 %, Ada hears Bob again; the setting survives leaving and rejoining.
+    Bob's speaking ring on Ada's page says he talks at every volume: at 0 % and 200 % (played
+    through Web Audio, measured there) as at 100 % and 30 % (played by its element, measured
+    from the page's statistics with the element's volume divided out)."""
     pages = three_in_a_room(xes_server, launch_tone_browser)
     ada, cy = pages["Ada"], pages["Cy"]
     volume = ada.get_by_label("Volume for Bob")
@@ -186,12 +197,19 @@ def test_volume_for_one_person_changes_only_what_this_listener_hears(
     assert not hears(ada, "Bob", timeout=SILENCE_PROOF_S)
     assert hears(cy, "Bob")
     expect(cy.get_by_label("Volume for Bob")).to_have_value("100")
+    expect(ring(ada, "Bob")).to_have_class(SPEAKING, timeout=CONNECT_TIMEOUT_MS)
 
-    for _ in range(10):
+    for _ in range(3):
+        volume.press("ArrowRight")
+    expect(volume).to_have_value("30")
+    assert hears(ada, "Bob")
+    expect(ring(ada, "Bob")).to_have_class(SPEAKING, timeout=CONNECT_TIMEOUT_MS)
+    for _ in range(7):
         volume.press("ArrowRight")
     expect(volume).to_have_value("100")
     expect(volume).to_have_attribute("aria-valuetext", "100%")
     assert hears(ada, "Bob")
+    expect(ring(ada, "Bob")).to_have_class(SPEAKING, timeout=CONNECT_TIMEOUT_MS)
 
     volume.press("End")
     expect(volume).to_have_value("200")
@@ -201,3 +219,7 @@ def test_volume_for_one_person_changes_only_what_this_listener_hears(
     expect(ada.get_by_label("Volume for Bob")).to_have_value("200", timeout=CONNECT_TIMEOUT_MS)
     expect(ada.get_by_label("Volume for Bob")).to_have_attribute("aria-valuetext", "200%")
     assert hears(ada, "Bob")
+    expect(ring(ada, "Bob")).to_have_class(SPEAKING, timeout=CONNECT_TIMEOUT_MS)
+    # And the ring goes out when Bob stops talking: it follows his voice, not his volume.
+    mute_button(pages["Bob"]).click()
+    expect(ring(ada, "Bob")).not_to_have_class(SPEAKING, timeout=CONNECT_TIMEOUT_MS)

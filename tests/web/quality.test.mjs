@@ -4,7 +4,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 
 import {
-  LOSS_WINDOW_MS, POOR, RTP_HEADER_BPS, UPLINK_BUDGET_BPS, describeNumbers, judge, opusBitrate, sample,
+  LOSS_WINDOW_MS, POOR, RTP_HEADER_BPS, UPLINK_BUDGET_BPS, describeNumbers, judge, opusBitrate, playedLevel,
+  sample,
 } from '../../src/xes/web/quality.js';
 
 /** A getStats() result with one inbound audio stream and a nominated pair. */
@@ -51,4 +52,26 @@ test('the detail view names every number, and says when one is unknown', () => {
   const quality = judge([sample(stats({ received: 0, lost: 0 }), 0), sample(stats({ received: 99, lost: 1 }), 1000)]);
   assert.equal(describeNumbers(quality), 'Round trip 20 ms · Loss 1.0% · Jitter 4 ms');
   assert.equal(describeNumbers(judge([])), 'Round trip unknown · Loss unknown · Jitter unknown');
+});
+
+/** A getStats() result with the audio played so far on one inbound stream. */
+function played(totalAudioEnergy, totalSamplesDuration) {
+  return new Map([['in', { type: 'inbound-rtp', kind: 'audio', totalAudioEnergy, totalSamplesDuration }]]);
+}
+
+test('how loud a voice played between two polls is its energy over the seconds played', () => {
+  // One second at a mean square of 0.01 (-20 dB), after ten seconds of anything.
+  const samples = [sample(played(3.7, 10), 0), sample(played(3.71, 11), 1000)];
+  assert.ok(Math.abs(playedLevel(samples) - -20) < 1e-9, `${playedLevel(samples)}`);
+  // Only the last interval counts: loud before, silent now.
+  const quiet = [...samples, sample(played(3.71, 12), 2000)];
+  assert.equal(playedLevel(quiet), -Infinity);
+});
+
+test('no level before two polls, nor when nothing played between them', () => {
+  assert.equal(playedLevel([]), -Infinity);
+  assert.equal(playedLevel([sample(played(1, 1), 0)]), -Infinity);
+  assert.equal(playedLevel([sample(played(1, 1), 0), sample(played(1, 1), 1000)]), -Infinity);
+  // A browser without these counters reads as silence, not as an error.
+  assert.equal(playedLevel([sample(new Map(), 0), sample(new Map(), 1000)]), -Infinity);
 });

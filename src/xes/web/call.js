@@ -14,7 +14,7 @@ import { LINK_FAILURE } from './negotiation.js';
 import { MicrophoneError, openMicrophone, setMuted, stopStream } from './media.js';
 import { LinkStats } from './stats.js';
 import { HearingReporter } from './hearing.js';
-import { judge, opusBitrate, sample } from './quality.js';
+import { judge, opusBitrate, playedLevel, sample } from './quality.js';
 import { RoomVerification } from './verify.js';
 import * as safety from './safety.js';
 
@@ -916,6 +916,7 @@ export class Call extends EventTarget {
     if (peer.samples.length > QUALITY_SAMPLES) peer.samples.shift();
     const wasPoor = peer.quality.poor;
     peer.quality = judge(peer.samples);
+    peer.played = { db: playedLevel(peer.samples), at: latest.at };
     if (peer.quality.poor && !wasPoor) this.announce(`The link with ${peer.name} is poor: ${peer.quality.poor}.`);
   }
 
@@ -983,6 +984,9 @@ function newPeer(peer) {
     muted: null,
     samples: [],
     quality: judge([]),
+    // How loud their voice played here between the last two stats polls (quality.js
+    // playedLevel, in dB after this listener's volume) and when: the speaking ring's reading.
+    played: { db: -Infinity, at: -Infinity },
   };
 }
 

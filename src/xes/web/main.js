@@ -170,7 +170,7 @@ const call = new Call({
   },
 });
 const meters = new LevelMeters();
-const volumes = new RemoteVolumes(() => meters.audioContext());
+const volumes = new RemoteVolumes();
 
 // What only the view remembers: which rules the host's form last showed, whose "Ban" was
 // pressed once (a ban cannot be undone, so it asks again), which alerts it last drew.
@@ -183,6 +183,7 @@ const view = {
   meterStream: null,
   renderedMessages: 0, // how many chat messages the list shows
   renderedChips: null, // the rules the room's chips show
+  appliedSpeaker: null, // the output the voices were last sent to (applySpeaker)
 };
 
 // --- alerts --------------------------------------------------------------------------------------
@@ -432,6 +433,7 @@ function onVolumeInput(peerId, input) {
   const percent = clampVolume(input.value);
   const peer = call.peers.get(peerId);
   volumes.setVolume(peerId, percent);
+  meterVoice(peerId);
   if (peer) rememberVolume(peer.name, percent);
   showVolume(input, percent);
 }
@@ -444,30 +446,41 @@ function showVolume(input, percent) {
 // --- remote audio --------------------------------------------------------------------------------
 
 /**
- * Play a remote stream through its volume control. Chromium only feeds WebAudio (the volume and
- * our level meter) while the stream also plays in a media element, so it plays in a muted one.
+ * Play a remote stream from its own <audio> element, at the volume this listener chose for that
+ * person (RemoteVolumes decides whether the element plays it or, muted, feeds Web Audio).
  */
 function attachRemoteStream(peerId, stream) {
   let sink = document.querySelector(`audio[data-peer="${CSS.escape(peerId)}"]`);
   if (!sink) {
     sink = document.createElement('audio');
     sink.autoplay = true;
-    sink.muted = true; // the sound comes from the volume control's GainNode
     sink.dataset.peer = peerId;
     $('sinks').append(sink);
   }
   if (sink.srcObject !== stream) sink.srcObject = stream;
-  sink.play().catch(blockedPlayback);
   const peer = call.peers.get(peerId);
-  volumes.attach(peerId, stream, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
-  const source = volumes.source(peerId);
-  if (source) meters.attachNode(peerId, source);
-  else meters.detach(peerId); // no audio track (yet): nothing to measure
+  // Volume and mute are set before play(): an element unmuted after it started without the
+  // user's gesture would be paused by the autoplay policy.
+  volumes.attach(peerId, stream, sink, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
+  meterVoice(peerId);
   applySpeaker();
-  // Without a user gesture the autoplay policy keeps the AudioContext suspended: say so.
+  sink.play().catch(blockedPlayback);
+  // Without a user gesture the autoplay policy keeps the elements paused and the AudioContext
+  // suspended: say so.
   setTimeout(() => {
     if (volumes.suspended()) blockedPlayback();
   }, 1000);
+}
+
+/**
+ * The speaking ring of a voice played through Web Audio reads a meter on its source node there;
+ * one its element plays reads the page's statistics instead (`remoteLevel`), at no cost to the
+ * audio thread.
+ */
+function meterVoice(peerId) {
+  const source = volumes.source(peerId);
+  if (source === null) meters.detach(peerId);
+  else if (meters.meters.get(peerId)?.source !== source) meters.attachNode(peerId, source);
 }
 
 function removeRemoteStream(peerId) {
@@ -486,6 +499,7 @@ function blockedPlayback() {
 function resumePlayback() {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.play().catch(() => {});
   meters.audioContext();
+  if (volumes.context !== null) volumes.audioContext();
   call.clearAlert('autoplay');
 }
 
@@ -501,9 +515,9 @@ call.addEventListener('microphone', ({ detail: stream }) => {
   if (stream === null) return;
   const meterStream = new MediaStream(stream.getAudioTracks().map((track) => track.clone()));
   view.meterStream = meterStream;
-  // The page's AudioContext, through which every voice plays, made at load (warmUp) and resumed
-  // now, still within the click's activation: made when the first voice arrives, or while the
-  // join waits for its answer, its constructor would hold the main thread then.
+  // The meters' AudioContext, made at load (warmUp) and resumed now, still within the click's
+  // activation: made while the join waits for its answer, its constructor would hold the main
+  // thread then.
   meters.audioContext();
   // The meter itself once the call is up: nobody needs it to join.
   whenSettled(() => {
@@ -975,12 +989,30 @@ function renderSettings() {
     `From ${protocol.MIN_MAX_PEERS} to ${ceiling}. People already in the call stay.`;
 }
 
+// A voice's last level from the statistics is stale after this (they are read every second,
+// and every 5 s while another link is being set up).
+const PLAYED_LEVEL_STALE_MS = 6000;
+
+/**
+ * How loud a remote voice is as it arrives, in dB, whatever this listener's volume for it: from
+ * its meter in Web Audio, or from what the statistics say played, with the element's volume
+ * divided out.
+ */
+function remoteLevel(peerId) {
+  if (meters.meters.has(peerId)) return meters.level(peerId);
+  const peer = call.peers.get(peerId);
+  const volume = volumes.elementVolume(peerId);
+  if (!peer || !volume || performance.now() - peer.played.at > PLAYED_LEVEL_STALE_MS) return -Infinity;
+  return peer.played.db - 20 * Math.log10(volume);
+}
+
 function updateSpeaking() {
   const silenced = call.silenced;
   for (const item of document.querySelectorAll('#participants li[data-peer]')) {
     const key = item.dataset.peer;
     // In a text chat our microphone is not sent: a ring on it would say otherwise.
-    const speaking = key === 'self' && (silenced || call.textChat) ? false : meters.level(key) > SPEAKING_DB;
+    const speaking = key === 'self' ? !(silenced || call.textChat) && meters.level(key) > SPEAKING_DB
+      : remoteLevel(key) > SPEAKING_DB;
     item.classList.toggle('is-speaking', speaking);
     const words = item.querySelector('.participant__speaking-text');
     const text = speaking ? ', speaking' : '';
@@ -1064,9 +1096,9 @@ function setUpAudioSettings() {
   listDevices();
 }
 
-/** Whether this browser can send the call's sound to a chosen output (AudioContext.setSinkId). */
+/** Whether this browser can send the call's sound to a chosen output (the elements' setSinkId). */
 function canChooseSpeaker() {
-  return typeof AudioContext !== 'undefined' && 'setSinkId' in AudioContext.prototype;
+  return typeof HTMLMediaElement !== 'undefined' && 'setSinkId' in HTMLMediaElement.prototype;
 }
 
 /** Fill the two selects; names are only given once the microphone is allowed, so ask again then. */
@@ -1106,11 +1138,16 @@ function fillSelect(select, devices, wanted, kind) {
   select.value = wanted.find((value) => value && values.includes(value)) ?? values[0];
 }
 
-/** Send the call's sound to the chosen output, where the browser can. */
+/**
+ * Send the call's sound to the chosen output, where the browser can: every voice's element, and
+ * the AudioContext that plays the voices above 100 %.
+ */
 function applySpeaker() {
   const chosen = load(STORAGE_KEYS.speaker);
-  if (!canChooseSpeaker() || !chosen || !meters.context) return;
-  meters.context.setSinkId(chosen === 'default' ? '' : chosen).catch((error) => {
+  // Once applied, each new voice's element takes it from RemoteVolumes as it comes.
+  if (!canChooseSpeaker() || !chosen || chosen === view.appliedSpeaker) return;
+  view.appliedSpeaker = chosen;
+  volumes.setSpeaker(chosen === 'default' ? '' : chosen).catch((error) => {
     call.showAlert('speaker', `That speaker could not be used (${error.message}). The call plays on the default one.`);
   });
 }

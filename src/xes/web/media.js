@@ -90,8 +90,11 @@ export function stopStream(stream) {
 }
 
 /**
- * Speaking detection: one AudioContext, one AnalyserNode per stream, RMS level on demand.
- * A remote stream only reaches WebAudio in Chromium once it also plays in an <audio> element.
+ * Speaking detection: one AnalyserNode per measured stream, RMS level on demand. Our own
+ * microphone is measured in a context of the meters' own that plays nothing (see `makeContext`);
+ * a remote voice only when it already plays through Web Audio (RemoteVolumes), on its source
+ * node there. A remote stream only reaches Web Audio in Chromium once it also plays in an
+ * <audio> element.
  */
 export class LevelMeters {
   constructor() {
@@ -125,7 +128,7 @@ export class LevelMeters {
   }
 
   measure(key, source, ownsSource) {
-    const analyser = this.audioContext().createAnalyser();
+    const analyser = source.context.createAnalyser();
     analyser.fftSize = 1024;
     source.connect(analyser);
     this.meters.set(key, { source, analyser, ownsSource, samples: new Float32Array(analyser.fftSize) });
@@ -139,17 +142,16 @@ export class LevelMeters {
    */
   prepare() {
     if (this.context !== null) return;
-    this.context = new AudioContext();
+    this.context = makeMeterContext();
     this.context.suspend().catch(() => {});
   }
 
   /**
-   * The one AudioContext of the page (created on first use, or made ready by `prepare`), running,
-   * shared with the volume controls.
+   * The meters' AudioContext (created on first use, or made ready by `prepare`), running.
    * @returns {AudioContext}
    */
   audioContext() {
-    if (this.context === null) this.context = new AudioContext();
+    if (this.context === null) this.context = makeMeterContext();
     if (this.context.state === 'suspended') this.context.resume().catch(() => {});
     return this.context;
   }
@@ -193,68 +195,78 @@ export class LevelMeters {
   }
 }
 
+/**
+ * A context that only measures: nothing it carries is heard, so it asks for large buffers
+ * ('playback'), and its audio thread wakes rarely. The voices' own context (RemoteVolumes) is a
+ * separate, low-latency one, made only if someone's volume needs it. (Without an output device,
+ * `sinkId: {type: 'none'}`, Chromium renders the context on a timer thread instead, which cost
+ * as much in a full room.)
+ * @returns {AudioContext}
+ */
+function makeMeterContext() {
+  return new AudioContext({ latencyHint: 'playback' });
+}
+
 /** The range of the per-person volume, in percent (100 is as received). */
 export const VOLUME_MIN = 0;
 export const VOLUME_MAX = 200;
 export const VOLUME_DEFAULT = 100;
 
 /**
- * What we hear of each remote person: their stream → GainNode → the speakers, so each listener
- * sets each voice's loudness (0–200 %) for themselves alone; nothing is sent to anyone.
+ * What we hear of each remote person, at the volume this listener chose for them (0–200 %);
+ * nothing is sent to anyone.
  *
- * Chromium only feeds a remote WebRTC stream into Web Audio while it is also attached to a
- * media element, so main.js keeps a muted <audio> element per stream; the sound itself comes
- * from this graph (with the element unmuted we would hear everyone twice).
+ * From 1 to 100 % a voice plays from its own <audio> element at that volume: the way any page
+ * plays WebRTC audio, with no work of ours on the audio thread. Each voice routed through Web
+ * Audio instead costs its own consumer of the decoded track on the audio thread; in a full room
+ * of eight that was a third more of the page's audio rendering (bench/README.md, "The browser's
+ * cost in a full room"). So only a voice that an element cannot play goes through the page's
+ * AudioContext: above 100 % (an element does not amplify) through a GainNode, and at 0 % too,
+ * so that its speaking ring can still be measured (an element at volume 0 delivers silence to
+ * the page's statistics). Chromium only feeds a remote stream into Web Audio while an element
+ * plays it, so such a voice's element plays on, muted.
  *
- * Once asked for (`heardStreams`), each gain also feeds a MediaStreamAudioDestinationNode: exactly
- * what goes to the speakers for that person, so a test can measure the volume where it applies.
- * Not before: each tap is one more consumer on the audio thread, seven per page in a full room,
- * for something no person at the page ever listens to.
+ * The elements are main.js's (the DOM is its); this class only sets their `volume`, `muted`
+ * and output device, as a player's controls would.
+ *
+ * Once asked for (`heardStreams`), each voice also feeds a MediaStreamAudioDestinationNode with
+ * what goes to the speakers for that person, so a test can measure the volume where it applies:
+ * after the GainNode for a voice played through Web Audio, and for one played by its element,
+ * the stream at the element's own `volume` (0 when muted), read back from the element.
  */
 export class RemoteVolumes {
-  /** @param {() => AudioContext} audioContext the page's shared context */
-  constructor(audioContext) {
-    this.audioContext = audioContext;
-    /** @type {Map<string, {source: MediaStreamAudioSourceNode, gain: GainNode, tap: MediaStreamAudioDestinationNode|null}>} */
+  /** @param {() => AudioContext} [makeContext] makes the voices' context, on first need */
+  constructor(makeContext = () => new AudioContext()) {
+    this.makeContext = makeContext;
+    /** The voices' AudioContext, made when the first voice needs Web Audio. */
+    this.context = null;
+    /**
+     * @type {Map<string, {stream: MediaStream, sink: HTMLMediaElement, percent: number,
+     *   graph: {source: MediaStreamAudioSourceNode, gain: GainNode}|null,
+     *   tap: {input: AudioNode, ownSource: boolean, gain: GainNode,
+     *     output: MediaStreamAudioDestinationNode}|null}>}
+     */
     this.voices = new Map();
     /** Whether `heardStreams` was asked for: every voice has its tap from then on. */
     this.tapping = false;
+    /** The output chosen with `setSpeaker` ('' the default), given to every new element. */
+    this.sinkId = '';
   }
 
   /**
-   * Play `stream` under `key` at `percent` (replacing what that key played before).
+   * Play `stream` under `key` from `sink` (an <audio> element already playing it) at `percent`,
+   * replacing what that key played before.
    * @param {string} key
    * @param {MediaStream} stream
+   * @param {HTMLMediaElement} sink
    * @param {number} percent
    */
-  attach(key, stream, percent) {
+  attach(key, stream, sink, percent) {
     this.detach(key);
-    if (stream.getAudioTracks().length === 0) return;
-    const context = this.audioContext();
-    const source = context.createMediaStreamSource(stream);
-    const gain = context.createGain();
-    gain.gain.value = clampVolume(percent) / 100;
-    source.connect(gain);
-    gain.connect(context.destination);
-    const voice = { source, gain, tap: null };
-    if (this.tapping) this.tap(voice);
+    const voice = { stream, sink, percent: clampVolume(percent), graph: null, tap: null };
     this.voices.set(key, voice);
-  }
-
-  /** @param {{gain: GainNode, tap: MediaStreamAudioDestinationNode|null}} voice */
-  tap(voice) {
-    if (voice.tap !== null) return;
-    voice.tap = this.audioContext().createMediaStreamDestination();
-    voice.gain.connect(voice.tap);
-  }
-
-  /**
-   * The source node playing `key` (for its level meter to share), or null.
-   * @param {string} key
-   * @returns {MediaStreamAudioSourceNode|null}
-   */
-  source(key) {
-    return this.voices.get(key)?.source ?? null;
+    if (this.sinkId !== '') sink.setSinkId?.(this.sinkId).catch(() => {});
+    this.route(voice);
   }
 
   /**
@@ -263,32 +275,155 @@ export class RemoteVolumes {
    */
   setVolume(key, percent) {
     const voice = this.voices.get(key);
-    if (voice !== undefined) voice.gain.gain.value = clampVolume(percent) / 100;
+    if (voice === undefined) return;
+    voice.percent = clampVolume(percent);
+    this.route(voice);
+  }
+
+  /**
+   * The voices' AudioContext, running. Made on first need: a room where nobody's volume leaves
+   * 1–100 % never runs one. Its output follows the chosen speaker.
+   * @returns {AudioContext}
+   */
+  audioContext() {
+    if (this.context === null) {
+      this.context = this.makeContext();
+      if (this.sinkId !== '') this.context.setSinkId?.(this.sinkId).catch(() => {});
+    }
+    if (this.context.state === 'suspended') this.context.resume().catch(() => {});
+    return this.context;
+  }
+
+  /** Put a voice on the path its volume needs (see the class), and its tap after it. */
+  route(voice) {
+    const throughWebAudio = needsWebAudio(voice.percent) && voice.stream.getAudioTracks().length > 0;
+    if (throughWebAudio && voice.graph === null) {
+      this.untap(voice);
+      const context = this.audioContext();
+      const source = context.createMediaStreamSource(voice.stream);
+      const gain = context.createGain();
+      source.connect(gain);
+      gain.connect(context.destination);
+      voice.graph = { source, gain };
+    } else if (!throughWebAudio && voice.graph !== null) {
+      this.untap(voice);
+      this.unplug(voice);
+    }
+    if (voice.graph !== null) {
+      voice.graph.gain.gain.value = voice.percent / 100;
+      voice.sink.muted = true; // the sound comes from the GainNode
+    } else {
+      voice.sink.volume = voice.percent / 100;
+      voice.sink.muted = false;
+    }
+    if (this.tapping) this.tap(voice);
+  }
+
+  /** @param {{graph: {source: AudioNode, gain: AudioNode}|null}} voice */
+  unplug(voice) {
+    if (voice.graph === null) return;
+    voice.graph.source.disconnect();
+    voice.graph.gain.disconnect();
+    voice.graph = null;
+  }
+
+  /** @param {{stream: MediaStream, sink: HTMLMediaElement, graph: object|null, tap: object|null}} voice */
+  tap(voice) {
+    if (voice.tap === null) {
+      const context = this.audioContext();
+      const ownSource = voice.graph === null;
+      const input = ownSource ? context.createMediaStreamSource(voice.stream) : voice.graph.gain;
+      const gain = context.createGain();
+      const output = context.createMediaStreamDestination();
+      input.connect(gain);
+      gain.connect(output);
+      voice.tap = { input, ownSource, gain, output };
+    }
+    // After the GainNode nothing more applies; an element plays at its own volume, or not at all.
+    voice.tap.gain.gain.value = voice.graph !== null ? 1 : (voice.sink.muted ? 0 : voice.sink.volume);
+  }
+
+  /** @param {{tap: {input: AudioNode, ownSource: boolean, gain: AudioNode}|null}} voice */
+  untap(voice) {
+    if (voice.tap === null) return;
+    // A tap's own source goes with it; a GainNode it followed still feeds the speakers.
+    if (voice.tap.ownSource) voice.tap.input.disconnect();
+    else voice.tap.input.disconnect(voice.tap.gain);
+    voice.tap.gain.disconnect();
+    voice.tap = null;
+  }
+
+  /**
+   * The source node playing `key` through Web Audio (for its level meter to share), or null for a
+   * voice its element plays.
+   * @param {string} key
+   * @returns {MediaStreamAudioSourceNode|null}
+   */
+  source(key) {
+    return this.voices.get(key)?.graph?.source ?? null;
+  }
+
+  /**
+   * The volume `key` plays at from its element (0–1), or null when it plays through Web Audio
+   * or is unknown: what the page's statistics measure of that voice is scaled by it.
+   * @param {string} key
+   * @returns {number|null}
+   */
+  elementVolume(key) {
+    const voice = this.voices.get(key);
+    return voice === undefined || voice.graph !== null ? null : voice.percent / 100;
   }
 
   /** @param {string} key */
   detach(key) {
     const voice = this.voices.get(key);
     if (voice === undefined) return;
-    voice.source.disconnect();
-    voice.gain.disconnect();
+    this.untap(voice);
+    this.unplug(voice);
     this.voices.delete(key);
   }
 
-  /** Whether the speakers are silent for lack of a user gesture (autoplay policy). */
+  /**
+   * Send every voice to the output `sinkId` ('' for the default), now and from now on: the
+   * elements, and the context that plays the voices above 100 %.
+   * @param {string} sinkId
+   * @returns {Promise<void>} rejected with the first output that refused
+   */
+  async setSpeaker(sinkId) {
+    this.sinkId = sinkId;
+    const outputs = [...this.voices.values()].map((voice) => voice.sink);
+    if (this.context !== null) outputs.push(this.context);
+    await Promise.all(outputs.map((output) => output.setSinkId?.(sinkId)));
+  }
+
+  /** Whether some voice is silent for lack of a user gesture (autoplay policy). */
   suspended() {
-    return this.voices.size > 0 && this.audioContext().state !== 'running';
+    for (const voice of this.voices.values()) {
+      if (voice.sink.paused) return true;
+      if (voice.graph !== null && voice.graph.source.context.state !== 'running') return true;
+    }
+    return false;
   }
 
   /**
-   * What reaches the speakers, per key, after the gain; voices that start later are tapped too.
+   * What reaches the speakers, per key, after the volume; voices that start later are tapped too.
    * @returns {Map<string, MediaStream>}
    */
   heardStreams() {
     this.tapping = true;
     for (const voice of this.voices.values()) this.tap(voice);
-    return new Map([...this.voices].map(([key, voice]) => [key, voice.tap.stream]));
+    return new Map([...this.voices].map(([key, voice]) => [key, voice.tap.output.stream]));
   }
+}
+
+/**
+ * Whether a voice at `percent` plays through Web Audio rather than from its element: above
+ * 100 % (an element cannot amplify) and at 0 % (its ring is measured there).
+ * @param {number} percent
+ * @returns {boolean}
+ */
+export function needsWebAudio(percent) {
+  return percent === 0 || percent > 100;
 }
 
 /**

@@ -43,11 +43,15 @@ export function opusBitrate(people) {
  * The cumulative counters of one poll of one link.
  * @param {Map<string, object>|RTCStatsReport} stats
  * @param {number} at when it was taken, in ms (any monotonic clock)
- * @returns {{at: number, received: number, lost: number, jitterMs: number|null, rttMs: number|null}}
+ * @returns {{at: number, received: number, lost: number, jitterMs: number|null, rttMs: number|null,
+ *   energy: number, duration: number}} `energy` and `duration`: the audio played so far
+ *   (`totalAudioEnergy`, `totalSamplesDuration`), which `playedLevel` turns into a loudness
  */
 export function sample(stats, at) {
   let received = 0;
   let lost = 0;
+  let energy = 0;
+  let duration = 0;
   let jitterMs = null;
   let rttMs = null;
   let pairRttMs = null;
@@ -56,6 +60,8 @@ export function sample(stats, at) {
       received += report.packetsReceived ?? 0;
       lost += Math.max(0, report.packetsLost ?? 0);
       if (typeof report.jitter === 'number') jitterMs = Math.max(jitterMs ?? 0, report.jitter * 1000);
+      energy += report.totalAudioEnergy ?? 0;
+      duration += report.totalSamplesDuration ?? 0;
     } else if (report.type === 'remote-inbound-rtp' && report.kind === 'audio' &&
       typeof report.roundTripTime === 'number') {
       rttMs = report.roundTripTime * 1000;
@@ -64,7 +70,25 @@ export function sample(stats, at) {
       pairRttMs = report.currentRoundTripTime * 1000;
     }
   });
-  return { at, received, lost, jitterMs, rttMs: rttMs ?? pairRttMs };
+  return { at, received, lost, jitterMs, rttMs: rttMs ?? pairRttMs, energy, duration };
+}
+
+/**
+ * How loud a link's voice played between its last two samples, in dB (0 is full scale;
+ * -Infinity when nothing played): the mean square of the played audio is the energy added over
+ * the seconds added (the stats' `totalAudioEnergy` sums each frame's level squared times its
+ * length). Chromium measures it as the audio leaves for the speakers, so after the element's
+ * volume; the caller divides that out.
+ * @param {ReturnType<typeof sample>[]} samples
+ * @returns {number}
+ */
+export function playedLevel(samples) {
+  if (samples.length < 2) return -Infinity;
+  const [before, last] = samples.slice(-2);
+  const seconds = last.duration - before.duration;
+  const energy = last.energy - before.energy;
+  if (!(seconds > 0) || !(energy > 0)) return -Infinity;
+  return 10 * Math.log10(energy / seconds);
 }
 
 /**
