@@ -115,10 +115,10 @@ export class LevelMeters {
   }
 
   /**
-   * Start measuring what a node of this page's AudioContext carries: a remote voice's source,
-   * shared with its volume control (RemoteVolumes#source). One MediaStreamAudioSourceNode per
-   * remote stream instead of two: each is a consumer of the decoded track, with its own buffer,
-   * on the audio thread, which in a full room is seven per page.
+   * Start measuring what an existing node carries, in that node's own context: the source of a
+   * remote voice that its volume puts in Web Audio (RemoteVolumes#source). Sharing it instead of
+   * making a second source matters: each source is a consumer of the decoded track, with its own
+   * buffer, on the audio thread.
    * @param {string} key
    * @param {AudioNode} node
    */
@@ -135,7 +135,7 @@ export class LevelMeters {
   }
 
   /**
-   * Make the page's AudioContext ahead of the call, suspended. Its constructor holds the main
+   * Make the meters' AudioContext ahead of the call, suspended. Its constructor holds the main
    * thread for tens of ms (it asks the audio service for the output's parameters): made at load,
    * that is not while a join waits for its answer. Without the user's gesture yet, a browser
    * makes it suspended anyway; suspended, it renders nothing until the join resumes it.
@@ -200,7 +200,7 @@ export class LevelMeters {
  * ('playback'), and its audio thread wakes rarely. The voices' own context (RemoteVolumes) is a
  * separate, low-latency one, made only if someone's volume needs it. (Without an output device,
  * `sinkId: {type: 'none'}`, Chromium renders the context on a timer thread instead, which cost
- * as much in a full room.)
+ * more than it saved in a full room.)
  * @returns {AudioContext}
  */
 function makeMeterContext() {
@@ -220,8 +220,8 @@ export const VOLUME_DEFAULT = 100;
  * plays WebRTC audio, with no work of ours on the audio thread. Each voice routed through Web
  * Audio instead costs its own consumer of the decoded track on the audio thread; in a full room
  * of eight that was a third more of the page's audio rendering (bench/README.md, "The browser's
- * cost in a full room"). So only a voice that an element cannot play goes through the page's
- * AudioContext: above 100 % (an element does not amplify) through a GainNode, and at 0 % too,
+ * cost in a full room"). So only a voice that an element cannot play goes through an AudioContext
+ * (made on first need): above 100 % (an element does not amplify) through a GainNode, and at 0 % too,
  * so that its speaking ring can still be measured (an element at volume 0 delivers silence to
  * the page's statistics). Chromium only feeds a remote stream into Web Audio while an element
  * plays it, so such a voice's element plays on, muted.
