@@ -56,11 +56,14 @@ from tests.support.browser import chromium_args, write_tone_wav  # noqa: E402
 FIRST_TONE, NEWCOMER_TONE = 440.0, 880.0
 CALL_TIMEOUT_S = 30.0
 # The steps of the timeline, in the order a call goes through them, per page.
+# The first candidate each way says when ICE could start checking: between the answer and "ICE
+# connected" each page waits for the other's candidates (or its checks).
 NEWCOMER_STEPS = ["click", "microphone", "socket open", "joined", "peer connection",
-                  "negotiationneeded", "offer made", "offer set", "offer sent", "answer received",
+                  "negotiationneeded", "offer made", "offer set", "offer sent", "candidate sent",
+                  "answer received", "candidate received",
                   "ICE connected", "DTLS connected", "remote track", "first audio"]
 MEMBER_STEPS = ["peer-joined", "offer received", "peer connection", "offer set as remote",
-                "answer set", "answer sent",
+                "answer set", "answer sent", "candidate received", "candidate sent",
                 "ICE connected", "DTLS connected", "remote track", "first audio"]
 STEPS = [f"newcomer: {s}" for s in NEWCOMER_STEPS] + [f"member: {s}" for s in MEMBER_STEPS]
 MARKS_JS = ("() => ({marks: window.__bench.marks, counts: window.__bench.counts,"

@@ -139,7 +139,7 @@ test('joining, `joinSignalsPending` holds until the first offer to each member h
   assert.deepEqual(out, [2], 'said once, after both offers were sent');
 });
 
-test('someone joins us: `joinSignalsPending` holds from peer-joined until our answer has left', async (t) => {
+test('someone joins us: `joinSignalsPending` holds from peer-joined until our answer and first candidate have left', async (t) => {
   const { call, socket } = await inRoom(t);
   const out = [];
   call.addEventListener('firstsignalsout', () => out.push(signalsTo(socket, CAROL).length));
@@ -148,8 +148,13 @@ test('someone joins us: `joinSignalsPending` holds from peer-joined until our an
   assert.equal(call.joinSignalsPending, true, 'the view waits for the newcomer\'s offer');
   socket.serverSends({ type: 'signal', from: CAROL, data: { description: { type: 'offer', sdp: 'v=0\r\nm=audio 9 UDP/TLS/RTP/SAVPF 111\r\n' } } });
   await settle();
+  assert.equal(call.joinSignalsPending, true, 'the answer has left, our first candidate not yet');
+  const pc = FakeRTCPeerConnection.made.at(-1);
+  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+  pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  await settle();
   assert.equal(call.joinSignalsPending, false);
-  assert.deepEqual(out, [1], 'said once, when the answer was sent');
+  assert.deepEqual(out, [2], 'said once, when the answer and then the candidate were sent');
   // A newcomer who leaves before offering does not keep the view waiting.
   socket.serverSends({ type: 'peer-joined', peer: { id: BOB, name: 'Bob', polite: true } });
   await settle();

@@ -594,7 +594,8 @@ function requestRender() {
     // make it and then for this page's main thread to send it, and an offer arriving waits for
     // the main thread to read it; a redraw of the whole call view in between (the next frame)
     // made them leave or be read 10-20 ms later (bench/browser_bench.py's timeline), on the
-    // newcomer's page (joined) and on each member's (peer-joined, then the newcomer's offer).
+    // newcomer's page (joined) and on each member's (peer-joined, then the newcomer's offer,
+    // then the member's first candidate).
     renderRequest.timer = setTimeout(renderNow, JOIN_SIGNALS_FIRST_MAX_MS);
     return;
   }

@@ -13,8 +13,9 @@ const NETWORK_CHANGE_SETTLE_MS = 100;
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
  * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
- * is closed, and `firstsignalsout` once the join's first descriptions have left: the offers of the
- * links we made as newcomer, and our answer to each newcomer's offer (`firstSignalsPending`).
+ * is closed, and `firstsignalsout` once the join's first signals have left: the offers of the
+ * links we made as newcomer, and our answer to each newcomer's offer with our first candidate
+ * after it (`firstSignalsPending`).
  */
 export class Mesh extends EventTarget {
   /**
@@ -42,9 +43,9 @@ export class Mesh extends EventTarget {
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
     /**
-     * Peers whose link's first description, on the path of a join, has not left yet: the offer
-     * of a link we made as initiator; for a member who joined after us, our answer to its offer
-     * (pending from `expect`, before its offer has even arrived).
+     * Peers whose link's first signals, on the path of a join, have not left yet: the offer of
+     * a link we made as initiator; for a member who joined after us, our answer to its offer and
+     * our first candidate (pending from `expect`, before its offer has even arrived).
      * @type {Set<string>}
      */
     this.awaitingFirstSignal = new Set();
@@ -98,8 +99,17 @@ export class Mesh extends EventTarget {
     this.links.set(peer.id, link);
     if (onJoinPath) {
       this.awaitingFirstSignal.add(peer.id);
+      // As newcomer, the offer is what the other end waits for. As a member answering a
+      // newcomer, the answer and then our first candidate: ICE cannot start checking before
+      // one side has the other's candidates, and a redraw let in between the answer and the
+      // candidate held the candidate (bench/browser_bench.py: first candidate 16 ms after the
+      // answer, 7 ms on the bare page, and ICE connected that much later). The view's wait is
+      // bounded (main.js), so a candidate that is slow to come (a TURN allocation) costs at
+      // most that bound.
+      let described = false;
       const sent = ({ detail }) => {
-        if (!detail?.description) return;
+        if (detail?.description) described = true;
+        if (!described || !(initiator || detail?.candidate)) return;
         link.removeEventListener('signal', sent);
         this.firstSignalSent(peer.id);
       };
