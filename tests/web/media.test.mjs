@@ -129,10 +129,11 @@ test('at 0 % the voice goes through Web Audio at gain 0, where its ring can stil
   assert.notEqual(volumes.source('ada'), null);
 });
 
-test('a voice without audio (a text-only link) never reaches Web Audio', () => {
+test('a voice without audio (a text-only link) never reaches Web Audio, nor a test\'s tap', () => {
   const { context, volumes } = setUp();
   volumes.attach('ada', { getAudioTracks: () => [] }, fakeSink(), 200);
   assert.equal(context.nodes.length, 1);
+  assert.deepEqual([...volumes.heardStreams().keys()], []);
 });
 
 test('what a test hears follows the element volume, the gain, and the path switching between them', () => {

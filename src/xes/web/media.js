@@ -91,7 +91,7 @@ export function stopStream(stream) {
 
 /**
  * Speaking detection: one AnalyserNode per measured stream, RMS level on demand. Our own
- * microphone is measured in a context of the meters' own that plays nothing (see `makeContext`);
+ * microphone is measured in a context of the meters' own that plays nothing (`makeMeterContext`);
  * a remote voice only when it already plays through Web Audio (RemoteVolumes), on its source
  * node there. A remote stream only reaches Web Audio in Chromium once it also plays in an
  * <audio> element.
@@ -219,8 +219,8 @@ export const VOLUME_DEFAULT = 100;
  * From 1 to 100 % a voice plays from its own <audio> element at that volume: the way any page
  * plays WebRTC audio, with no work of ours on the audio thread. Each voice routed through Web
  * Audio instead costs its own consumer of the decoded track on the audio thread; in a full room
- * of eight that was a third more of the page's audio rendering (bench/README.md, "The browser's
- * cost in a full room"). So only a voice that an element cannot play goes through an AudioContext
+ * of eight that was a third more of the page's audio rendering (bench/README.md, "The voices
+ * through their elements"). So only a voice that an element cannot play goes through an AudioContext
  * (made on first need): above 100 % (an element does not amplify) through a GainNode, and at 0 % too,
  * so that its speaking ring can still be measured (an element at volume 0 delivers silence to
  * the page's statistics). Chromium only feeds a remote stream into Web Audio while an element
@@ -329,6 +329,7 @@ export class RemoteVolumes {
 
   /** @param {{stream: MediaStream, sink: HTMLMediaElement, graph: object|null, tap: object|null}} voice */
   tap(voice) {
+    if (voice.stream.getAudioTracks().length === 0) return; // nothing is heard, nothing to tap
     if (voice.tap === null) {
       const context = this.audioContext();
       const ownSource = voice.graph === null;
@@ -412,7 +413,8 @@ export class RemoteVolumes {
   heardStreams() {
     this.tapping = true;
     for (const voice of this.voices.values()) this.tap(voice);
-    return new Map([...this.voices].map(([key, voice]) => [key, voice.tap.output.stream]));
+    return new Map([...this.voices].filter(([, voice]) => voice.tap !== null)
+      .map(([key, voice]) => [key, voice.tap.output.stream]));
   }
 }
 
