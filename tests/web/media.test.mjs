@@ -53,6 +53,12 @@ class FakeContext {
     return new FakeNode(this, 'gain');
   }
 
+  createAnalyser() {
+    const node = new FakeNode(this, 'analyser');
+    node.fftSize = 2048;
+    return node;
+  }
+
   createMediaStreamDestination() {
     const node = new FakeNode(this, 'tap');
     node.stream = { tapped: true };

@@ -183,7 +183,6 @@ const view = {
   meterStream: null,
   renderedMessages: 0, // how many chat messages the list shows
   renderedChips: null, // the rules the room's chips show
-  appliedSpeaker: null, // the output the voices were last sent to (applySpeaker)
 };
 
 // --- alerts --------------------------------------------------------------------------------------
@@ -433,7 +432,6 @@ function onVolumeInput(peerId, input) {
   const percent = clampVolume(input.value);
   const peer = call.peers.get(peerId);
   volumes.setVolume(peerId, percent);
-  meterVoice(peerId);
   if (peer) rememberVolume(peer.name, percent);
   showVolume(input, percent);
 }
@@ -461,9 +459,7 @@ function attachRemoteStream(peerId, stream) {
   const peer = call.peers.get(peerId);
   // Volume and mute are set before play(): an element unmuted after it started without the
   // user's gesture would be paused by the autoplay policy.
-  volumes.attach(peerId, stream, sink, peer ? volumeFor(peer.name) : VOLUME_DEFAULT);
-  meterVoice(peerId);
-  applySpeaker();
+  volumes.attach(peerId, stream, sink, peer ? volumeFor(peer.name) : VOLUME_DEFAULT).catch(speakerFailed);
   sink.play().catch(blockedPlayback);
   // Without a user gesture the autoplay policy keeps the elements paused and the AudioContext
   // suspended: say so.
@@ -472,21 +468,9 @@ function attachRemoteStream(peerId, stream) {
   }, 1000);
 }
 
-/**
- * The speaking ring of a voice played through Web Audio reads a meter on its source node there;
- * one its element plays reads the page's statistics instead (`remoteLevel`), at no cost to the
- * audio thread.
- */
-function meterVoice(peerId) {
-  const source = volumes.source(peerId);
-  if (source === null) meters.detach(peerId);
-  else if (meters.meters.get(peerId)?.source !== source) meters.attachNode(peerId, source);
-}
-
 function removeRemoteStream(peerId) {
   const sink = document.querySelector(`audio[data-peer="${CSS.escape(peerId)}"]`);
   if (sink) sink.remove();
-  meters.detach(peerId);
   volumes.detach(peerId);
 }
 
@@ -527,7 +511,6 @@ call.addEventListener('microphone', ({ detail: stream }) => {
 call.addEventListener('linksettled', runSettledWork);
 call.addEventListener('teardown', () => {
   for (const sink of document.querySelectorAll('audio[data-peer]')) sink.remove();
-  for (const key of [...meters.meters.keys()]) if (key !== 'self') meters.detach(key);
   for (const key of [...volumes.voices.keys()]) volumes.detach(key);
   view.renderedRules = null;
   view.confirmingBan = null;
@@ -994,17 +977,11 @@ function renderSettings() {
 // and every 5 s while another link is being set up).
 const PLAYED_LEVEL_STALE_MS = 6000;
 
-/**
- * How loud a remote voice is as it arrives, in dB, whatever this listener's volume for it: from
- * its meter in Web Audio, or from what the statistics say played, with the element's volume
- * divided out.
- */
+/** How loud a remote voice arrives, in dB, whatever this listener's volume for it. */
 function remoteLevel(peerId) {
-  if (meters.meters.has(peerId)) return meters.level(peerId);
-  const peer = call.peers.get(peerId);
-  const volume = volumes.elementVolume(peerId);
-  if (!peer || !volume || performance.now() - peer.played.at > PLAYED_LEVEL_STALE_MS) return -Infinity;
-  return peer.played.db - 20 * Math.log10(volume);
+  const played = call.peers.get(peerId)?.played;
+  const fresh = played !== undefined && performance.now() - played.at <= PLAYED_LEVEL_STALE_MS;
+  return volumes.level(peerId, fresh ? played.db : -Infinity);
 }
 
 function updateSpeaking() {
@@ -1095,6 +1072,7 @@ function setUpAudioSettings() {
   navigator.mediaDevices?.addEventListener?.('devicechange', listDevices);
   call.addEventListener('microphone', listDevices);
   listDevices();
+  applySpeaker();
 }
 
 /** Whether this browser can send the call's sound to a chosen output (the elements' setSinkId). */
@@ -1141,16 +1119,17 @@ function fillSelect(select, devices, wanted, kind) {
 
 /**
  * Send the call's sound to the chosen output, where the browser can: every voice's element, and
- * the AudioContext that plays the voices above 100 %.
+ * the AudioContext that plays the voices above 100 %. At start-up nothing plays yet: RemoteVolumes
+ * remembers the choice and gives it to each voice as it comes.
  */
 function applySpeaker() {
   const chosen = load(STORAGE_KEYS.speaker);
-  // Once applied, each new voice's element takes it from RemoteVolumes as it comes.
-  if (!canChooseSpeaker() || !chosen || chosen === view.appliedSpeaker) return;
-  view.appliedSpeaker = chosen;
-  volumes.setSpeaker(chosen === 'default' ? '' : chosen).catch((error) => {
-    call.showAlert('speaker', `That speaker could not be used (${error.message}). The call plays on the default one.`);
-  });
+  if (!canChooseSpeaker() || !chosen) return;
+  volumes.setSpeaker(chosen === 'default' ? '' : chosen).catch(speakerFailed);
+}
+
+function speakerFailed(error) {
+  call.showAlert('speaker', `That speaker could not be used (${error.message}). The call plays on the default one.`);
 }
 
 // --- start-up ------------------------------------------------------------------------------------

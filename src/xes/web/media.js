@@ -90,11 +90,9 @@ export function stopStream(stream) {
 }
 
 /**
- * Speaking detection: one AnalyserNode per measured stream, RMS level on demand. Our own
- * microphone is measured in a context of the meters' own that plays nothing (`makeMeterContext`);
- * a remote voice only when it already plays through Web Audio (RemoteVolumes), on its source
- * node there. A remote stream only reaches Web Audio in Chromium once it also plays in an
- * <audio> element.
+ * Speaking detection of our own microphone: one AnalyserNode per measured stream, RMS level on
+ * demand, in a context of the meters' own that plays nothing (`makeMeterContext`). A remote
+ * voice is measured by RemoteVolumes, which knows how it plays.
  */
 export class LevelMeters {
   constructor() {
@@ -111,27 +109,8 @@ export class LevelMeters {
   attach(key, stream) {
     this.detach(key);
     if (stream.getAudioTracks().length === 0) return;
-    this.measure(key, this.audioContext().createMediaStreamSource(stream), true);
-  }
-
-  /**
-   * Start measuring what an existing node carries, in that node's own context: the source of a
-   * remote voice that its volume puts in Web Audio (RemoteVolumes#source). Sharing it instead of
-   * making a second source matters: each source is a consumer of the decoded track, with its own
-   * buffer, on the audio thread.
-   * @param {string} key
-   * @param {AudioNode} node
-   */
-  attachNode(key, node) {
-    this.detach(key);
-    this.measure(key, node, false);
-  }
-
-  measure(key, source, ownsSource) {
-    const analyser = source.context.createAnalyser();
-    analyser.fftSize = 1024;
-    source.connect(analyser);
-    this.meters.set(key, { source, analyser, ownsSource, samples: new Float32Array(analyser.fftSize) });
+    const source = this.audioContext().createMediaStreamSource(stream);
+    this.meters.set(key, { source, ...analyse(source) });
   }
 
   /**
@@ -161,15 +140,7 @@ export class LevelMeters {
     const meter = this.meters.get(key);
     if (meter === undefined) return;
     this.meters.delete(key);
-    if (meter.ownsSource) {
-      meter.source.disconnect();
-      return;
-    }
-    try {
-      meter.source.disconnect(meter.analyser);
-    } catch {
-      // The volume control already disconnected the shared source from everything.
-    }
+    meter.source.disconnect();
   }
 
   /**
@@ -179,12 +150,7 @@ export class LevelMeters {
    */
   level(key) {
     const meter = this.meters.get(key);
-    if (meter === undefined) return -Infinity;
-    meter.analyser.getFloatTimeDomainData(meter.samples);
-    let sum = 0;
-    for (const sample of meter.samples) sum += sample * sample;
-    const rms = Math.sqrt(sum / meter.samples.length);
-    return rms > 0 ? 20 * Math.log10(rms) : -Infinity;
+    return meter === undefined ? -Infinity : rmsDb(meter);
   }
 
   /** Stop every meter and the AudioContext. */
@@ -193,6 +159,31 @@ export class LevelMeters {
     if (this.context !== null) this.context.close().catch(() => {});
     this.context = null;
   }
+}
+
+/**
+ * An AnalyserNode fed by `source`, with the buffer `rmsDb` reads it into.
+ * @param {AudioNode} source
+ * @returns {{analyser: AnalyserNode, samples: Float32Array}}
+ */
+function analyse(source) {
+  const analyser = source.context.createAnalyser();
+  analyser.fftSize = 1024;
+  source.connect(analyser);
+  return { analyser, samples: new Float32Array(analyser.fftSize) };
+}
+
+/**
+ * The current RMS level of what an analyser hears, in dBFS (-Infinity for silence).
+ * @param {{analyser: AnalyserNode, samples: Float32Array}} meter
+ * @returns {number}
+ */
+function rmsDb({ analyser, samples }) {
+  analyser.getFloatTimeDomainData(samples);
+  let sum = 0;
+  for (const sample of samples) sum += sample * sample;
+  const rms = Math.sqrt(sum / samples.length);
+  return rms > 0 ? 20 * Math.log10(rms) : -Infinity;
 }
 
 /**
@@ -242,7 +233,8 @@ export class RemoteVolumes {
     this.context = null;
     /**
      * @type {Map<string, {stream: MediaStream, sink: HTMLMediaElement, percent: number,
-     *   graph: {source: MediaStreamAudioSourceNode, gain: GainNode}|null,
+     *   graph: {source: MediaStreamAudioSourceNode, gain: GainNode, analyser: AnalyserNode,
+     *     samples: Float32Array}|null,
      *   tap: {input: AudioNode, ownSource: boolean, gain: GainNode,
      *     output: MediaStreamAudioDestinationNode}|null}>}
      */
@@ -260,13 +252,14 @@ export class RemoteVolumes {
    * @param {MediaStream} stream
    * @param {HTMLMediaElement} sink
    * @param {number} percent
+   * @returns {Promise<void>} rejected if the element refused the output chosen with `setSpeaker`
    */
   attach(key, stream, sink, percent) {
     this.detach(key);
     const voice = { stream, sink, percent: clampVolume(percent), graph: null, tap: null };
     this.voices.set(key, voice);
-    if (this.sinkId !== '') sink.setSinkId?.(this.sinkId).catch(() => {});
     this.route(voice);
+    return this.sinkId === '' ? Promise.resolve() : Promise.resolve(sink.setSinkId?.(this.sinkId));
   }
 
   /**
@@ -304,7 +297,9 @@ export class RemoteVolumes {
       const gain = context.createGain();
       source.connect(gain);
       gain.connect(context.destination);
-      voice.graph = { source, gain };
+      // Its speaking ring is measured here, on the same source, before the gain: a second
+      // source would be one more consumer of the decoded track on the audio thread.
+      voice.graph = { source, gain, ...analyse(source) };
     } else if (!throughWebAudio && voice.graph !== null) {
       this.untap(voice);
       this.unplug(voice);
@@ -355,8 +350,7 @@ export class RemoteVolumes {
   }
 
   /**
-   * The source node playing `key` through Web Audio (for its level meter to share), or null for a
-   * voice its element plays.
+   * The source node playing `key` through Web Audio, or null for a voice its element plays.
    * @param {string} key
    * @returns {MediaStreamAudioSourceNode|null}
    */
@@ -373,6 +367,22 @@ export class RemoteVolumes {
   elementVolume(key) {
     const voice = this.voices.get(key);
     return voice === undefined || voice.graph !== null ? null : voice.percent / 100;
+  }
+
+  /**
+   * How loud `key`'s voice arrives, in dB, whatever this listener's volume for it: measured on
+   * its source in Web Audio, or for a voice its element plays, `playedDb` (what the page's
+   * statistics say played, quality.js playedLevel) with the element's volume divided out.
+   * @param {string} key
+   * @param {number} playedDb
+   * @returns {number}
+   */
+  level(key, playedDb) {
+    const voice = this.voices.get(key);
+    if (voice === undefined) return -Infinity;
+    if (voice.graph !== null) return rmsDb(voice.graph);
+    const volume = this.elementVolume(key);
+    return volume ? playedDb - 20 * Math.log10(volume) : -Infinity;
   }
 
   /** @param {string} key */
@@ -399,9 +409,9 @@ export class RemoteVolumes {
 
   /** Whether some voice is silent for lack of a user gesture (autoplay policy). */
   suspended() {
+    const contextStopped = this.context !== null && this.context.state !== 'running';
     for (const voice of this.voices.values()) {
-      if (voice.sink.paused) return true;
-      if (voice.graph !== null && voice.graph.source.context.state !== 'running') return true;
+      if (voice.sink.paused || (voice.graph !== null && contextStopped)) return true;
     }
     return false;
   }

@@ -109,7 +109,8 @@ export class Mesh extends EventTarget {
       let described = false;
       const sent = ({ detail }) => {
         if (detail?.description) described = true;
-        if (!described || !(initiator || detail?.candidate)) return;
+        const allOut = initiator ? described : described && Boolean(detail?.candidate);
+        if (!allOut) return;
         link.removeEventListener('signal', sent);
         this.firstSignalSent(peer.id);
       };
