@@ -123,7 +123,7 @@ test('joined: one link per member, we offer to each, without the speech-level ex
   assert.doesNotMatch(signalsTo(socket, BOB)[0].data.description.sdp, /^m=application/m);
 });
 
-test('joining, `joinSignalsPending` holds until the first offer to each member has left', async (t) => {
+test('joining, `joinSignalsPending` holds until each member has our offer and first candidate and we have its answer', async (t) => {
   const context = makeCall(t);
   const joining = context.call.join('Me');
   await settle();
@@ -135,8 +135,21 @@ test('joining, `joinSignalsPending` holds until the first offer to each member h
   socket.serverSends(joinedMessage({ peers: [{ id: ADA, name: 'Ada', polite: false }, { id: BOB, name: 'Bob', polite: false }] }));
   assert.equal(context.call.joinSignalsPending, true, 'the view waits for the offers');
   await settle();
+  assert.equal(socket.sentOf('signal').length, 2, 'both offers left');
+  assert.equal(context.call.joinSignalsPending, true, 'no candidate out, no answer back yet');
+  const [toAda, toBob] = FakeRTCPeerConnection.made;
+  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+  for (const pc of [toAda, toBob]) pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  await settle();
+  assert.equal(context.call.joinSignalsPending, true, 'the answers are still on their way');
+  socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
+  assert.equal(context.call.joinSignalsPending, true, 'Bob has not answered');
+  assert.deepEqual(out, []);
+  socket.serverSends({ type: 'signal', from: BOB, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
+  await settle();
   assert.equal(context.call.joinSignalsPending, false);
-  assert.deepEqual(out, [2], 'said once, after both offers were sent');
+  assert.deepEqual(out, [4], 'said once, after both answers were applied');
 });
 
 test('someone joins us: `joinSignalsPending` holds from peer-joined until our answer and first candidate have left', async (t) => {

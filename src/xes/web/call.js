@@ -164,8 +164,9 @@ export class Call extends EventTarget {
   }
 
   /**
-   * Whether a join's first offer or answer has yet to leave: ours to each member when we join,
-   * ours to a newcomer's offer when someone joins us (`firstsignalsout` once none is left).
+   * Whether a join's first signals are still on their way: when we join, our offer to each
+   * member and its answer back; when someone joins us, our answer to the newcomer's offer
+   * (`firstsignalsout` once none is left; Mesh `firstSignalsPending`).
    */
   get joinSignalsPending() {
     return this.mesh !== null && this.mesh.firstSignalsPending();

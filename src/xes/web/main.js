@@ -573,12 +573,12 @@ function afterNextRender(step) {
 function requestRender() {
   if (renderRequest.timer !== null) return;
   if (call.joinSignalsPending) {
-    // A join: its offers and answers leave first. Each waits for WebRTC's signalling thread to
-    // make it and then for this page's main thread to send it, and an offer arriving waits for
-    // the main thread to read it; a redraw of the whole call view in between (the next frame)
-    // made them leave or be read 10-20 ms later (bench/browser_bench.py's timeline), on the
-    // newcomer's page (joined) and on each member's (peer-joined, then the newcomer's offer,
-    // then the member's first candidate).
+    // A join: its offers and answers go first. Each waits for WebRTC's signalling thread to
+    // make it and then for this page's main thread to send it, and an offer or answer arriving
+    // waits for the main thread to read it; a redraw of the whole call view in between (the
+    // next frame) made them leave or be read 10-30 ms later (bench/browser_bench.py's
+    // timeline), on the newcomer's page (joined, its offer, the member's answer) and on each
+    // member's (peer-joined, then the newcomer's offer, then the member's first candidate).
     renderRequest.timer = setTimeout(renderNow, JOIN_SIGNALS_FIRST_MAX_MS);
     return;
   }
@@ -1070,7 +1070,9 @@ function setUpAudioSettings() {
     applySpeaker();
   });
   navigator.mediaDevices?.addEventListener?.('devicechange', listDevices);
-  call.addEventListener('microphone', listDevices);
+  // The names come with the microphone's permission; on a join that is the moment the join
+  // message is to leave, so they are read once the call is up (2-3 ms off its path).
+  call.addEventListener('microphone', () => whenSettled(listDevices));
   listDevices();
   applySpeaker();
 }
@@ -1302,6 +1304,9 @@ const WARM_UP_DELAY_MS = 200;
  * (LevelMeters#prepare), and resumed by the join.
  */
 function warmUp() {
+  // Clicked already (a quick user, a script): the join is making the real connection, and
+  // this one would only hold the main thread on its path (10 ms in bench/join_profile.py).
+  if (call.phase !== 'idle') return;
   try {
     sessionStorage.getItem(VOLUMES_KEY);
   } catch {

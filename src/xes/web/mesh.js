@@ -13,9 +13,10 @@ const NETWORK_CHANGE_SETTLE_MS = 100;
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
  * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
- * is closed, and `firstsignalsout` once the join's first signals have left: the offers of the
- * links we made as newcomer, and our answer to each newcomer's offer with our first candidate
- * after it (`firstSignalsPending`).
+ * is closed, and `firstsignalsout` once the join's first signals have been exchanged: for each
+ * link we made as newcomer, our offer and first candidate out and the member's answer applied;
+ * for each newcomer's link, our answer to its offer with our first candidate after it
+ * (`firstSignalsPending`).
  */
 export class Mesh extends EventTarget {
   /**
@@ -43,9 +44,10 @@ export class Mesh extends EventTarget {
     /** @type {number|null} Opus bitrate per link, from the Call */
     this.audioBitrate = null;
     /**
-     * Peers whose link's first signals, on the path of a join, have not left yet: the offer of
-     * a link we made as initiator; for a member who joined after us, our answer to its offer and
-     * our first candidate (pending from `expect`, before its offer has even arrived).
+     * Peers whose link's first signals, on the path of a join, are not through yet: for a link we
+     * made as initiator, our offer and first candidate out and the answer applied; for a member
+     * who joined after us, our answer to its offer and our first candidate (pending from
+     * `expect`, before its offer has even arrived).
      * @type {Set<string>}
      */
     this.awaitingFirstSignal = new Set();
@@ -99,22 +101,30 @@ export class Mesh extends EventTarget {
     this.links.set(peer.id, link);
     if (onJoinPath) {
       this.awaitingFirstSignal.add(peer.id);
-      // As newcomer, the offer is what the other end waits for. As a member answering a
-      // newcomer, the answer and then our first candidate: ICE cannot start checking before
-      // one side has the other's candidates, and a redraw let in between the answer and the
-      // candidate held the candidate (bench/browser_bench.py: first candidate 16 ms after the
-      // answer, 7 ms on the bare page, and ICE connected that much later). The view's wait is
-      // bounded (main.js), so a candidate that is slow to come (a TURN allocation) costs at
-      // most that bound.
+      // As newcomer, the offer and our first candidate are what the other end waits for, and
+      // then its answer comes back within one round trip: a redraw let in after the offer left
+      // held our candidates and the answer behind it (bench/browser_bench.py: first candidate
+      // 15 ms after the offer, 5 ms on the bare page; the answer read up to 30 ms after the
+      // member sent it, 1-2 ms on the bare page). As a member answering a newcomer, the answer
+      // and then our first candidate: ICE cannot start checking before one side has the
+      // other's candidates, and a redraw let in between the answer and the candidate held the
+      // candidate (first candidate 16 ms after the answer, 7 ms on the bare page, and ICE
+      // connected that much later). The view's wait is bounded (main.js), so a candidate or an
+      // answer that is slow to come (a TURN allocation, a busy member) costs at most that bound.
       let described = false;
-      const sent = ({ detail }) => {
-        if (detail?.description) described = true;
-        const allOut = initiator ? described : described && Boolean(detail?.candidate);
-        if (!allOut) return;
-        link.removeEventListener('signal', sent);
+      let candidate = false;
+      let answered = !initiator;
+      const step = ({ type, detail }) => {
+        if (type === 'answered') answered = true;
+        else if (detail?.description) described = true;
+        else if (detail?.candidate) candidate = true;
+        if (!(described && candidate && answered)) return;
+        link.removeEventListener('signal', step);
+        link.removeEventListener('answered', step);
         this.firstSignalSent(peer.id);
       };
-      link.addEventListener('signal', sent);
+      link.addEventListener('signal', step);
+      link.addEventListener('answered', step);
     }
     return link;
   }

@@ -875,6 +875,7 @@ export class Negotiation extends EventTarget {
         // round trip is never longer than the real one.
         this.pace.observe(performance.now() - this.offerSentAt);
         this.offerResends = 0;
+        this.emit('answered', null);
         if (this.stuckTimer === null && this.initiator && this.pc.connectionState !== 'connected') {
           // Candidates that arrive from now on count as progress: on a starved machine the
           // peer's come seconds after its answer, and ICE could not have got anywhere before.
