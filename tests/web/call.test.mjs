@@ -11,6 +11,7 @@ import {
 import { Call, Phase, RESTORING_IN_CALL } from '../../src/xes/web/call.js';
 import { Signalling } from '../../src/xes/web/signalling.js';
 import { MicrophoneError } from '../../src/xes/web/media.js';
+import { FIRST_SIGNALS_WAIT_MAX_MS } from '../../src/xes/web/mesh.js';
 import {
   LINK_CONNECT_TIMEOUT_MS, PACE_SAMPLES, SETTLE_FALLBACK_MS, SETTLE_GRACE_MS, SignalPace,
 } from '../../src/xes/web/negotiation.js';
@@ -150,6 +151,22 @@ test('joining, `joinSignalsPending` holds until each member has our offer and fi
   await settle();
   assert.equal(context.call.joinSignalsPending, false);
   assert.deepEqual(out, [4], 'said once, after both answers were applied');
+});
+
+test('a member slow to answer keeps the join\'s first signals pending for FIRST_SIGNALS_WAIT_MAX_MS at most', async (t) => {
+  t.mock.timers.enable({ apis: ['setTimeout'] });
+  const { call } = await inRoom(t, { peers: [{ id: ADA, name: 'Ada', polite: true }] });
+  const out = [];
+  call.addEventListener('firstsignalsout', () => out.push('out'));
+  const [pc] = FakeRTCPeerConnection.made;
+  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+  pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  await settle();
+  t.mock.timers.tick(FIRST_SIGNALS_WAIT_MAX_MS - 1);
+  assert.equal(call.joinSignalsPending, true, 'no answer yet');
+  t.mock.timers.tick(1);
+  assert.equal(call.joinSignalsPending, false, 'the view no longer waits for Ada');
+  assert.deepEqual(out, ['out']);
 });
 
 test('someone joins us: `joinSignalsPending` holds from peer-joined until our answer and first candidate have left', async (t) => {

@@ -164,9 +164,10 @@ export class Call extends EventTarget {
   }
 
   /**
-   * Whether a join's first signals are still on their way: when we join, our offer to each
-   * member and its answer back; when someone joins us, our answer to the newcomer's offer
-   * (`firstsignalsout` once none is left; Mesh `firstSignalsPending`).
+   * Whether a join's first signals are still on their way: when we join, our offer and first
+   * candidate to each member and its answer back; when someone joins us, our answer to the
+   * newcomer's offer and our first candidate (`firstsignalsout` once none is left, or once a link
+   * has kept them pending for Mesh's FIRST_SIGNALS_WAIT_MAX_MS; Mesh `firstSignalsPending`).
    */
   get joinSignalsPending() {
     return this.mesh !== null && this.mesh.firstSignalsPending();

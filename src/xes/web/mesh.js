@@ -10,6 +10,14 @@ const MAX_RENEWALS = 2;
 const NETWORK_CHANGE_SETTLE_MS = 100;
 
 /**
+ * How long one link keeps the join's first signals pending at most (`firstSignalsPending`). The
+ * view redraws at most every 100 ms while they are (main.js), so a peer slow to answer (aiortc
+ * answers only once it has gathered every candidate) or a candidate that never comes (a relay
+ * that refuses us) must not keep it at that pace: past this, the link is on its own time.
+ */
+export const FIRST_SIGNALS_WAIT_MAX_MS = 1000;
+
+/**
  * Map<peerId, Negotiation> driven by roster events. Re-dispatches every Negotiation event as a
  * CustomEvent whose detail is `{peerId, detail}`: `signal`, `track`, `statechange`, `turnerror`,
  * `linkfailure`, `channelopen`, `settled`, `data`, `error`; plus `removed` (detail `{peerId}`) when a link
@@ -48,9 +56,9 @@ export class Mesh extends EventTarget {
      * made as initiator, our offer and first candidate out and the answer applied; for a member
      * who joined after us, our answer to its offer and our first candidate (pending from
      * `expect`, before its offer has even arrived).
-     * @type {Set<string>}
+     * @type {Map<string, ReturnType<typeof setTimeout>>} each with its FIRST_SIGNALS_WAIT_MAX_MS timer
      */
-    this.awaitingFirstSignal = new Set();
+    this.awaitingFirstSignal = new Map();
     /** How fast this page's signals go and come back, for every link's waits (SignalPace). */
     this.pace = new SignalPace();
   }
@@ -100,7 +108,7 @@ export class Mesh extends EventTarget {
     if (this.audioBitrate !== null) link.setAudioBitrate(this.audioBitrate);
     this.links.set(peer.id, link);
     if (onJoinPath) {
-      this.awaitingFirstSignal.add(peer.id);
+      this.awaitFirstSignal(peer.id);
       // As newcomer, the offer and our first candidate are what the other end waits for, and
       // then its answer comes back within one round trip: a redraw let in after the offer left
       // held our candidates and the answer behind it (bench/browser_bench.py: first candidate
@@ -129,13 +137,20 @@ export class Mesh extends EventTarget {
     return link;
   }
 
-  /** @returns {boolean} whether a join's first offer or answer has yet to leave (`awaitingFirstSignal`) */
+  /** @returns {boolean} whether some link's first signals on a join's path are still pending (`awaitingFirstSignal`) */
   firstSignalsPending() {
     return this.awaitingFirstSignal.size > 0;
   }
 
-  /** @param {string} peerId its link's first description left, or it is gone */
+  /** @param {string} peerId a link on a join's path: its first signals are awaited from now */
+  awaitFirstSignal(peerId) {
+    clearTimeout(this.awaitingFirstSignal.get(peerId));
+    this.awaitingFirstSignal.set(peerId, setTimeout(() => this.firstSignalSent(peerId), FIRST_SIGNALS_WAIT_MAX_MS));
+  }
+
+  /** @param {string} peerId its link's first signals are through, or it is gone, or too slow */
   firstSignalSent(peerId) {
+    clearTimeout(this.awaitingFirstSignal.get(peerId));
     if (this.awaitingFirstSignal.delete(peerId) && this.awaitingFirstSignal.size === 0) {
       this.dispatchEvent(new CustomEvent('firstsignalsout'));
     }
@@ -165,7 +180,7 @@ export class Mesh extends EventTarget {
     this.expected.set(peer.id, expected);
     // Its offer follows its `peer-joined` within milliseconds: the page's redraw for the newcomer
     // waits until our answer has left (main.js), so that the offer does not wait for the redraw.
-    this.awaitingFirstSignal.add(peer.id);
+    this.awaitFirstSignal(peer.id);
   }
 
   /** @param {string} peerId @returns {Negotiation} the link to an expected member, made now */

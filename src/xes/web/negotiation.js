@@ -343,6 +343,7 @@ export function cleanDescription(description) {
  *   `statechange` to "connected" supersedes it,
  * - `channelopen` (no detail) when the link's data channel opened,
  * - `settled` (no detail) once, when the peer's voice arrives (SETTLE_FALLBACK_MS explains),
+ * - `answered` (no detail) each time the peer's answer to our offer has been applied,
  * - `data` (detail: a message object from the peer's data channel, checked by parseData),
  * - `error` (detail: an Error that broke negotiation; the link may be dead).
  */
