@@ -139,8 +139,7 @@ test('joining, `joinSignalsPending` holds until each member has our offer and fi
   assert.equal(socket.sentOf('signal').length, 2, 'both offers left');
   assert.equal(context.call.joinSignalsPending, true, 'no candidate out, no answer back yet');
   const [toAda, toBob] = FakeRTCPeerConnection.made;
-  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
-  for (const pc of [toAda, toBob]) pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  for (const pc of [toAda, toBob]) pc.gatherCandidate();
   await settle();
   assert.equal(context.call.joinSignalsPending, true, 'the answers are still on their way');
   socket.serverSends({ type: 'signal', from: ADA, data: { description: { type: 'answer', sdp: 'v=0\r\n' } } });
@@ -159,8 +158,7 @@ test('a member slow to answer keeps the join\'s first signals pending for FIRST_
   const out = [];
   call.addEventListener('firstsignalsout', () => out.push('out'));
   const [pc] = FakeRTCPeerConnection.made;
-  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
-  pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  pc.gatherCandidate();
   await settle();
   t.mock.timers.tick(FIRST_SIGNALS_WAIT_MAX_MS - 1);
   assert.equal(call.joinSignalsPending, true, 'no answer yet');
@@ -180,8 +178,7 @@ test('someone joins us: `joinSignalsPending` holds from peer-joined until our an
   await settle();
   assert.equal(call.joinSignalsPending, true, 'the answer has left, our first candidate not yet');
   const pc = FakeRTCPeerConnection.made.at(-1);
-  const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
-  pc.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  pc.gatherCandidate();
   await settle();
   assert.equal(call.joinSignalsPending, false);
   assert.deepEqual(out, [2], 'said once, when the answer and then the candidate were sent');

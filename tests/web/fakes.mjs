@@ -304,6 +304,12 @@ export class FakeRTCPeerConnection extends EventTarget {
     this.dispatchEvent(new Event('connectionstatechange'));
   }
 
+  /** ICE gathered one host candidate (what the page then signals to the peer). */
+  gatherCandidate() {
+    const candidate = { candidate: 'candidate:1 1 udp 2122260223 127.0.0.1 50000 typ host', sdpMid: '0', sdpMLineIndex: 0 };
+    this.dispatchEvent(Object.assign(new Event('icecandidate'), { candidate }));
+  }
+
   /** The remote side's audio arrives. */
   receiveTrack(stream = new FakeMediaStream([new FakeTrack()])) {
     const event = new Event('track');
